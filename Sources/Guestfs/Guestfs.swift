@@ -1,0 +1,296 @@
+import CGuestfs
+import Glibc
+
+/// A libguestfs handle: one appliance (a small VM) that does all disk and
+/// filesystem access for the drives added to it.
+///
+/// The handle owns the C handle and closes it on `close()` or deinit. It is
+/// not thread-safe: use it from one thread at a time. libguestfs's default
+/// error handler is switched off, so nothing is printed behind the caller's
+/// back; every failure is thrown as a ``GuestfsError``.
+public final class Guestfs {
+    private var handle: OpaquePointer?
+
+    /// Creates a handle. Environment variables (`LIBGUESTFS_*`) are not read:
+    /// the caller configures the handle explicitly.
+    public init() throws {
+        guard let h = remedy_guestfs_create_no_environment() else {
+            throw GuestfsError(function: "create", message: "could not create a libguestfs handle", errno: Glibc.errno)
+        }
+        guestfs_set_error_handler(h, nil, nil)
+        handle = h
+    }
+
+    deinit {
+        if let h = handle { guestfs_close(h) }
+    }
+
+    /// Closes the handle. If the appliance is running it is killed: call
+    /// ``shutdown()`` first after writes, to flush them and see errors.
+    public func close() {
+        if let h = handle { guestfs_close(h) }
+        handle = nil
+    }
+
+    // MARK: - Plumbing
+
+    private func h(_ function: String) throws -> OpaquePointer {
+        guard let h = handle else {
+            throw GuestfsError(function: function, message: "handle is closed")
+        }
+        return h
+    }
+
+    private func lastError(_ function: String) -> GuestfsError {
+        guard let h = handle else { return GuestfsError(function: function, message: "handle is closed") }
+        let message = guestfs_last_error(h).map { String(cString: $0) } ?? "unknown error"
+        return GuestfsError(function: function, message: message, errno: guestfs_last_errno(h))
+    }
+
+    @discardableResult
+    private func call(_ function: String, _ body: (OpaquePointer) -> Int32) throws -> Int32 {
+        let h = try h(function)
+        let rc = body(h)
+        if rc == -1 { throw lastError(function) }
+        return rc
+    }
+
+    private func call64(_ function: String, _ body: (OpaquePointer) -> Int64) throws -> Int64 {
+        let h = try h(function)
+        let rc = body(h)
+        if rc == -1 { throw lastError(function) }
+        return rc
+    }
+
+    private func string(_ function: String, _ body: (OpaquePointer) -> UnsafeMutablePointer<CChar>?) throws -> String {
+        let h = try h(function)
+        guard let p = body(h) else { throw lastError(function) }
+        defer { free(p) }
+        return String(cString: p)
+    }
+
+    private func stringList(_ function: String, _ body: (OpaquePointer) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) throws -> [String] {
+        let h = try h(function)
+        guard let list = body(h) else { throw lastError(function) }
+        defer { free(list) }
+        var result: [String] = []
+        var i = 0
+        while let p = list[i] {
+            result.append(String(cString: p))
+            free(p)
+            i += 1
+        }
+        return result
+    }
+
+    private func pairs(_ list: [String]) -> [(String, String)] {
+        stride(from: 0, to: list.count - 1, by: 2).map { (list[$0], list[$0 + 1]) }
+    }
+
+    // MARK: - Configuration
+
+    /// Backend settings such as `force_tcg` (libguestfs `set_backend_settings`).
+    public func setBackendSettings(_ settings: [String]) throws {
+        var cStrings: [UnsafeMutablePointer<CChar>?] = settings.map { strdup($0) }
+        cStrings.append(nil)
+        defer { cStrings.forEach { free($0) } }
+        try call("set_backend_settings") { h in cStrings.withUnsafeBufferPointer { guestfs_set_backend_settings(h, $0.baseAddress) } }
+    }
+
+    public func setBackend(_ backend: String) throws {
+        try call("set_backend") { guestfs_set_backend($0, backend) }
+    }
+
+    /// Appliance memory in MiB.
+    public func setMemsize(_ mib: Int) throws {
+        try call("set_memsize") { guestfs_set_memsize($0, Int32(mib)) }
+    }
+
+    public func setSMP(_ cpus: Int) throws {
+        try call("set_smp") { guestfs_set_smp($0, Int32(cpus)) }
+    }
+
+    /// Extra text appended to the appliance kernel command line.
+    public func setAppend(_ append: String) throws {
+        try call("set_append") { guestfs_set_append($0, append) }
+    }
+
+    /// The appliance's working files live here (its sockets, overlays).
+    public func setTmpdir(_ path: String) throws {
+        try call("set_tmpdir") { guestfs_set_tmpdir($0, path) }
+    }
+
+    public func setCachedir(_ path: String) throws {
+        try call("set_cachedir") { guestfs_set_cachedir($0, path) }
+    }
+
+    /// Adds a disk image. `format` should always be given for untrusted
+    /// images: letting qemu probe the format of a raw image is unsafe.
+    public func addDrive(_ path: String, format: String?, readonly: Bool, cacheMode: String? = nil) throws {
+        try call("add_drive") { h in
+            withOptionalCString(format) { fmt in
+                withOptionalCString(cacheMode) { cache in
+                    var opts = guestfs_add_drive_opts_argv()
+                    opts.bitmask = REMEDY_ADD_DRIVE_READONLY
+                    opts.readonly = readonly ? 1 : 0
+                    if let fmt {
+                        opts.bitmask |= REMEDY_ADD_DRIVE_FORMAT
+                        opts.format = fmt
+                    }
+                    if let cache {
+                        opts.bitmask |= REMEDY_ADD_DRIVE_CACHEMODE
+                        opts.cachemode = cache
+                    }
+                    return guestfs_add_drive_opts_argv(h, path, &opts)
+                }
+            }
+        }
+    }
+
+    /// Boots the appliance. Blocks until it is up or has failed.
+    public func launch() throws {
+        try call("launch") { guestfs_launch($0) }
+    }
+
+    /// Flushes and stops the appliance; errors from the final writes surface here.
+    public func shutdown() throws {
+        try call("shutdown") { guestfs_shutdown($0) }
+    }
+
+    /// libguestfs debug messages (to stderr unless an event callback takes them).
+    public func setVerbose(_ on: Bool) throws {
+        try call("set_verbose") { guestfs_set_verbose($0, on ? 1 : 0) }
+    }
+
+    public func setTrace(_ on: Bool) throws {
+        try call("set_trace") { guestfs_set_trace($0, on ? 1 : 0) }
+    }
+
+    public func backend() throws -> String {
+        try string("get_backend") { guestfs_get_backend($0) }
+    }
+
+    // MARK: - Inspection
+
+    /// Inspects every filesystem; returns the root devices of the operating systems found.
+    public func inspectOS() throws -> [String] {
+        try stringList("inspect_os") { guestfs_inspect_os($0) }
+    }
+
+    public func inspectType(_ root: String) throws -> String { try string("inspect_get_type") { guestfs_inspect_get_type($0, root) } }
+    public func inspectDistro(_ root: String) throws -> String { try string("inspect_get_distro") { guestfs_inspect_get_distro($0, root) } }
+    public func inspectProductName(_ root: String) throws -> String { try string("inspect_get_product_name") { guestfs_inspect_get_product_name($0, root) } }
+    public func inspectProductVariant(_ root: String) throws -> String { try string("inspect_get_product_variant") { guestfs_inspect_get_product_variant($0, root) } }
+    public func inspectArch(_ root: String) throws -> String { try string("inspect_get_arch") { guestfs_inspect_get_arch($0, root) } }
+    public func inspectHostname(_ root: String) throws -> String { try string("inspect_get_hostname") { guestfs_inspect_get_hostname($0, root) } }
+    public func inspectMajorVersion(_ root: String) throws -> Int { Int(try call("inspect_get_major_version") { guestfs_inspect_get_major_version($0, root) }) }
+    public func inspectMinorVersion(_ root: String) throws -> Int { Int(try call("inspect_get_minor_version") { guestfs_inspect_get_minor_version($0, root) }) }
+    public func inspectWindowsSystemroot(_ root: String) throws -> String { try string("inspect_get_windows_systemroot") { guestfs_inspect_get_windows_systemroot($0, root) } }
+    public func inspectWindowsCurrentControlSet(_ root: String) throws -> String { try string("inspect_get_windows_current_control_set") { guestfs_inspect_get_windows_current_control_set($0, root) } }
+    public func inspectWindowsSystemHive(_ root: String) throws -> String { try string("inspect_get_windows_system_hive") { guestfs_inspect_get_windows_system_hive($0, root) } }
+    public func inspectWindowsSoftwareHive(_ root: String) throws -> String { try string("inspect_get_windows_software_hive") { guestfs_inspect_get_windows_software_hive($0, root) } }
+
+    /// Mount points of an inspected root, sorted so parents come before children.
+    public func inspectMountpoints(_ root: String) throws -> [(mountpoint: String, device: String)] {
+        pairs(try stringList("inspect_get_mountpoints") { guestfs_inspect_get_mountpoints($0, root) })
+            .map { (mountpoint: $0.0, device: $0.1) }
+            .sorted { $0.mountpoint.count < $1.mountpoint.count }
+    }
+
+    public func listDevices() throws -> [String] { try stringList("list_devices") { guestfs_list_devices($0) } }
+    public func listPartitions() throws -> [String] { try stringList("list_partitions") { guestfs_list_partitions($0) } }
+
+    /// Every filesystem found, with its type (`ntfs`, `vfat`, `unknown`, ...).
+    public func listFilesystems() throws -> [(device: String, type: String)] {
+        pairs(try stringList("list_filesystems") { guestfs_list_filesystems($0) }).map { (device: $0.0, type: $0.1) }
+    }
+
+    public func vfsType(_ device: String) throws -> String { try string("vfs_type") { guestfs_vfs_type($0, device) } }
+    public func blockdevSize(_ device: String) throws -> Int64 { try call64("blockdev_getsize64") { guestfs_blockdev_getsize64($0, device) } }
+    public func partitionTableType(_ device: String) throws -> String { try string("part_get_parttype") { guestfs_part_get_parttype($0, device) } }
+    public func fileArchitecture(_ path: String) throws -> String { try string("file_architecture") { guestfs_file_architecture($0, path) } }
+
+    // MARK: - Mounting and files
+
+    public func mount(_ device: String, at mountpoint: String) throws { try call("mount") { guestfs_mount($0, device, mountpoint) } }
+    public func mountReadOnly(_ device: String, at mountpoint: String) throws { try call("mount_ro") { guestfs_mount_ro($0, device, mountpoint) } }
+    public func umountAll() throws { try call("umount_all") { guestfs_umount_all($0) } }
+    public func sync() throws { try call("sync") { guestfs_sync($0) } }
+
+    /// Resolves a path case-insensitively, as Windows would (the result may not exist yet in its last element).
+    public func caseSensitivePath(_ path: String) throws -> String { try string("case_sensitive_path") { guestfs_case_sensitive_path($0, path) } }
+    public func isFile(_ path: String) throws -> Bool { try call("is_file") { guestfs_is_file($0, path) } == 1 }
+    public func isDir(_ path: String) throws -> Bool { try call("is_dir") { guestfs_is_dir($0, path) } == 1 }
+    public func exists(_ path: String) throws -> Bool { try call("exists") { guestfs_exists($0, path) } == 1 }
+    public func fileSize(_ path: String) throws -> Int64 { try call64("filesize") { guestfs_filesize($0, path) } }
+    public func mkdirP(_ path: String) throws { try call("mkdir_p") { guestfs_mkdir_p($0, path) } }
+    public func rm(_ path: String) throws { try call("rm") { guestfs_rm($0, path) } }
+    public func rmF(_ path: String) throws { try call("rm_f") { guestfs_rm_f($0, path) } }
+    public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }
+    /// Copies a file inside the guest.
+    public func cp(_ source: String, _ destination: String) throws { try call("cp") { guestfs_cp($0, source, destination) } }
+    /// rename(2) inside the guest: atomic replacement within one directory.
+    public func rename(_ source: String, _ destination: String) throws { try call("rename") { guestfs_rename($0, source, destination) } }
+    /// Copies a guest file to a local file.
+    public func download(_ remote: String, to local: String) throws { try call("download") { guestfs_download($0, remote, local) } }
+    /// Copies a local file into the guest.
+    public func upload(_ local: String, to remote: String) throws { try call("upload") { guestfs_upload($0, local, remote) } }
+
+    /// Writes bytes to a guest file (small files only: the protocol limit is a few MB).
+    public func write(_ path: String, _ bytes: [UInt8]) throws {
+        try call("write") { h in
+            bytes.withUnsafeBufferPointer { buf in
+                buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(buf.count, 1)) {
+                    guestfs_write(h, path, $0, buf.count)
+                }
+            }
+        }
+    }
+
+    // MARK: - Building disks (used by the fixtures)
+
+    public func partInit(_ device: String, type: String) throws { try call("part_init") { guestfs_part_init($0, device, type) } }
+    public func partAdd(_ device: String, kind: String = "p", startSector: Int64, endSector: Int64) throws {
+        try call("part_add") { guestfs_part_add($0, device, kind, startSector, endSector) }
+    }
+    public func partSetBootable(_ device: String, partition: Int, bootable: Bool) throws {
+        try call("part_set_bootable") { guestfs_part_set_bootable($0, device, Int32(partition), bootable ? 1 : 0) }
+    }
+    public func partSetGPTType(_ device: String, partition: Int, guid: String) throws {
+        try call("part_set_gpt_type") { guestfs_part_set_gpt_type($0, device, Int32(partition), guid) }
+    }
+    public func partSetGPTGUID(_ device: String, partition: Int, guid: String) throws {
+        try call("part_set_gpt_guid") { guestfs_part_set_gpt_guid($0, device, Int32(partition), guid) }
+    }
+    public func partSetMBRID(_ device: String, partition: Int, id: Int) throws {
+        try call("part_set_mbr_id") { guestfs_part_set_mbr_id($0, device, Int32(partition), Int32(id)) }
+    }
+    public func mkfs(_ type: String, _ device: String, label: String? = nil) throws {
+        try call("mkfs") { h in
+            withOptionalCString(label) { lbl in
+                var opts = guestfs_mkfs_opts_argv()
+                if let lbl {
+                    opts.bitmask |= REMEDY_MKFS_LABEL
+                    opts.label = lbl
+                }
+                return guestfs_mkfs_opts_argv(h, type, device, &opts)
+            }
+        }
+    }
+
+    /// Raw byte write into a device at an offset (used to stamp disk signatures).
+    public func pwriteDevice(_ device: String, _ bytes: [UInt8], offset: Int64) throws {
+        try call("pwrite_device") { h in
+            bytes.withUnsafeBufferPointer { buf in
+                buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buf.count) {
+                    guestfs_pwrite_device(h, device, $0, buf.count, offset)
+                }
+            }
+        }
+    }
+}
+
+private func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    guard let s else { return body(nil) }
+    return s.withCString { body($0) }
+}

@@ -1,0 +1,22 @@
+import CGuestfs
+
+/// An error reported by libguestfs, carrying the C function that failed,
+/// libguestfs's own message and the errno it recorded (0 when none).
+public struct GuestfsError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The libguestfs call that failed, without the `guestfs_` prefix (e.g. `"launch"`).
+    public var function: String
+    /// The message libguestfs recorded for the failure.
+    public var message: String
+    /// The errno libguestfs recorded, or 0.
+    public var errno: Int32
+
+    public init(function: String, message: String, errno: Int32 = 0) {
+        self.function = function
+        self.message = message
+        self.errno = errno
+    }
+
+    public var description: String {
+        errno == 0 ? "guestfs_\(function): \(message)" : "guestfs_\(function): \(message) (errno \(errno))"
+    }
+}

@@ -1,0 +1,276 @@
+import Foundation
+import Guestfs
+
+/// How the appliance VM is accelerated.
+public enum Acceleration: String, Sendable, Codable, CaseIterable {
+    /// KVM when it boots here, else TCG; the answer is probed once and remembered.
+    case auto
+    /// Hardware virtualisation; fails (never hangs) when it does not boot.
+    case kvm
+    /// Software emulation: slower, works everywhere.
+    case tcg
+}
+
+/// One disk to attach to the appliance.
+public struct Drive: Sendable {
+    public var path: String
+    /// qemu's format name (`raw`, `qcow2`, `vmdk`, `vpc`, ...). Always explicit: never let qemu guess.
+    public var format: String
+    public var readonly: Bool
+
+    public init(path: String, format: String, readonly: Bool) {
+        self.path = path
+        self.format = format
+        self.readonly = readonly
+    }
+}
+
+public struct ApplianceOptions: Sendable {
+    public var acceleration: Acceleration
+    /// How long a KVM launch may take before remedy decides KVM does not boot here.
+    public var kvmTimeout: TimeInterval
+    /// How long any launch may take before it is abandoned.
+    public var launchTimeout: TimeInterval
+    /// Appliance memory in MiB (libguestfs's default when nil).
+    public var memoryMiB: Int?
+    /// Where the KVM probe's answer is remembered.
+    public var cacheFile: String
+    /// Receives notices meant for the user (printed on stderr by the CLI).
+    public var notice: @Sendable (String) -> Void
+    /// libguestfs debug output on stderr.
+    public var debug: Bool
+
+    public init(acceleration: Acceleration = .auto, kvmTimeout: TimeInterval = 30, launchTimeout: TimeInterval = 600,
+                memoryMiB: Int? = nil, cacheFile: String = ApplianceOptions.defaultCacheFile,
+                debug: Bool = false, notice: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.acceleration = acceleration
+        self.kvmTimeout = kvmTimeout
+        self.launchTimeout = launchTimeout
+        self.memoryMiB = memoryMiB
+        self.cacheFile = cacheFile
+        self.debug = debug
+        self.notice = notice
+    }
+
+    /// `$REMEDY_ACCEL_CACHE`, else `$XDG_CACHE_HOME/remedy/accel.json`, else `~/.cache/remedy/accel.json`.
+    public static var defaultCacheFile: String {
+        let env = ProcessInfo.processInfo.environment
+        if let p = env["REMEDY_ACCEL_CACHE"], !p.isEmpty { return p }
+        let base = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? (NSHomeDirectory() + "/.cache")
+        return base + "/remedy/accel.json"
+    }
+
+    /// Options from the environment: `REMEDY_ACCEL`, `REMEDY_KVM_TIMEOUT`,
+    /// `REMEDY_LAUNCH_TIMEOUT`, `REMEDY_MEMSIZE`, `REMEDY_DEBUG`. libguestfs's own
+    /// `LIBGUESTFS_BACKEND_SETTINGS=force_tcg` is honoured as `tcg`.
+    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> ApplianceOptions {
+        var o = ApplianceOptions()
+        if let a = env["REMEDY_ACCEL"], !a.isEmpty {
+            guard let accel = Acceleration(rawValue: a) else {
+                throw RemedyError(.invalidArgument, "REMEDY_ACCEL must be auto, kvm or tcg, not \(a)")
+            }
+            o.acceleration = accel
+        } else if env["LIBGUESTFS_BACKEND_SETTINGS"]?.contains("force_tcg") == true {
+            o.acceleration = .tcg
+        }
+        if let t = env["REMEDY_KVM_TIMEOUT"].flatMap(Double.init) { o.kvmTimeout = t }
+        if let t = env["REMEDY_LAUNCH_TIMEOUT"].flatMap(Double.init) { o.launchTimeout = t }
+        if let m = env["REMEDY_MEMSIZE"].flatMap(Int.init) { o.memoryMiB = m }
+        o.debug = ["1", "true", "yes"].contains(env["REMEDY_DEBUG"] ?? "")
+        return o
+    }
+}
+
+/// What the KVM probe found on this host, remembered between runs.
+struct AccelerationCache: Codable {
+    var host: String
+    var kvmBoots: Bool
+    var probedAt: Date
+    var timeoutSeconds: Double
+
+    /// Identifies the host setup the answer is valid for: kernel, CPU, qemu build.
+    static func hostKey() -> String {
+        var u = utsname()
+        uname(&u)
+        let release = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }.map(String.init) ?? "?"
+        let qemu = ["/usr/bin/qemu-system-x86_64", "/usr/libexec/qemu-kvm"].compactMap { path -> String? in
+            guard let a = try? FileManager.default.attributesOfItem(atPath: path),
+                  let m = a[.modificationDate] as? Date else { return nil }
+            return "\(path)@\(Int(m.timeIntervalSince1970))"
+        }.first ?? "?"
+        return [release, cpu, qemu].joined(separator: "|")
+    }
+
+    static func load(_ path: String) -> AccelerationCache? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        guard let c = try? d.decode(AccelerationCache.self, from: data), c.host == hostKey() else { return nil }
+        return c
+    }
+
+    func save(_ path: String) {
+        let e = JSONEncoder()
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        guard let data = try? e.encode(self) else { return }
+        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let tmp = path + ".\(getpid()).tmp"
+        if FileManager.default.createFile(atPath: tmp, contents: data) { _ = Foundation.rename(tmp, path) }
+    }
+}
+
+/// A running libguestfs appliance with the drives it was given.
+///
+/// `launch` never hangs: each launch runs under a watchdog that kills the
+/// appliance's qemu process when its deadline passes, which makes
+/// libguestfs's launch return an error. With `auto`, a KVM launch that does
+/// not finish within `kvmTimeout` is taken to mean KVM does not boot on this
+/// host: remedy says so, falls back to TCG, and remembers the answer.
+public final class Appliance {
+    public let guestfs: Guestfs
+    /// The acceleration actually used.
+    public let acceleration: Acceleration
+    /// Seconds the launch took (the successful attempt only).
+    public let launchSeconds: Double
+
+    private init(guestfs: Guestfs, acceleration: Acceleration, launchSeconds: Double) {
+        self.guestfs = guestfs
+        self.acceleration = acceleration
+        self.launchSeconds = launchSeconds
+    }
+
+    public static func kvmAvailable() -> Bool {
+        access("/dev/kvm", R_OK | W_OK) == 0
+    }
+
+    public static func launch(drives: [Drive], options: ApplianceOptions) throws -> Appliance {
+        switch options.acceleration {
+        case .tcg:
+            return try attempt(drives, .tcg, deadline: options.launchTimeout, options)
+        case .kvm:
+            guard kvmAvailable() else {
+                throw RemedyError(.applianceFailed, "--accel kvm: /dev/kvm is missing or not accessible; use --accel tcg or auto")
+            }
+            do {
+                return try attempt(drives, .kvm, deadline: options.kvmTimeout, options)
+            } catch let e as LaunchTimeout {
+                throw RemedyError(.applianceTimeout, "the KVM appliance did not boot within \(Int(e.seconds)) s; KVM does not work on this host, use --accel tcg or auto")
+            }
+        case .auto:
+            guard kvmAvailable() else { return try attempt(drives, .tcg, deadline: options.launchTimeout, options) }
+            let cached = AccelerationCache.load(options.cacheFile)
+            if let cached, !cached.kvmBoots {
+                options.notice("using TCG (software emulation): a KVM appliance did not boot on this host when probed on \(Self.day(cached.probedAt)); remembered in \(options.cacheFile) (delete it, or pass --accel kvm, to try KVM again)")
+                return try attempt(drives, .tcg, deadline: options.launchTimeout, options)
+            }
+            do {
+                let a = try attempt(drives, .kvm, deadline: options.kvmTimeout, options)
+                if cached == nil {
+                    AccelerationCache(host: AccelerationCache.hostKey(), kvmBoots: true, probedAt: Date(), timeoutSeconds: options.kvmTimeout).save(options.cacheFile)
+                }
+                return a
+            } catch let e as LaunchTimeout {
+                options.notice("the KVM appliance did not boot within \(Int(e.seconds)) s (/dev/kvm exists but guests hang here); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)")
+                AccelerationCache(host: AccelerationCache.hostKey(), kvmBoots: false, probedAt: Date(), timeoutSeconds: options.kvmTimeout).save(options.cacheFile)
+                return try attempt(drives, .tcg, deadline: options.launchTimeout, options)
+            }
+        }
+    }
+
+    static func day(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withFullDate]
+        return f.string(from: d)
+    }
+
+    struct LaunchTimeout: Error { var seconds: Double }
+
+    private static func attempt(_ drives: [Drive], _ accel: Acceleration, deadline: TimeInterval, _ options: ApplianceOptions) throws -> Appliance {
+        let g = try Guestfs()
+        let token = "remedy.launch=" + UUID().uuidString.lowercased()
+        do {
+            try g.setBackend("direct")
+            if accel == .tcg { try g.setBackendSettings(["force_tcg"]) }
+            if let m = options.memoryMiB { try g.setMemsize(m) }
+            if options.debug {
+                try g.setVerbose(true)
+                try g.setTrace(true)
+            }
+            // A unique word on the kernel command line lets the watchdog find this appliance's qemu.
+            try g.setAppend(token)
+            for d in drives { try g.addDrive(d.path, format: d.format, readonly: d.readonly) }
+        } catch let e as GuestfsError {
+            throw RemedyError(.applianceFailed, "cannot configure the appliance: \(e)", cause: e)
+        }
+        let watchdog = Watchdog(token: token, seconds: deadline)
+        let start = Date()
+        do {
+            try g.launch()
+            watchdog.cancel()
+        } catch let e as GuestfsError {
+            watchdog.cancel()
+            g.close()
+            if watchdog.fired { throw LaunchTimeout(seconds: deadline) }
+            throw RemedyError(.applianceFailed, "the appliance failed to start (\(accel.rawValue)): \(e.message)", cause: e)
+        }
+        return Appliance(guestfs: g, acceleration: accel, launchSeconds: Date().timeIntervalSince(start))
+    }
+
+    /// Flushes writes and stops the appliance.
+    public func shutdown() throws {
+        do {
+            try guestfs.shutdown()
+        } catch let e as GuestfsError {
+            throw RemedyError(.writeFailed, "the appliance failed to flush and stop: \(e.message)", cause: e)
+        }
+    }
+
+    public func close() { guestfs.close() }
+}
+
+/// Kills the qemu process whose command line carries `token` when the
+/// deadline passes, unless cancelled first.
+final class Watchdog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cancelled = false
+    private var didFire = false
+    private let token: String
+
+    init(token: String, seconds: TimeInterval) {
+        self.token = token
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
+            lock.lock()
+            let go = !cancelled
+            if go { didFire = true }
+            lock.unlock()
+            if go { Self.kill(token: token) }
+        }
+    }
+
+    func cancel() {
+        lock.lock()
+        cancelled = true
+        lock.unlock()
+    }
+
+    var fired: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return didFire
+    }
+
+    static func kill(token: String) {
+        let me = getpid()
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        for entry in entries {
+            guard let pid = Int32(entry), pid != me,
+                  let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            if String(decoding: cmd.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(token) {
+                Glibc.kill(pid, SIGKILL)
+            }
+        }
+    }
+}

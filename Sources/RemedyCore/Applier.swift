@@ -1,0 +1,195 @@
+import Foundation
+import Guestfs
+import Hivex
+
+/// What apply did: the plan it executed (equal to what `remedy plan` shows for
+/// the same image and policy), where the original hives were kept, and the
+/// record left in the image.
+public struct ApplyReport: Sendable, Equatable, Codable {
+    public static let schemaID = "remedy.apply/1"
+    public var schema: String = ApplyReport.schemaID
+    public var runID: String
+    public var remedyVersion: String
+    public var startedAt: Date
+    public var plan: Plan
+    /// Hive -> guest path of the untouched original, kept in the image.
+    public var backups: [String: String]
+    /// Guest path of the modification record, or nil when nothing was changed.
+    public var record: String?
+    public var acceleration: String
+}
+
+public enum RemedyVersion {
+    public static let current = "0.1.0-dev"
+}
+
+/// Executes a plan in place. Each hive is edited in a local copy, committed
+/// to a new local file, re-opened and verified, then uploaded under a
+/// temporary name beside the original and renamed over it: a crash leaves
+/// either the old hive or the new one, never a mix. The original is kept
+/// under `C:\Windows\remedy\backup\<run>\`.
+public enum Applier {
+    /// Guest directory where remedy keeps backups and records.
+    public static func stateDirectory(systemRoot: String) -> String { systemRoot + "/remedy" }
+
+    public static func apply(_ plan: Plan, in session: ImageSession, now: Date = Date()) throws -> ApplyReport {
+        precondition(session.writable, "apply needs a session opened writable")
+        let runID = Self.runID(now)
+        var report = ApplyReport(runID: runID, remedyVersion: RemedyVersion.current, startedAt: now, plan: plan,
+                                 backups: [:], record: nil, acceleration: session.appliance.acceleration.rawValue)
+        let changes = plan.changes
+        guard !changes.isEmpty else { return report }
+        let image = session.imagePath
+
+        // 1. Every hive edited and verified locally before anything is written to the image.
+        var prepared: [(hive: HiveName, newFile: String)] = []
+        for hive in HiveName.allCases {
+            let mine = changes.filter { $0.hive == hive }
+            guard !mine.isEmpty else { continue }
+            guard let original = session.localHives[hive] else {
+                throw RemedyError(.hiveUnreadable, image: image, "the plan edits the \(hive.rawValue) hive, which was not read")
+            }
+            let newFile = original + ".remedy-new"
+            try edit(original, writingTo: newFile, mine, hive: hive, image: image)
+            try verify(original: original, edited: newFile, mine, hive: hive, image: image)
+            prepared.append((hive, newFile))
+        }
+
+        // 2. Into the image: back up, upload beside, check, rename over.
+        let g = session.g
+        let state = stateDirectory(systemRoot: session.os.systemRoot)
+        let backupDir = "\(state)/backup/\(runID)"
+        do {
+            try session.remountWritable()
+            try g.mkdirP(backupDir)
+            for (hive, newFile) in prepared {
+                let target = session.hivePaths[hive]!
+                let backup = "\(backupDir)/\(hive.rawValue)"
+                try g.cp(target, backup)
+                report.backups[hive.rawValue] = backup
+                let temp = target + ".remedy-new"
+                try g.upload(newFile, to: temp)
+                let check = newFile + ".check"
+                try g.download(temp, to: check)
+                guard FileManager.default.contentsEqual(atPath: check, andPath: newFile) else {
+                    try? g.rmF(temp)
+                    throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded; the original is untouched")
+                }
+                try g.rename(temp, target)
+            }
+            let recordPath = "\(state)/log/\(runID).json"
+            report.record = recordPath
+            try g.mkdirP("\(state)/log")
+            let local = session.workDirectory + "/record.json"
+            try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
+            try g.upload(local, to: recordPath)
+            try g.sync()
+            try g.umountAll()
+        } catch let e as GuestfsError {
+            throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message)", cause: e)
+        }
+        try session.appliance.shutdown()
+        return report
+    }
+
+    static func runID(_ date: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        return f.string(from: date) + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    }
+
+    /// Applies changes to a copy of `original`, written to `destination`.
+    /// Each change's `before` must match what the hive holds now.
+    public static func edit(_ original: String, writingTo destination: String, _ changes: [Change], hive name: HiveName, image: String) throws {
+        do {
+            let hive = try Hive(path: original, writable: true)
+            defer { hive.close() }
+            for c in changes {
+                let where_ = "\(name.rawValue)\\\(c.key)" + (c.name.map { " value \($0)" } ?? "")
+                switch c.op {
+                case .setValue, .deleteValue:
+                    guard let valueName = c.name else {
+                        throw RemedyError(.planMismatch, image: image, "\(where_): a value change without a value name")
+                    }
+                    let node: HiveNode
+                    if let n = try hive.node(at: c.key.description) {
+                        node = n
+                    } else if c.before == nil, c.op == .setValue {
+                        node = try hive.ensureNode(at: c.key.description)
+                    } else {
+                        throw RemedyError(.planMismatch, image: image, "\(where_): the key does not exist (the image changed since it was planned)")
+                    }
+                    let now = try hive.value(of: node, named: valueName)
+                    guard now == c.before else {
+                        throw RemedyError(.planMismatch, image: image, "\(where_) is \(now.map { "\($0)" } ?? "absent"), the plan expected \(c.before.map { "\($0)" } ?? "absent")")
+                    }
+                    if c.op == .setValue, let after = c.after {
+                        try hive.setValue(of: node, HiveValue(name: valueName, value: after))
+                    } else {
+                        try hive.deleteValue(of: node, named: valueName)
+                    }
+                case .createKey:
+                    _ = try hive.ensureNode(at: c.key.description)
+                case .deleteKey:
+                    guard let node = try hive.node(at: c.key.description) else {
+                        throw RemedyError(.planMismatch, image: image, "\(where_): the key to delete does not exist")
+                    }
+                    try hive.deleteChild(node)
+                }
+            }
+            try hive.commit(to: destination)
+        } catch let e as HivexError {
+            throw RemedyError(.writeFailed, image: image, "editing the \(name.rawValue) hive failed: \(e)", cause: e)
+        }
+    }
+
+    /// Re-opens the edited hive and checks that every touched key holds
+    /// exactly the original values with the changes applied, nothing else.
+    public static func verify(original: String, edited: String, _ changes: [Change], hive name: HiveName, image: String) throws {
+        do {
+            let before = try Hive(path: original)
+            let after = try Hive(path: edited)
+            defer { before.close(); after.close() }
+            var keys: [RegistryPath] = []
+            for c in changes where (c.op == .setValue || c.op == .deleteValue) && !keys.contains(c.key) { keys.append(c.key) }
+            for key in keys {
+                var expected: [String: RegistryValue] = [:]
+                if let n = try before.node(at: key.description) {
+                    for v in try before.values(of: n) { expected[v.name.lowercased()] = v.value }
+                }
+                for c in changes where c.key == key {
+                    guard let vn = c.name?.lowercased() else { continue }
+                    expected[vn] = c.op == .setValue ? c.after : nil
+                }
+                guard let n = try after.node(at: key.description) else {
+                    throw RemedyError(.verifyFailed, image: image, "after editing, \(name.rawValue)\\\(key) is missing; nothing was written to the image")
+                }
+                var actual: [String: RegistryValue] = [:]
+                for v in try after.values(of: n) { actual[v.name.lowercased()] = v.value }
+                guard actual == expected else {
+                    throw RemedyError(.verifyFailed, image: image, "after editing, \(name.rawValue)\\\(key) does not hold the planned values; nothing was written to the image")
+                }
+            }
+        } catch let e as HivexError {
+            throw RemedyError(.verifyFailed, image: image, "the edited \(name.rawValue) hive does not re-open: \(e); nothing was written to the image", cause: e)
+        }
+    }
+}
+
+/// The JSON encoder for every document remedy prints or writes.
+public enum RemedyJSON {
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .iso8601
+        return e
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        return d
+    }
+}

@@ -1,0 +1,126 @@
+/// What inspection learned about an image: plain values only. The planner
+/// is a pure function of these facts and a policy.
+public struct ImageFacts: Sendable, Equatable, Codable {
+    public var image: ImageInfo
+    public var os: OSFacts
+    /// Registry subtrees read from each hive, keyed by the path that was asked for.
+    public var registry: RegistrySnapshot
+
+    public init(image: ImageInfo, os: OSFacts, registry: RegistrySnapshot) {
+        self.image = image
+        self.os = os
+        self.registry = registry
+    }
+}
+
+public struct ImageInfo: Sendable, Equatable, Codable {
+    /// The path as the user gave it.
+    public var path: String
+    /// The disk image format detected from the file's content.
+    public var format: String
+    public var fileSize: Int64
+    public var virtualSize: Int64?
+
+    public init(path: String, format: String, fileSize: Int64, virtualSize: Int64? = nil) {
+        self.path = path
+        self.format = format
+        self.fileSize = fileSize
+        self.virtualSize = virtualSize
+    }
+}
+
+/// One `ControlSet00N` key and the roles `SYSTEM\Select` gives it.
+public struct ControlSet: Sendable, Equatable, Codable, Hashable {
+    public enum Role: String, Sendable, Codable, CaseIterable {
+        case current = "Current", `default` = "Default", lastKnownGood = "LastKnownGood", failed = "Failed"
+    }
+
+    public var name: String
+    public var roles: [Role]
+
+    public init(name: String, roles: [Role]) {
+        self.name = name
+        self.roles = roles
+    }
+}
+
+public struct OSFacts: Sendable, Equatable, Codable {
+    /// The root filesystem inside the appliance, e.g. `/dev/sda2`.
+    public var root: String
+    public var product: String
+    /// `Server` or `Client` as Windows records it (InstallationType).
+    public var variant: String
+    public var majorVersion: Int
+    public var minorVersion: Int
+    /// Build number from the SOFTWARE hive, when recorded.
+    public var build: String?
+    /// `x86_64` or `i386`.
+    public var arch: String
+    public var hostname: String?
+    /// Guest path of the Windows directory, e.g. `/Windows`.
+    public var systemRoot: String
+    /// e.g. `ControlSet001`.
+    public var currentControlSet: String
+    /// Every control set present, with the roles Select gives it. Windows may
+    /// boot any that has a role; keys without a role are kept as well.
+    public var controlSets: [ControlSet]
+
+    public init(root: String, product: String, variant: String, majorVersion: Int, minorVersion: Int, build: String?,
+                arch: String, hostname: String?, systemRoot: String, currentControlSet: String, controlSets: [ControlSet]) {
+        self.root = root
+        self.product = product
+        self.variant = variant
+        self.majorVersion = majorVersion
+        self.minorVersion = minorVersion
+        self.build = build
+        self.arch = arch
+        self.hostname = hostname
+        self.systemRoot = systemRoot
+        self.currentControlSet = currentControlSet
+        self.controlSets = controlSets
+    }
+
+    /// `6.1`, `10.0`, ...
+    public var version: String { "\(majorVersion).\(minorVersion)" }
+
+    /// Windows 8 / Server 2012 (NT 6.2) or later.
+    public var isWindows8OrLater: Bool { (majorVersion, minorVersion) >= (6, 2) }
+}
+
+/// Parts of hives, read during inspection as plain values.
+public struct RegistrySnapshot: Sendable, Equatable, Codable {
+    /// hive -> requested path -> subtree (absent when the key does not exist).
+    public var trees: [HiveName: [RegistryPath: RegistryKey]]
+
+    public init(trees: [HiveName: [RegistryPath: RegistryKey]] = [:]) { self.trees = trees }
+
+    /// The key at `path`, looked up in whichever requested subtree contains it.
+    public func key(_ hive: HiveName, _ path: RegistryPath) -> RegistryKey? {
+        guard let roots = trees[hive] else { return nil }
+        for (rootPath, tree) in roots where path.components.count >= rootPath.components.count {
+            let prefix = RegistryPath(components: Array(path.components.prefix(rootPath.components.count)))
+            if prefix == rootPath {
+                return tree.key(at: RegistryPath(components: Array(path.components.dropFirst(rootPath.components.count))))
+            }
+        }
+        return nil
+    }
+
+    public mutating func insert(_ hive: HiveName, _ path: RegistryPath, _ key: RegistryKey?) {
+        trees[hive, default: [:]][path] = key
+    }
+}
+
+/// A subtree a rule needs read from a hive.
+public struct RegistryRequirement: Hashable, Sendable {
+    public var hive: HiveName
+    public var path: RegistryPath
+    /// How many levels of subkeys to read below `path` (0 = values of the key only).
+    public var depth: Int
+
+    public init(_ hive: HiveName, _ path: RegistryPath, depth: Int) {
+        self.hive = hive
+        self.path = path
+        self.depth = depth
+    }
+}

@@ -1,0 +1,129 @@
+/// One edit remedy will make. Registry edits name the hive, the key's full
+/// path inside the hive, the value, and its data before and after (`nil`
+/// means absent). apply checks `before` against the image before writing.
+public struct Change: Sendable, Equatable, Codable {
+    public enum Op: String, Sendable, Codable {
+        case setValue = "set-value"
+        case deleteValue = "delete-value"
+        case createKey = "create-key"
+        case deleteKey = "delete-key"
+    }
+
+    public var op: Op
+    public var hive: HiveName
+    public var key: RegistryPath
+    public var name: String?
+    public var before: RegistryValue?
+    public var after: RegistryValue?
+
+    public init(op: Op, hive: HiveName, key: RegistryPath, name: String? = nil, before: RegistryValue? = nil, after: RegistryValue? = nil) {
+        self.op = op
+        self.hive = hive
+        self.key = key
+        self.name = name
+        self.before = before
+        self.after = after
+    }
+
+    public static func set(_ hive: HiveName, _ key: RegistryPath, _ name: String, from before: RegistryValue?, to after: RegistryValue) -> Change {
+        Change(op: .setValue, hive: hive, key: key, name: name, before: before, after: after)
+    }
+
+    private enum CodingKeys: String, CodingKey { case op, hive, key, name, before, after }
+
+    /// `before`/`after` are always present in JSON (`null` = absent), so the document shape is stable.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(op, forKey: .op)
+        try c.encode(hive, forKey: .hive)
+        try c.encode(key, forKey: .key)
+        try c.encode(name, forKey: .name)
+        try c.encode(before, forKey: .before)
+        try c.encode(after, forKey: .after)
+    }
+}
+
+/// What one rule will do to one thing (an interface, a service, ...).
+public struct Action: Sendable, Equatable, Codable {
+    public var rule: String
+    /// What is changed and why, in one line.
+    public var description: String
+    /// The thing acted upon (an interface GUID, a service name), when there is one.
+    public var target: String?
+    public var changes: [Change]
+
+    public init(rule: String, description: String, target: String? = nil, changes: [Change]) {
+        self.rule = rule
+        self.description = description
+        self.target = target
+        self.changes = changes
+    }
+}
+
+/// A rule the image fails that remedy cannot (or may not) fix.
+public struct Finding: Sendable, Equatable, Codable {
+    public enum Severity: String, Sendable, Codable, Comparable {
+        case blocker, warning, info
+        private var rank: Int { self == .blocker ? 0 : self == .warning ? 1 : 2 }
+        public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
+    }
+
+    /// Stable identifier, e.g. `os-unsupported`.
+    public var id: String
+    public var rule: String
+    public var severity: Severity
+    public var message: String
+    /// What was measured in the image, when it is a value.
+    public var measured: String?
+    /// What the policy requires.
+    public var requirement: String?
+
+    public init(id: String, rule: String, severity: Severity, message: String, measured: String? = nil, requirement: String? = nil) {
+        self.id = id
+        self.rule = rule
+        self.severity = severity
+        self.message = message
+        self.measured = measured
+        self.requirement = requirement
+    }
+}
+
+public struct PolicyReference: Sendable, Equatable, Codable {
+    public var name: String
+    public var source: String
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+    }
+}
+
+/// The plan: every change apply will make and every finding, for one image.
+/// Its JSON form is a stable, documented document (schema `remedy.plan/1`).
+public struct Plan: Sendable, Equatable, Codable {
+    public static let schemaID = "remedy.plan/1"
+
+    public var schema: String = Plan.schemaID
+    public var image: ImageInfo
+    public var policy: PolicyReference
+    public var os: OSFacts
+    public var actions: [Action]
+    public var findings: [Finding]
+
+    public init(image: ImageInfo, policy: PolicyReference, os: OSFacts, actions: [Action], findings: [Finding]) {
+        self.image = image
+        self.policy = policy
+        self.os = os
+        self.actions = actions
+        self.findings = findings
+    }
+
+    public var changes: [Change] { actions.flatMap(\.changes) }
+    public var hasChanges: Bool { actions.contains { !$0.changes.isEmpty } }
+    public var blockers: [Finding] { findings.filter { $0.severity == .blocker } }
+
+    /// The same plan for the purposes of "apply does exactly what was planned":
+    /// equal actions and findings, whatever the image path or policy file path.
+    public func sameChanges(as other: Plan) -> Bool {
+        actions == other.actions && findings == other.findings
+    }
+}

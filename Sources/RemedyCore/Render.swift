@@ -1,0 +1,93 @@
+import Foundation
+
+/// Human-readable renderings of plans and apply reports.
+public enum TextRenderer {
+    public static func plan(_ plan: Plan) -> String {
+        var out = header(plan)
+        if plan.actions.isEmpty {
+            out += "\nNo changes: the image already complies with policy \(plan.policy.name).\n"
+        }
+        out += actions(plan.actions, marker: "~")
+        out += findings(plan.findings)
+        let n = plan.changes.count
+        out += "\nPlan: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), "
+            + "\(plan.findings.count) finding\(plan.findings.count == 1 ? "" : "s") (\(plan.blockers.count) blocking).\n"
+        return out
+    }
+
+    public static func report(_ report: ApplyReport) -> String {
+        let plan = report.plan
+        var out = header(plan)
+        if plan.actions.isEmpty {
+            out += "\nNothing to change: the image already complies with policy \(plan.policy.name). The image was not written.\n"
+        }
+        out += actions(plan.actions, marker: "✓")
+        out += findings(plan.findings)
+        if !report.backups.isEmpty {
+            out += "\nOriginal hives kept in the image:\n"
+            for (hive, path) in report.backups.sorted(by: { $0.key < $1.key }) {
+                out += "  \(hive): \(ImageSession.windowsPath(path))\n"
+            }
+        }
+        if let r = report.record { out += "Record: \(ImageSession.windowsPath(r))\n" }
+        let n = plan.changes.count
+        out += "\nApplied: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s") (run \(report.runID)).\n"
+        return out
+    }
+
+    static func header(_ plan: Plan) -> String {
+        let os = plan.os
+        var out = "Image:   \(plan.image.path) (\(plan.image.format)"
+        if let v = plan.image.virtualSize { out += ", \(gib(v)) virtual" }
+        out += ")\n"
+        out += "Windows: \(os.product) (NT \(os.version)\(os.build.map { " build \($0)" } ?? ""), \(os.arch), \(os.variant))\n"
+        let sets = os.controlSets.map { cs in cs.roles.isEmpty ? cs.name : "\(cs.name) [\(cs.roles.map(\.rawValue).joined(separator: ", "))]" }
+        out += "Control sets: \(sets.joined(separator: "; ")) (current \(os.currentControlSet))\n"
+        out += "Policy:  \(plan.policy.name) (\(plan.policy.source))\n"
+        return out
+    }
+
+    static func actions(_ actions: [Action], marker: String) -> String {
+        var out = ""
+        for a in actions {
+            out += "\n\(marker) [\(a.rule)] \(a.description)\n"
+            var lastKey: String?
+            let width = a.changes.compactMap { $0.name?.count }.max() ?? 0
+            for c in a.changes {
+                let key = "\(c.hive.rawValue)\\\(c.key)"
+                if key != lastKey {
+                    out += "    \(key)\n"
+                    lastKey = key
+                }
+                let name = (c.name ?? "").padding(toLength: max(width, 1), withPad: " ", startingAt: 0)
+                switch c.op {
+                case .setValue:
+                    out += "      \(name)  \(c.before.map { "\($0)" } ?? "(absent)") -> \(c.after.map { "\($0)" } ?? "(absent)")\n"
+                case .deleteValue:
+                    out += "      \(name)  \(c.before.map { "\($0)" } ?? "(absent)") -> (deleted)\n"
+                case .createKey:
+                    out += "      (create key)\n"
+                case .deleteKey:
+                    out += "      (delete key and subkeys)\n"
+                }
+            }
+        }
+        return out
+    }
+
+    static func findings(_ findings: [Finding]) -> String {
+        guard !findings.isEmpty else { return "" }
+        var out = "\nFindings (not fixed by remedy):\n"
+        for f in findings {
+            out += "  \(f.severity.rawValue.uppercased()) \(f.id): \(f.message)"
+            if let m = f.measured, let r = f.requirement { out += " (found \(m); required \(r))" }
+            out += "\n"
+        }
+        return out
+    }
+
+    static func gib(_ bytes: Int64) -> String {
+        let g = Double(bytes) / 1_073_741_824
+        return g >= 1 ? String(format: "%.1f GiB", g) : String(format: "%.0f MiB", Double(bytes) / 1_048_576)
+    }
+}

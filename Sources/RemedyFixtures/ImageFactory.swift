@@ -1,0 +1,193 @@
+import Foundation
+import Guestfs
+import Hivex
+import RemedyCore
+
+/// What goes on a phony disk.
+public enum PhonyDisk: Sendable {
+    case windows(PhonyWindows)
+    /// An NTFS data disk with a few files and no operating system.
+    case dataDisk
+    /// A Linux root filesystem (ext4 with os-release): an OS, but not Windows.
+    case linux
+}
+
+/// One image to build: content, output path and format.
+public struct ImageRequest: Sendable {
+    public var disk: PhonyDisk
+    public var path: String
+    public var format: DiskFormat
+
+    public init(_ disk: PhonyDisk, path: String, format: DiskFormat = .raw) {
+        self.disk = disk
+        self.path = path
+        self.format = format
+    }
+}
+
+/// Builds phony disk images: every requested image in one appliance launch
+/// (raw disks attached side by side), then converted with qemu-img.
+public enum ImageFactory {
+    public static func build(_ requests: [ImageRequest], options: ApplianceOptions) throws {
+        guard !requests.isEmpty else { return }
+        let fm = FileManager.default
+        let work = NSTemporaryDirectory() + "/remedy-factory-\(UUID().uuidString)"
+        try fm.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(atPath: work) }
+
+        var raws: [String] = []
+        for (i, r) in requests.enumerated() {
+            let raw = r.format == .raw ? r.path : "\(work)/disk\(i).raw"
+            try? fm.removeItem(atPath: raw)
+            let parent = (r.path as NSString).deletingLastPathComponent
+            if !parent.isEmpty { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+            guard fm.createFile(atPath: raw, contents: nil) else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: raw]) }
+            let mib: Int
+            if case .windows(let w) = r.disk { mib = w.diskMiB } else { mib = 64 }
+            guard truncate(raw, off_t(mib) * 1_048_576) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            raws.append(raw)
+        }
+
+        let appliance = try Appliance.launch(drives: raws.map { Drive(path: $0, format: "raw", readonly: false) }, options: options)
+        defer { appliance.close() }
+        let g = appliance.guestfs
+        let devices = try g.listDevices()
+        for (i, r) in requests.enumerated() {
+            let dev = devices[i]
+            switch r.disk {
+            case .windows(let w): try buildWindows(w, on: dev, g: g, work: "\(work)/w\(i)", index: i)
+            case .dataDisk: try buildDataDisk(on: dev, g: g)
+            case .linux: try buildLinux(on: dev, g: g)
+            }
+        }
+        try appliance.shutdown()
+
+        for (i, r) in requests.enumerated() where r.format != .raw {
+            try? fm.removeItem(atPath: r.path)
+            try convert(raws[i], to: r.path, format: r.format)
+        }
+    }
+
+    /// `qemu-img convert` from raw to another format.
+    public static func convert(_ raw: String, to path: String, format: DiskFormat) throws {
+        var args = ["convert", "-q", "-f", "raw", "-O", format.qemuName]
+        if format == .vhd { args += ["-o", "subformat=dynamic"] }
+        args += [raw, path]
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
+        p.arguments = args
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw RemedyError(.writeFailed, image: path, "qemu-img convert failed: \(text)")
+        }
+    }
+
+    static func buildWindows(_ w: PhonyWindows, on dev: String, g: Guestfs, work: String, index: Int) throws {
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let ntfs: String
+        var mounted: [UInt8]
+        switch w.firmware {
+        case .bios:
+            try g.partInit(dev, type: "mbr")
+            try g.partAdd(dev, startSector: 2048, endSector: -1)
+            try g.partSetBootable(dev, partition: 1, bootable: true)
+            try g.partSetMBRID(dev, partition: 1, id: 0x07)
+            // A fixed disk signature, as MountedDevices refers to it.
+            let signature: [UInt8] = [0x52, 0x4D, 0x44, UInt8(0x30 + index % 10)]
+            try g.pwriteDevice(dev, signature, offset: 440)
+            ntfs = dev + "1"
+            var entry = signature
+            let offset: UInt64 = 2048 * 512
+            for b in 0..<8 { entry.append(UInt8(truncatingIfNeeded: offset >> (8 * UInt64(b)))) }
+            mounted = entry
+        case .uefi:
+            try g.partInit(dev, type: "gpt")
+            try g.partAdd(dev, startSector: 2048, endSector: 2048 + 32 * 2048 - 1)
+            try g.partAdd(dev, startSector: 2048 + 32 * 2048, endSector: -34)
+            try g.partSetGPTType(dev, partition: 1, guid: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+            try g.partSetGPTType(dev, partition: 2, guid: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7")
+            let partGUID = String(format: "6E6F6E79-7265-6D65-6479-%012X", index)
+            try g.partSetGPTGUID(dev, partition: 2, guid: partGUID)
+            try g.mkfs("vfat", dev + "1", label: "SYSTEM")
+            try g.mount(dev + "1", at: "/")
+            try g.mkdirP("/EFI/Microsoft/Boot")
+            try g.mkdirP("/EFI/Boot")
+            let efi = MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386, subsystem: 10)
+            try g.write("/EFI/Microsoft/Boot/bootmgfw.efi", efi)
+            try g.write("/EFI/Boot/bootx64.efi", efi)
+            let bcd = "\(work)/BCD"
+            try HiveContent(rootName: "ROOT", fileName: "\\EFI\\Microsoft\\Boot\\BCD").write(to: bcd)
+            try g.upload(bcd, to: "/EFI/Microsoft/Boot/BCD")
+            try g.umountAll()
+            ntfs = dev + "2"
+            mounted = Array("DMIO:ID:".utf8) + guidBytes(partGUID)
+        }
+        try g.mkfs("ntfs", ntfs, label: "Windows")
+        try g.mount(ntfs, at: "/")
+        for dir in ["/Windows/System32/config", "/Windows/System32/drivers", "/Windows/inf", "/Program Files",
+                    "/Users/Administrator", "/ProgramData"] {
+            try g.mkdirP(dir)
+        }
+        try g.write("/Windows/System32/cmd.exe", MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386))
+        if w.firmware == .bios {
+            try g.write("/bootmgr", Array("phony bootmgr".utf8))
+            try g.mkdirP("/Boot")
+            let bcd = "\(work)/BCD"
+            try HiveContent(rootName: "ROOT", fileName: "\\Boot\\BCD").write(to: bcd)
+            try g.upload(bcd, to: "/Boot/BCD")
+        }
+        let system = "\(work)/SYSTEM"
+        try w.systemHive(mountedDevice: mounted).write(to: system)
+        if case .truncateSystemHive(let n)? = w.damage {
+            guard truncate(system, off_t(n)) == 0 else { throw POSIXError(.EIO) }
+        }
+        try w.softwareHive().write(to: "\(work)/SOFTWARE")
+        for name in ["SAM", "SECURITY", "DEFAULT"] {
+            try HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\\(name)").write(to: "\(work)/\(name)")
+        }
+        for name in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
+            try g.upload("\(work)/\(name)", to: "/Windows/System32/config/\(name)")
+        }
+        try g.umountAll()
+    }
+
+    static func buildDataDisk(on dev: String, g: Guestfs) throws {
+        try g.partInit(dev, type: "mbr")
+        try g.partAdd(dev, startSector: 2048, endSector: -1)
+        try g.mkfs("ntfs", dev + "1", label: "Data")
+        try g.mount(dev + "1", at: "/")
+        try g.mkdirP("/Backups/2024")
+        try g.write("/Backups/readme.txt", Array("not an operating system\r\n".utf8))
+        try g.umountAll()
+    }
+
+    static func buildLinux(on dev: String, g: Guestfs) throws {
+        try g.partInit(dev, type: "mbr")
+        try g.partAdd(dev, startSector: 2048, endSector: -1)
+        try g.mkfs("ext4", dev + "1")
+        try g.mount(dev + "1", at: "/")
+        for d in ["/etc", "/bin", "/sbin", "/usr/bin", "/usr/lib", "/var", "/root", "/home"] { try g.mkdirP(d) }
+        try g.write("/etc/os-release", Array("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n".utf8))
+        try g.write("/etc/debian_version", Array("12.5\n".utf8))
+        try g.write("/etc/fstab", Array("/dev/sda1 / ext4 defaults 0 1\n".utf8))
+        try g.write("/etc/hostname", Array("phony-linux\n".utf8))
+        try g.umountAll()
+    }
+
+    /// A GUID's on-disk (mixed-endian) bytes.
+    static func guidBytes(_ s: String) -> [UInt8] {
+        let hexDigits = s.replacingOccurrences(of: "-", with: "")
+        var b: [UInt8] = []
+        var i = hexDigits.startIndex
+        while i < hexDigits.endIndex {
+            let j = hexDigits.index(i, offsetBy: 2)
+            b.append(UInt8(hexDigits[i..<j], radix: 16)!)
+            i = j
+        }
+        return [b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]] + Array(b[8...])
+    }
+}

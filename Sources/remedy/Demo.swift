@@ -1,0 +1,43 @@
+import ArgumentParser
+import Foundation
+import RemedyCore
+import RemedyFixtures
+
+extension Remedy {
+    struct Demo: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Build a sample phony Windows Server 2016 image (two static NICs) and plan it.",
+            discussion: "No Windows image is needed: the sample is built by remedy itself (real NTFS and hives)."
+        )
+
+        @Option(help: "Where to write the sample image.") var output: String = "sample/win2016-static.qcow2"
+        @Flag(help: "Also apply the plan and plan again.") var apply = false
+        @OptionGroup var appliance: ApplianceFlags
+
+        func run() throws {
+            let options = try appliance.options()
+            let spec = PhonyWindows(release: .server2016, hostname: "WIN-SAMPLE", nics: [
+                .staticIP("{3F2504E0-4F89-41D3-9A0C-0305E82C3301}", "10.1.2.10", gateway: "10.1.2.1"),
+                .staticIP("{6B29FC40-CA47-1067-B31D-00DD010662DA}", "172.16.5.20", mask: "255.255.0.0"),
+            ])
+            FileHandle.standardError.write(Data("remedy: building \(output) (phony Windows Server 2016, 2 static NICs)...\n".utf8))
+            do {
+                try ImageFactory.build([ImageRequest(.windows(spec), path: output, format: .qcow2)], options: options)
+            } catch {
+                throw fail(error, image: output, format: .text)
+            }
+            var flags: [String] = []
+            if let a = appliance.accel { flags += ["--accel", a.rawValue] }
+            if let t = appliance.kvmTimeout { flags += ["--kvm-timeout", "\(t)"] }
+            if let m = appliance.memsize { flags += ["--memsize", "\(m)"] }
+            let plan = try Plan.parse([output] + flags)
+            do { try plan.run() } catch let e as ExitCode where e.rawValue == 2 {
+                guard apply else { throw e }
+                print("\n--- apply ---")
+                try Apply.parse([output] + flags).run()
+                print("\n--- plan after apply ---")
+                try plan.run()
+            }
+        }
+    }
+}

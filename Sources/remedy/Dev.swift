@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import RemedyCore
+import RemedyFixtures
+
+extension Remedy {
+    /// Developer tools: building phony images for tests, demos and benchmarks.
+    struct Dev: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Developer tools (phony images).",
+            shouldDisplay: false,
+            subcommands: [MakeImage.self]
+        )
+    }
+}
+
+extension WindowsRelease: ExpressibleByArgument {}
+extension Firmware: ExpressibleByArgument {}
+extension Arch: ExpressibleByArgument {}
+extension DiskFormat: ExpressibleByArgument {}
+
+extension Remedy.Dev {
+    struct MakeImage: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "make-image",
+            abstract: "Build a phony Windows image: real NTFS, real hives, a minimal PE cmd.exe."
+        )
+
+        @Option(name: .customLong("os"), help: "2008, 2008r2, 2012, 2012r2, 2016, 2019, 2022.") var release: WindowsRelease = .server2016
+        @Option(help: "x86_64 or i386 (default: the release's usual one).") var arch: Arch?
+        @Option(help: "bios (MBR) or uefi (GPT + ESP).") var firmware: Firmware = .bios
+        @Option(help: "Number of NICs with static addresses.") var staticNics: Int = 2
+        @Option(help: "Number of NICs on DHCP.") var dhcpNics: Int = 0
+        @Option(help: "Number of control sets.") var controlSets: Int = 2
+        @Option(help: "Disk size in MiB.") var sizeMib: Int = 128
+        @Option(help: "raw, qcow2, vmdk, vhd, vhdx, vdi, qed.") var format: DiskFormat = .qcow2
+        @Option(name: .shortAndLong, help: "Output path.") var output: String
+        @OptionGroup var appliance: ApplianceFlags
+
+        func validate() throws {
+            guard (1...9).contains(controlSets) else { throw ValidationError("--control-sets must be 1 to 9") }
+            guard staticNics >= 0, dhcpNics >= 0, staticNics + dhcpNics <= 64 else { throw ValidationError("0 to 64 NICs") }
+            guard sizeMib >= 32 else { throw ValidationError("--size-mib must be at least 32") }
+        }
+
+        func run() throws {
+            var nics: [PhonyNIC] = []
+            for i in 0..<staticNics {
+                nics.append(.staticIP(String(format: "{00000000-0000-4000-8000-%012X}", i + 1), "10.0.\(i).10", gateway: "10.0.\(i).1"))
+            }
+            for i in 0..<dhcpNics {
+                nics.append(.dhcp(String(format: "{00000000-0000-4000-9000-%012X}", i + 1)))
+            }
+            let spec = PhonyWindows(release: release, arch: arch, firmware: firmware, controlSetCount: controlSets, nics: nics, diskMiB: sizeMib)
+            do {
+                try ImageFactory.build([ImageRequest(.windows(spec), path: output, format: format)], options: try appliance.options())
+            } catch {
+                throw fail(error, image: output, format: .text)
+            }
+            print(output)
+        }
+    }
+}

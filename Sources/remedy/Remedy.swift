@@ -1,0 +1,197 @@
+import ArgumentParser
+import Foundation
+import RemedyCore
+
+@main
+struct Remedy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remedy",
+        abstract: "Offline remediation of Windows disk images for KVM clouds.",
+        discussion: """
+        remedy inspects a Windows disk image (VMDK, VHD, VHDX, QCOW2, RAW, QED, VDI, QCOW) without booting it, \
+        compares it with a policy, and makes the changes in place. All disk access happens inside the libguestfs appliance.
+
+        Exit codes: 0 success / nothing to change, 2 changes pending (plan), 1 error.
+        """,
+        version: RemedyVersion.current,
+        subcommands: [Plan.self, Apply.self, Policies.self, Explain.self, Demo.self, Dev.self]
+    )
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
+/// Options every command that launches the appliance takes.
+struct ApplianceFlags: ParsableArguments {
+    @Option(help: ArgumentHelp("Appliance acceleration: auto probes KVM and falls back to TCG (remembered); also $REMEDY_ACCEL.", valueName: "auto|kvm|tcg"))
+    var accel: Acceleration?
+
+    @Option(help: ArgumentHelp("Seconds a KVM launch may take before KVM is judged not to work here (default 30; $REMEDY_KVM_TIMEOUT).", valueName: "seconds"))
+    var kvmTimeout: Double?
+
+    @Option(help: ArgumentHelp("Appliance memory in MiB ($REMEDY_MEMSIZE).", valueName: "MiB"))
+    var memsize: Int?
+
+    func options() throws -> ApplianceOptions {
+        var o = try ApplianceOptions.fromEnvironment()
+        if let accel { o.acceleration = accel }
+        if let kvmTimeout { o.kvmTimeout = kvmTimeout }
+        if let memsize { o.memoryMiB = memsize }
+        o.notice = { message in FileHandle.standardError.write(Data("remedy: \(message)\n".utf8)) }
+        return o
+    }
+}
+
+extension Acceleration: ExpressibleByArgument {}
+
+/// Prints an error for the user (one line on stderr; a JSON document on stdout with --format json) and exits 1.
+func fail(_ error: Error, image: String?, format: OutputFormat) -> ExitCode {
+    let remedyError: RemedyError
+    if let e = error as? RemedyError {
+        remedyError = image.map { e.image == nil ? RemedyError(e.code, image: $0, e.message, cause: e.cause) : e } ?? e
+    } else {
+        remedyError = RemedyError(.init("internal"), image: image, "\(error)", cause: error)
+    }
+    FileHandle.standardError.write(Data("remedy: error: \(remedyError)\n".utf8))
+    if format == .json {
+        struct ErrorDocument: Encodable {
+            var schema = "remedy.error/1"
+            var image: String?
+            var code: String
+            var message: String
+        }
+        let doc = ErrorDocument(image: remedyError.image, code: remedyError.code.rawValue, message: remedyError.message)
+        if let data = try? RemedyJSON.encoder().encode(doc) { print(String(decoding: data, as: UTF8.self)) }
+    }
+    return ExitCode.failure
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    print(String(decoding: try RemedyJSON.encoder().encode(value), as: UTF8.self))
+}
+
+extension Remedy {
+    struct Plan: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show every change remedy would make to an image, and every rule it cannot fix. Writes nothing.",
+            discussion: "Exit codes: 0 nothing to change, 2 changes pending, 1 error (like terraform plan -detailed-exitcode)."
+        )
+
+        @Argument(help: "The disk image.") var image: String
+        @Option(help: "Policy name (see `remedy policies`) or YAML file.") var policy: String = PolicyLoader.defaultPolicyName
+        @Option(help: "text or json.") var format: OutputFormat = .text
+        @Option(help: ArgumentHelp("Also write the JSON plan to this file (for `remedy apply --plan`).", valueName: "file")) var out: String?
+        @OptionGroup var appliance: ApplianceFlags
+
+        func run() throws {
+            let plan: RemedyCore.Plan
+            do {
+                let policy = try PolicyLoader.load(self.policy)
+                let session = try ImageSession.open(image: image, writable: false, options: try appliance.options())
+                defer { session.close() }
+                plan = try session.plan(policy: policy)
+                if let out { try RemedyJSON.encoder().encode(plan).write(to: URL(fileURLWithPath: out)) }
+            } catch {
+                throw fail(error, image: image, format: format)
+            }
+            switch format {
+            case .text: print(TextRenderer.plan(plan), terminator: "")
+            case .json: try printJSON(plan)
+            }
+            if plan.hasChanges { throw ExitCode(2) }
+        }
+    }
+
+    struct Apply: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make the planned changes in place, in one appliance launch.",
+            discussion: """
+            The plan is recomputed in the same appliance session that writes, so what is applied is exactly \
+            what `remedy plan` shows. With --plan, apply refuses unless the image still yields that saved plan.
+            """
+        )
+
+        @Argument(help: "The disk image (modified in place).") var image: String
+        @Option(help: "Policy name or YAML file.") var policy: String = PolicyLoader.defaultPolicyName
+        @Option(help: "text or json.") var format: OutputFormat = .text
+        @Option(help: ArgumentHelp("A plan saved by `remedy plan --out`; apply only if the image still yields exactly it.", valueName: "file"))
+        var plan: String?
+        @OptionGroup var appliance: ApplianceFlags
+
+        func run() throws {
+            let report: ApplyReport
+            do {
+                let policy = try PolicyLoader.load(self.policy)
+                var expected: RemedyCore.Plan?
+                if let planFile = plan {
+                    guard let data = FileManager.default.contents(atPath: planFile) else {
+                        throw RemedyError(.invalidArgument, "cannot read the plan file \(planFile)")
+                    }
+                    do {
+                        expected = try RemedyJSON.decoder().decode(RemedyCore.Plan.self, from: data)
+                    } catch {
+                        throw RemedyError(.invalidArgument, "\(planFile) is not a remedy plan: \(error)")
+                    }
+                }
+                let session = try ImageSession.open(image: image, writable: true, options: try appliance.options())
+                defer { session.close() }
+                let current = try session.plan(policy: policy)
+                if let expected, !expected.sameChanges(as: current) {
+                    throw RemedyError(.planMismatch, image: image, "the image no longer yields the saved plan (\(expected.changes.count) changes saved, \(current.changes.count) now); nothing was written, run remedy plan again")
+                }
+                report = try Applier.apply(current, in: session)
+            } catch {
+                throw fail(error, image: image, format: format)
+            }
+            switch format {
+            case .text: print(TextRenderer.report(report), terminator: "")
+            case .json: try printJSON(report)
+            }
+        }
+    }
+
+    struct Policies: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the built-in policies.")
+
+        func run() throws {
+            let names = PolicyLoader.builtinNames()
+            if names.isEmpty {
+                print("No built-in policies found (searched: \(PolicyLoader.policyDirectories().joined(separator: ", "))).")
+            }
+            for name in names {
+                do {
+                    let p = try PolicyLoader.load(name)
+                    print("\(name.padding(toLength: 16, withPad: " ", startingAt: 0)) \(p.description)")
+                    print("\(String(repeating: " ", count: 17))rules: \(p.rules.map(\.id).joined(separator: ", "))  (\(p.source))")
+                } catch {
+                    print("\(name.padding(toLength: 16, withPad: " ", startingAt: 0)) (invalid: \(error))")
+                }
+            }
+        }
+    }
+
+    struct Explain: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Explain what a rule checks, what it changes and why.")
+
+        @Argument(help: "A rule id, e.g. nic-dhcp.") var rule: String
+
+        func validate() throws {
+            guard BuiltinRule.named(rule) != nil else {
+                throw ValidationError("unknown rule \(rule); known rules: \(BuiltinRule.all.map(\.documentation.id).joined(separator: ", "))")
+            }
+        }
+
+        func run() throws {
+            let d = BuiltinRule.named(rule)!.documentation
+            print("\(d.id): \(d.summary)\n")
+            print("Checks:  \(d.checks)\n")
+            print("Changes: \(d.changes)\n")
+            print("Why:     \(d.why)")
+            if !d.parameters.isEmpty {
+                print("\nParameters:")
+                for p in d.parameters { print("  \(p.name): \(p.meaning)") }
+            }
+        }
+    }
+}
