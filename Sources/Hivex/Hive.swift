@@ -225,11 +225,12 @@ public final class Hive {
         if rc == -1 { throw fail("node_set_values") }
     }
 
-    /// Sets one value, replacing a value of the same name (case-insensitive).
+    /// Sets one value, replacing a value of the same name (case-insensitive;
+    /// the stored name keeps its case, as Windows keeps it).
     public func setValue(of node: HiveNode, _ value: HiveValue) throws {
         var all = try values(of: node)
         if let i = all.firstIndex(where: { $0.name.caseInsensitiveCompare(value.name) }) {
-            all[i] = value
+            all[i].value = value.value
         } else {
             all.append(value)
         }
