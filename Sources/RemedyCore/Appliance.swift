@@ -149,7 +149,7 @@ public final class Appliance {
     public static func launch(drives: [Drive], options: ApplianceOptions) throws -> Appliance {
         switch options.acceleration {
         case .tcg:
-            return try attempt(drives, .tcg, deadline: options.launchTimeout, options)
+            return try tcg(drives, options)
         case .kvm:
             guard kvmAvailable() else {
                 throw RemedyError(.applianceFailed, "--accel kvm: /dev/kvm is missing or not accessible; use --accel tcg or auto")
@@ -158,13 +158,15 @@ public final class Appliance {
                 return try attempt(drives, .kvm, deadline: options.kvmTimeout, options)
             } catch let e as LaunchTimeout {
                 throw RemedyError(.applianceTimeout, "the KVM appliance did not boot within \(Int(e.seconds)) s; KVM does not work on this host, use --accel tcg or auto")
+            } catch let e as RemedyError where e.code == .applianceFailed {
+                throw RemedyError(.applianceFailed, e.message + "; KVM may not work on this host, use --accel tcg or auto", cause: e)
             }
         case .auto:
-            guard kvmAvailable() else { return try attempt(drives, .tcg, deadline: options.launchTimeout, options) }
+            guard kvmAvailable() else { return try tcg(drives, options) }
             let cached = AccelerationCache.load(options.cacheFile)
             if let cached, !cached.kvmBoots {
                 options.notice("using TCG (software emulation): a KVM appliance did not boot on this host when probed on \(Self.day(cached.probedAt)); remembered in \(options.cacheFile) (delete it, or pass --accel kvm, to try KVM again)")
-                return try attempt(drives, .tcg, deadline: options.launchTimeout, options)
+                return try tcg(drives, options)
             }
             do {
                 let a = try attempt(drives, .kvm, deadline: options.kvmTimeout, options)
@@ -173,11 +175,24 @@ public final class Appliance {
                 }
                 return a
             } catch let e as LaunchTimeout {
-                options.notice("the KVM appliance did not boot within \(Int(e.seconds)) s (/dev/kvm exists but guests hang here); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)")
+                options.notice("the KVM appliance did not boot within \(e.seconds < 10 ? String(format: "%.1f", e.seconds) : String(Int(e.seconds))) s (/dev/kvm exists but guests hang here); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)")
                 AccelerationCache(host: AccelerationCache.hostKey(), kvmBoots: false, probedAt: Date(), timeoutSeconds: options.kvmTimeout).save(options.cacheFile)
-                return try attempt(drives, .tcg, deadline: options.launchTimeout, options)
+                return try tcg(drives, options)
+            } catch let e as RemedyError where e.code == .applianceFailed {
+                // qemu can also abort at once under KVM (seen here: "failed to set MSR"); that is no better than a hang.
+                options.notice("\(e.message); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)")
+                AccelerationCache(host: AccelerationCache.hostKey(), kvmBoots: false, probedAt: Date(), timeoutSeconds: options.kvmTimeout).save(options.cacheFile)
+                return try tcg(drives, options)
             }
         }
+    }
+
+    /// libguestfs's launch errors carry a paragraph of generic advice; the first line is the fact.
+    static func firstLine(_ message: String) -> String {
+        let line = message.split(separator: "\n").first.map(String.init) ?? message
+        var l = line.replacingOccurrences(of: ", see earlier error messages", with: "")
+        while l.hasSuffix(".") { l.removeLast() }
+        return l
     }
 
     static func day(_ d: Date) -> String {
@@ -187,6 +202,15 @@ public final class Appliance {
     }
 
     struct LaunchTimeout: Error { var seconds: Double }
+
+    /// A TCG launch; its deadline is the overall launch timeout.
+    private static func tcg(_ drives: [Drive], _ options: ApplianceOptions) throws -> Appliance {
+        do {
+            return try attempt(drives, .tcg, deadline: options.launchTimeout, options)
+        } catch let e as LaunchTimeout {
+            throw RemedyError(.applianceTimeout, "the appliance did not start within \(e.seconds < 10 ? String(format: "%.1f", e.seconds) : String(Int(e.seconds))) s under TCG and was stopped (raise --launch-timeout / REMEDY_LAUNCH_TIMEOUT on a slow or loaded host)")
+        }
+    }
 
     private static func attempt(_ drives: [Drive], _ accel: Acceleration, deadline: TimeInterval, _ options: ApplianceOptions) throws -> Appliance {
         let g = try Guestfs()
@@ -214,7 +238,7 @@ public final class Appliance {
             watchdog.cancel()
             g.close()
             if watchdog.fired { throw LaunchTimeout(seconds: deadline) }
-            throw RemedyError(.applianceFailed, "the appliance failed to start (\(accel.rawValue)): \(e.message)", cause: e)
+            throw RemedyError(.applianceFailed, "the appliance failed to start under \(accel.rawValue == "tcg" ? "TCG" : "KVM"): \(Self.firstLine(e.message))", cause: e)
         }
         return Appliance(guestfs: g, acceleration: accel, launchSeconds: Date().timeIntervalSince(start))
     }

@@ -30,6 +30,9 @@ struct ApplianceFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Seconds a KVM launch may take before KVM is judged not to work here (default 30; $REMEDY_KVM_TIMEOUT).", valueName: "seconds"))
     var kvmTimeout: Double?
 
+    @Option(help: ArgumentHelp("Seconds any appliance launch may take before it is stopped (default 600; $REMEDY_LAUNCH_TIMEOUT).", valueName: "seconds"))
+    var launchTimeout: Double?
+
     @Option(help: ArgumentHelp("Appliance memory in MiB ($REMEDY_MEMSIZE).", valueName: "MiB"))
     var memsize: Int?
 
@@ -37,6 +40,7 @@ struct ApplianceFlags: ParsableArguments {
         var o = try ApplianceOptions.fromEnvironment()
         if let accel { o.acceleration = accel }
         if let kvmTimeout { o.kvmTimeout = kvmTimeout }
+        if let launchTimeout { o.launchTimeout = launchTimeout }
         if let memsize { o.memoryMiB = memsize }
         o.notice = { message in FileHandle.standardError.write(Data("remedy: \(message)\n".utf8)) }
         return o

@@ -1,0 +1,127 @@
+import Foundation
+import RemedyCore
+import RemedyFixtures
+
+/// Phony images shared by the end-to-end tests, built once, in one appliance launch.
+struct Fixtures: Sendable {
+    let dir: String
+    let win2016Static: String    // 2 static NICs in ControlSet001 and ControlSet002 (qcow2)
+    let win2019Dhcp: String      // DHCP only (raw, UEFI)
+    let truncatedHive: String    // SYSTEM hive cut short (raw)
+    let dataDisk: String         // NTFS, no OS (raw)
+    let linux: String            // Debian root (raw)
+    let garbage: String          // not a disk at all
+    /// release -> image, for the inspection matrix (several formats).
+    let matrix: [(release: WindowsRelease, arch: Arch, firmware: Firmware, path: String, format: DiskFormat)]
+
+    static let guidA = "{3F2504E0-4F89-41D3-9A0C-0305E82C3301}"
+    static let guidB = "{6B29FC40-CA47-1067-B31D-00DD010662DA}"
+
+    /// Tests pin the accelerator to TCG (it works everywhere); the fallback test exercises `auto`.
+    static var options: ApplianceOptions {
+        var o = ApplianceOptions(acceleration: .tcg)
+        o.cacheFile = NSTemporaryDirectory() + "/remedy-tests-accel.json"
+        return o
+    }
+
+    static let shared: Result<Fixtures, any Error> = Result { try build() }
+
+    static func get() throws -> Fixtures { try shared.get() }
+
+    static func build() throws -> Fixtures {
+        let dir = NSTemporaryDirectory() + "/remedy-e2e-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let matrix: [(WindowsRelease, Arch, Firmware, String, DiskFormat)] = [
+            (.server2008, .i386, .bios, "\(dir)/m-2008-x86.vhd", .vhd),
+            (.server2008R2, .x86_64, .bios, "\(dir)/m-2008r2.vmdk", .vmdk),
+            (.server2012R2, .x86_64, .bios, "\(dir)/m-2012r2.qcow2", .qcow2),
+            (.server2016, .x86_64, .uefi, "\(dir)/m-2016.raw", .raw),
+            (.server2019, .x86_64, .uefi, "\(dir)/m-2019.vdi", .vdi),
+            (.server2022, .x86_64, .uefi, "\(dir)/m-2022.vhdx", .vhdx),
+        ]
+        let f = Fixtures(
+            dir: dir,
+            win2016Static: "\(dir)/win2016-static.qcow2",
+            win2019Dhcp: "\(dir)/win2019-dhcp.raw",
+            truncatedHive: "\(dir)/win2012r2-truncated.raw",
+            dataDisk: "\(dir)/data.raw",
+            linux: "\(dir)/linux.raw",
+            garbage: "\(dir)/garbage.vmdk",
+            matrix: matrix.map { (release: $0.0, arch: $0.1, firmware: $0.2, path: $0.3, format: $0.4) })
+        var requests = [
+            ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [
+                .staticIP(guidA, "10.1.2.10", gateway: "10.1.2.1"),
+                .staticIP(guidB, "172.16.5.20", mask: "255.255.0.0"),
+            ])), path: f.win2016Static, format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2019, firmware: .uefi, nics: [.dhcp(guidA, dns: ["9.9.9.9"])])),
+                         path: f.win2019Dhcp, format: .raw),
+            ImageRequest(.windows(PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.0.0.1")], damage: .truncateSystemHive(6000))),
+                         path: f.truncatedHive, format: .raw),
+            ImageRequest(.dataDisk, path: f.dataDisk),
+            ImageRequest(.linux, path: f.linux),
+        ]
+        for m in f.matrix {
+            requests.append(ImageRequest(.windows(PhonyWindows(release: m.release, arch: m.arch, firmware: m.firmware,
+                                                               hostname: "M-\(m.release.rawValue.uppercased())",
+                                                               nics: [.staticIP(guidB, "192.168.9.9")])),
+                                         path: m.path, format: m.format))
+        }
+        try ImageFactory.build(requests, options: options)
+        FileManager.default.createFile(atPath: f.garbage, contents: Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }))
+        return f
+    }
+}
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs the built `remedy` executable.
+func remedy(_ args: [String], environment: [String: String] = [:]) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: remedyExecutable())
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    env["REMEDY_ACCEL"] = "tcg"
+    env["REMEDY_ACCEL_CACHE"] = NSTemporaryDirectory() + "/remedy-tests-accel.json"
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // Read both pipes while the process runs, so a large output cannot block it.
+    var outData = Data(), errData = Data()
+    let group = DispatchGroup()
+    let queue = DispatchQueue(label: "pipes", attributes: .concurrent)
+    nonisolated(unsafe) var o = Data(), e = Data()
+    group.enter(); queue.async { o = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    group.enter(); queue.async { e = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    group.wait()
+    p.waitUntilExit()
+    outData = o; errData = e
+    return CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+}
+
+func remedyExecutable() -> String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("remedy").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return ".build/debug/remedy"
+}
+
+func fileBytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
+
+func json(_ text: String) throws -> [String: Any] {
+    guard let obj = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+        throw CocoaError(.coderReadCorrupt)
+    }
+    return obj
+}
