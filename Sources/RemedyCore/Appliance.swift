@@ -165,7 +165,7 @@ public final class Appliance {
             guard kvmAvailable() else { return try tcg(drives, options) }
             let cached = AccelerationCache.load(options.cacheFile)
             if let cached, !cached.kvmBoots {
-                options.notice("using TCG (software emulation): a KVM appliance did not boot on this host when probed on \(Self.day(cached.probedAt)); remembered in \(options.cacheFile) (delete it, or pass --accel kvm, to try KVM again)")
+                if CachedNotice.once() { options.notice("using TCG (software emulation): a KVM appliance did not boot on this host when probed on \(Self.day(cached.probedAt)); remembered in \(options.cacheFile) (delete it, or pass --accel kvm, to try KVM again)") }
                 return try tcg(drives, options)
             }
             do {
@@ -253,6 +253,20 @@ public final class Appliance {
     }
 
     public func close() { guestfs.close() }
+}
+
+/// The remembered-TCG note is said once per process, not once per launch.
+enum CachedNotice {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var said = false
+
+    static func once() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if said { return false }
+        said = true
+        return true
+    }
 }
 
 /// Kills the qemu process whose command line carries `token` when the
