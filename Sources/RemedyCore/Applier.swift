@@ -59,6 +59,7 @@ public enum Applier {
         let g = session.g
         let state = stateDirectory(systemRoot: session.os.systemRoot)
         let backupDir = "\(state)/backup/\(runID)"
+        var replaced: [HiveName] = []
         do {
             try session.remountWritable()
             try g.mkdirP(backupDir)
@@ -76,6 +77,7 @@ public enum Applier {
                     throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded; the original is untouched")
                 }
                 try g.rename(temp, target)
+                replaced.append(hive)
             }
             let recordPath = "\(state)/log/\(runID).json"
             report.record = recordPath
@@ -86,7 +88,10 @@ public enum Applier {
             try g.sync()
             try g.umountAll()
         } catch let e as GuestfsError {
-            throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message)", cause: e)
+            let state = replaced.isEmpty
+                ? "no hive was replaced"
+                : "already replaced: " + replaced.map { "\($0.rawValue) (original kept at \(ImageSession.windowsPath(report.backups[$0.rawValue] ?? "?")))" }.joined(separator: ", ")
+            throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message); \(state)", cause: e)
         }
         try session.appliance.shutdown()
         return report
