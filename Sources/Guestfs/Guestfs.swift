@@ -226,7 +226,10 @@ public final class Guestfs {
     public func mkdirP(_ path: String) throws { try call("mkdir_p") { guestfs_mkdir_p($0, path) } }
     public func rm(_ path: String) throws { try call("rm") { guestfs_rm($0, path) } }
     public func rmF(_ path: String) throws { try call("rm_f") { guestfs_rm_f($0, path) } }
+    public func rmRf(_ path: String) throws { try call("rm_rf") { guestfs_rm_rf($0, path) } }
     public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }
+    /// A checksum of a guest file computed inside the appliance (`sha256`, `md5`, ...).
+    public func checksum(_ type: String, _ path: String) throws -> String { try string("checksum") { guestfs_checksum($0, type, path) } }
     /// Copies a file inside the guest.
     public func cp(_ source: String, _ destination: String) throws { try call("cp") { guestfs_cp($0, source, destination) } }
     /// rename(2) inside the guest: atomic replacement within one directory.

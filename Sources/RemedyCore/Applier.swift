@@ -17,6 +17,35 @@ public struct ApplyReport: Sendable, Equatable, Codable {
     /// Guest path of the modification record, or nil when nothing was changed.
     public var record: String?
     public var acceleration: String
+    /// Guest paths of files remedy added to the image (removed by rollback).
+    public var injected: [String] = []
+
+    public init(runID: String, remedyVersion: String, startedAt: Date, plan: Plan, backups: [String: String], record: String?,
+                acceleration: String, injected: [String] = []) {
+        self.runID = runID
+        self.remedyVersion = remedyVersion
+        self.startedAt = startedAt
+        self.plan = plan
+        self.backups = backups
+        self.record = record
+        self.acceleration = acceleration
+        self.injected = injected
+    }
+
+    private enum CodingKeys: String, CodingKey { case schema, runID, remedyVersion, startedAt, plan, backups, record, acceleration, injected }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schema = try c.decode(String.self, forKey: .schema)
+        runID = try c.decode(String.self, forKey: .runID)
+        remedyVersion = try c.decode(String.self, forKey: .remedyVersion)
+        startedAt = try c.decode(Date.self, forKey: .startedAt)
+        plan = try c.decode(Plan.self, forKey: .plan)
+        backups = try c.decode([String: String].self, forKey: .backups)
+        record = try c.decodeIfPresent(String.self, forKey: .record)
+        acceleration = try c.decode(String.self, forKey: .acceleration)
+        injected = try c.decodeIfPresent([String].self, forKey: .injected) ?? []
+    }
 }
 
 public enum RemedyVersion {
@@ -42,18 +71,7 @@ public enum Applier {
         let image = session.imagePath
 
         // 1. Every hive edited and verified locally before anything is written to the image.
-        var prepared: [(hive: HiveName, newFile: String)] = []
-        for hive in HiveName.allCases {
-            let mine = changes.filter { $0.hive == hive }
-            guard !mine.isEmpty else { continue }
-            guard let original = session.localHives[hive] else {
-                throw RemedyError(.hiveUnreadable, image: image, "the plan edits the \(hive.rawValue) hive, which was not read")
-            }
-            let newFile = original + ".remedy-new"
-            try edit(original, writingTo: newFile, mine, hive: hive, image: image)
-            try verify(original: original, edited: newFile, mine, hive: hive, image: image)
-            prepared.append((hive, newFile))
-        }
+        let prepared = try prepare(changes, localHives: session.localHives, image: image)
 
         // 2. Into the image: back up, upload beside, check, rename over.
         let g = session.g
@@ -95,6 +113,24 @@ public enum Applier {
         }
         try session.appliance.shutdown()
         return report
+    }
+
+    /// Edits local copies of the hives: for each hive the plan touches, a new
+    /// file beside the original (`HIVE.remedy-new`), edited and verified.
+    public static func prepare(_ changes: [Change], localHives: [HiveName: String], image: String) throws -> [(hive: HiveName, newFile: String)] {
+        var prepared: [(hive: HiveName, newFile: String)] = []
+        for hive in HiveName.allCases {
+            let mine = changes.filter { $0.hive == hive }
+            guard !mine.isEmpty else { continue }
+            guard let original = localHives[hive] else {
+                throw RemedyError(.hiveUnreadable, image: image, "the plan edits the \(hive.rawValue) hive, which was not read")
+            }
+            let newFile = original + ".remedy-new"
+            try edit(original, writingTo: newFile, mine, hive: hive, image: image)
+            try verify(original: original, edited: newFile, mine, hive: hive, image: image)
+            prepared.append((hive, newFile))
+        }
+        return prepared
     }
 
     static func runID(_ date: Date) -> String {

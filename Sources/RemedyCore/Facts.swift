@@ -64,9 +64,17 @@ public struct OSFacts: Sendable, Equatable, Codable {
     /// Every control set present, with the roles Select gives it. Windows may
     /// boot any that has a role; keys without a role are kept as well.
     public var controlSets: [ControlSet]
+    /// How this Windows boots: `uefi` (GPT disk with an EFI system
+    /// partition), `bios` (MBR), or `unknown`.
+    public var firmware: String
+    /// `gpt`, `msdos` or `unknown`, for the disk holding the Windows volume.
+    public var partitionTable: String
 
     public init(root: String, product: String, variant: String, majorVersion: Int, minorVersion: Int, build: String?,
-                arch: String, hostname: String?, systemRoot: String, currentControlSet: String, controlSets: [ControlSet]) {
+                arch: String, hostname: String?, systemRoot: String, currentControlSet: String, controlSets: [ControlSet],
+                firmware: String = "unknown", partitionTable: String = "unknown") {
+        self.firmware = firmware
+        self.partitionTable = partitionTable
         self.root = root
         self.product = product
         self.variant = variant
@@ -85,29 +93,70 @@ public struct OSFacts: Sendable, Equatable, Codable {
 
     /// Windows 8 / Server 2012 (NT 6.2) or later.
     public var isWindows8OrLater: Bool { (majorVersion, minorVersion) >= (6, 2) }
+
+    /// Control sets in a stable order (ControlSet001, ControlSet002, ...).
+    public var orderedControlSets: [ControlSet] { controlSets.sorted { $0.name.lowercased() < $1.name.lowercased() } }
+
+    /// `64` or `32`.
+    public var bits: Int { arch == "i386" ? 32 : 64 }
 }
 
 /// Parts of hives, read during inspection as plain values.
 public struct RegistrySnapshot: Sendable, Equatable, Codable {
-    /// hive -> requested path -> subtree (absent when the key does not exist).
-    public var trees: [HiveName: [RegistryPath: RegistryKey]]
+    /// hive -> requested path -> subtree (nil when the key does not exist).
+    public var trees: [HiveName: [RegistryPath: RegistryKey?]]
 
-    public init(trees: [HiveName: [RegistryPath: RegistryKey]] = [:]) { self.trees = trees }
+    public init(trees: [HiveName: [RegistryPath: RegistryKey?]] = [:]) { self.trees = trees }
 
-    /// The key at `path`, looked up in whichever requested subtree contains it.
+    /// The key at `path`, looked up in the deepest requested subtree that
+    /// contains it (a shallow read of `Services` and a deep read of
+    /// `Services\Tcpip\...` can both be present).
     public func key(_ hive: HiveName, _ path: RegistryPath) -> RegistryKey? {
+        guard let (root, tree) = root(hive, containing: path) else { return nil }
+        return tree?.key(at: RegistryPath(components: Array(path.components.dropFirst(root.components.count))))
+    }
+
+    /// The deepest requested root containing `path`, and its tree (nil when the key was absent).
+    func root(_ hive: HiveName, containing path: RegistryPath) -> (RegistryPath, RegistryKey?)? {
         guard let roots = trees[hive] else { return nil }
+        var best: (RegistryPath, RegistryKey?)?
         for (rootPath, tree) in roots where path.components.count >= rootPath.components.count {
             let prefix = RegistryPath(components: Array(path.components.prefix(rootPath.components.count)))
-            if prefix == rootPath {
-                return tree.key(at: RegistryPath(components: Array(path.components.dropFirst(rootPath.components.count))))
-            }
+            if prefix == rootPath, rootPath.components.count > (best?.0.components.count ?? -1) { best = (rootPath, tree) }
         }
-        return nil
+        return best
+    }
+
+    /// Whether `path` lies inside a subtree that was read.
+    public func covers(_ hive: HiveName, _ path: RegistryPath) -> Bool { root(hive, containing: path) != nil }
+
+    /// The snapshot as it will be once `changes` are made: every requested
+    /// subtree containing a changed key is updated (keys created as needed).
+    public func applying(_ changes: [Change]) -> RegistrySnapshot {
+        var copy = self
+        for c in changes { copy.apply(c) }
+        return copy
+    }
+
+    mutating func apply(_ c: Change) {
+        guard var roots = trees[c.hive] else { return }
+        for (rootPath, tree) in roots where c.key.components.count >= rootPath.components.count {
+            let prefix = RegistryPath(components: Array(c.key.components.prefix(rootPath.components.count)))
+            guard prefix == rootPath else { continue }
+            let rel = Array(c.key.components.dropFirst(rootPath.components.count))
+            if c.op == .deleteKey && rel.isEmpty {
+                roots[rootPath] = .some(nil)
+                continue
+            }
+            var t = tree ?? RegistryKey(name: rootPath.components.last ?? "")
+            t.update(at: rel[...], c)
+            roots[rootPath] = t
+        }
+        trees[c.hive] = roots
     }
 
     public mutating func insert(_ hive: HiveName, _ path: RegistryPath, _ key: RegistryKey?) {
-        trees[hive, default: [:]][path] = key
+        trees[hive, default: [:]][path] = .some(key)
     }
 }
 

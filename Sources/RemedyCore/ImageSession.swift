@@ -144,6 +144,9 @@ public final class ImageSession {
             default: nil
             }
         }
+        // Windows boots from a GPT disk only through UEFI, and from an MBR disk only through BIOS.
+        let disk = String(root.reversed().drop(while: \.isNumber).reversed())
+        let table = (try? g.partitionTableType(disk)) ?? "unknown"
         os = OSFacts(
             root: root,
             product: (try? g.inspectProductName(root)) ?? "Windows",
@@ -155,7 +158,9 @@ public final class ImageSession {
             hostname: try? g.inspectHostname(root),
             systemRoot: systemRoot,
             currentControlSet: current,
-            controlSets: controlSets)
+            controlSets: controlSets,
+            firmware: table == "gpt" ? "uefi" : table == "msdos" ? "bios" : "unknown",
+            partitionTable: table)
     }
 
     static func makeWorkDirectory() throws -> String {
@@ -211,19 +216,24 @@ public final class ImageSession {
 
     /// Reads the subtrees the requirements name into plain values.
     public func facts(for requirements: [RegistryRequirement]) throws -> ImageFacts {
+        ImageFacts(image: imageInfo, os: os, registry: try Self.snapshot(openHives, requirements, image: imagePath))
+    }
+
+    /// Reads requirements from open hives into a snapshot.
+    static func snapshot(_ hives: [HiveName: Hive], _ requirements: [RegistryRequirement], image: String) throws -> RegistrySnapshot {
         var snapshot = RegistrySnapshot()
         for r in requirements {
-            guard let hive = openHives[r.hive] else {
-                throw RemedyError(.hiveUnreadable, image: imagePath, "the \(r.hive.rawValue) hive is not read by remedy yet")
+            guard let hive = hives[r.hive] else {
+                throw RemedyError(.hiveUnreadable, image: image, "the \(r.hive.rawValue) hive is not read by remedy yet")
             }
             do {
                 let node = try hive.node(at: r.path.description)
-                snapshot.insert(r.hive, r.path, try node.map { try Self.read(hive, $0, depth: r.depth) })
+                snapshot.insert(r.hive, r.path, try node.map { try read(hive, $0, depth: r.depth) })
             } catch let e as HivexError {
-                throw RemedyError(.hiveUnreadable, image: imagePath, "reading \(r.hive.rawValue)\\\(r.path): \(e)", cause: e)
+                throw RemedyError(.hiveUnreadable, image: image, "reading \(r.hive.rawValue)\\\(r.path): \(e)", cause: e)
             }
         }
-        return ImageFacts(image: imageInfo, os: os, registry: snapshot)
+        return snapshot
     }
 
     static func read(_ hive: Hive, _ node: HiveNode, depth: Int) throws -> RegistryKey {

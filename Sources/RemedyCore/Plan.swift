@@ -108,13 +108,30 @@ public struct Plan: Sendable, Equatable, Codable {
     public var os: OSFacts
     public var actions: [Action]
     public var findings: [Finding]
+    /// Cloud image properties the image supports once the plan is applied
+    /// (from the `image-metadata` rule), to pass to the image registration call.
+    public var properties: [String: String]
 
-    public init(image: ImageInfo, policy: PolicyReference, os: OSFacts, actions: [Action], findings: [Finding]) {
+    public init(image: ImageInfo, policy: PolicyReference, os: OSFacts, actions: [Action], findings: [Finding], properties: [String: String] = [:]) {
         self.image = image
         self.policy = policy
         self.os = os
         self.actions = actions
         self.findings = findings
+        self.properties = properties
+    }
+
+    private enum CodingKeys: String, CodingKey { case schema, image, policy, os, actions, findings, properties }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schema = try c.decode(String.self, forKey: .schema)
+        image = try c.decode(ImageInfo.self, forKey: .image)
+        policy = try c.decode(PolicyReference.self, forKey: .policy)
+        os = try c.decode(OSFacts.self, forKey: .os)
+        actions = try c.decode([Action].self, forKey: .actions)
+        findings = try c.decode([Finding].self, forKey: .findings)
+        properties = try c.decodeIfPresent([String: String].self, forKey: .properties) ?? [:]
     }
 
     public var changes: [Change] { actions.flatMap(\.changes) }
@@ -124,6 +141,6 @@ public struct Plan: Sendable, Equatable, Codable {
     /// The same plan for the purposes of "apply does exactly what was planned":
     /// equal actions and findings, whatever the image path or policy file path.
     public func sameChanges(as other: Plan) -> Bool {
-        actions == other.actions && findings == other.findings
+        actions == other.actions && findings == other.findings && properties == other.properties
     }
 }

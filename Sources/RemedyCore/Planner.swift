@@ -1,26 +1,60 @@
 /// The planner: a pure function from inspection facts and a policy to a plan.
+///
+/// Rules run in policy order, each seeing the registry as the rules before
+/// it will have left it, so two rules touching the same value chain
+/// correctly (the later one's `before` is the earlier one's `after`). Then
+/// every rule runs once more on the final state: a rule that still wants a
+/// change there disagrees with another rule, which the plan reports instead
+/// of writing an image that the next plan would change again. Image
+/// properties come from that final pass: they describe the image as apply
+/// will leave it.
 public enum Planner {
-    /// Everything the policy's rules need read from the hives.
+    /// Everything the policy's rules need read from the hives. Requests for
+    /// the same key are merged, keeping the deepest.
     public static func requirements(policy: Policy, os: OSFacts) -> [RegistryRequirement] {
-        var seen = Set<RegistryRequirement>()
-        var out: [RegistryRequirement] = []
+        var depth: [HiveName: [RegistryPath: Int]] = [:]
+        var order: [(HiveName, RegistryPath)] = []
         for rule in policy.rules {
-            for r in rule.requirements(for: os) where seen.insert(r).inserted { out.append(r) }
+            for r in rule.requirements(for: os) {
+                if let d = depth[r.hive]?[r.path] {
+                    depth[r.hive]![r.path] = max(d, r.depth)
+                } else {
+                    depth[r.hive, default: [:]][r.path] = r.depth
+                    order.append((r.hive, r.path))
+                }
+            }
         }
-        return out
+        return order.map { RegistryRequirement($0.0, $0.1, depth: depth[$0.0]![$0.1]!) }
     }
 
     public static func plan(facts: ImageFacts, policy: Policy) -> Plan {
         var actions: [Action] = []
-        var findings: [Finding] = []
-        findings += applicability(policy: policy, os: facts.os)
-        for rule in policy.rules {
-            let result = rule.evaluate(facts)
-            actions += result.actions.filter { !$0.changes.isEmpty }
+        var findings: [Finding] = applicability(policy: policy, os: facts.os)
+        var state = facts
+        for rule in policy.rules where !rule.describesResult {
+            let result = rule.evaluate(state)
+            let mine = result.actions.filter { !$0.changes.isEmpty }
+            actions += mine
             findings += result.findings
+            state.registry = state.registry.applying(mine.flatMap(\.changes))
         }
-        findings.sort { ($0.severity, $0.id) < ($1.severity, $1.id) }
-        return Plan(image: facts.image, policy: policy.reference, os: facts.os, actions: actions, findings: findings)
+        var properties: [String: String] = [:]
+        var unsettled: [String] = []
+        for rule in policy.rules {
+            let again = rule.evaluate(state)
+            if again.actions.contains(where: { !$0.changes.isEmpty }) { unsettled.append(rule.id) }
+            properties.merge(again.properties) { _, new in new }
+            if rule.describesResult { findings += again.findings }
+        }
+        if !unsettled.isEmpty {
+            findings.append(Finding(
+                id: "policy-conflict", rule: "policy", severity: .blocker,
+                message: "rules \(unsettled.joined(separator: ", ")) would change the image again after this plan: "
+                    + "two rules of policy \(policy.name) want different values; fix the policy before applying",
+                measured: unsettled.joined(separator: ", "), requirement: "every rule settled after one apply"))
+        }
+        findings.sort { ($0.severity, $0.id, $0.message) < ($1.severity, $1.id, $1.message) }
+        return Plan(image: facts.image, policy: policy.reference, os: facts.os, actions: actions, findings: findings, properties: properties)
     }
 
     /// Findings for an OS version or architecture the policy does not accept.

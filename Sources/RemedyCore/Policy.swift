@@ -36,6 +36,32 @@ public struct PolicyParameters: Sendable {
         return b
     }
 
+    public func string(_ name: String, default def: String, oneOf allowed: [String]? = nil) throws -> String {
+        guard let v = values[name] else { return def }
+        guard case .string(let s) = v else { throw PolicyParameterError(message: "parameter \(name) must be a string, not \(v)") }
+        if let allowed, !allowed.contains(s) {
+            throw PolicyParameterError(message: "parameter \(name) must be one of \(allowed.joined(separator: ", ")), not \(s)")
+        }
+        return s
+    }
+
+    public func int(_ name: String, default def: Int, in range: ClosedRange<Int>) throws -> Int {
+        guard let v = values[name] else { return def }
+        guard case .int(let i) = v, range.contains(i) else {
+            throw PolicyParameterError(message: "parameter \(name) must be a number in \(range.lowerBound)...\(range.upperBound), not \(v)")
+        }
+        return i
+    }
+
+    public func strings(_ name: String, default def: [String]) throws -> [String] {
+        guard let v = values[name] else { return def }
+        guard case .list(let l) = v else { throw PolicyParameterError(message: "parameter \(name) must be a list of strings, not \(v)") }
+        return try l.map {
+            guard case .string(let s) = $0 else { throw PolicyParameterError(message: "parameter \(name) must be a list of strings; \($0) is not a string") }
+            return s
+        }
+    }
+
     /// Throws when a parameter is not one of `known`.
     public func only(_ known: [String], rule: String) throws {
         if let bad = values.keys.sorted().first(where: { !known.contains($0) }) {
@@ -50,41 +76,77 @@ public struct PolicyParameterError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// A policy: metadata, the OS versions and architectures it accepts, and its rules.
+/// A policy: metadata, the OS versions and architectures it accepts, its
+/// parameters, and its rules (built-in remediations and generic registry rules).
 public struct Policy: Sendable {
     public var name: String
     public var description: String
     /// Where it was loaded from.
     public var source: String
+    /// The policies it extends, nearest first (`openstack-kvm` <- `huawei-ims`).
+    public var extends: [String]
     /// Accepted `major.minor` Windows versions; empty accepts any.
     public var versions: [String]
     /// Accepted architectures (`x86_64`, `i386`); empty accepts any.
     public var architectures: [String]
+    /// Policy-level parameters, after inheritance; rule parameters refer to them as `$name`.
+    public var parameters: [String: ParamValue]
     public var rules: [any Rule]
 
-    public init(name: String, description: String, source: String, versions: [String] = [], architectures: [String] = [], rules: [any Rule]) {
+    public init(name: String, description: String, source: String, extends: [String] = [], versions: [String] = [],
+                architectures: [String] = [], parameters: [String: ParamValue] = [:], rules: [any Rule]) {
         self.name = name
         self.description = description
         self.source = source
+        self.extends = extends
         self.versions = versions
         self.architectures = architectures
+        self.parameters = parameters
         self.rules = rules
     }
 
     public var reference: PolicyReference { PolicyReference(name: name, source: source) }
+
+    /// The rule with this id, if the policy has it enabled.
+    public func rule(_ id: String) -> (any Rule)? { rules.first { $0.id == id } }
 }
 
 /// Loads policies from YAML. Errors name the file, line and column.
+///
+/// A policy file:
+///
+///     name: openstack-kvm
+///     description: ...
+///     extends: huawei-ims            # optional: a built-in name or a path relative to this file
+///     applies-to: {versions: ["6.1", "10.0"], arch: [x86_64]}
+///     parameters: {keep-static-dns: false}
+///     rules:
+///       - id: nic-dhcp                # a built-in remediation
+///         with: {keep-static-dns: $keep-static-dns}
+///       - id: ide-boot
+///         enabled: false              # switch off an inherited rule
+///       - id: san-policy              # a generic registry rule
+///         description: Bring every disk online
+///         registry:
+///           hive: SYSTEM
+///           key: CurrentControlSet\Services\partmgr\Parameters
+///           values: [{name: SanPolicy, type: REG_DWORD, data: 1}]
+///
+/// A rule entry with the id of an inherited one overrides it: `with`
+/// parameters are merged over the inherited ones, `enabled`, `description`
+/// and `registry` replace them.
 public enum PolicyLoader {
     public static let defaultPolicyName = "huawei-ims"
 
     struct Document: Decodable {
         var name: String
         var description: String
+        var extends: String?
         var appliesTo: AppliesTo?
-        var rules: [Entry]
+        var parameters: [String: ParamValue]?
+        var rules: [Entry]?
 
-        enum CodingKeys: String, CodingKey { case name, description, appliesTo = "applies-to", rules }
+        enum CodingKeys: String, CodingKey { case name, description, extends, appliesTo = "applies-to", parameters, rules }
 
         struct AppliesTo: Decodable {
             var versions: [String]?
@@ -95,23 +157,100 @@ public enum PolicyLoader {
             var id: String
             var with: [String: ParamValue]?
             var enabled: Bool?
+            var description: String?
+            var registry: RegistryRuleSpec?
         }
+    }
+
+    /// One rule entry after inheritance, with where it was written.
+    struct ResolvedEntry {
+        var id: String
+        var with: [String: ParamValue]
+        var enabled: Bool
+        var description: String?
+        var registry: RegistryRuleSpec?
+        var at: String
+    }
+
+    struct Resolved {
+        var name: String
+        var description: String
+        var source: String
+        var chain: [String]
+        var versions: [String]
+        var architectures: [String]
+        var parameters: [String: ParamValue]
+        var entries: [ResolvedEntry]
     }
 
     /// Loads a policy by built-in name (`huawei-ims`) or by file path.
     public static func load(_ nameOrPath: String) throws -> Policy {
-        let path = try locate(nameOrPath)
-        let text: String
+        try build(resolve(locate(nameOrPath), seen: []))
+    }
+
+    /// Parses policy YAML; `source` names the file in errors. `extends`
+    /// names a built-in policy or a path relative to `source`'s directory.
+    public static func parse(_ text: String, source: String) throws -> Policy {
+        try build(resolve(text: text, source: source, seen: []))
+    }
+
+    static func read(_ path: String) throws -> String {
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            return try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw RemedyError(.policyNotFound, "cannot read policy \(path): \(error.localizedDescription)", cause: error)
         }
-        return try parse(text, source: path)
     }
 
-    /// Parses policy YAML; `source` names the file in errors.
-    public static func parse(_ text: String, source: String) throws -> Policy {
+    static func resolve(_ path: String, seen: [String]) throws -> Resolved {
+        try resolve(text: read(path), source: path, seen: seen)
+    }
+
+    static func resolve(text: String, source: String, seen: [String]) throws -> Resolved {
+        let canonical = (source as NSString).standardizingPath
+        if seen.contains(canonical) {
+            throw RemedyError(.policyInvalid, "\(source): extends itself (\((seen + [canonical]).joined(separator: " -> ")))")
+        }
+        let (doc, node) = try decode(text, source: source)
+        var base: Resolved
+        if let parent = doc.extends {
+            let parentPath: String
+            do {
+                parentPath = try locate(parent, relativeTo: (source as NSString).deletingLastPathComponent)
+            } catch let e as RemedyError {
+                throw RemedyError(.policyInvalid, "\(source)\(mark(node["extends"])): \(e.message)", cause: e)
+            }
+            base = try resolve(parentPath, seen: seen + [canonical])
+            base.chain.insert(base.name, at: 0)
+        } else {
+            base = Resolved(name: doc.name, description: doc.description, source: source, chain: [], versions: [], architectures: [],
+                            parameters: [:], entries: [])
+        }
+        base.name = doc.name
+        base.description = doc.description
+        base.source = source
+        if let a = doc.appliesTo {
+            if let v = a.versions { base.versions = v }
+            if let arch = a.arch { base.architectures = arch }
+        }
+        base.parameters.merge(doc.parameters ?? [:]) { _, mine in mine }
+        for (i, entry) in (doc.rules ?? []).enumerated() {
+            let at = source + mark(node["rules"]?[i])
+            if let j = base.entries.firstIndex(where: { $0.id == entry.id }) {
+                base.entries[j].with.merge(entry.with ?? [:]) { _, mine in mine }
+                if let e = entry.enabled { base.entries[j].enabled = e }
+                if let d = entry.description { base.entries[j].description = d }
+                if let r = entry.registry { base.entries[j].registry = r }
+                base.entries[j].at = at
+            } else {
+                base.entries.append(ResolvedEntry(id: entry.id, with: entry.with ?? [:], enabled: entry.enabled ?? true,
+                                                  description: entry.description, registry: entry.registry, at: at))
+            }
+        }
+        return base
+    }
+
+    static func decode(_ text: String, source: String) throws -> (Document, Node) {
         let node: Node
         do {
             guard let n = try Yams.compose(yaml: text) else {
@@ -123,34 +262,71 @@ public enum PolicyLoader {
         } catch let e as YamlError {
             throw RemedyError(.policyInvalid, "\(source): \(yamlErrorText(e))", cause: e)
         }
-        let doc: Document
         do {
-            doc = try YAMLDecoder().decode(Document.self, from: node)
+            return (try YAMLDecoder().decode(Document.self, from: node), node)
         } catch let e as DecodingError {
             throw RemedyError(.policyInvalid, "\(source)\(location(of: e, in: node)): \(decodingErrorText(e))", cause: e)
         }
-        var rules: [any Rule] = []
-        for (i, entry) in doc.rules.enumerated() where entry.enabled ?? true {
-            let entryNode = node["rules"]?[i]
-            let at = entryNode.map { ":\($0.mark?.line ?? 0):\($0.mark?.column ?? 0)" } ?? ""
-            guard let builtin = BuiltinRule.named(entry.id) else {
-                let known = BuiltinRule.all.map(\.documentation.id).joined(separator: ", ")
-                throw RemedyError(.policyInvalid, "\(source)\(at): unknown rule \(entry.id) (known: \(known))")
-            }
-            do {
-                rules.append(try builtin.make(PolicyParameters(entry.with ?? [:])))
-            } catch let e as PolicyParameterError {
-                throw RemedyError(.policyInvalid, "\(source)\(at): \(e.message)", cause: e)
-            }
-        }
-        return Policy(name: doc.name, description: doc.description, source: source,
-                      versions: doc.appliesTo?.versions ?? [], architectures: doc.appliesTo?.arch ?? [], rules: rules)
     }
 
-    /// Finds a policy file: a path that exists, or `NAME.yaml` in the built-in policy directories.
-    public static func locate(_ nameOrPath: String) throws -> String {
+    static func build(_ r: Resolved) throws -> Policy {
+        var rules: [any Rule] = []
+        for entry in r.entries where entry.enabled {
+            do {
+                let with = try entry.with.mapValues { try substitute($0, r.parameters) }
+                if let spec = entry.registry {
+                    if BuiltinRule.named(entry.id) != nil {
+                        throw PolicyParameterError(message: "\(entry.id) is a built-in rule; a registry rule needs an id of its own")
+                    }
+                    guard with.isEmpty else {
+                        throw PolicyParameterError(message: "registry rule \(entry.id) takes no `with` parameters")
+                    }
+                    rules.append(try RegistryRule(id: entry.id, description: entry.description, spec: spec, parameters: r.parameters))
+                } else if let builtin = BuiltinRule.named(entry.id) {
+                    rules.append(try builtin.make(PolicyParameters(with)))
+                } else {
+                    let known = BuiltinRule.all.map(\.documentation.id).joined(separator: ", ")
+                    throw PolicyParameterError(message: "unknown rule \(entry.id) (built-in rules: \(known); or give `registry:` for a registry rule)")
+                }
+            } catch let e as PolicyParameterError {
+                throw RemedyError(.policyInvalid, "\(entry.at): \(e.message)", cause: e)
+            }
+        }
+        return Policy(name: r.name, description: r.description, source: r.source, extends: r.chain, versions: r.versions,
+                      architectures: r.architectures, parameters: r.parameters, rules: rules)
+    }
+
+    /// Replaces a `$name` string with the policy parameter of that name.
+    static func substitute(_ v: ParamValue, _ parameters: [String: ParamValue]) throws -> ParamValue {
+        switch v {
+        case .string(let s) where s.hasPrefix("$") && s.count > 1:
+            let name = String(s.dropFirst())
+            guard let value = parameters[name] else {
+                let known = parameters.keys.sorted().joined(separator: ", ")
+                throw PolicyParameterError(message: "no policy parameter \(name) (parameters: \(known.isEmpty ? "none" : known))")
+            }
+            return value
+        case .list(let l):
+            return .list(try l.map { try substitute($0, parameters) })
+        default:
+            return v
+        }
+    }
+
+    static func mark(_ node: Node?) -> String {
+        guard let m = node?.mark else { return "" }
+        return ":\(m.line):\(m.column)"
+    }
+
+    /// Finds a policy file: a path that exists (relative paths are tried
+    /// against `directory` first), or `NAME.yaml` in the built-in policy directories.
+    public static func locate(_ nameOrPath: String, relativeTo directory: String? = nil) throws -> String {
         let fm = FileManager.default
         if nameOrPath.contains("/") || nameOrPath.hasSuffix(".yaml") || nameOrPath.hasSuffix(".yml") {
+            if let directory, !nameOrPath.hasPrefix("/") {
+                let joined = directory.isEmpty ? nameOrPath : directory + "/" + nameOrPath
+                if fm.fileExists(atPath: joined) { return joined }
+            }
             guard fm.fileExists(atPath: nameOrPath) else {
                 throw RemedyError(.policyNotFound, "policy file \(nameOrPath) does not exist")
             }

@@ -78,6 +78,38 @@ public struct RegistryKey: Sendable, Equatable, Codable {
         return k
     }
 
+    /// Makes `change` at the relative path `rel` (creating keys on the way).
+    mutating func update(at rel: ArraySlice<String>, _ change: Change) {
+        guard let first = rel.first else {
+            switch change.op {
+            case .setValue:
+                guard let name = change.name, let after = change.after else { return }
+                if let i = values.firstIndex(where: { $0.name.lowercased() == name.lowercased() }) {
+                    values[i].value = after
+                } else {
+                    values.append(HiveValue(name: name, value: after))
+                }
+            case .deleteValue:
+                values.removeAll { $0.name.lowercased() == change.name?.lowercased() }
+            case .createKey, .deleteKey:
+                break
+            }
+            return
+        }
+        let lower = first.lowercased()
+        if change.op == .deleteKey && rel.count == 1 {
+            subkeys.removeAll { $0.name.lowercased() == lower }
+            return
+        }
+        if let i = subkeys.firstIndex(where: { $0.name.lowercased() == lower }) {
+            subkeys[i].update(at: rel.dropFirst(), change)
+        } else {
+            var k = RegistryKey(name: first)
+            k.update(at: rel.dropFirst(), change)
+            subkeys.append(k)
+        }
+    }
+
     /// The value with this name (case-insensitive), or nil.
     public func value(_ name: String) -> RegistryValue? {
         let lower = name.lowercased()

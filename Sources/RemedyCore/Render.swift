@@ -9,6 +9,7 @@ public enum TextRenderer {
         }
         out += actions(plan.actions, marker: "~")
         out += findings(plan.findings)
+        out += properties(plan.properties)
         let n = plan.changes.count
         out += "\nPlan: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), "
             + "\(plan.findings.count) finding\(plan.findings.count == 1 ? "" : "s") (\(plan.blockers.count) blocking).\n"
@@ -23,6 +24,7 @@ public enum TextRenderer {
         }
         out += actions(plan.actions, marker: "✓")
         out += findings(plan.findings)
+        out += properties(plan.properties)
         if !report.backups.isEmpty {
             out += "\nOriginal hives kept in the image:\n"
             for (hive, path) in report.backups.sorted(by: { $0.key < $1.key }) {
@@ -35,12 +37,33 @@ public enum TextRenderer {
         return out
     }
 
+    public static func rollback(_ r: RollbackReport) -> String {
+        guard !r.runs.isEmpty || !r.restored.isEmpty else {
+            return "Image:   \(r.image)\nNothing to roll back: no remedy record in the image.\n"
+        }
+        var out = "Image:   \(r.image)\n"
+        out += "Runs undone: \(r.runs.joined(separator: ", "))\n"
+        for (hive, backup) in r.restored.sorted(by: { $0.key < $1.key }) {
+            out += "  \(r.dryRun ? "would restore" : "restored") \(hive) from \(ImageSession.windowsPath(backup))\n"
+        }
+        for path in r.removed { out += "  \(r.dryRun ? "would remove" : "removed") \(ImageSession.windowsPath(path))\n" }
+        out += r.dryRun ? "\nDry run: nothing was written.\n" : "\nRolled back: the image holds its original hives again.\n"
+        return out
+    }
+
+    static func properties(_ p: [String: String]) -> String {
+        guard !p.isEmpty else { return "" }
+        var out = "\nImage properties (for the image registration call):\n"
+        for (k, v) in p.sorted(by: { $0.key < $1.key }) { out += "  \(k)=\(v)\n" }
+        return out
+    }
+
     static func header(_ plan: Plan) -> String {
         let os = plan.os
         var out = "Image:   \(plan.image.path) (\(plan.image.format)"
         if let v = plan.image.virtualSize { out += ", \(gib(v)) virtual" }
         out += ")\n"
-        out += "Windows: \(os.product) (NT \(os.version)\(os.build.map { " build \($0)" } ?? ""), \(os.arch), \(os.variant))\n"
+        out += "Windows: \(os.product) (NT \(os.version)\(os.build.map { " build \($0)" } ?? ""), \(os.arch), \(os.variant), \(os.firmware) boot)\n"
         let sets = os.controlSets.map { cs in cs.roles.isEmpty ? cs.name : "\(cs.name) [\(cs.roles.map(\.rawValue).joined(separator: ", "))]" }
         out += "Control sets: \(sets.joined(separator: "; ")) (current \(os.currentControlSet))\n"
         out += "Policy:  \(plan.policy.name) (\(plan.policy.source))\n"

@@ -125,6 +125,31 @@ public enum PhonyDamage: Sendable, Codable {
     case truncateSystemHive(Int)
 }
 
+/// A state an exported Windows really is found in, which remedy's rules fix
+/// or report. A phony image starts as Windows installed on an IDE disk with
+/// default settings; each state adds what that history leaves behind.
+public enum PhonyState: String, Sendable, Codable, CaseIterable {
+    /// VMware Tools: vmxnet3/pvscsi/vmmouse/vmhgfs services, vmmouse and a
+    /// missing vmkbd in the keyboard/mouse class filters, its uninstaller.
+    case vmwareTools = "vmware-tools"
+    /// Citrix/XenServer PV drivers: xenbus/xenfilt/xenvbd/xennet, XENFILT
+    /// on the System and HDC classes, its uninstaller.
+    case xenPV = "xen-pv"
+    /// Parallels Tools: prl_* services, prl_strg under the disk class, its uninstaller.
+    case parallelsTools = "parallels-tools"
+    /// VirtualBox Guest Additions: VBoxGuest/VBoxMouse, VBoxMouse on the mouse class.
+    case virtualBoxAdditions = "virtualbox-additions"
+    /// The IDE path switched off (a VM that booted from SCSI): atapi,
+    /// intelide, pciide on demand start, no CriticalDeviceDatabase entries.
+    case ideDisabled = "ide-disabled"
+    /// Group Policy device-installation restrictions (DenyUnspecified, DenyDeviceIDs with a VirtIO ID).
+    case deviceInstallRestricted = "device-install-restricted"
+    /// Remote Desktop on, with its firewall rule active (Windows' default is off).
+    case rdpEnabled = "rdp-enabled"
+    /// CrashControl AutoReboot=0 already (Windows' default is 1).
+    case noAutoReboot = "no-auto-reboot"
+}
+
 /// A declarative phony Windows installation: real NTFS, real hives, a
 /// minimal PE `cmd.exe`; enough for libguestfs inspection and for remedy.
 public struct PhonyWindows: Sendable, Codable {
@@ -139,11 +164,14 @@ public struct PhonyWindows: Sendable, Codable {
     public var extraSystem: [String: [String: RegistryValue]]
     public var extraSoftware: [String: [String: RegistryValue]]
     public var damage: PhonyDamage?
+    public var states: Set<PhonyState>
     public var diskMiB: Int
 
     public init(release: WindowsRelease, arch: Arch? = nil, firmware: Firmware = .bios, hostname: String = "WIN-PHONY01",
-                controlSetCount: Int = 2, nics: [PhonyNIC] = [], extraSystem: [String: [String: RegistryValue]] = [:],
+                controlSetCount: Int = 2, nics: [PhonyNIC] = [], states: Set<PhonyState> = [],
+                extraSystem: [String: [String: RegistryValue]] = [:],
                 extraSoftware: [String: [String: RegistryValue]] = [:], damage: PhonyDamage? = nil, diskMiB: Int = 128) {
+        self.states = states
         self.release = release
         self.arch = arch ?? release.defaultArch
         self.firmware = firmware
@@ -167,7 +195,9 @@ public struct PhonyWindows: Sendable, Codable {
         for n in 1...controlSetCount {
             let cs = String(format: "ControlSet%03d", n)
             h.set("\(cs)\\Control\\ComputerName\\ComputerName", ["ComputerName": .string(hostname)])
-            h.set("\(cs)\\Control\\CrashControl", ["AutoReboot": .dword(1), "CrashDumpEnabled": .dword(7)])
+            h.set("\(cs)\\Control\\CrashControl", ["AutoReboot": .dword(states.contains(.noAutoReboot) ? 0 : 1), "CrashDumpEnabled": .dword(7)])
+            writeBaseline(into: &h, cs)
+            for state in states.sorted(by: { $0.rawValue < $1.rawValue }) { write(state, into: &h, cs) }
             h.set("\(cs)\\Services\\Tcpip\\Parameters", ["Hostname": .string(hostname), "NV Hostname": .string(hostname), "Domain": .string("")])
             h.set("\(cs)\\Services\\Tcpip\\Parameters\\Interfaces", [:])
             for nic in nics where nic.controlSets?.contains(n) ?? true {
@@ -205,7 +235,134 @@ public struct PhonyWindows: Sendable, Codable {
             "ProgramFilesDir": .string("C:\\Program Files"),
             "DevicePath": .expandString("%SystemRoot%\\inf"),
         ])
+        h.set("Microsoft\\Windows\\CurrentVersion\\Uninstall", [:])
+        let uninstall = "Microsoft\\Windows\\CurrentVersion\\Uninstall"
+        if states.contains(.vmwareTools) {
+            h.set("\(uninstall)\\{A4F5A2B1-7E2B-4B0D-9C1A-0C9F2C6E1A11}", [
+                "DisplayName": .string("VMware Tools"), "Publisher": .string("VMware, Inc."),
+                "UninstallString": .expandString("MsiExec.exe /I{A4F5A2B1-7E2B-4B0D-9C1A-0C9F2C6E1A11}")])
+        }
+        if states.contains(.xenPV) {
+            h.set("\(uninstall)\\Citrix XenServer Tools", [
+                "DisplayName": .string("Citrix XenServer Windows Management Agent"),
+                "UninstallString": .string("\"C:\\Program Files\\Citrix\\XenTools\\uninstaller.exe\"")])
+        }
+        if states.contains(.parallelsTools) {
+            h.set("\(uninstall)\\{DDDA2E4C-2D68-4E8B-8A2F-6B0B7E1C3D55}", [
+                "DisplayName": .string("Parallels Tools"), "UninstallString": .string("MsiExec.exe /X{DDDA2E4C-2D68-4E8B-8A2F-6B0B7E1C3D55}")])
+        }
+        if states.contains(.virtualBoxAdditions) {
+            h.set("Wow6432Node\\\(uninstall)\\Oracle VM VirtualBox Guest Additions", [
+                "DisplayName": .string("Oracle VM VirtualBox Guest Additions 6.1.38"),
+                "UninstallString": .string("C:\\Program Files\\Oracle\\VirtualBox Guest Additions\\uninst.exe")])
+        }
+        if states.contains(.deviceInstallRestricted) {
+            h.set("Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions", [
+                "DenyUnspecified": .dword(1), "DenyDeviceIDs": .dword(1), "DenyDeviceIDsRetroactive": .dword(0)])
+            h.set("Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions\\DenyDeviceIDs", ["1": .string("PCI\\VEN_1AF4&DEV_1000")])
+        }
         for (path, values) in extraSoftware.sorted(by: { $0.key < $1.key }) { h.set(path, values) }
         return h
+    }
+
+    /// Class filters of a default installation (Microsoft's device setup classes).
+    static let keyboardClass = "{4D36E96B-E325-11CE-BFC1-08002BE10318}"
+    static let mouseClass = "{4D36E96F-E325-11CE-BFC1-08002BE10318}"
+    static let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
+    static let hdcClass = "{4D36E96A-E325-11CE-BFC1-08002BE10318}"
+    static let systemClass = "{4D36E97D-E325-11CE-BFC1-08002BE10318}"
+    static let scsiClass = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
+
+    static func service(_ start: UInt32, _ type: UInt32 = 1, _ image: String? = nil, group: String? = nil) -> [String: RegistryValue] {
+        var v: [String: RegistryValue] = ["Start": .dword(start), "Type": .dword(type), "ErrorControl": .dword(1)]
+        if let image { v["ImagePath"] = .expandString(image) }
+        if let group { v["Group"] = .string(group) }
+        return v
+    }
+
+    /// What every control set of a default installation on an IDE disk holds.
+    func writeBaseline(into h: inout HiveContent, _ cs: String) {
+        let svc = "\(cs)\\Services"
+        let ide = states.contains(.ideDisabled) ? UInt32(3) : 0
+        h.set("\(svc)\\atapi", Self.service(ide, 1, "System32\\drivers\\atapi.sys", group: "SCSI miniport"))
+        h.set("\(svc)\\intelide", Self.service(ide, 1, "System32\\drivers\\intelide.sys", group: "System Bus Extender"))
+        h.set("\(svc)\\pciide", Self.service(ide, 1, "System32\\drivers\\pciide.sys", group: "System Bus Extender"))
+        h.set("\(svc)\\disk", Self.service(0, 1, "System32\\drivers\\disk.sys", group: "SCSI Class"))
+        h.set("\(svc)\\partmgr", Self.service(0, 1, "System32\\drivers\\partmgr.sys", group: "System Bus Extender"))
+        h.set("\(svc)\\kbdclass", Self.service(1, 1, "System32\\drivers\\kbdclass.sys", group: "Keyboard Class"))
+        h.set("\(svc)\\mouclass", Self.service(1, 1, "System32\\drivers\\mouclass.sys", group: "Pointer Class"))
+        h.set("\(svc)\\i8042prt", Self.service(3, 1, "System32\\drivers\\i8042prt.sys", group: "Keyboard Port"))
+        h.set("\(svc)\\TermService", Self.service(3, 32, "%SystemRoot%\\System32\\svchost.exe -k NetworkService"))
+        for name in ["BFE", "Dhcp", "Dnscache", "mpssvc", "nsi"] {
+            h.set("\(svc)\\\(name)", Self.service(2, 32, "%SystemRoot%\\system32\\svchost.exe -k LocalServiceNetworkRestricted"))
+        }
+        for (guid, name, upper, lower) in classFilters() {
+            var values: [String: RegistryValue] = ["Class": .string(name)]
+            if !upper.isEmpty { values["UpperFilters"] = .multiString(upper) }
+            if !lower.isEmpty { values["LowerFilters"] = .multiString(lower) }
+            h.set("\(cs)\\Control\\Class\\\(guid)", values)
+        }
+        if release.version < (6, 2) && !states.contains(.ideDisabled) {
+            let cdd = "\(cs)\\Control\\CriticalDeviceDatabase"
+            for (device, service, guid) in [("pci#ven_8086&dev_7010", "intelide", Self.hdcClass), ("pci#ven_8086&dev_7111", "intelide", Self.hdcClass),
+                                            ("pci#cc_0101", "pciide", Self.hdcClass), ("primary_ide_channel", "atapi", Self.hdcClass),
+                                            ("secondary_ide_channel", "atapi", Self.hdcClass), ("*pnp0600", "atapi", Self.hdcClass),
+                                            ("gendisk", "disk", Self.diskClass)] {
+                h.set("\(cdd)\\\(device)", ["Service": .string(service), "ClassGUID": .string(guid)])
+            }
+        }
+        let rdpOn = states.contains(.rdpEnabled)
+        h.set("\(cs)\\Control\\Terminal Server", ["fDenyTSConnections": .dword(rdpOn ? 0 : 1)])
+        h.set("\(cs)\\Control\\Terminal Server\\WinStations\\RDP-Tcp", ["PortNumber": .dword(3389), "UserAuthentication": .dword(1)])
+        let rule = release.version < (6, 2)
+            ? ("RemoteDesktop-In-TCP", "v2.10|Action=Allow|Active=\(rdpOn ? "TRUE" : "FALSE")|Dir=In|Protocol=6|LPort=3389|App=System|Name=@FirewallAPI.dll,-28753|Desc=@FirewallAPI.dll,-28756|EmbedCtxt=@FirewallAPI.dll,-28752|")
+            : ("RemoteDesktop-UserMode-In-TCP", "v2.22|Action=Allow|Active=\(rdpOn ? "TRUE" : "FALSE")|Dir=In|Protocol=6|LPort=3389|App=%SystemRoot%\\system32\\svchost.exe|Svc=termservice|Name=@FirewallAPI.dll,-28775|Desc=@FirewallAPI.dll,-28756|EmbedCtxt=@FirewallAPI.dll,-28752|")
+        h.set("\(svc)\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules", [
+            rule.0: .string(rule.1),
+            "CoreNet-DHCP-In": .string("v2.10|Action=Allow|Active=TRUE|Dir=In|Protocol=17|LPort=68|RPort=67|App=%SystemRoot%\\system32\\svchost.exe|Svc=dhcp|Name=@FirewallAPI.dll,-25301|"),
+        ])
+    }
+
+    /// Class filters: Windows' defaults plus what the states' tools register
+    /// (vmkbd is listed with its service gone: a half-removed Tools install).
+    func classFilters() -> [(guid: String, name: String, upper: [String], lower: [String])] {
+        let vmware = states.contains(.vmwareTools), xen = states.contains(.xenPV)
+        let vbox = states.contains(.virtualBoxAdditions), prl = states.contains(.parallelsTools)
+        return [
+            (Self.keyboardClass, "Keyboard", (vmware ? ["vmkbd"] : []) + ["kbdclass"], []),
+            (Self.mouseClass, "Mouse", (vbox ? ["VBoxMouse"] : []) + ["mouclass"] + (vmware ? ["vmmouse"] : []), []),
+            (Self.diskClass, "DiskDrive", ["PartMgr"], prl ? ["prl_strg"] : []),
+            (Self.hdcClass, "hdc", xen ? ["XENFILT"] : [], []),
+            (Self.systemClass, "System", xen ? ["XENFILT"] : [], []),
+            (Self.scsiClass, "SCSIAdapter", [], []),
+        ]
+    }
+
+    /// What a state leaves in one control set.
+    func write(_ state: PhonyState, into h: inout HiveContent, _ cs: String) {
+        let svc = "\(cs)\\Services"
+        switch state {
+        case .vmwareTools:
+            h.set("\(svc)\\vmxnet3ndis6", Self.service(3, 1, "System32\\drivers\\vmxnet3.sys", group: "NDIS"))
+            h.set("\(svc)\\pvscsi", Self.service(0, 1, "System32\\drivers\\pvscsi.sys", group: "SCSI miniport"))
+            h.set("\(svc)\\vmmouse", Self.service(3, 1, "System32\\drivers\\vmmouse.sys", group: "Pointer Port"))
+            h.set("\(svc)\\vmhgfs", Self.service(1, 2, "System32\\drivers\\vmhgfs.sys", group: "Network"))
+            h.set("\(svc)\\VMTools", Self.service(2, 16, "\"C:\\Program Files\\VMware\\VMware Tools\\vmtoolsd.exe\""))
+        case .xenPV:
+            h.set("\(svc)\\xenbus", Self.service(0, 1, "System32\\drivers\\xenbus.sys", group: "Boot Bus Extender"))
+            h.set("\(svc)\\xenfilt", Self.service(0, 1, "System32\\drivers\\xenfilt.sys", group: "Boot Bus Extender"))
+            h.set("\(svc)\\xenvbd", Self.service(0, 1, "System32\\drivers\\xenvbd.sys", group: "System Bus Extender"))
+            h.set("\(svc)\\xennet", Self.service(3, 1, "System32\\drivers\\xennet.sys", group: "NDIS"))
+            h.set("\(svc)\\xenbus_monitor", Self.service(2, 16, "\"C:\\Windows\\system32\\xenbus_monitor.exe\""))
+        case .parallelsTools:
+            h.set("\(svc)\\prl_strg", Self.service(0, 1, "System32\\drivers\\prl_strg.sys", group: "PnP Filter"))
+            h.set("\(svc)\\prl_fs", Self.service(1, 2, "System32\\drivers\\prl_fs.sys"))
+            h.set("\(svc)\\prl_mouf", Self.service(3, 1, "System32\\drivers\\prl_mouf.sys"))
+        case .virtualBoxAdditions:
+            h.set("\(svc)\\VBoxGuest", Self.service(0, 1, "System32\\drivers\\VBoxGuest.sys", group: "Base"))
+            h.set("\(svc)\\VBoxMouse", Self.service(3, 1, "System32\\drivers\\VBoxMouse.sys", group: "Pointer Port"))
+        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot:
+            break   // written with the baseline or in SOFTWARE
+        }
     }
 }

@@ -14,7 +14,7 @@ struct Remedy: ParsableCommand {
         Exit codes: 0 success / nothing to change, 2 changes pending (plan), 1 error.
         """,
         version: RemedyVersion.current,
-        subcommands: [Plan.self, Apply.self, Policies.self, Explain.self, Demo.self, Dev.self]
+        subcommands: [Plan.self, Apply.self, Rollback.self, Policies.self, Explain.self, Demo.self, Dev.self]
     )
 }
 
@@ -175,19 +175,64 @@ extension Remedy {
         }
     }
 
-    struct Explain: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Explain what a rule checks, what it changes and why.")
+    struct Rollback: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Undo every remedy apply recorded in an image: original hives back, injected files and C:\\Windows\\remedy removed.",
+            discussion: "Exit codes: 0 rolled back (or nothing to roll back), 1 error. --dry-run shows what would be restored and writes nothing."
+        )
 
-        @Argument(help: "A rule id, e.g. nic-dhcp.") var rule: String
+        @Argument(help: "The disk image (modified in place).") var image: String
+        @Flag(help: "Show what would be restored; write nothing.") var dryRun = false
+        @Option(help: "text or json.") var format: OutputFormat = .text
+        @OptionGroup var appliance: ApplianceFlags
 
-        func validate() throws {
-            guard BuiltinRule.named(rule) != nil else {
-                throw ValidationError("unknown rule \(rule); known rules: \(BuiltinRule.all.map(\.documentation.id).joined(separator: ", "))")
+        func run() throws {
+            let report: RollbackReport
+            do {
+                let session = try ImageSession.open(image: image, writable: !dryRun, options: try appliance.options())
+                defer { session.close() }
+                report = try RemedyCore.Rollback.run(in: session, dryRun: dryRun)
+            } catch {
+                throw fail(error, image: image, format: format)
             }
+            switch format {
+            case .text: print(TextRenderer.rollback(report), terminator: "")
+            case .json: try printJSON(report)
+            }
+        }
+    }
+
+    struct Explain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Explain what a rule checks, what it changes and why.",
+            discussion: "Built-in rules are always known; with --policy, that policy's registry rules too. Without a rule, lists them.")
+
+        @Argument(help: "A rule id, e.g. nic-dhcp.") var rule: String?
+        @Option(help: "Also explain the registry rules of this policy (name or YAML file).") var policy: String?
+
+        func documentation() throws -> [RuleDocumentation] {
+            var docs = BuiltinRule.all.map(\.documentation)
+            if let policy {
+                do {
+                    for case let r as RegistryRule in try PolicyLoader.load(policy).rules { docs.append(r.documentation) }
+                } catch {
+                    throw fail(error, image: nil, format: .text)
+                }
+            }
+            return docs
         }
 
         func run() throws {
-            let d = BuiltinRule.named(rule)!.documentation
+            let docs = try documentation()
+            guard let rule else {
+                let width = docs.map(\.id.count).max() ?? 0
+                for d in docs { print("\(d.id.padding(toLength: width, withPad: " ", startingAt: 0))  \(d.summary)") }
+                return
+            }
+            guard let d = docs.first(where: { $0.id == rule }) else {
+                throw ValidationError("unknown rule \(rule); known rules: \(docs.map(\.id).joined(separator: ", "))"
+                                      + (policy == nil ? " (registry rules of a policy: add --policy NAME)" : ""))
+            }
             print("\(d.id): \(d.summary)\n")
             print("Checks:  \(d.checks)\n")
             print("Changes: \(d.changes)\n")

@@ -1,0 +1,102 @@
+import Foundation
+import Guestfs
+import Hivex
+
+/// What `remedy rollback` did (or, with a dry run, would do).
+public struct RollbackReport: Sendable, Equatable, Codable {
+    public static let schemaID = "remedy.rollback/1"
+    public var schema: String = RollbackReport.schemaID
+    public var image: String
+    public var dryRun: Bool
+    /// The apply runs undone, oldest first.
+    public var runs: [String]
+    /// Hive -> the backup it is restored from (the oldest: the hive as it was before remedy first touched it).
+    public var restored: [String: String]
+    /// Guest paths removed: files remedy injected, then remedy's own directory.
+    public var removed: [String]
+}
+
+/// Undoes every `remedy apply` recorded in an image: each hive is put back
+/// from the oldest backup remedy kept of it (byte for byte the original),
+/// injected files are removed, and so is `C:\Windows\remedy`. Each hive is
+/// restored by copying the backup beside it and renaming it over, so a
+/// crash leaves either the edited hive or the original; running rollback
+/// again finishes the job.
+public enum Rollback {
+    public static func run(in session: ImageSession, dryRun: Bool) throws -> RollbackReport {
+        let g = session.g
+        let image = session.imagePath
+        let state = Applier.stateDirectory(systemRoot: session.os.systemRoot)
+        var report = RollbackReport(image: image, dryRun: dryRun, runs: [], restored: [:], removed: [])
+        do {
+            guard try g.isDir(state) else { return report }
+            let records = try self.records(session, state: state)
+            report.runs = records.map(\.runID)
+            var sources: [HiveName: String] = [:]
+            for r in records {
+                for (name, backup) in r.backups {
+                    guard let hive = HiveName(rawValue: name), sources[hive] == nil else { continue }
+                    sources[hive] = backup
+                }
+            }
+            // Every backup must exist and be a hive before anything is touched.
+            for (hive, backup) in sources.sorted(by: { $0.key < $1.key }) {
+                guard session.hivePaths[hive] != nil else {
+                    throw RemedyError(.hiveUnreadable, image: image, "a backup of the \(hive.rawValue) hive exists, but remedy does not read that hive")
+                }
+                guard try g.isFile(backup) else {
+                    throw RemedyError(.hiveUnreadable, image: image, "the backup \(ImageSession.windowsPath(backup)) recorded for the \(hive.rawValue) hive is missing; nothing was changed")
+                }
+                let local = session.workDirectory + "/rollback-\(hive.rawValue)"
+                try g.download(backup, to: local)
+                do {
+                    try Hive(path: local).close()
+                } catch let e as HivexError {
+                    throw RemedyError(.hiveUnreadable, image: image, "the backup \(ImageSession.windowsPath(backup)) is not a valid hive (\(e)); nothing was changed", cause: e)
+                }
+                report.restored[hive.rawValue] = backup
+            }
+            report.removed = records.flatMap(\.injected) + [state]
+            guard !dryRun else { return report }
+
+            try session.remountWritable()
+            for (hive, backup) in sources.sorted(by: { $0.key < $1.key }) {
+                let target = session.hivePaths[hive]!
+                let temp = target + ".remedy-restore"
+                try g.cp(backup, temp)
+                guard try g.checksum("sha256", temp) == g.checksum("sha256", backup) else {
+                    try? g.rmF(temp)
+                    throw RemedyError(.verifyFailed, image: image, "the copy of \(ImageSession.windowsPath(backup)) differs from the backup; \(hive.rawValue) was not restored")
+                }
+                try g.rename(temp, target)
+            }
+            for path in records.flatMap(\.injected) { try g.rmF(path) }
+            try g.rmRf(state)
+            try g.sync()
+            try g.umountAll()
+        } catch let e as GuestfsError {
+            throw RemedyError(.writeFailed, image: image, "rollback failed: \(e.message); run remedy rollback again to finish", cause: e)
+        }
+        try session.appliance.shutdown()
+        return report
+    }
+
+    /// The apply records in the image, oldest first.
+    static func records(_ session: ImageSession, state: String) throws -> [ApplyReport] {
+        let g = session.g
+        let logDir = state + "/log"
+        guard try g.isDir(logDir) else { return [] }
+        var out: [ApplyReport] = []
+        for name in try g.ls(logDir).sorted() where name.hasSuffix(".json") {
+            let local = session.workDirectory + "/record-" + name
+            try g.download(logDir + "/" + name, to: local)
+            do {
+                out.append(try RemedyJSON.decoder().decode(ApplyReport.self, from: Data(contentsOf: URL(fileURLWithPath: local))))
+            } catch {
+                throw RemedyError(.imageUnreadable, image: session.imagePath,
+                                  "the remedy record \(ImageSession.windowsPath(logDir + "/" + name)) cannot be read (\(error)); nothing was changed", cause: error)
+            }
+        }
+        return out.sorted { $0.runID < $1.runID }
+    }
+}
