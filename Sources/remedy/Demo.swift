@@ -6,7 +6,7 @@ import RemedyFixtures
 extension Remedy {
     struct Demo: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Build a sample phony Windows Server 2016 image (two static NICs) and plan it.",
+            abstract: "Build a sample phony Windows Server 2016 image (static NICs, VMware Tools, IDE path off) and plan it.",
             discussion: "No Windows image is needed: the sample is built by remedy itself (real NTFS and hives)."
         )
 
@@ -19,8 +19,8 @@ extension Remedy {
             let spec = PhonyWindows(release: .server2016, hostname: "WIN-SAMPLE", nics: [
                 .staticIP("{3F2504E0-4F89-41D3-9A0C-0305E82C3301}", "10.1.2.10", gateway: "10.1.2.1"),
                 .staticIP("{6B29FC40-CA47-1067-B31D-00DD010662DA}", "172.16.5.20", mask: "255.255.0.0"),
-            ])
-            FileHandle.standardError.write(Data("remedy: building \(output) (phony Windows Server 2016, 2 static NICs)...\n".utf8))
+            ], states: [.vmwareTools, .ideDisabled])
+            FileHandle.standardError.write(Data("remedy: building \(output) (phony Windows Server 2016 exported from VMware: 2 static NICs, VMware Tools, IDE path off)...\n".utf8))
             do {
                 try ImageFactory.build([ImageRequest(.windows(spec), path: output, format: .qcow2)], options: options)
             } catch {

@@ -18,6 +18,7 @@ extension WindowsRelease: ExpressibleByArgument {}
 extension Firmware: ExpressibleByArgument {}
 extension Arch: ExpressibleByArgument {}
 extension DiskFormat: ExpressibleByArgument {}
+extension PhonyState: ExpressibleByArgument {}
 
 extension Remedy.Dev {
     struct MakeImage: ParsableCommand {
@@ -33,6 +34,8 @@ extension Remedy.Dev {
         @Option(help: "Number of NICs on DHCP.") var dhcpNics: Int = 0
         @Option(help: "Number of control sets.") var controlSets: Int = 2
         @Option(help: "Disk size in MiB.") var sizeMib: Int = 128
+        @Option(name: .customLong("state"), help: ArgumentHelp("A broken state to build in (repeatable): \(PhonyState.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "state"))
+        var states: [PhonyState] = []
         @Option(help: "raw, qcow2, vmdk, vhd, vhdx, vdi, qed.") var format: DiskFormat = .qcow2
         @Option(name: .shortAndLong, help: "Output path.") var output: String
         @OptionGroup var appliance: ApplianceFlags
@@ -51,7 +54,7 @@ extension Remedy.Dev {
             for i in 0..<dhcpNics {
                 nics.append(.dhcp(String(format: "{00000000-0000-4000-9000-%012X}", i + 1)))
             }
-            let spec = PhonyWindows(release: release, arch: arch, firmware: firmware, controlSetCount: controlSets, nics: nics, diskMiB: sizeMib)
+            let spec = PhonyWindows(release: release, arch: arch, firmware: firmware, controlSetCount: controlSets, nics: nics, states: Set(states), diskMiB: sizeMib)
             do {
                 try ImageFactory.build([ImageRequest(.windows(spec), path: output, format: format)], options: try appliance.options())
             } catch {

@@ -45,7 +45,7 @@ import Testing
         #expect(os["arch"] as? String == "x86_64")
         #expect(os["currentControlSet"] as? String == "ControlSet001")
         #expect((os["controlSets"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == ["ControlSet001", "ControlSet002"])
-        let actions = try #require(doc["actions"] as? [[String: Any]])
+        let actions = try #require(doc["actions"] as? [[String: Any]]).filter { $0["rule"] as? String == "nic-dhcp" }
         let keys = actions.compactMap { ($0["changes"] as? [[String: Any]])?.first?["key"] as? String }
         for cs in ["ControlSet001", "ControlSet002"] {
             for guid in [Fixtures.guidA, Fixtures.guidB] {
@@ -108,6 +108,71 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("No changes"))
         #expect(r.stdout.contains("Windows Server 2019"))
+    }
+
+    /// The whole life of a broken image: plan lists every fix, apply makes
+    /// exactly those in one launch, the next plan is clean, rollback puts
+    /// back the original hives byte for byte and removes remedy's directory.
+    @Test func brokenImageIsPlannedAppliedAndRolledBack() throws {
+        let f = try Fixtures.get()
+        let image = f.win2008r2Broken
+        let planned = try remedy(["plan", image, "--format", "json"])
+        #expect(planned.status == 2, "\(planned.stderr)")
+        let plan = try RemedyJSON.decoder().decode(Plan.self, from: Data(planned.stdout.utf8))
+        var perRule: [String: Int] = [:]
+        for a in plan.actions { perRule[a.rule, default: 0] += 1 }
+        // Per control set (2): NIC A; 14 PV services; 5 class filter lists; 3 IDE services + 7 CriticalDeviceDatabase entries;
+        // AutoReboot. Once: the device-install restrictions in SOFTWARE.
+        #expect(perRule == ["nic-dhcp": 2, "pv-cleanup": 28, "input-devices": 10, "ide-boot": 20, "crash-settings": 2, "driver-restrictions": 1],
+                "\(perRule)")
+        #expect(plan.findings.filter { $0.id == "old-tools-installed" }.count == 4)
+        #expect(plan.properties["hw_disk_bus"] == "ide" && plan.properties["hw_firmware_type"] == "bios")
+
+        // The original hives, as the image holds them now; and the same plan computed in-process.
+        var originals: [HiveName: Data] = [:]
+        do {
+            let session = try ImageSession.open(image: image, writable: false, options: Fixtures.options)
+            defer { session.close() }
+            for (hive, local) in session.localHives { originals[hive] = try fileBytes(local) }
+            #expect(try session.plan(policy: PolicyLoader.load("huawei-ims")).sameChanges(as: plan))
+        }
+        #expect(Set(originals.keys) == [.system, .software])
+
+        let applied = try remedy(["apply", image, "--format", "json"])
+        #expect(applied.status == 0, "\(applied.stderr)")
+        let report = try RemedyJSON.decoder().decode(ApplyReport.self, from: Data(applied.stdout.utf8))
+        #expect(report.plan.sameChanges(as: plan), "apply did not do exactly what plan showed")
+        #expect(Set(report.backups.keys) == ["SYSTEM", "SOFTWARE"])
+
+        let clean = try remedy(["plan", image, "--format", "json"])
+        #expect(clean.status == 0, "\(clean.stderr)")
+        #expect((try json(clean.stdout)["actions"] as? [Any])?.isEmpty == true)
+
+        let dry = try remedy(["rollback", image, "--dry-run", "--format", "json"])
+        #expect(dry.status == 0, "\(dry.stderr)")
+        let dryReport = try RemedyJSON.decoder().decode(RollbackReport.self, from: Data(dry.stdout.utf8))
+        #expect(dryReport.runs == [report.runID] && dryReport.restored == report.backups)
+
+        let rolled = try remedy(["rollback", image])
+        #expect(rolled.status == 0, "\(rolled.stderr)")
+        #expect(rolled.stdout.contains("Rolled back"), "\(rolled.stdout)")
+
+        let session = try ImageSession.open(image: image, writable: false, options: Fixtures.options)
+        defer { session.close() }
+        for (hive, bytes) in originals {
+            #expect(try fileBytes(try #require(session.localHives[hive])) == bytes, "\(hive.rawValue) is not the original after rollback")
+        }
+        #expect(try !session.appliance.guestfs.exists("/Windows/remedy"), "remedy's directory is still in the image")
+        #expect(try session.plan(policy: PolicyLoader.load("huawei-ims")).sameChanges(as: plan), "after rollback the image should need the same plan again")
+    }
+
+    @Test func rollbackOfAnUntouchedImageChangesNothing() throws {
+        let f = try Fixtures.get()
+        let before = try fileBytes(f.win2019Dhcp)
+        let r = try remedy(["rollback", f.win2019Dhcp])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("Nothing to roll back"), "\(r.stdout)")
+        #expect(try fileBytes(f.win2019Dhcp) == before)
     }
 
     @Test func truncatedHiveIsRefusedAndTheImageIsUntouched() throws {

@@ -6,7 +6,8 @@ import RemedyFixtures
 struct Fixtures: Sendable {
     let dir: String
     let win2016Static: String    // 2 static NICs in ControlSet001 and ControlSet002 (qcow2)
-    let win2019Dhcp: String      // DHCP only (raw, UEFI)
+    let win2019Dhcp: String      // DHCP only (raw, UEFI), otherwise clean under huawei-ims
+    let win2008r2Broken: String  // every broken state remedy knows, static NICs in both control sets (vmdk)
     let truncatedHive: String    // SYSTEM hive cut short (raw)
     let dataDisk: String         // NTFS, no OS (raw)
     let linux: String            // Debian root (raw)
@@ -14,6 +15,7 @@ struct Fixtures: Sendable {
     /// release -> image, for the inspection matrix (several formats).
     let matrix: [(release: WindowsRelease, arch: Arch, firmware: Firmware, path: String, format: DiskFormat)]
 
+    static let brokenStates: Set<PhonyState> = [.vmwareTools, .xenPV, .parallelsTools, .virtualBoxAdditions, .ideDisabled, .deviceInstallRestricted]
     static let guidA = "{3F2504E0-4F89-41D3-9A0C-0305E82C3301}"
     static let guidB = "{6B29FC40-CA47-1067-B31D-00DD010662DA}"
 
@@ -44,6 +46,7 @@ struct Fixtures: Sendable {
             dir: dir,
             win2016Static: "\(dir)/win2016-static.qcow2",
             win2019Dhcp: "\(dir)/win2019-dhcp.raw",
+            win2008r2Broken: "\(dir)/win2008r2-broken.vmdk",
             truncatedHive: "\(dir)/win2012r2-truncated.raw",
             dataDisk: "\(dir)/data.raw",
             linux: "\(dir)/linux.raw",
@@ -54,8 +57,11 @@ struct Fixtures: Sendable {
                 .staticIP(guidA, "10.1.2.10", gateway: "10.1.2.1"),
                 .staticIP(guidB, "172.16.5.20", mask: "255.255.0.0"),
             ])), path: f.win2016Static, format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2019, firmware: .uefi, nics: [.dhcp(guidA, dns: ["9.9.9.9"])])),
+            ImageRequest(.windows(PhonyWindows(release: .server2019, firmware: .uefi, nics: [.dhcp(guidA, dns: ["9.9.9.9"])], states: [.noAutoReboot])),
                          path: f.win2019Dhcp, format: .raw),
+            ImageRequest(.windows(PhonyWindows(release: .server2008R2, hostname: "WIN-BROKEN", nics: [
+                .staticIP(guidA, "10.1.2.10", gateway: "10.1.2.1"), .dhcp(guidB),
+            ], states: brokenStates)), path: f.win2008r2Broken, format: .vmdk),
             ImageRequest(.windows(PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.0.0.1")], damage: .truncateSystemHive(6000))),
                          path: f.truncatedHive, format: .raw),
             ImageRequest(.dataDisk, path: f.dataDisk),
