@@ -226,6 +226,14 @@ public final class Guestfs {
     public func mkdirP(_ path: String) throws { try call("mkdir_p") { guestfs_mkdir_p($0, path) } }
     public func rm(_ path: String) throws { try call("rm") { guestfs_rm($0, path) } }
     public func rmF(_ path: String) throws { try call("rm_f") { guestfs_rm_f($0, path) } }
+    /// A small guest file's content (the protocol limit is a few MB).
+    public func readFile(_ path: String) throws -> [UInt8] {
+        let h = try h("read_file")
+        var size = 0
+        guard let p = guestfs_read_file(h, path, &size) else { throw lastError("read_file") }
+        defer { free(p) }
+        return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+    }
     public func rmRf(_ path: String) throws { try call("rm_rf") { guestfs_rm_rf($0, path) } }
     public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }
     /// A checksum of a guest file computed inside the appliance (`sha256`, `md5`, ...).

@@ -135,6 +135,8 @@ public final class Appliance {
     public let acceleration: Acceleration
     /// Seconds the launch took (the successful attempt only).
     public let launchSeconds: Double
+    /// Which image's filesystem is mounted at `/` now, and how (sessions sharing the appliance take turns).
+    var mounted: (device: String, writable: Bool)?
 
     private init(guestfs: Guestfs, acceleration: Acceleration, launchSeconds: Double) {
         self.guestfs = guestfs

@@ -103,15 +103,15 @@ public enum Applier {
             let local = session.workDirectory + "/record.json"
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
             try g.upload(local, to: recordPath)
-            try g.sync()
-            try g.umountAll()
+            try session.finishWrites()
         } catch let e as GuestfsError {
             let state = replaced.isEmpty
                 ? "no hive was replaced"
                 : "already replaced: " + replaced.map { "\($0.rawValue) (original kept at \(ImageSession.windowsPath(report.backups[$0.rawValue] ?? "?")))" }.joined(separator: ", ")
             throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message); \(state)", cause: e)
+        } catch let e as RemedyError {
+            throw e.with(image: image)
         }
-        try session.appliance.shutdown()
         return report
     }
 

@@ -2,31 +2,17 @@ import Foundation
 import Guestfs
 import Hivex
 
-/// One image opened in one appliance: inspected, its hives downloaded to a
-/// private local directory. Plan and apply both start here, so they see the
-/// same facts. Nothing is written to the image unless ``remountWritable()`` is
-/// called (apply only), and the drive is attached read-only otherwise.
-public final class ImageSession {
-    public let imagePath: String
-    public let format: DiskFormat
-    public let writable: Bool
-    public let appliance: Appliance
-    public private(set) var os: OSFacts
-    public let imageInfo: ImageInfo
-    /// Guest paths of the hive files, e.g. `/Windows/System32/config/SYSTEM`.
-    public private(set) var hivePaths: [HiveName: String] = [:]
-    /// Local copies of the hives as they are in the image.
-    public private(set) var localHives: [HiveName: String] = [:]
-    public let workDirectory: String
-    private var mountpoints: [(mountpoint: String, device: String)] = []
-    private var openHives: [HiveName: Hive] = [:]
-    private var lockFD: Int32 = -1
-    private var mountedWritable = false
+/// An image file checked and locked, ready to be attached to an appliance.
+struct PreparedImage {
+    var path: String
+    var format: DiskFormat
+    var fileSize: Int64
+    var lockFD: Int32
 
-    var g: Guestfs { appliance.guestfs }
-
-    /// Opens, inspects and reads the hives of a Windows image.
-    public static func open(image path: String, writable: Bool, options: ApplianceOptions) throws -> ImageSession {
+    /// Checks the file (exists, regular, writable if needed, a disk format
+    /// remedy accepts) and takes its lock: shared to read, exclusive to
+    /// write, so two remedy processes never write the same image.
+    static func prepare(_ path: String, writable: Bool) throws -> PreparedImage {
         var st = stat()
         guard stat(path, &st) == 0 else {
             throw RemedyError(.imageNotFound, image: path, "cannot access the image: \(String(cString: strerror(errno)))")
@@ -38,81 +24,118 @@ public final class ImageSession {
             throw RemedyError(.imageUnreadable, image: path, "the image is not writable: \(String(cString: strerror(errno)))")
         }
         let format = try DiskFormat.detect(path: path)
-        // Two remedy processes never work on the same image at once.
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RemedyError(.imageUnreadable, image: path, "cannot open: \(String(cString: strerror(errno)))") }
         if flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             Glibc.close(fd)
-            throw RemedyError(.imageUnreadable, image: path, "the image is locked by another process (another remedy apply?)")
+            throw RemedyError(.imageLocked, image: path, "the image is locked by another process (another remedy apply?)")
         }
+        return PreparedImage(path: path, format: format, fileSize: Int64(st.st_size), lockFD: fd)
+    }
+
+    func unlock() { Glibc.close(lockFD) }
+}
+
+/// One image in an appliance: inspected, its hives downloaded to a private
+/// local directory. Plan and apply both start here, so they see the same
+/// facts. Nothing is written to the image unless ``remountWritable()`` is
+/// called (apply and rollback only), and the drive is attached read-only
+/// otherwise. Several sessions can share one appliance (batch mode): each
+/// mounts its own filesystem when it works, one at a time.
+public final class ImageSession {
+    public let imagePath: String
+    public let format: DiskFormat
+    public let writable: Bool
+    public let appliance: Appliance
+    /// The image's disk inside the appliance, e.g. `/dev/sdb`.
+    public let device: String
+    public private(set) var os: OSFacts
+    public let imageInfo: ImageInfo
+    /// Guest paths of the hive files, e.g. `/Windows/System32/config/SYSTEM`.
+    public private(set) var hivePaths: [HiveName: String] = [:]
+    /// Local copies of the hives as they are in the image.
+    public private(set) var localHives: [HiveName: String] = [:]
+    public let workDirectory: String
+    let install: WindowsInstall
+    private let ownsAppliance: Bool
+    private var openHives: [HiveName: Hive] = [:]
+    private var lockFD: Int32 = -1
+
+    var g: Guestfs { appliance.guestfs }
+
+    /// Opens, inspects and reads the hives of a Windows image, in an appliance of its own.
+    public static func open(image path: String, writable: Bool, options: ApplianceOptions) throws -> ImageSession {
+        let prepared = try PreparedImage.prepare(path, writable: writable)
         let appliance: Appliance
         do {
-            appliance = try Appliance.launch(drives: [Drive(path: path, format: format.qemuName, readonly: !writable)], options: options)
-        } catch let e as RemedyError {
-            Glibc.close(fd)
-            throw e.with(image: path)
+            appliance = try Appliance.launch(drives: [Drive(path: path, format: prepared.format.qemuName, readonly: !writable)], options: options)
         } catch {
-            Glibc.close(fd)
-            throw RemedyError(.applianceFailed, image: path, "\(error)", cause: error)
+            prepared.unlock()
+            throw RemedyError.wrap(error, image: path)
         }
         do {
-            let session = try ImageSession(path: path, format: format, fileSize: Int64(st.st_size), writable: writable, appliance: appliance)
-            session.lockFD = fd
-            return session
-        } catch let e as RemedyError {
+            return try ImageSession(prepared, writable: writable, appliance: appliance, device: try appliance.guestfs.listDevices()[0], owns: true)
+        } catch {
             appliance.close()
-            Glibc.close(fd)
-            throw e.with(image: path)
-        } catch let e as GuestfsError {
-            appliance.close()
-            Glibc.close(fd)
-            throw RemedyError(.imageUnreadable, image: path, "inspection failed: \(e.message)", cause: e)
+            prepared.unlock()
+            throw RemedyError.wrap(error, image: path)
         }
     }
 
-    private init(path: String, format: DiskFormat, fileSize: Int64, writable: Bool, appliance: Appliance) throws {
-        self.imagePath = path
-        self.format = format
+    /// Opens several images in one appliance (batch mode). An image that
+    /// cannot be attached or inspected is a failure of its own; a launch
+    /// failure fails them all (the caller retries them one by one to find
+    /// the culprit). The caller shuts the appliance down after its writes,
+    /// then closes the sessions.
+    public static func openMany(_ paths: [String], writable: Bool, options: ApplianceOptions) -> (appliance: Appliance?, sessions: [Result<ImageSession, RemedyError>]) {
+        var results = [Result<ImageSession, RemedyError>?](repeating: nil, count: paths.count)
+        var prepared: [(index: Int, image: PreparedImage)] = []
+        for (i, p) in paths.enumerated() {
+            do { prepared.append((i, try PreparedImage.prepare(p, writable: writable))) } catch { results[i] = .failure(RemedyError.wrap(error, image: p)) }
+        }
+        guard !prepared.isEmpty else { return (nil, results.map { $0! }) }
+        let appliance: Appliance
+        let devices: [String]
+        do {
+            appliance = try Appliance.launch(drives: prepared.map { Drive(path: $0.image.path, format: $0.image.format.qemuName, readonly: !writable) },
+                                             options: options)
+            devices = try appliance.guestfs.listDevices()
+        } catch {
+            for (i, img) in prepared {
+                img.unlock()
+                results[i] = .failure(RemedyError.wrap(error, image: img.path))
+            }
+            return (nil, results.map { $0! })
+        }
+        for (n, (i, img)) in prepared.enumerated() {
+            do {
+                results[i] = .success(try ImageSession(img, writable: writable, appliance: appliance, device: devices[n], owns: false))
+            } catch {
+                img.unlock()
+                results[i] = .failure(RemedyError.wrap(error, image: img.path))
+            }
+        }
+        return (appliance, results.map { $0! })
+    }
+
+    private init(_ prepared: PreparedImage, writable: Bool, appliance: Appliance, device: String, owns: Bool) throws {
+        self.imagePath = prepared.path
+        self.format = prepared.format
         self.writable = writable
         self.appliance = appliance
+        self.device = device
+        self.ownsAppliance = owns
         workDirectory = try Self.makeWorkDirectory()
         let g = appliance.guestfs
-
-        let virtualSize = try? g.listDevices().first.map { try g.blockdevSize($0) }
-        imageInfo = ImageInfo(path: path, format: format.rawValue, fileSize: fileSize, virtualSize: virtualSize ?? nil)
-
-        let roots: [String]
+        imageInfo = ImageInfo(path: prepared.path, format: prepared.format.rawValue, fileSize: prepared.fileSize,
+                              virtualSize: try? g.blockdevSize(device))
         do {
-            roots = try g.inspectOS()
+            install = try WindowsInspector.locate(g, device: device)
         } catch let e as GuestfsError {
             throw RemedyError(.imageUnreadable, "inspection failed: \(e.message)", cause: e)
         }
-        var windows: [String] = []
-        var others: [String] = []
-        for r in roots {
-            let type = (try? g.inspectType(r)) ?? "unknown"
-            if type == "windows" { windows.append(r) } else {
-                let distro = (try? g.inspectDistro(r)) ?? type
-                let product = (try? g.inspectProductName(r)) ?? ""
-                others.append("\(type) (\(distro)\(product.isEmpty || product == "unknown" ? "" : ", " + product)) on \(r)")
-            }
-        }
-        guard let root = windows.first else {
-            if !others.isEmpty {
-                throw RemedyError(.notWindows, "not a Windows image: found " + others.joined(separator: "; "))
-            }
-            let fs = ((try? g.listFilesystems()) ?? []).map { "\($0.device) \($0.type)" }.joined(separator: ", ")
-            throw RemedyError(.noOperatingSystem, "no operating system found (filesystems: \(fs.isEmpty ? "none" : fs))")
-        }
-        guard windows.count == 1 else {
-            throw RemedyError(.multipleOperatingSystems, "more than one Windows installation found (\(windows.joined(separator: ", "))); remedy edits images with exactly one")
-        }
-
-        mountpoints = try g.inspectMountpoints(root)
-        for m in mountpoints { try g.mountReadOnly(m.device, at: m.mountpoint) }
-
-        let systemRoot = try g.inspectWindowsSystemroot(root)
-        // Locate and download the hives.
+        appliance.mounted = (device, false)
+        let systemRoot = install.systemRoot
         for hive in [HiveName.system, .software] {
             let guestPath: String
             do {
@@ -137,30 +160,12 @@ public final class ImageSession {
         openHives = [.system: system, .software: software]
 
         let (controlSets, current) = try Self.controlSets(system, guest: hivePaths[.system]!)
-        let cv = try? software.node(at: "Microsoft\\Windows NT\\CurrentVersion")
-        let build: String? = cv.flatMap { node in
-            switch try? software.value(of: node, named: "CurrentBuildNumber") ?? software.value(of: node, named: "CurrentBuild") {
-            case .string(let s)?: s
-            default: nil
-            }
-        }
-        // Windows boots from a GPT disk only through UEFI, and from an MBR disk only through BIOS.
-        let disk = String(root.reversed().drop(while: \.isNumber).reversed())
-        let table = (try? g.partitionTableType(disk)) ?? "unknown"
-        os = OSFacts(
-            root: root,
-            product: (try? g.inspectProductName(root)) ?? "Windows",
-            variant: (try? g.inspectProductVariant(root)) ?? "unknown",
-            majorVersion: (try? g.inspectMajorVersion(root)) ?? 0,
-            minorVersion: (try? g.inspectMinorVersion(root)) ?? 0,
-            build: build,
-            arch: (try? g.inspectArch(root)) ?? "unknown",
-            hostname: try? g.inspectHostname(root),
-            systemRoot: systemRoot,
-            currentControlSet: current,
-            controlSets: controlSets,
-            firmware: table == "gpt" ? "uefi" : table == "msdos" ? "bios" : "unknown",
-            partitionTable: table)
+        let arch: String = {
+            guard let cmd = try? g.caseSensitivePath("\(systemRoot)/System32/cmd.exe"), let a = try? g.fileArchitecture(cmd) else { return "unknown" }
+            return a
+        }()
+        os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
+        lockFD = prepared.lockFD
     }
 
     static func makeWorkDirectory() throws -> String {
@@ -250,20 +255,39 @@ public final class ImageSession {
         return Planner.plan(facts: facts, policy: policy)
     }
 
-    /// Unmounts the read-only mounts and mounts the filesystems read-write (apply only).
-    func remountWritable() throws {
-        precondition(writable, "remountWritable on a read-only session")
-        guard !mountedWritable else { return }
+    /// Mounts this image's Windows filesystem at `/`, read-only, unless it already is (in either mode).
+    func mountReadOnly() throws {
+        guard appliance.mounted?.device != device else { return }
         try g.umountAll()
-        for m in mountpoints { try g.mount(m.device, at: m.mountpoint) }
-        mountedWritable = true
+        appliance.mounted = nil
+        try g.mountReadOnly(install.root, at: "/")
+        appliance.mounted = (device, false)
     }
 
-    /// Stops the appliance and removes the local working files.
+    /// Mounts this image's Windows filesystem read-write (apply and rollback only).
+    func remountWritable() throws {
+        precondition(writable, "remountWritable on a read-only session")
+        if let m = appliance.mounted, m.device == device, m.writable { return }
+        try g.umountAll()
+        appliance.mounted = nil
+        try g.mount(install.root, at: "/")
+        appliance.mounted = (device, true)
+    }
+
+    /// After writing: flush and unmount; an appliance of its own is also
+    /// shut down cleanly (a shared one is shut down by its owner).
+    func finishWrites() throws {
+        try g.sync()
+        try g.umountAll()
+        appliance.mounted = nil
+        if ownsAppliance { try appliance.shutdown() }
+    }
+
+    /// Stops the appliance (if the session owns it) and removes the local working files.
     public func close() {
         for h in openHives.values { h.close() }
         openHives = [:]
-        appliance.close()
+        if ownsAppliance { appliance.close() }
         try? FileManager.default.removeItem(atPath: workDirectory)
         if lockFD >= 0 {
             Glibc.close(lockFD)

@@ -1,3 +1,5 @@
+import Guestfs
+
 /// Every failure remedy reports to a user. `code` is stable (scripts may
 /// match on it); `message` is one line that says what went wrong; `image`
 /// names the image when there is one; `cause` keeps the underlying error.
@@ -10,6 +12,7 @@ public struct RemedyError: Error, CustomStringConvertible, @unchecked Sendable {
 
         public static let imageNotFound = Code("image-not-found")
         public static let imageUnreadable = Code("image-unreadable")
+        public static let imageLocked = Code("image-locked")
         public static let unsupportedFormat = Code("unsupported-format")
         public static let unsafeImage = Code("unsafe-image")
         public static let noOperatingSystem = Code("no-operating-system")
@@ -42,6 +45,15 @@ public struct RemedyError: Error, CustomStringConvertible, @unchecked Sendable {
     public var description: String {
         let text = message.replacingOccurrences(of: "\n", with: " ")
         return image.map { "\($0): \(text)" } ?? text
+    }
+
+    /// Any error as a RemedyError naming the image (libguestfs errors become `image-unreadable`).
+    static func wrap(_ error: any Error, image: String) -> RemedyError {
+        switch error {
+        case let e as RemedyError: e.with(image: image)
+        case let e as GuestfsError: RemedyError(.imageUnreadable, image: image, "inspection failed: \(e.message)", cause: e)
+        default: RemedyError(.applianceFailed, image: image, "\(error)", cause: error)
+        }
     }
 
     func with(image: String) -> RemedyError {

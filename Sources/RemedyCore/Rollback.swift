@@ -29,6 +29,7 @@ public enum Rollback {
         let state = Applier.stateDirectory(systemRoot: session.os.systemRoot)
         var report = RollbackReport(image: image, dryRun: dryRun, runs: [], restored: [:], removed: [])
         do {
+            try session.mountReadOnly()
             guard try g.isDir(state) else { return report }
             let records = try self.records(session, state: state)
             report.runs = records.map(\.runID)
@@ -72,12 +73,10 @@ public enum Rollback {
             }
             for path in records.flatMap(\.injected) { try g.rmF(path) }
             try g.rmRf(state)
-            try g.sync()
-            try g.umountAll()
+            try session.finishWrites()
         } catch let e as GuestfsError {
             throw RemedyError(.writeFailed, image: image, "rollback failed: \(e.message); run remedy rollback again to finish", cause: e)
         }
-        try session.appliance.shutdown()
         return report
     }
 

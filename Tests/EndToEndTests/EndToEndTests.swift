@@ -30,6 +30,21 @@ import Testing
             #expect(got.3 == m.arch.rawValue)
             #expect(got.4 == "ControlSet001")
         }
+
+        // remedy's targeted inspection, all images in one appliance, agrees with libguestfs's inspect_os.
+        let (appliance, sessions) = ImageSession.openMany(f.matrix.map(\.path), writable: false, options: Fixtures.options)
+        defer { appliance?.close() }
+        #expect(appliance != nil)
+        for (m, result) in zip(f.matrix, sessions) {
+            let session = try result.get()
+            defer { session.close() }
+            let os = session.os
+            let lib = try #require(found[os.hostname ?? ""], "\(m.release): hostname \(os.hostname ?? "none") not found by inspect_os")
+            #expect(os.product == lib.0 && os.majorVersion == lib.1 && os.minorVersion == lib.2 && os.arch == lib.3, "\(m.release): \(os)")
+            #expect(os.currentControlSet == lib.4)
+            #expect(os.firmware == m.firmware.rawValue, "\(m.release): \(os.firmware)")
+            #expect(session.imageInfo.format == m.format.rawValue)
+        }
     }
 
     @Test func planListsBothStaticInterfacesInBothControlSetsAndExits2() throws {

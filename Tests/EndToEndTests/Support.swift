@@ -12,6 +12,10 @@ struct Fixtures: Sendable {
     let dataDisk: String         // NTFS, no OS (raw)
     let linux: String            // Debian root (raw)
     let garbage: String          // not a disk at all
+    /// A directory for `remedy batch`: two images to fix, a clean one, a truncated hive, Linux, junk, a text file.
+    let batchDir: String
+    /// Images for a batch apply (written by it).
+    let applyDir: String
     /// release -> image, for the inspection matrix (several formats).
     let matrix: [(release: WindowsRelease, arch: Arch, firmware: Firmware, path: String, format: DiskFormat)]
 
@@ -51,6 +55,8 @@ struct Fixtures: Sendable {
             dataDisk: "\(dir)/data.raw",
             linux: "\(dir)/linux.raw",
             garbage: "\(dir)/garbage.vmdk",
+            batchDir: "\(dir)/batch",
+            applyDir: "\(dir)/batch-apply",
             matrix: matrix.map { (release: $0.0, arch: $0.1, firmware: $0.2, path: $0.3, format: $0.4) })
         var requests = [
             ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [
@@ -67,6 +73,15 @@ struct Fixtures: Sendable {
             ImageRequest(.dataDisk, path: f.dataDisk),
             ImageRequest(.linux, path: f.linux),
         ]
+        let staticWindows = PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.4.4.4")], states: [.xenPV])
+        requests += [
+            ImageRequest(.windows(staticWindows), path: "\(f.batchDir)/a/win-a.qcow2", format: .qcow2),
+            ImageRequest(.windows(staticWindows), path: "\(f.batchDir)/win-b.vhdx", format: .vhdx),
+            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot])), path: "\(f.batchDir)/win-clean.raw", format: .raw),
+            ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-1.qcow2", format: .qcow2),
+            ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-2.qcow2", format: .qcow2),
+            ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-3.qcow2", format: .qcow2),
+        ]
         for m in f.matrix {
             requests.append(ImageRequest(.windows(PhonyWindows(release: m.release, arch: m.arch, firmware: m.firmware,
                                                                hostname: "M-\(m.release.rawValue.uppercased())",
@@ -75,6 +90,10 @@ struct Fixtures: Sendable {
         }
         try ImageFactory.build(requests, options: options)
         FileManager.default.createFile(atPath: f.garbage, contents: Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }))
+        for (from, to) in [(f.garbage, "junk.vmdk"), (f.linux, "linux.img"), (f.truncatedHive, "a/truncated.raw")] {
+            try FileManager.default.copyItem(atPath: from, toPath: "\(f.batchDir)/\(to)")
+        }
+        try "not an image\n".write(toFile: "\(f.batchDir)/README.txt", atomically: true, encoding: .utf8)
         return f
     }
 }

@@ -107,7 +107,7 @@ public struct PvCleanupRule: Rule {
                 }
                 result.findings.append(Finding(
                     id: "old-tools-installed", rule: id, severity: .warning,
-                    message: "\(display) (\(pl.name)) is installed; its drivers are disabled by this plan, but the package itself "
+                    message: "\(display) (\(pl.name)) is installed: remedy disables its drivers, but the package itself "
                         + "must be uninstalled once the instance runs" + (command.map { ": \($0)" } ?? ""),
                     measured: "SOFTWARE\\\(base)\\\(entry.name)", requirement: "no \(pl.name) guest tools"))
             }

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# remedy's benchmark: wall time and peak memory, measured side by side in one run on the same phony images.
+#
+#   Benchmarks/run.sh [--quick] [--accel tcg|kvm|auto] [--out DIR]
+#
+# Prints a Markdown table: the bare appliance launch (the floor), remedy plan and apply on one image, the
+# batch alternatives (appliances in parallel, several images per appliance), remedy batch on 10 and 20 images,
+# and virt-v2v-in-place on the same images one by one (Debian's virt-v2v with nbdkit), with ratios.
+# --quick measures virt-v2v-in-place on 3 images and says so (per-image mean, not extrapolated further).
+# Needs: .ci/setup done; apt-get install virt-v2v nbdkit (the script offers the command if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0; accel=tcg; out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --accel) accel="$2"; shift ;;
+    --out) out="$2"; shift ;;
+    *) echo "usage: $0 [--quick] [--accel tcg|kvm|auto] [--out DIR]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+work=${out:-$(mktemp -d /var/tmp/remedy-bench.XXXXXX)}
+mkdir -p "$work"
+export REMEDY_ACCEL="$accel" LIBGUESTFS_BACKEND=direct
+[ "$accel" = tcg ] && export LIBGUESTFS_BACKEND_SETTINGS=force_tcg
+
+echo "building remedy (release)..." >&2
+swift build -c release --product remedy >&2
+remedy=$(swift build -c release --show-bin-path)/remedy
+
+# Peak memory of a command and everything it starts (qemu included): the sum of the resident sets of the
+# process tree, sampled every 0.2 s. GNU time's %M only sees the largest single process.
+measure() {  # measure LABEL CMD... -> sets $secs and $peak_mib; output of CMD goes to $work/LABEL.log
+  local label=$1; shift
+  local start end pid peak=0 now
+  start=$(date +%s.%N)
+  "$@" > "$work/$label.log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    now=$(ps -eo pid=,ppid=,rss= | awk -v root="$pid" '
+      { parent[$1] = $2; rss[$1] = $3 }
+      END { for (p in rss) { q = p; while (q != "" && q != 0 && q != root) q = parent[q]; if (q == root) sum += rss[p] } print sum + 0 }')
+    [ "$now" -gt "$peak" ] && peak=$now
+    sleep 0.2
+  done
+  wait "$pid" || true
+  end=$(date +%s.%N)
+  secs=$(echo "$end - $start" | bc -l)
+  peak_mib=$((peak / 1024))
+}
+
+rows=()
+row() { rows+=("| $1 | $(printf '%.1f' "$2") | $3 | $4 |"); printf '%-58s %7.1f s %6s MiB  %s\n' "$1" "$2" "$3" "$4" >&2; }
+ratio() { echo "scale=2; $1 / $2" | bc -l | sed 's/^\./0./'; }
+median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+
+echo "making phony images in $work ..." >&2
+"$remedy" dev make-image --os 2016 --static-nics 2 --state vmware-tools --state ide-disabled --format qcow2 -o "$work/base.qcow2" >&2
+fresh() {  # fresh DIR N: N copies of the base image
+  rm -rf "$1"; mkdir -p "$1"
+  for i in $(seq -w 1 "$2"); do cp --sparse=always "$work/base.qcow2" "$1/img-$i.qcow2"; done
+}
+
+# 1. The floor: a bare appliance launch.
+t=(); m=0
+for i in 1 2 3; do measure bare guestfish -a /dev/null run; t+=("$secs"); m=$peak_mib; done
+bare=$(median3 "${t[@]}")
+row "bare appliance launch (guestfish -a /dev/null run), median of 3" "$bare" "$m" "1.00"
+
+# 2. One image.
+t=()
+for i in 1 2 3; do measure inspect guestfish --ro -a "$work/base.qcow2" -i exit; t+=("$secs"); m=$peak_mib; done
+x=$(median3 "${t[@]}"); row "guestfish -i (libguestfs full inspect_os + mount), median of 3" "$x" "$m" "$(ratio "$x" "$bare")"
+t=()
+for i in 1 2 3; do measure plan "$remedy" plan "$work/base.qcow2"; t+=("$secs"); m=$peak_mib; done
+plan1=$(median3 "${t[@]}"); row "remedy plan, 1 image, median of 3" "$plan1" "$m" "$(ratio "$plan1" "$bare")"
+t=()
+for i in 1 2 3; do
+  cp --sparse=always "$work/base.qcow2" "$work/one.qcow2"
+  measure apply "$remedy" apply "$work/one.qcow2"; t+=("$secs"); m=$peak_mib
+done
+apply1=$(median3 "${t[@]}"); row "remedy apply, 1 image, median of 3" "$apply1" "$m" "$(ratio "$apply1" "$bare")"
+
+# 3. Batch alternatives on 10 images (plan): appliances in parallel vs images per appliance.
+for cfg in "1 1" "2 1" "1 10" "2 5"; do
+  set -- $cfg
+  fresh "$work/alt" 10
+  measure "alt-$1-$2" "$remedy" batch "$work/alt" --jobs "$1" --per-appliance "$2"
+  row "remedy batch plan, 10 images, --jobs $1 --per-appliance $2" "$secs" "$peak_mib" "$(ratio "$secs" "$bare")"
+done
+
+# 4. remedy batch with its defaults on 10 and 20 images.
+for n in 10 20; do
+  fresh "$work/b$n" "$n"
+  measure "batch-plan-$n" "$remedy" batch "$work/b$n"
+  row "remedy batch (plan), $n images, defaults" "$secs" "$peak_mib" "$(ratio "$secs" "$bare")"
+  measure "batch-apply-$n" "$remedy" batch "$work/b$n" --apply
+  eval "batch_apply_$n=$secs"
+  row "remedy batch --apply, $n images, defaults" "$secs" "$peak_mib" "$(ratio "$secs" "$bare")"
+done
+
+# 5. virt-v2v-in-place on the same images, one by one (as a pipeline runs it).
+v2v=""
+if command -v virt-v2v-in-place >/dev/null; then
+  # Debian ships no rhsrvany.exe/pvvxsvc.exe (virt-v2v refuses Windows without one): give it a stand-in file.
+  mkdir -p "$work/virt-tools"; printf 'MZ' > "$work/virt-tools/rhsrvany.exe"
+  export VIRT_TOOLS_DATA_DIR="$work/virt-tools"
+  fresh "$work/v" 1
+  measure v2v-1 virt-v2v-in-place -i disk "$work/v/img-1.qcow2"
+  v2v=$secs
+  if grep -qi "error" "$work/v2v-1.log" && ! grep -qi "finishing off" "$work/v2v-1.log"; then
+    echo "virt-v2v-in-place failed; see $work/v2v-1.log" >&2; v2v=""
+  else
+    row "virt-v2v-in-place -i disk, 1 image" "$v2v" "$peak_mib" "$(ratio "$v2v" "$bare")"
+    count=20; [ "$quick" = 1 ] && count=3
+    fresh "$work/v" "$count"
+    total=0; peak=0; at10=""
+    for i in $(seq -w 1 "$count"); do
+      measure "v2v-$i" virt-v2v-in-place -i disk "$work/v/img-$i.qcow2"
+      total=$(echo "$total + $secs" | bc -l); [ "$peak_mib" -gt "$peak" ] && peak=$peak_mib
+      [ "$i" = 10 ] && at10=$total
+    done
+    if [ "$quick" = 1 ]; then
+      per=$(echo "$total / $count" | bc -l)
+      row "virt-v2v-in-place, mean per image over $count (--quick)" "$per" "$peak" "$(ratio "$per" "$bare")"
+      v2v10=$(echo "$per * 10" | bc -l); v2v20=$(echo "$per * 20" | bc -l)
+    else
+      v2v10=$at10; v2v20=$total
+      row "virt-v2v-in-place, 10 images one by one" "$v2v10" "$peak" "$(ratio "$v2v10" "$bare")"
+      row "virt-v2v-in-place, 20 images one by one" "$v2v20" "$peak" "$(ratio "$v2v20" "$bare")"
+    fi
+  fi
+else
+  echo "virt-v2v-in-place not found: apt-get install -y virt-v2v nbdkit" >&2
+fi
+
+echo
+echo "Benchmark: $(date -u +%Y-%m-%d), $(nproc) cores, accel $accel, remedy $("$remedy" --version), $(virt-v2v-in-place --version 2>/dev/null | head -1 || echo 'no virt-v2v')"
+echo "Phony Windows Server 2016 qcow2 (128 MiB, 2 static NICs, VMware Tools, IDE path off); peak memory = the whole process tree."
+echo
+echo "| measurement | wall s | peak MiB | x bare launch |"
+echo "|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
+echo
+echo "Targets: plan $(ratio "$plan1" "$bare")x bare (<= 1.3), apply $(ratio "$apply1" "$bare")x bare (<= 1.5)."
+if [ -n "$v2v" ]; then
+  echo "apply vs virt-v2v-in-place on one image: $(ratio "$v2v" "$apply1")x faster."
+  echo "batch --apply throughput vs virt-v2v-in-place one by one: 10 images $(ratio "$v2v10" "$batch_apply_10")x, 20 images $(ratio "$v2v20" "$batch_apply_20")x (target >= 3)."
+fi
+echo "Logs and images: $work"
