@@ -21,22 +21,26 @@ let package = Package(
         .target(name: "Guestfs", dependencies: ["CGuestfs"]),
         .target(name: "Hivex", dependencies: ["CHivex"]),
 
+        // The registry file format in pure Swift: base blocks, checksums, transaction logs and their
+        // replay. It parses untrusted bytes on the host, so it never trusts a field (and is fuzzed).
+        .target(name: "RegistryFormat"),
+
         // Policy model, inspection facts, pure planner, applier, renderers.
-        .target(name: "RemedyCore", dependencies: ["Guestfs", "Hivex", "Yams"]),
+        .target(name: "RemedyCore", dependencies: ["Guestfs", "Hivex", "RegistryFormat", "Yams"]),
 
         // Phony Windows images and hives built from declarative descriptions (tests, demo, benchmarks).
-        .target(name: "RemedyFixtures", dependencies: ["RemedyCore", "Guestfs", "Hivex"]),
+        .target(name: "RemedyFixtures", dependencies: ["RemedyCore", "RegistryFormat", "Guestfs", "Hivex"]),
 
         // The thin command-line front end.
         .executableTarget(
             name: "remedy",
             dependencies: [
-                "RemedyCore", "RemedyFixtures",
+                "RemedyCore", "RemedyFixtures", "RegistryFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
-        .testTarget(name: "HivexTests", dependencies: ["Hivex", "RemedyFixtures"]),
+        .testTarget(name: "HivexTests", dependencies: ["Hivex", "RegistryFormat", "RemedyFixtures"]),
         .testTarget(name: "RemedyCoreTests", dependencies: ["RemedyCore", "RemedyFixtures", "Hivex"]),
         .testTarget(name: "EndToEndTests", dependencies: ["RemedyCore", "RemedyFixtures", "Guestfs", "Hivex"]),
     ],

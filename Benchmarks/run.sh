@@ -30,6 +30,9 @@ export REMEDY_ACCEL="$accel" LIBGUESTFS_BACKEND=direct
 echo "building remedy (release)..." >&2
 swift build -c release --product remedy >&2
 remedy=$(swift build -c release --show-bin-path)/remedy
+# The binary reads policies at run time: measure against a snapshot, not a tree that may change meanwhile.
+rm -rf "$work/Policies"; cp -r Policies "$work/Policies"
+export REMEDY_POLICIES="$work/Policies"
 
 # Peak memory of a command and everything it starts (qemu included): the sum of the resident sets of the
 # process tree, sampled every 0.2 s. GNU time's %M only sees the largest single process.
@@ -48,13 +51,15 @@ measure() {  # measure LABEL CMD... -> sets $secs and $peak_mib; output of CMD g
   done
   wait "$pid" || true
   end=$(date +%s.%N)
-  secs=$(echo "$end - $start" | bc -l)
+  secs=$(awk -v a="$end" -v b="$start" 'BEGIN { printf "%.2f", a - b }')
   peak_mib=$((peak / 1024))
 }
 
 rows=()
 row() { rows+=("| $1 | $(printf '%.1f' "$2") | $3 | $4 |"); printf '%-58s %7.1f s %6s MiB  %s\n' "$1" "$2" "$3" "$4" >&2; }
-ratio() { echo "scale=2; $1 / $2" | bc -l | sed 's/^\./0./'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
+mul() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a * b }'; }
 median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
 echo "making phony images in $work ..." >&2
@@ -120,13 +125,13 @@ if command -v virt-v2v-in-place >/dev/null; then
     total=0; peak=0; at10=""
     for i in $(seq -w 1 "$count"); do
       measure "v2v-$i" virt-v2v-in-place -i disk "$work/v/img-$i.qcow2"
-      total=$(echo "$total + $secs" | bc -l); [ "$peak_mib" -gt "$peak" ] && peak=$peak_mib
+      total=$(add "$total" "$secs"); [ "$peak_mib" -gt "$peak" ] && peak=$peak_mib
       [ "$i" = 10 ] && at10=$total
     done
     if [ "$quick" = 1 ]; then
-      per=$(echo "$total / $count" | bc -l)
+      per=$(ratio "$total" "$count")
       row "virt-v2v-in-place, mean per image over $count (--quick)" "$per" "$peak" "$(ratio "$per" "$bare")"
-      v2v10=$(echo "$per * 10" | bc -l); v2v20=$(echo "$per * 20" | bc -l)
+      v2v10=$(mul "$per" 10); v2v20=$(mul "$per" 20)
     else
       v2v10=$at10; v2v20=$total
       row "virt-v2v-in-place, 10 images one by one" "$v2v10" "$peak" "$(ratio "$v2v10" "$bare")"

@@ -234,6 +234,17 @@ public final class Guestfs {
         defer { free(p) }
         return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
     }
+    /// Up to `count` bytes of a guest file from `offset`.
+    public func pread(_ path: String, count: Int, offset: Int64) throws -> [UInt8] {
+        let h = try h("pread")
+        var size = 0
+        guard let p = guestfs_pread(h, path, Int32(count), offset, &size) else { throw lastError("pread") }
+        defer { free(p) }
+        return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+    }
+    /// Moves a guest file (across directories of one filesystem, a rename).
+    public func mv(_ source: String, _ destination: String) throws { try call("mv") { guestfs_mv($0, source, destination) } }
+    public func touch(_ path: String) throws { try call("touch") { guestfs_touch($0, path) } }
     public func rmRf(_ path: String) throws { try call("rm_rf") { guestfs_rm_rf($0, path) } }
     public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }
     /// A checksum of a guest file computed inside the appliance (`sha256`, `md5`, ...).

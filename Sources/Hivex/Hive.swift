@@ -172,8 +172,18 @@ public final class Hive {
 
     // MARK: - Writing (in memory until commit)
 
-    /// Adds a subkey and returns it.
+    /// The largest value data written in one cell. Windows stores larger data
+    /// (in hives of format 1.4 and later) as big-data ('db') records, which
+    /// hivex does not write: such a value would be unreadable to Windows.
+    public static let maxValueBytes = 16344
+
+    /// Adds a subkey and returns it. Names outside ASCII are refused: hivex
+    /// hashes and orders them differently from Windows (which uses uppercase UTF-16).
     public func addChild(to parent: HiveNode, named name: String) throws -> HiveNode {
+        guard !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.isASCII && $0 != "\\" }) else {
+            throw HivexError(function: "node_add_child", path: path, errno: EINVAL,
+                             detail: "refusing to create key \(name): only ASCII key names are written (hivex would hash others differently from Windows)")
+        }
         let h = try h("node_add_child")
         errno = 0
         let n = hivex_node_add_child(h, parent.raw, name)
@@ -197,8 +207,14 @@ public final class Hive {
         if hivex_node_delete_child(h, node.raw) == -1 { throw fail("node_delete_child") }
     }
 
-    /// Replaces all values of a key.
+    /// Replaces all values of a key. Refuses data over ``maxValueBytes`` (an
+    /// existing big value of the key included: it would be rewritten in a form
+    /// Windows cannot read).
     public func setValues(of node: HiveNode, _ values: [HiveValue]) throws {
+        if let big = values.first(where: { $0.value.encoded.count > Self.maxValueBytes }) {
+            throw HivexError(function: "node_set_values", path: path, errno: EFBIG,
+                             detail: "value \(big.name) holds \(big.value.encoded.count) bytes, over the \(Self.maxValueBytes) bytes one cell may hold without big-data records, which hivex does not write")
+        }
         let h = try h("node_set_values")
         // Keep C strings and buffers alive for the call.
         var keys: [UnsafeMutablePointer<CChar>?] = []

@@ -1,6 +1,7 @@
 import Foundation
 import Guestfs
 import Hivex
+import RegistryFormat
 
 /// What apply did: the plan it executed (equal to what `remedy plan` shows for
 /// the same image and policy), where the original hives were kept, and the
@@ -19,6 +20,8 @@ public struct ApplyReport: Sendable, Equatable, Codable {
     public var acceleration: String
     /// Guest paths of files remedy added to the image (removed by rollback).
     public var injected: [String] = []
+    /// Transaction logs of recovered hives moved into the backup: original guest path -> where it is now.
+    public var movedLogs: [String: String] = [:]
 
     public init(runID: String, remedyVersion: String, startedAt: Date, plan: Plan, backups: [String: String], record: String?,
                 acceleration: String, injected: [String] = []) {
@@ -32,7 +35,7 @@ public struct ApplyReport: Sendable, Equatable, Codable {
         self.injected = injected
     }
 
-    private enum CodingKeys: String, CodingKey { case schema, runID, remedyVersion, startedAt, plan, backups, record, acceleration, injected }
+    private enum CodingKeys: String, CodingKey { case schema, runID, remedyVersion, startedAt, plan, backups, record, acceleration, injected, movedLogs }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -45,6 +48,7 @@ public struct ApplyReport: Sendable, Equatable, Codable {
         record = try c.decodeIfPresent(String.self, forKey: .record)
         acceleration = try c.decode(String.self, forKey: .acceleration)
         injected = try c.decodeIfPresent([String].self, forKey: .injected) ?? []
+        movedLogs = try c.decodeIfPresent([String: String].self, forKey: .movedLogs) ?? [:]
     }
 }
 
@@ -69,9 +73,13 @@ public enum Applier {
         let changes = plan.changes
         guard !changes.isEmpty else { return report }
         let image = session.imagePath
+        if plan.findings.contains(where: { $0.id == "hibernated" }) {
+            throw RemedyError(.hibernated, image: image, "Windows was hibernated or shut down with Fast Startup: its volume cannot be edited safely; "
+                              + "boot the VM, shut it down fully (shutdown /s /t 0) or turn hibernation off (powercfg /h off), and export it again. Nothing was written")
+        }
 
         // 1. Every hive edited and verified locally before anything is written to the image.
-        let prepared = try prepare(changes, localHives: session.localHives, image: image)
+        let prepared = try prepare(changes, localHives: session.localHives, integrity: session.integrity, image: image)
 
         // 2. Into the image: back up, upload beside, check, rename over.
         let g = session.g
@@ -80,12 +88,29 @@ public enum Applier {
         var replaced: [HiveName] = []
         do {
             try session.remountWritable()
+            // ntfs-3g may fall back to a read-only mount on a volume it finds unsafe, without failing the mount.
+            let probe = "\(session.os.systemRoot)/.remedy-write-test"
+            do {
+                try g.touch(probe)
+                try g.rm(probe)
+            } catch let e as GuestfsError {
+                throw RemedyError(.unsafeImage, image: image, "the Windows volume cannot be written (\(e.message)): it was probably not shut down cleanly "
+                                  + "(hibernation, Fast Startup or a crash); boot it and shut it down fully, then try again. Nothing was written", cause: e)
+            }
             try g.mkdirP(backupDir)
             for (hive, newFile) in prepared {
                 let target = session.hivePaths[hive]!
                 let backup = "\(backupDir)/\(hive.rawValue)"
                 try g.cp(target, backup)
                 report.backups[hive.rawValue] = backup
+                // A recovered hive's logs are stale once the recovered hive is in place: keep them in the backup.
+                if let info = session.integrity[hive], info.dirty {
+                    for log in info.logs {
+                        let kept = "\(backupDir)/\((log as NSString).lastPathComponent)"
+                        try g.cp(log, kept)
+                        report.movedLogs[log] = kept
+                    }
+                }
                 let temp = target + ".remedy-new"
                 try g.upload(newFile, to: temp)
                 let check = newFile + ".check"
@@ -96,6 +121,7 @@ public enum Applier {
                 }
                 try g.rename(temp, target)
                 replaced.append(hive)
+                for log in session.integrity[hive]?.dirty == true ? session.integrity[hive]!.logs : [] { try g.rm(log) }
             }
             let recordPath = "\(state)/log/\(runID).json"
             report.record = recordPath
@@ -117,7 +143,8 @@ public enum Applier {
 
     /// Edits local copies of the hives: for each hive the plan touches, a new
     /// file beside the original (`HIVE.remedy-new`), edited and verified.
-    public static func prepare(_ changes: [Change], localHives: [HiveName: String], image: String) throws -> [(hive: HiveName, newFile: String)] {
+    public static func prepare(_ changes: [Change], localHives: [HiveName: String], integrity: [HiveName: HiveIntegrity] = [:],
+                               image: String) throws -> [(hive: HiveName, newFile: String)] {
         var prepared: [(hive: HiveName, newFile: String)] = []
         for hive in HiveName.allCases {
             let mine = changes.filter { $0.hive == hive }
@@ -126,7 +153,8 @@ public enum Applier {
                 throw RemedyError(.hiveUnreadable, image: image, "the plan edits the \(hive.rawValue) hive, which was not read")
             }
             let newFile = original + ".remedy-new"
-            try edit(original, writingTo: newFile, mine, hive: hive, image: image)
+            try edit(original, writingTo: newFile, mine, hive: hive, image: image,
+                     aboveSequence: integrity[hive]?.highestLogSequence ?? 0)
             try verify(original: original, edited: newFile, mine, hive: hive, image: image)
             prepared.append((hive, newFile))
         }
@@ -143,7 +171,11 @@ public enum Applier {
 
     /// Applies changes to a copy of `original`, written to `destination`.
     /// Each change's `before` must match what the hive holds now.
-    public static func edit(_ original: String, writingTo destination: String, _ changes: [Change], hive name: HiveName, image: String) throws {
+    /// The result is sealed as Windows expects: both sequence numbers equal
+    /// and above `aboveSequence` (every transaction log's), the checksum by
+    /// Windows' rule (hivex's plain XOR differs when it comes out 0 or ~0).
+    public static func edit(_ original: String, writingTo destination: String, _ changes: [Change], hive name: HiveName, image: String,
+                            aboveSequence: UInt32 = 0) throws {
         do {
             let hive = try Hive(path: original, writable: true)
             defer { hive.close() }
@@ -181,8 +213,23 @@ public enum Applier {
                 }
             }
             try hive.commit(to: destination)
+            try seal(destination, above: aboveSequence, hive: name, image: image)
         } catch let e as HivexError {
             throw RemedyError(.writeFailed, image: image, "editing the \(name.rawValue) hive failed: \(e)", cause: e)
+        }
+    }
+
+    static func seal(_ path: String, above: UInt32, hive name: HiveName, image: String) throws {
+        guard var bytes = FileManager.default.contents(atPath: path).map({ [UInt8]($0) }), let base = try? BaseBlock(bytes), bytes.count >= BaseBlock.size else {
+            throw RemedyError(.verifyFailed, image: image, "the edited \(name.rawValue) hive cannot be read back; nothing was written to the image")
+        }
+        BaseBlock.seal(&bytes, sequence: max(base.primarySequence, above &+ 1))
+        let fd = open(path, O_WRONLY)
+        guard fd >= 0 else { throw RemedyError(.writeFailed, image: image, "cannot reopen the edited \(name.rawValue) hive: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, BaseBlock.size, 0) }
+        guard written == BaseBlock.size, fsync(fd) == 0 else {
+            throw RemedyError(.writeFailed, image: image, "cannot seal the edited \(name.rawValue) hive: \(String(cString: strerror(errno)))")
         }
     }
 

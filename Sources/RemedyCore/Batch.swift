@@ -69,10 +69,11 @@ public struct BatchReport: Sendable, Equatable, Codable {
 
     public func count(_ s: BatchEntry.Status) -> Int { entries.filter { $0.status == s }.count }
 
-    /// 1 when an image failed, 2 when changes are pending (plan), else 0.
+    /// 1 when an image failed; 2 when one has changes pending (plan) or needs
+    /// manual work (blocking findings); 0 when every image is compliant or fixed.
     public var exitCode: Int32 {
         if entries.contains(where: { $0.status == .failed }) { return 1 }
-        if entries.contains(where: { $0.status == .pending }) { return 2 }
+        if entries.contains(where: { $0.status == .pending || $0.status == .needsManual }) { return 2 }
         return 0
     }
 

@@ -5,12 +5,66 @@ public struct ImageFacts: Sendable, Equatable, Codable {
     public var os: OSFacts
     /// Registry subtrees read from each hive, keyed by the path that was asked for.
     public var registry: RegistrySnapshot
+    /// The state Windows left each hive in (dirty, logs replayed).
+    public var hives: [HiveIntegrity]
+    /// The state of the Windows volume and the disk (hibernation, encryption).
+    public var volume: VolumeFacts
 
-    public init(image: ImageInfo, os: OSFacts, registry: RegistrySnapshot) {
+    public init(image: ImageInfo, os: OSFacts, registry: RegistrySnapshot, hives: [HiveIntegrity] = [], volume: VolumeFacts = VolumeFacts()) {
         self.image = image
         self.os = os
         self.registry = registry
+        self.hives = hives
+        self.volume = volume
     }
+}
+
+/// How Windows left a hive file.
+public struct HiveIntegrity: Sendable, Equatable, Codable {
+    public var hive: HiveName
+    /// Primary and secondary sequence numbers differ, or the checksum is wrong.
+    public var dirty: Bool
+    public var primarySequence: UInt32
+    public var secondarySequence: UInt32
+    public var checksumValid: Bool
+    /// Guest paths of the transaction logs beside the hive.
+    public var logs: [String]
+    /// What was replayed from the logs (empty for a clean hive).
+    public var replayed: [String]
+    /// A rewritten hive must carry a sequence number above this.
+    public var highestLogSequence: UInt32
+}
+
+/// The Windows volume and its disk, as far as they decide whether the image can be edited and imported.
+public struct VolumeFacts: Sendable, Equatable, Codable {
+    /// `hiberfil.sys` holds a hibernation image (hibernated, or shut down with Fast Startup).
+    public var hibernated: Bool
+    /// Partitions of the image's disk that are BitLocker-encrypted.
+    public var encrypted: [String]
+    /// Every filesystem on the disk.
+    public var filesystems: [FilesystemFacts]
+    /// Where the boot manager is on this disk (`/dev/sda1:/bootmgr`); nil when
+    /// it is not on the disk (the boot partition was on another disk), or not looked for.
+    public var bootManager: String?
+    /// Whether the disk was inspected for the above (false for facts built without an appliance).
+    public var inspected: Bool
+
+    public init(hibernated: Bool = false, encrypted: [String] = [], filesystems: [FilesystemFacts] = [], bootManager: String? = nil,
+                inspected: Bool = false) {
+        self.hibernated = hibernated
+        self.encrypted = encrypted
+        self.filesystems = filesystems
+        self.bootManager = bootManager
+        self.inspected = inspected
+    }
+}
+
+public struct FilesystemFacts: Sendable, Equatable, Codable {
+    public var device: String
+    /// `ntfs`, `vfat`, `BitLocker`, ... (blkid's name).
+    public var type: String
+    /// This one holds Windows.
+    public var windows: Bool
 }
 
 public struct ImageInfo: Sendable, Equatable, Codable {

@@ -1,6 +1,7 @@
 import Foundation
 import Guestfs
 import Hivex
+import RegistryFormat
 
 /// An image file checked and locked, ready to be attached to an appliance.
 struct PreparedImage {
@@ -53,10 +54,18 @@ public final class ImageSession {
     public let imageInfo: ImageInfo
     /// Guest paths of the hive files, e.g. `/Windows/System32/config/SYSTEM`.
     public private(set) var hivePaths: [HiveName: String] = [:]
-    /// Local copies of the hives as they are in the image.
+    /// Local copies of the hives as they are in the image (recovered from
+    /// their transaction logs when Windows left them dirty).
     public private(set) var localHives: [HiveName: String] = [:]
+    /// Each hive's state: dirty or not, logs replayed, logs found.
+    public private(set) var integrity: [HiveName: HiveIntegrity] = [:]
     public let workDirectory: String
     let install: WindowsInstall
+    /// Hibernation and encryption as inspection found them.
+    public var volume: VolumeFacts {
+        VolumeFacts(hibernated: install.hibernated, encrypted: install.encrypted, filesystems: install.filesystems,
+                    bootManager: install.bootManager, inspected: true)
+    }
     private let ownsAppliance: Bool
     private var openHives: [HiveName: Hive] = [:]
     private var lockFD: Int32 = -1
@@ -154,10 +163,16 @@ public final class ImageSession {
             }
             hivePaths[hive] = guestPath
             localHives[hive] = local
+            integrity[hive] = try Self.recoverIfDirty(hive, local: local, guestPath: guestPath, g: g, workDirectory: workDirectory)
         }
         let system = try Self.openHive(.system, localHives[.system]!, guest: hivePaths[.system]!)
         let software = try Self.openHive(.software, localHives[.software]!, guest: hivePaths[.software]!)
         openHives = [.system: system, .software: software]
+        // SAM is read, never written (local accounts, for the administrator-account check); an unreadable one is left out.
+        if let sam = try? g.caseSensitivePath("\(systemRoot)/System32/config/SAM"), (try? g.isFile(sam)) == true,
+           (try? g.download(sam, to: workDirectory + "/SAM")) != nil, let hive = try? Hive(path: workDirectory + "/SAM") {
+            openHives[.sam] = hive
+        }
 
         let (controlSets, current) = try Self.controlSets(system, guest: hivePaths[.system]!)
         let arch: String = {
@@ -166,6 +181,56 @@ public final class ImageSession {
         }()
         os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
+    }
+
+    /// Downloads the hive's transaction logs and, when the hive is dirty,
+    /// replays them into the local copy (the original is kept beside it as
+    /// `HIVE.orig`). hivex would open a dirty hive silently, with stale data,
+    /// and its commit would mark it clean so Windows ignores the logs.
+    static func recoverIfDirty(_ hive: HiveName, local: String, guestPath: String, g: Guestfs, workDirectory: String) throws -> HiveIntegrity {
+        let dir = (guestPath as NSString).deletingLastPathComponent
+        let file = (guestPath as NSString).lastPathComponent.lowercased()
+        let logNames = ((try? g.ls(dir)) ?? []).filter { ["\(file).log", "\(file).log1", "\(file).log2"].contains($0.lowercased()) }.sorted()
+        var logs: [(name: String, bytes: [UInt8])] = []
+        var logPaths: [String] = []
+        for name in logNames {
+            let guest = dir + "/" + name
+            guard (try? g.isFile(guest)) == true else { continue }
+            let localLog = workDirectory + "/" + name
+            do {
+                try g.download(guest, to: localLog)
+            } catch let e as GuestfsError {
+                throw RemedyError(.hiveUnreadable, "cannot read the \(hive.rawValue) transaction log \(guest): \(e.message)", cause: e)
+            }
+            logs.append((name, [UInt8]((try? Data(contentsOf: URL(fileURLWithPath: localLog))) ?? Data())))
+            logPaths.append(guest)
+        }
+        let bytes = [UInt8]((try? Data(contentsOf: URL(fileURLWithPath: local))) ?? Data())
+        let base: BaseBlock
+        do {
+            base = try BaseBlock(bytes)
+        } catch let e as RegfError {
+            throw RemedyError(.hiveUnreadable, "the \(hive.rawValue) hive (\(guestPath)) is not a valid registry hive: \(e.message)", cause: e)
+        }
+        var info = HiveIntegrity(hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence, secondarySequence: base.secondarySequence,
+                                 checksumValid: base.checksumValid, logs: logPaths, replayed: [], highestLogSequence: 0)
+        guard base.isDirty else {
+            info.highestLogSequence = (try? HiveRecovery.recover(primary: bytes, logs: logs).highestLogSequence) ?? 0
+            return info
+        }
+        do {
+            let r = try HiveRecovery.recover(primary: bytes, logs: logs)
+            try FileManager.default.moveItem(atPath: local, toPath: local + ".orig")
+            guard FileManager.default.createFile(atPath: local, contents: Data(r.bytes)) else {
+                throw RemedyError(.writeFailed, "cannot write the recovered \(hive.rawValue) hive locally")
+            }
+            info.replayed = r.applied
+            info.highestLogSequence = r.highestLogSequence
+            return info
+        } catch let e as RegfError {
+            throw RemedyError(.hiveUnrecoverable, "the \(hive.rawValue) hive (\(guestPath)) was not cleanly closed by Windows and cannot be recovered: \(e.message); "
+                              + "nothing was changed (boot the VM once and shut it down cleanly, then export it again)", cause: e)
+        }
     }
 
     static func makeWorkDirectory() throws -> String {
@@ -221,7 +286,8 @@ public final class ImageSession {
 
     /// Reads the subtrees the requirements name into plain values.
     public func facts(for requirements: [RegistryRequirement]) throws -> ImageFacts {
-        ImageFacts(image: imageInfo, os: os, registry: try Self.snapshot(openHives, requirements, image: imagePath))
+        ImageFacts(image: imageInfo, os: os, registry: try Self.snapshot(openHives, requirements, image: imagePath),
+                   hives: integrity.values.sorted { $0.hive < $1.hive }, volume: volume)
     }
 
     /// Reads requirements from open hives into a snapshot.
@@ -229,6 +295,10 @@ public final class ImageSession {
         var snapshot = RegistrySnapshot()
         for r in requirements {
             guard let hive = hives[r.hive] else {
+                if r.hive == .sam {   // optional: an image without a readable SAM reads as one without accounts
+                    snapshot.insert(.sam, r.path, nil)
+                    continue
+                }
                 throw RemedyError(.hiveUnreadable, image: image, "the \(r.hive.rawValue) hive is not read by remedy yet")
             }
             do {

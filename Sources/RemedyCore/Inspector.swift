@@ -12,6 +12,14 @@ public struct WindowsInstall: Sendable, Equatable {
     public var systemRoot: String
     /// `gpt`, `msdos` or `unknown`.
     public var partitionTable: String
+    /// `hiberfil.sys` holds a hibernation image.
+    public var hibernated: Bool = false
+    /// BitLocker-encrypted partitions of the disk.
+    public var encrypted: [String] = []
+    /// Every filesystem on the disk with its type.
+    public var filesystems: [FilesystemFacts] = []
+    /// Where the boot manager of this disk is (`/dev/sda1:/bootmgr`), when it is on the disk.
+    public var bootManager: String?
 }
 
 /// Targeted inspection: finds the Windows installation on one disk by
@@ -46,7 +54,12 @@ public enum WindowsInspector {
             }
             try g.umountAll()
         }
+        let encrypted = seen.filter { $0.type.lowercased() == "bitlocker" }.map(\.fs)
         guard let windows = found.first else {
+            if !encrypted.isEmpty {
+                throw RemedyError(.encrypted, "the disk has BitLocker-encrypted volumes (\(encrypted.joined(separator: ", "))) and no readable Windows: "
+                                  + "remedy cannot inspect it and the cloud rejects encrypted images; decrypt it in Windows (manage-bde -off C:) and export it again")
+            }
             var others: [String] = []
             for (fs, type) in seen where linuxFilesystems.contains(type) {
                 guard (try? g.mountReadOnly(fs, at: "/")) != nil else { continue }
@@ -63,9 +76,40 @@ public enum WindowsInspector {
         guard found.count == 1 else {
             throw RemedyError(.multipleOperatingSystems, "more than one Windows installation found (\(found.map(\.fs).joined(separator: ", "))); remedy edits images with exactly one")
         }
+        let table = (try? g.partitionTableType(device)) ?? "unknown"
+        let boot = bootManager(g, filesystems: seen, uefi: table == "gpt")
+        try g.umountAll()
         try g.mountReadOnly(windows.fs, at: "/")
-        return WindowsInstall(device: device, root: windows.fs, systemRoot: windows.systemRoot,
-                              partitionTable: (try? g.partitionTableType(device)) ?? "unknown")
+        return WindowsInstall(device: device, root: windows.fs, systemRoot: windows.systemRoot, partitionTable: table,
+                              hibernated: hibernated(g), encrypted: encrypted,
+                              filesystems: seen.map { FilesystemFacts(device: $0.fs, type: $0.type, windows: $0.fs == windows.fs) },
+                              bootManager: boot)
+    }
+
+    /// The boot manager Windows starts from, looked for on this disk only: on
+    /// a GPT disk `\EFI\Microsoft\Boot\bootmgfw.efi` on a FAT (EFI system)
+    /// partition; on an MBR disk `\bootmgr` with `\Boot\BCD` on an NTFS
+    /// partition (System Reserved or C: itself).
+    static func bootManager(_ g: Guestfs, filesystems: [(fs: String, type: String)], uefi: Bool) -> String? {
+        let wanted = uefi ? ["/EFI/Microsoft/Boot/bootmgfw.efi"] : ["/bootmgr", "/Boot/BCD"]
+        for (fs, type) in filesystems where (uefi ? type == "vfat" : type == "ntfs") {
+            try? g.umountAll()
+            guard (try? g.mountReadOnly(fs, at: "/")) != nil else { continue }
+            let found = wanted.allSatisfy { path in
+                (try? g.caseSensitivePath(path)).map { (try? g.isFile($0)) == true } ?? false
+            }
+            if found { return "\(fs):\(wanted[0])" }
+        }
+        return nil
+    }
+
+    /// Whether `/hiberfil.sys` on the mounted Windows volume holds a hibernation
+    /// image: Windows writes its header signature (`hibr`, `HIBR`, `wake`, `WAKE`)
+    /// on hibernation and on a Fast Startup shutdown, and zeroes it on resume.
+    static func hibernated(_ g: Guestfs) -> Bool {
+        guard let path = try? g.caseSensitivePath("/hiberfil.sys"), (try? g.isFile(path)) == true,
+              let head = try? g.pread(path, count: 4, offset: 0), head.count == 4 else { return false }
+        return ["hibr", "wake", "rstr"].contains(String(decoding: head, as: UTF8.self).lowercased())
     }
 
     static func prettyName(_ osRelease: String) -> String? {

@@ -29,7 +29,7 @@ public enum Planner {
 
     public static func plan(facts: ImageFacts, policy: Policy) -> Plan {
         var actions: [Action] = []
-        var findings: [Finding] = applicability(policy: policy, os: facts.os)
+        var findings: [Finding] = applicability(policy: policy, os: facts.os) + integrity(facts)
         var state = facts
         for rule in policy.rules where !rule.describesResult {
             let result = rule.evaluate(state)
@@ -55,6 +55,35 @@ public enum Planner {
         }
         findings.sort { ($0.severity, $0.id, $0.message) < ($1.severity, $1.id, $1.message) }
         return Plan(image: facts.image, policy: policy.reference, os: facts.os, actions: actions, findings: findings, properties: properties)
+    }
+
+    /// Findings about the state Windows left the image in, whatever the policy.
+    static func integrity(_ facts: ImageFacts) -> [Finding] {
+        var out: [Finding] = []
+        for h in facts.hives where h.dirty {
+            out.append(Finding(
+                id: "hive-recovered", rule: "integrity", severity: .info,
+                message: "the \(h.hive.rawValue) hive was not cleanly closed (sequence \(h.primarySequence)/\(h.secondarySequence)"
+                    + (h.checksumValid ? "" : ", bad checksum") + "): remedy replayed \(h.replayed.joined(separator: "; ")) before planning; "
+                    + "apply writes the recovered hive and moves its logs into remedy's backup",
+                measured: "dirty", requirement: "clean hive"))
+        }
+        if facts.volume.hibernated {
+            out.append(Finding(
+                id: "hibernated", rule: "integrity", severity: .blocker,
+                message: "Windows was hibernated or shut down with Fast Startup (hiberfil.sys holds a hibernation image): its volume cannot be "
+                    + "edited safely and apply refuses; boot the VM, then shut it down fully (shutdown /s /t 0) or turn hibernation off "
+                    + "(powercfg /h off), and export it again",
+                measured: "hibernated", requirement: "a clean shutdown"))
+        }
+        if !facts.volume.encrypted.isEmpty {
+            out.append(Finding(
+                id: "encrypted-volume", rule: "integrity", severity: .blocker,
+                message: "BitLocker-encrypted volumes on the disk (\(facts.volume.encrypted.joined(separator: ", "))): the cloud rejects encrypted "
+                    + "images, and remedy never writes them; decrypt them in Windows (manage-bde -off) and export again",
+                measured: facts.volume.encrypted.joined(separator: ", "), requirement: "no encrypted volume"))
+        }
+        return out
     }
 
     /// Findings for an OS version or architecture the policy does not accept.

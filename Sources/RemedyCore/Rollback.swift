@@ -71,6 +71,10 @@ public enum Rollback {
                 }
                 try g.rename(temp, target)
             }
+            // Transaction logs of recovered hives go back beside their hive (the oldest record has the originals).
+            var logsBack: [String: String] = [:]
+            for r in records { for (original, kept) in r.movedLogs where logsBack[original] == nil { logsBack[original] = kept } }
+            for (original, kept) in logsBack.sorted(by: { $0.key < $1.key }) { try g.cp(kept, original) }
             for path in records.flatMap(\.injected) { try g.rmF(path) }
             try g.rmRf(state)
             try session.finishWrites()

@@ -1,3 +1,5 @@
+import RegistryFormat
+
 /// Writes the bytes of an empty registry hive (regf format 1.x) from the
 /// published file format: a base block, one 4 KiB hive bin holding the root
 /// key (nk), its security record (sk) and a free cell. libhivex cannot create
@@ -118,17 +120,9 @@ public enum BlankHive {
 }
 
 /// The base block checksum as Windows computes it: XOR of the first 127
-/// dwords, with 0xFFFFFFFF stored as 0xFFFFFFFE and 0 stored as 1.
+/// dwords, with 0xFFFFFFFF stored as 0xFFFFFFFE and 0 stored as 1; stamped into fixtures (the computation lives in RegistryFormat).
 public enum RegfChecksum {
-    public static func compute(_ base: [UInt8]) -> UInt32 {
-        var x: UInt32 = 0
-        for i in stride(from: 0, to: 508, by: 4) {
-            x ^= UInt32(base[i]) | UInt32(base[i + 1]) << 8 | UInt32(base[i + 2]) << 16 | UInt32(base[i + 3]) << 24
-        }
-        if x == 0xFFFF_FFFF { return 0xFFFF_FFFE }
-        if x == 0 { return 1 }
-        return x
-    }
+    public static func compute(_ base: [UInt8]) -> UInt32 { BaseBlock.checksum(base) }
 
     public static func stamp(_ file: inout [UInt8]) {
         let c = compute(file)

@@ -1,6 +1,7 @@
 import Foundation
 import Guestfs
 import Hivex
+import RegistryFormat
 import RemedyCore
 
 /// What goes on a phony disk.
@@ -93,7 +94,14 @@ public enum ImageFactory {
         switch w.firmware {
         case .bios:
             try g.partInit(dev, type: "mbr")
-            try g.partAdd(dev, startSector: 2048, endSector: -1)
+            if w.damage == .bitLockerDataVolume {
+                let sectors = try g.blockdevSize(dev) / 512
+                try g.partAdd(dev, startSector: 2048, endSector: sectors - 32 * 2048 - 1)
+                try g.partAdd(dev, startSector: sectors - 32 * 2048, endSector: -1)
+                try writeBitLockerHeader(g, partition: dev + "2")
+            } else {
+                try g.partAdd(dev, startSector: 2048, endSector: -1)
+            }
             try g.partSetBootable(dev, partition: 1, bootable: true)
             try g.partSetMBRID(dev, partition: 1, id: 0x07)
             // A fixed disk signature, as MountedDevices refers to it.
@@ -117,7 +125,7 @@ public enum ImageFactory {
             try g.mkdirP("/EFI/Microsoft/Boot")
             try g.mkdirP("/EFI/Boot")
             let efi = MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386, subsystem: 10)
-            try g.write("/EFI/Microsoft/Boot/bootmgfw.efi", efi)
+            if !w.states.contains(.bootOnOtherDisk) { try g.write("/EFI/Microsoft/Boot/bootmgfw.efi", efi) }
             try g.write("/EFI/Boot/bootx64.efi", efi)
             let bcd = "\(work)/BCD"
             try HiveContent(rootName: "ROOT", fileName: "\\EFI\\Microsoft\\Boot\\BCD").write(to: bcd)
@@ -133,7 +141,7 @@ public enum ImageFactory {
             try g.mkdirP(dir)
         }
         try g.write("/Windows/System32/cmd.exe", MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386))
-        if w.firmware == .bios {
+        if w.firmware == .bios && !w.states.contains(.bootOnOtherDisk) {
             try g.write("/bootmgr", Array("phony bootmgr".utf8))
             try g.mkdirP("/Boot")
             let bcd = "\(work)/BCD"
@@ -142,17 +150,61 @@ public enum ImageFactory {
         }
         let system = "\(work)/SYSTEM"
         try w.systemHive(mountedDevice: mounted).write(to: system)
-        if case .truncateSystemHive(let n)? = w.damage {
+        switch w.damage {
+        case .truncateSystemHive(let n)?:
             guard truncate(system, off_t(n)) == 0 else { throw POSIXError(.EIO) }
+        case .dirtySystemHive?, .dirtySystemHiveWithoutLogs?:
+            try makeDirty(system, withLogs: w.damage == .dirtySystemHive, g: g)
+        case .hibernated?:
+            try g.write("/hiberfil.sys", Array("HIBR".utf8) + [UInt8](repeating: 0, count: 65532))
+        default:
+            break
         }
         try w.softwareHive().write(to: "\(work)/SOFTWARE")
-        for name in ["SAM", "SECURITY", "DEFAULT"] {
+        try w.samHive().write(to: "\(work)/SAM")
+        for name in ["SECURITY", "DEFAULT"] {
             try HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\\(name)").write(to: "\(work)/\(name)")
         }
         for name in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
             try g.upload("\(work)/\(name)", to: "/Windows/System32/config/\(name)")
         }
         try g.umountAll()
+        if w.damage == .bitLockerSystemVolume { try writeBitLockerHeader(g, partition: ntfs) }
+    }
+
+    /// The SYSTEM hive at `path` made dirty as Windows leaves it mid-write: the
+    /// primary keeps the old content and SYSTEM.LOG1 (new format) the write.
+    static func makeDirty(_ path: String, withLogs: Bool, g: Guestfs) throws {
+        let after = path + ".after"
+        let hive = try Hive(path: path, writable: true)
+        try hive.setValue(of: try hive.ensureNode(at: "ControlSet001\\Control\\CrashControl"), HiveValue(name: "CrashDumpEnabled", value: .dword(3)))
+        try hive.setValue(of: try hive.ensureNode(at: "ControlSet001\\Services\\RemedyLogged"), HiveValue(name: "Start", value: .dword(3)))
+        try hive.commit(to: after)
+        hive.close()
+        let before = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let (primary, logs) = DirtyHive.newFormat([before, [UInt8](try Data(contentsOf: URL(fileURLWithPath: after)))])
+        try Data(primary).write(to: URL(fileURLWithPath: path))
+        guard withLogs else { return }
+        try g.write("/Windows/System32/config/SYSTEM.LOG1", logs[0].bytes)
+        try g.write("/Windows/System32/config/SYSTEM.LOG2", [])
+    }
+
+    /// A BitLocker volume header, as blkid recognises it: the -FVE-FS- boot
+    /// sector signature and three FVE metadata blocks it points to.
+    static func writeBitLockerHeader(_ g: Guestfs, partition: String) throws {
+        var boot = [UInt8](repeating: 0, count: 512)
+        boot.replaceSubrange(0..<11, with: [0xEB, 0x58, 0x90] + Array("-FVE-FS-".utf8))
+        boot[11] = 0x00; boot[12] = 0x02; boot[13] = 0x08
+        for i in 0..<16 { boot[160 + i] = UInt8(0xB0 + i) }
+        let metadata: [UInt64] = [0x10000, 0x20000, 0x30000]
+        for (i, off) in metadata.enumerated() {
+            for b in 0..<8 { boot[176 + i * 8 + b] = UInt8(truncatingIfNeeded: off >> (8 * UInt64(b))) }
+        }
+        boot[510] = 0x55; boot[511] = 0xAA
+        try g.pwriteDevice(partition, boot, offset: 0)
+        for off in metadata {
+            try g.pwriteDevice(partition, Array("-FVE-FS-".utf8) + [64, 0, 2, 0], offset: Int64(off))
+        }
     }
 
     static func buildDataDisk(on dev: String, g: Guestfs) throws {

@@ -120,9 +120,21 @@ public struct PhonyNIC: Sendable, Codable {
 }
 
 /// A way to break a phony image on purpose.
-public enum PhonyDamage: Sendable, Codable {
+public enum PhonyDamage: Sendable, Codable, Equatable {
     /// The SYSTEM hive cut to this many bytes.
     case truncateSystemHive(Int)
+    /// Windows stopped mid-write: the SYSTEM hive is dirty and SYSTEM.LOG1
+    /// (new format) holds the last write: CrashDumpEnabled=3 and a key
+    /// `ControlSet001\Services\RemedyLogged` that only the log has.
+    case dirtySystemHive
+    /// A dirty SYSTEM hive whose logs are gone: it cannot be recovered.
+    case dirtySystemHiveWithoutLogs
+    /// hiberfil.sys holds a hibernation image (hibernated or Fast Startup).
+    case hibernated
+    /// The Windows volume itself is BitLocker-encrypted.
+    case bitLockerSystemVolume
+    /// A second, BitLocker-encrypted data partition beside an unencrypted Windows.
+    case bitLockerDataVolume
 }
 
 /// A state an exported Windows really is found in, which remedy's rules fix
@@ -148,6 +160,10 @@ public enum PhonyState: String, Sendable, Codable, CaseIterable {
     case rdpEnabled = "rdp-enabled"
     /// CrashControl AutoReboot=0 already (Windows' default is 1).
     case noAutoReboot = "no-auto-reboot"
+    /// The built-in Administrator account disabled (and no other enabled account).
+    case adminDisabled = "admin-disabled"
+    /// The boot manager was on another disk: no bootmgr/BCD (or EFI boot files) on this one.
+    case bootOnOtherDisk = "boot-on-other-disk"
 }
 
 /// A declarative phony Windows installation: real NTFS, real hives, a
@@ -210,6 +226,27 @@ public struct PhonyWindows: Sendable, Codable {
         for (path, values) in extraSystem.sorted(by: { $0.key < $1.key }) where !path.contains("{cs}") {
             h.set(path, values)
         }
+        return h
+    }
+
+    /// Local accounts: `SAM\Domains\Account\Users\<RID>` with the `F`
+    /// value whose account control flags (offset 0x38) say enabled or
+    /// disabled (bit 0x0001); Administrator (RID 500) and Guest (501, disabled).
+    public func samHive() -> HiveContent {
+        var h = HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\SAM")
+        func f(_ acb: UInt16, rid: UInt32) -> RegistryValue {
+            var v = [UInt8](repeating: 0, count: 0x50)
+            v[0] = 2   // revision
+            for i in 0..<4 { v[0x30 + i] = UInt8(truncatingIfNeeded: rid >> (8 * UInt32(i))) }
+            v[0x38] = UInt8(acb & 0xFF); v[0x39] = UInt8(acb >> 8)
+            return .binary(v)
+        }
+        let users = "SAM\\Domains\\Account\\Users"
+        // ACB_NORMAL (0x0010) | ACB_PWNOEXP (0x0200); ACB_DISABLED is 0x0001.
+        h.set("\(users)\\000001F4", ["F": f(states.contains(.adminDisabled) ? 0x0211 : 0x0210, rid: 0x1F4)])
+        h.set("\(users)\\000001F5", ["F": f(0x0215, rid: 0x1F5)])
+        h.set("\(users)\\Names\\Administrator", [:])
+        h.set("\(users)\\Names\\Guest", [:])
         return h
     }
 
@@ -361,7 +398,7 @@ public struct PhonyWindows: Sendable, Codable {
         case .virtualBoxAdditions:
             h.set("\(svc)\\VBoxGuest", Self.service(0, 1, "System32\\drivers\\VBoxGuest.sys", group: "Base"))
             h.set("\(svc)\\VBoxMouse", Self.service(3, 1, "System32\\drivers\\VBoxMouse.sys", group: "Pointer Port"))
-        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot:
+        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk:
             break   // written with the baseline or in SOFTWARE
         }
     }

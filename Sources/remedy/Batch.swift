@@ -12,7 +12,7 @@ extension Remedy {
             report is rewritten after every image, so an interrupted batch resumes with --resume. Ctrl-C stops starting \
             new appliances and lets running ones finish.
 
-            Exit codes: 0 all compliant or fixed, 2 changes pending (plan), 1 an image failed (or the batch was interrupted).
+            Exit codes: 0 all compliant or fixed, 2 changes pending (plan) or an image needs manual work, 1 an image failed (or the batch was interrupted).
             """
         )
 
@@ -170,7 +170,7 @@ extension Remedy {
         struct Merge: ParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Join the reports of a sharded batch into one (entries by path; a finished entry wins over a failed one).",
-                discussion: "Exit codes as for batch: 0 all compliant or fixed, 2 changes pending, 1 an image failed.")
+                discussion: "Exit codes as for batch: 0 all compliant or fixed, 2 changes pending or manual work needed, 1 an image failed.")
 
             @Argument(help: "Shard reports.") var reports: [String]
             @Option(name: .shortAndLong, help: "Write the merged report here (default: stdout).") var output: String?
@@ -279,5 +279,39 @@ final class Progress: @unchecked Sendable {
     static func duration(_ s: TimeInterval) -> String {
         let t = Int(s.rounded())
         return t >= 3600 ? "\(t / 3600)h\(String(format: "%02d", t % 3600 / 60))m" : t >= 60 ? "\(t / 60)m\(String(format: "%02d", t % 60))s" : "\(t)s"
+    }
+}
+
+extension Converter.Target: ExpressibleByArgument {}
+
+extension Remedy {
+    struct Convert: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Convert an image to RAW or QCOW2 (qemu-img; input format from content).",
+            discussion: """
+            Over 128 GB the cloud imports an image only by fast import: as RAW with a bitmap file (.mf) made by the cloud's \
+            own tool (its format is not published, so remedy does not make it), or as ZVHD2 (not written by remedy). \
+            QCOW2 output is compressed. Exit codes: 0 converted, 1 error (no output left behind).
+            """)
+
+        @Argument(help: "The disk image.") var image: String
+        @Option(help: "raw or qcow2.") var to: Converter.Target
+        @Option(name: .shortAndLong, help: "Output file.") var output: String
+        @Flag(help: "Replace the output if it exists.") var force = false
+
+        func validate() throws {
+            if URL(fileURLWithPath: image).standardizedFileURL == URL(fileURLWithPath: output).standardizedFileURL {
+                throw ValidationError("the output must not be the input")
+            }
+        }
+
+        func run() throws {
+            do {
+                try Converter.convert(image, to: to, output: output, overwrite: force, progress: isatty(STDERR_FILENO) == 1)
+            } catch {
+                throw fail(error, image: image, format: .text)
+            }
+            print(output)
+        }
     }
 }

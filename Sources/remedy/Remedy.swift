@@ -14,7 +14,7 @@ struct Remedy: ParsableCommand {
         Exit codes: 0 success / nothing to change, 2 changes pending (plan), 1 error.
         """,
         version: RemedyVersion.current,
-        subcommands: [Plan.self, Apply.self, Rollback.self, Batch.self, Report.self, Policies.self, Explain.self, Demo.self, Dev.self]
+        subcommands: [Plan.self, Apply.self, Rollback.self, Batch.self, Report.self, Convert.self, HiveCommand.self, Policies.self, Explain.self, Demo.self, Dev.self]
     )
 }
 

@@ -15,7 +15,7 @@ extension EndToEndTests {
     }
 
     static let expectedPlan = [
-        "win-a.qcow2": "pending", "win-b.vhdx": "pending", "win-clean.raw": "compliant",
+        "win-a.qcow2": "pending", "win-b.vhdx": "pending", "win-clean.qcow2": "compliant",
         "truncated.raw": "failed:hive-unreadable", "linux.img": "failed:not-windows", "junk.vmdk": "failed:unsupported-format",
     ]
 

@@ -16,6 +16,10 @@ struct Fixtures: Sendable {
     let batchDir: String
     /// Images for a batch apply (written by it).
     let applyDir: String
+    /// One image per acceptance rule and integrity state (plan only).
+    let acceptDir: String
+    /// Dirty, unrecoverable, hibernated and encrypted images for apply.
+    let integrityDir: String
     /// release -> image, for the inspection matrix (several formats).
     let matrix: [(release: WindowsRelease, arch: Arch, firmware: Firmware, path: String, format: DiskFormat)]
 
@@ -57,6 +61,8 @@ struct Fixtures: Sendable {
             garbage: "\(dir)/garbage.vmdk",
             batchDir: "\(dir)/batch",
             applyDir: "\(dir)/batch-apply",
+            acceptDir: "\(dir)/accept",
+            integrityDir: "\(dir)/integrity",
             matrix: matrix.map { (release: $0.0, arch: $0.1, firmware: $0.2, path: $0.3, format: $0.4) })
         var requests = [
             ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [
@@ -73,11 +79,30 @@ struct Fixtures: Sendable {
             ImageRequest(.dataDisk, path: f.dataDisk),
             ImageRequest(.linux, path: f.linux),
         ]
-        let staticWindows = PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.4.4.4")], states: [.xenPV])
+        let big = 41 * 1024   // MiB: a system disk the cloud accepts (40-1024 GB); sparse, so cheap
+        let staticWindows = PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.4.4.4")], states: [.xenPV], diskMiB: big)
+        func win(_ release: WindowsRelease = .server2016, firmware: Firmware = .bios, states: Set<PhonyState> = [], damage: PhonyDamage? = nil, mib: Int = big) -> PhonyDisk {
+            .windows(PhonyWindows(release: release, firmware: firmware, states: states.union([.noAutoReboot]), damage: damage, diskMiB: mib))
+        }
+        requests += [
+            ImageRequest(win(), path: "\(f.acceptDir)/pass.qcow2", format: .qcow2),
+            ImageRequest(win(mib: 128), path: "\(f.acceptDir)/small.qcow2", format: .qcow2),
+            ImageRequest(win(mib: 130 * 1024), path: "\(f.acceptDir)/huge.raw", format: .raw),
+            ImageRequest(win(states: [.bootOnOtherDisk]), path: "\(f.acceptDir)/noboot.qcow2", format: .qcow2),
+            ImageRequest(win(.server2008R2, firmware: .uefi), path: "\(f.acceptDir)/uefi2008r2.qcow2", format: .qcow2),
+            ImageRequest(win(states: [.adminDisabled]), path: "\(f.acceptDir)/noadmin.qcow2", format: .qcow2),
+            ImageRequest(win(damage: .bitLockerDataVolume), path: "\(f.acceptDir)/bitlocker-data.qcow2", format: .qcow2),
+            ImageRequest(win(damage: .hibernated), path: "\(f.acceptDir)/hibernated.qcow2", format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.5.5.5")], damage: .dirtySystemHive, diskMiB: big)),
+                         path: "\(f.integrityDir)/dirty.qcow2", format: .qcow2),
+            ImageRequest(win(damage: .dirtySystemHiveWithoutLogs, mib: 128), path: "\(f.integrityDir)/unrecoverable.qcow2", format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2016, damage: .hibernated)), path: "\(f.integrityDir)/hibernated.qcow2", format: .qcow2),
+            ImageRequest(win(damage: .bitLockerSystemVolume, mib: 128), path: "\(f.integrityDir)/bitlocker-system.qcow2", format: .qcow2),
+        ]
         requests += [
             ImageRequest(.windows(staticWindows), path: "\(f.batchDir)/a/win-a.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.batchDir)/win-b.vhdx", format: .vhdx),
-            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot])), path: "\(f.batchDir)/win-clean.raw", format: .raw),
+            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot], diskMiB: big)), path: "\(f.batchDir)/win-clean.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-1.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-2.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-3.qcow2", format: .qcow2),

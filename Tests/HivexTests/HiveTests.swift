@@ -140,3 +140,23 @@ func tempDir() throws -> String {
         #expect(text.contains("MS Windows"), "file said: \(text)")
     }
 }
+
+@Suite struct SafeWriteTests {
+    @Test func valuesTooBigForOneCellAndNonASCIIKeyNamesAreRefused() throws {
+        let dir = try tempDir()
+        try HiveContent(rootName: "ROOT", fileName: "\\x").write(to: dir + "/h")
+        let hive = try Hive(path: dir + "/h", writable: true)
+        defer { hive.close() }
+        let node = try hive.ensureNode(at: "Software\\Test")
+        try hive.setValue(of: node, HiveValue(name: "Fits", value: .binary([UInt8](repeating: 1, count: Hive.maxValueBytes))))
+        do {
+            try hive.setValue(of: node, HiveValue(name: "TooBig", value: .binary([UInt8](repeating: 1, count: Hive.maxValueBytes + 1))))
+            Issue.record("a value over one cell was written")
+        } catch let e as HivexError {
+            #expect(e.errno == EFBIG && e.description.contains("big-data"), "\(e)")
+        }
+        #expect(throws: HivexError.self) { try hive.addChild(to: node, named: "Clé") }
+        #expect(throws: HivexError.self) { try hive.ensureNode(at: "Software\\Ключ") }
+        #expect(try hive.value(of: node, named: "TooBig") == nil)
+    }
+}

@@ -1,0 +1,32 @@
+/// Bounds-checked little-endian reads and writes over byte arrays. Every
+/// read of untrusted data goes through these: an offset outside the data
+/// gives nil, never a trap.
+extension Array where Element == UInt8 {
+    func u32(_ offset: Int) -> UInt32? {
+        guard offset >= 0, offset <= count - 4 else { return nil }
+        return UInt32(self[offset]) | UInt32(self[offset + 1]) << 8 | UInt32(self[offset + 2]) << 16 | UInt32(self[offset + 3]) << 24
+    }
+
+    func u64(_ offset: Int) -> UInt64? {
+        guard let lo = u32(offset), let hi = u32(offset + 4) else { return nil }
+        return UInt64(lo) | UInt64(hi) << 32
+    }
+
+    func matches(_ ascii: String, at offset: Int) -> Bool {
+        let sig = Array(ascii.utf8)
+        guard offset >= 0, offset <= count - sig.count else { return false }
+        return self[offset..<offset + sig.count].elementsEqual(sig)
+    }
+
+    mutating func put32(_ value: UInt32, at offset: Int) {
+        precondition(offset >= 0 && offset + 4 <= count)
+        for i in 0..<4 { self[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
+    }
+
+    /// Writes `bytes` at `offset`, growing the array with zeros when needed.
+    mutating func write(_ bytes: ArraySlice<UInt8>, at offset: Int) {
+        let end = offset + bytes.count
+        if end > count { append(contentsOf: repeatElement(0, count: end - count)) }
+        replaceSubrange(offset..<end, with: bytes)
+    }
+}

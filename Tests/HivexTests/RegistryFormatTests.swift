@@ -1,0 +1,225 @@
+import Foundation
+import Hivex
+import RegistryFormat
+import RemedyFixtures
+import Testing
+
+/// Hive states written by libhivex: a base and three successive edits (the
+/// last one big enough to grow the hive by new bins).
+func hiveStates() throws -> [[UInt8]] {
+    let dir = try tempDir()
+    var content = HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\SYSTEM")
+    content.set("ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}", ["EnableDHCP": .dword(0), "IPAddress": .multiString(["10.0.0.5"])])
+    content.set("ControlSet001\\Control\\CrashControl", ["AutoReboot": .dword(1)])
+    content.set("Select", ["Current": .dword(1)])
+    try content.write(to: dir + "/s0")
+    var paths = [dir + "/s0"]
+    let edits: [(String, String, RegistryValue)] = [
+        ("ControlSet001\\Control\\CrashControl", "AutoReboot", .dword(0)),
+        ("ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}", "EnableDHCP", .dword(1)),
+        ("ControlSet001\\Services\\Big", "Blob", .binary((0..<12_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })),
+    ]
+    for (i, (key, name, value)) in edits.enumerated() {
+        let hive = try Hive(path: paths.last!, writable: true)
+        try hive.setValue(of: try hive.ensureNode(at: key), HiveValue(name: name, value: value))
+        paths.append(dir + "/s\(i + 1)")
+        try hive.commit(to: paths.last!)
+        hive.close()
+    }
+    return try paths.map { [UInt8](try Data(contentsOf: URL(fileURLWithPath: $0))) }
+}
+
+/// The hive bins data: what recovery must reproduce exactly.
+func bins(_ hive: [UInt8]) -> ArraySlice<UInt8> {
+    let size = Int(UInt32(hive[40]) | UInt32(hive[41]) << 8 | UInt32(hive[42]) << 16 | UInt32(hive[43]) << 24)
+    return hive[4096..<4096 + size]
+}
+
+func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryValue? {
+    let path = try tempDir() + "/h"
+    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    let hive = try Hive(path: path)
+    defer { hive.close() }
+    return try hive.node(at: key).flatMap { try hive.value(of: $0, named: name) }
+}
+
+@Suite struct RegistryFormatTests {
+    @Test func marvin32MatchesPublishedVectors() {
+        let seed: UInt64 = 0x004F_B61A_001B_DBCC
+        let vectors: [([UInt8], UInt64)] = [
+            ([], 0x30ED_35C1_00CD_3C7D), ([0xAF], 0x48E7_3FC7_7D75_DDC1), ([0xE7, 0x0F], 0xB5F6_E1FC_485D_BFF8),
+            ([0x37, 0xF4, 0x95], 0xF0B0_7C78_9B8C_F7E8), ([0x86, 0x42, 0xDC, 0x59], 0x7008_F2E8_7E9C_F556),
+            ([0x15, 0x3F, 0xB7, 0x98, 0x26], 0xE6C0_8C6D_A2AF_A997), ([0x09, 0x32, 0xE6, 0x24, 0x6C, 0x47], 0x6F04_BF1A_5EA2_4060),
+            ([0xAB, 0x42, 0x7E, 0xA8, 0xD1, 0x0F, 0xC7], 0xE118_47E4_F067_8C41),
+        ]
+        for (data, want) in vectors {
+            #expect(Marvin32.hash(data[...], seed: seed) == want, "\(data)")
+        }
+        #expect(Marvin32.hash(Array("abc".utf8)[...], seed: 0xD53C_D9CE_CD08_93B7) == 0x22C7_4339_4927_69BF)
+    }
+
+    @Test func cleanHiveIsLeftAsItIs() throws {
+        let s = try hiveStates()
+        let r = try HiveRecovery.recover(primary: s[0], logs: [])
+        #expect(r.bytes == s[0] && r.applied.isEmpty)
+        #expect(try HiveCheck(s[3]).problems.isEmpty)
+        #expect(!(try HiveCheck(s[3]).isDirty))
+    }
+
+    @Test func newFormatLogIsReplayedToTheLoggedContent() throws {
+        let s = try hiveStates()
+        let (primary, logs) = DirtyHive.newFormat(s)
+        #expect(try BaseBlock(primary).isDirty)
+        // hivex opens the dirty primary without a word, showing the stale data: the reason remedy replays logs.
+        #expect(try value(primary, "ControlSet001\\Control\\CrashControl", "AutoReboot") == .dword(1))
+        let r = try HiveRecovery.recover(primary: primary, logs: logs)
+        #expect(bins(r.bytes) == bins(s[3]), "recovered bins differ from the logged state")
+        let base = try BaseBlock(r.bytes)
+        let loggedSize = try BaseBlock(s[3]).hiveBinsSize
+        #expect(!base.isDirty && base.fileType == 0 && base.hiveBinsSize == loggedSize)
+        #expect(base.primarySequence == (try BaseBlock(primary)).primarySequence + 2)
+        #expect(r.applied == ["HIVE.LOG1: 3 entries (sequence \(base.primarySequence - 2)-\(base.primarySequence))"])
+        #expect(try value(r.bytes, "ControlSet001\\Control\\CrashControl", "AutoReboot") == .dword(0))
+        #expect(try value(r.bytes, "ControlSet001\\Services\\Big", "Blob") != nil)
+        #expect(try HiveCheck(r.bytes).problems.isEmpty)
+    }
+
+    @Test func entriesSplitOverLog1AndLog2AreAppliedInOrder() throws {
+        let s = try hiveStates()
+        let (primary, logs) = DirtyHive.newFormat(s, split: 1)
+        #expect(logs.map(\.name) == ["HIVE.LOG1", "HIVE.LOG2"])
+        // Given in the other order, recovery still starts with the log holding the earlier sequence.
+        let r = try HiveRecovery.recover(primary: primary, logs: logs.reversed())
+        #expect(bins(r.bytes) == bins(s[3]))
+        #expect(r.applied.count == 2 && r.applied[0].hasPrefix("HIVE.LOG1: 1 entry"))
+    }
+
+    @Test func aCorruptEntryStopsRecoveryAfterTheGoodOnes() throws {
+        let s = try hiveStates()
+        var (primary, logs) = DirtyHive.newFormat(s)
+        // Damage one byte of the third entry's pages: its Marvin32 hash no longer matches.
+        let e1 = DirtyHive.entry(from: s[0], to: s[1], sequence: 0).count, e2 = DirtyHive.entry(from: s[1], to: s[2], sequence: 0).count
+        logs[0].bytes[512 + e1 + e2 + 600] ^= 0xFF
+        let r = try HiveRecovery.recover(primary: primary, logs: logs)
+        #expect(bins(r.bytes) == bins(s[2]), "only the first two entries should apply")
+        #expect(r.applied[0].contains("2 entries") && r.applied[0].contains("Marvin32"), "\(r.applied)")
+        primary[4] = primary[8]   // now clean: logs are ignored
+        primary.replaceSubrange(508..<512, with: withUnsafeBytes(of: BaseBlock.checksum(primary).littleEndian, Array.init))
+        #expect(try HiveRecovery.recover(primary: primary, logs: logs).bytes == primary)
+    }
+
+    @Test func aDamagedBaseBlockIsTakenFromTheLog() throws {
+        let s = try hiveStates()
+        var (primary, logs) = DirtyHive.newFormat(s)
+        primary[100] ^= 0x5A   // checksum now wrong
+        #expect(!(try BaseBlock(primary)).checksumValid)
+        let r = try HiveRecovery.recover(primary: primary, logs: logs)
+        #expect(bins(r.bytes) == bins(s[3]))
+        #expect(try BaseBlock(r.bytes).checksumValid)
+    }
+
+    @Test func oldFormatDirtyVectorIsReplayed() throws {
+        let s = try hiveStates()
+        let (primary, log) = DirtyHive.oldFormat(before: s[0], after: s[3])
+        let r = try HiveRecovery.recover(primary: primary, logs: [("HIVE.LOG", log)])
+        #expect(bins(r.bytes) == bins(s[3]))
+        #expect(!(try BaseBlock(r.bytes)).isDirty)
+        #expect(r.applied.first?.contains("old format") == true)
+        #expect(try value(r.bytes, "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}", "EnableDHCP") == .dword(1))
+    }
+
+    @Test func aDirtyHiveWithoutUsableLogsIsRefused() throws {
+        let s = try hiveStates()
+        let (primary, logs) = DirtyHive.newFormat(s)
+        #expect(throws: RegfError.self) { try HiveRecovery.recover(primary: primary, logs: []) }
+        var broken = logs[0].bytes
+        broken[508] ^= 1
+        #expect(throws: RegfError.self) { try HiveRecovery.recover(primary: primary, logs: [("HIVE.LOG1", broken)]) }
+    }
+
+    @Test func checkFindsTruncationAndBadBins() throws {
+        let s = try hiveStates()
+        let cut = Array(s[3][0..<(s[3].count - 4096)])
+        #expect(try HiveCheck(cut).problems.contains { $0.contains("truncated") })
+        var bad = s[3]
+        bad[4096] = 0x58
+        #expect(try HiveCheck(bad).problems.contains { $0.contains("no hbin signature") })
+        #expect(throws: RegfError.self) { try HiveCheck(Array("not a hive at all".utf8)) }
+    }
+
+    @Test func sealWritesWindowsChecksumAndSequence() throws {
+        var base = [UInt8](repeating: 0, count: 4096)
+        base.replaceSubrange(0..<4, with: Array("regf".utf8))
+        BaseBlock.seal(&base, sequence: 7)
+        let b = try BaseBlock(base)
+        #expect(b.primarySequence == 7 && b.secondarySequence == 7 && b.checksumValid)
+        // Make the plain XOR of the first 508 bytes come out as 0xFFFFFFFF: Windows stores 0xFFFFFFFE.
+        var x: UInt32 = 0
+        for i in stride(from: 0, to: 508, by: 4) where i != 200 {
+            x ^= UInt32(base[i]) | UInt32(base[i + 1]) << 8 | UInt32(base[i + 2]) << 16 | UInt32(base[i + 3]) << 24
+        }
+        let filler = 0xFFFF_FFFF ^ x
+        base.replaceSubrange(200..<204, with: withUnsafeBytes(of: filler.littleEndian, Array.init))
+        BaseBlock.seal(&base, sequence: 7)
+        #expect(try BaseBlock(base).storedChecksum == 0xFFFF_FFFE)
+    }
+}
+
+/// Mutated and truncated hives and logs: every parser on the host must
+/// answer with an error or a result, never crash or hang. Bounded in time
+/// so it runs in CI; REMEDY_FUZZ_SECONDS runs it longer.
+@Suite struct RegistryFuzzTests {
+    @Test func mutatedHivesAndLogsNeverCrashTheParsers() throws {
+        let s = try hiveStates()
+        let (primary, logs) = DirtyHive.newFormat(s, split: 2)
+        let (oldPrimary, oldLog) = DirtyHive.oldFormat(before: s[0], after: s[2])
+        let seconds = Double(ProcessInfo.processInfo.environment["REMEDY_FUZZ_SECONDS"] ?? "") ?? 4
+        var rng = SystemRandomNumberGenerator()
+        let dir = try tempDir()
+        let deadline = Date().addingTimeInterval(seconds)
+        var rounds = 0, recovered = 0, rejected = 0, hivexOpened = 0
+        func mutate(_ b: [UInt8]) -> [UInt8] {
+            var m = b
+            switch Int.random(in: 0..<5, using: &rng) {
+            case 0: m = Array(m.prefix(Int.random(in: 0...m.count, using: &rng)))   // truncated
+            case 1:   // a few random bytes anywhere
+                for _ in 0..<Int.random(in: 1...8, using: &rng) where !m.isEmpty { m[Int.random(in: 0..<m.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            case 2:   // header fields: sequence numbers, sizes, offsets
+                for _ in 0..<Int.random(in: 1...4, using: &rng) where m.count > 48 { m[Int.random(in: 4..<48, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            case 3:   // a huge 32-bit field somewhere in the first 8 KiB
+                if m.count > 8 {
+                    let at = Int.random(in: 0..<min(m.count - 4, 8192), using: &rng) & ~3
+                    m.replaceSubrange(at..<at + 4, with: [0xFF, 0xFF, 0xFF, 0x7F])
+                }
+            default: m += (0..<Int.random(in: 1...4096, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            }
+            return m
+        }
+        while Date() < deadline {
+            rounds += 1
+            let useOld = rounds % 3 == 0
+            let p = Bool.random(using: &rng) ? mutate(useOld ? oldPrimary : primary) : (useOld ? oldPrimary : primary)
+            let l = useOld ? [("HIVE.LOG", mutate(oldLog))] : logs.map { ($0.name, Bool.random(using: &rng) ? mutate($0.bytes) : $0.bytes) }
+            do {
+                let r = try HiveRecovery.recover(primary: p, logs: l)
+                recovered += 1
+                _ = try? HiveCheck(r.bytes)
+                // What recovery accepts goes on to hivex, as in remedy.
+                if rounds % 4 == 0 {
+                    let path = dir + "/f\(rounds % 8)"
+                    FileManager.default.createFile(atPath: path, contents: Data(r.bytes))
+                    if let h = try? Hive(path: path) {
+                        hivexOpened += 1
+                        _ = try? h.node(at: "ControlSet001\\Control\\CrashControl").map { try h.values(of: $0) }
+                        h.close()
+                    }
+                }
+            } catch is RegfError {
+                rejected += 1
+            }
+        }
+        #expect(rounds > 50, "the fuzzer barely ran: \(rounds) rounds")
+        #expect(recovered > 0 && rejected > 0, "mutations should both pass and fail: \(recovered) recovered, \(rejected) rejected")
+        print("registry fuzz: \(rounds) rounds in \(seconds) s, \(recovered) recovered, \(rejected) rejected, \(hivexOpened) opened by hivex")
+    }
+}
