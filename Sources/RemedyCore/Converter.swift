@@ -20,23 +20,35 @@ public enum Converter {
         if progress { args.append("-p") }
         if target == .qcow2 { args += ["-c"] }   // compressed: smaller uploads
         args += [input, temp]
+        do {
+            try QemuImg.run(args, image: input)
+        } catch {
+            try? fm.removeItem(atPath: temp)
+            throw error
+        }
+        guard rename(temp, output) == 0 else {
+            try? fm.removeItem(atPath: temp)
+            throw RemedyError(.writeFailed, image: input, "cannot rename the converted image to \(output): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// Runs qemu-img; a failure is an error naming the image, with what qemu-img said.
+public enum QemuImg {
+    public static func run(_ args: [String], image: String) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
         p.arguments = args
         let err = Pipe()
         p.standardError = err
         do { try p.run() } catch {
-            throw RemedyError(.invalidArgument, image: input, "cannot run qemu-img: \(error)", cause: error)
+            throw RemedyError(.invalidArgument, image: image, "cannot run qemu-img: \(error)", cause: error)
         }
         let message = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            try? fm.removeItem(atPath: temp)
-            throw RemedyError(.writeFailed, image: input, "qemu-img convert failed: \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        guard rename(temp, output) == 0 else {
-            try? fm.removeItem(atPath: temp)
-            throw RemedyError(.writeFailed, image: input, "cannot rename the converted image to \(output): \(String(cString: strerror(errno)))")
+            let text = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw RemedyError(.writeFailed, image: image, "qemu-img \(args.first ?? "") failed: \(text)")
         }
     }
 }

@@ -33,6 +33,11 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
         func le64(_ o: Int) -> UInt64 { o + 8 <= head.count ? head[o..<o + 8].reversed().reduce(0) { $0 << 8 | UInt64($1) } : 0 }
         func starts(_ s: String) -> Bool { head.starts(with: Array(s.utf8)) }
 
+        // Huawei Cloud's own formats (their qemu driver's cookies "z2strm" and "stream"): recognised, not readable here.
+        for (cookie, name) in [("z2strm", "ZVHD2"), ("stream", "ZVHD")] where starts(cookie) && head.count > 6 && head[6] == 0 {
+            throw RemedyError(.unsupportedFormat, image: path, "a \(name) image (Huawei Cloud's own format): the cloud imports it as it is, but remedy cannot "
+                              + "open it; convert it to qcow2 or raw with the cloud's image tool (qemu-img with its zvhd driver) to remediate it")
+        }
         if head.starts(with: [0x51, 0x46, 0x49, 0xFB]) {  // "QFI\xfb"
             let version = be32(4)
             if be64(8) != 0 {

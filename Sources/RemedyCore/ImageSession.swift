@@ -138,6 +138,7 @@ public final class ImageSession {
         let g = appliance.guestfs
         imageInfo = ImageInfo(path: prepared.path, format: prepared.format.rawValue, fileSize: prepared.fileSize,
                               virtualSize: try? g.blockdevSize(device))
+        appliance.mounted = nil   // locate unmounts whatever another session left mounted
         do {
             install = try WindowsInspector.locate(g, device: device)
         } catch let e as GuestfsError {

@@ -250,7 +250,33 @@ public enum PolicyLoader {
         return base
     }
 
+    /// Limits that keep a hostile policy from exhausting the parser (whose composer recurses per nesting level).
+    static let maxPolicyBytes = 1_048_576
+    static let maxNesting = 64
+
+    static func checkShape(_ text: String, source: String) throws {
+        guard text.utf8.count <= maxPolicyBytes else {
+            throw RemedyError(.policyInvalid, "\(source): the policy is over \(maxPolicyBytes / 1024) KiB")
+        }
+        var depth = 0, deepest = 0, line = 1
+        var quote: UInt8?
+        for b in text.utf8 {
+            if b == UInt8(ascii: "\n") { line += 1; quote = nil; continue }
+            if let q = quote { if b == q { quote = nil }; continue }
+            switch b {
+            case UInt8(ascii: "\""), UInt8(ascii: "'"): quote = b
+            case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1; deepest = max(deepest, depth)
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth = max(0, depth - 1)
+            default: break
+            }
+            if deepest > maxNesting {
+                throw RemedyError(.policyInvalid, "\(source):\(line): nested more than \(maxNesting) levels deep")
+            }
+        }
+    }
+
     static func decode(_ text: String, source: String) throws -> (Document, Node) {
+        try checkShape(text, source: source)
         let node: Node
         do {
             guard let n = try Yams.compose(yaml: text) else {

@@ -73,18 +73,7 @@ public enum ImageFactory {
     public static func convert(_ raw: String, to path: String, format: DiskFormat) throws {
         var args = ["convert", "-q", "-f", "raw", "-O", format.qemuName]
         if format == .vhd { args += ["-o", "subformat=dynamic"] }
-        args += [raw, path]
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
-        p.arguments = args
-        let err = Pipe()
-        p.standardError = err
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw RemedyError(.writeFailed, image: path, "qemu-img convert failed: \(text)")
-        }
+        try QemuImg.run(args + [raw, path], image: path)
     }
 
     static func buildWindows(_ w: PhonyWindows, on dev: String, g: Guestfs, work: String, index: Int) throws {

@@ -191,6 +191,15 @@ rules:
         #expect { try DiskFormat.detect(path: write(h)) } throws: { ($0 as? RemedyError)?.code == .unsafeImage }
     }
 
+    @Test func huaweiFormatsAreRecognisedAndRefusedByName() throws {
+        for (cookie, name) in [("z2strm", "ZVHD2"), ("stream", "ZVHD")] {
+            let path = try write(Array(cookie.utf8) + [0] + [UInt8](repeating: 7, count: 4089))
+            #expect { try DiskFormat.detect(path: path) } throws: {
+                ($0 as? RemedyError)?.code == .unsupportedFormat && "\($0)".contains(name + " image")
+            }
+        }
+    }
+
     @Test func otherFormatsAreDetectedByContent() throws {
         var vhdx = [UInt8](repeating: 0, count: 512); vhdx[0..<8] = ArraySlice("vhdxfile".utf8)
         #expect(try DiskFormat.detect(path: write(vhdx)) == .vhdx)

@@ -368,3 +368,38 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
         #expect(try PolicyLoader.load("openstack-kvm").extends == ["huawei-ims"])
     }
 }
+
+/// Policies come from users and sites: malformed, truncated or hostile YAML
+/// gives a policy-invalid error, never a crash or a hang.
+@Suite struct PolicyFuzzTests {
+    @Test func mutatedPoliciesFailCleanly() throws {
+        let sources = try ["huawei-ims", "openstack-kvm", "azure"].map { try String(contentsOfFile: PolicyLoader.locate($0), encoding: .utf8) }
+        var rng = SystemRandomNumberGenerator()
+        let deadline = Date().addingTimeInterval(Double(ProcessInfo.processInfo.environment["REMEDY_FUZZ_SECONDS"] ?? "") ?? 2)
+        var rounds = 0, parsed = 0, rejected = 0
+        let noise = Array(":-[]{}#&*!|>'\"%@`,?\n\t \\$".utf8)
+        while Date() < deadline {
+            rounds += 1
+            var bytes = Array(sources[rounds % sources.count].utf8)
+            switch rounds % 4 {
+            case 0: bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng)))
+            case 1: for _ in 0..<Int.random(in: 1...6, using: &rng) { bytes[Int.random(in: 0..<bytes.count, using: &rng)] = noise.randomElement(using: &rng)! }
+            case 2: for _ in 0..<Int.random(in: 1...6, using: &rng) { bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            default: bytes.insert(contentsOf: noise.shuffled(using: &rng).prefix(5), at: Int.random(in: 0..<bytes.count, using: &rng))
+            }
+            do {
+                _ = try PolicyLoader.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
+                parsed += 1
+            } catch let e as RemedyError {
+                #expect(e.code == .policyInvalid || e.code == .policyNotFound, "\(e)")
+                rejected += 1
+            }
+        }
+        // Deep nesting and huge scalars.
+        for text in [String(repeating: "[", count: 5000), "name: " + String(repeating: "x", count: 2_000_000) + "\ndescription: d\n",
+                     "name: t\ndescription: d\nrules:\n" + String(repeating: "  - id: nic-dhcp\n", count: 5000)] {
+            do { _ = try PolicyLoader.parse(text, source: "fuzz.yaml"); parsed += 1 } catch is RemedyError { rejected += 1 }
+        }
+        #expect(rounds > 20 && rejected > 0, "\(rounds) rounds, \(parsed) parsed, \(rejected) rejected")
+    }
+}
