@@ -83,11 +83,15 @@ public enum ImageFactory {
         switch w.firmware {
         case .bios:
             try g.partInit(dev, type: "mbr")
-            if w.damage == .bitLockerDataVolume {
+            if w.damage == .bitLockerDataVolume || w.states.contains(.dataPartition) {
                 let sectors = try g.blockdevSize(dev) / 512
                 try g.partAdd(dev, startSector: 2048, endSector: sectors - 32 * 2048 - 1)
                 try g.partAdd(dev, startSector: sectors - 32 * 2048, endSector: -1)
-                try writeBitLockerHeader(g, partition: dev + "2")
+                if w.damage == .bitLockerDataVolume {
+                    try writeBitLockerHeader(g, partition: dev + "2")
+                } else {
+                    try g.mkfs("ntfs", dev + "2", label: "Data")
+                }
             } else {
                 try g.partAdd(dev, startSector: 2048, endSector: -1)
             }

@@ -164,6 +164,8 @@ public enum PhonyState: String, Sendable, Codable, CaseIterable {
     case adminDisabled = "admin-disabled"
     /// The boot manager was on another disk: no bootmgr/BCD (or EFI boot files) on this one.
     case bootOnOtherDisk = "boot-on-other-disk"
+    /// A second NTFS partition with data beside Windows on the system disk (BIOS layout).
+    case dataPartition = "data-partition"
 }
 
 /// A declarative phony Windows installation: real NTFS, real hives, a
@@ -398,7 +400,7 @@ public struct PhonyWindows: Sendable, Codable {
         case .virtualBoxAdditions:
             h.set("\(svc)\\VBoxGuest", Self.service(0, 1, "System32\\drivers\\VBoxGuest.sys", group: "Base"))
             h.set("\(svc)\\VBoxMouse", Self.service(3, 1, "System32\\drivers\\VBoxMouse.sys", group: "Pointer Port"))
-        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk:
+        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk, .dataPartition:
             break   // written with the baseline or in SOFTWARE
         }
     }

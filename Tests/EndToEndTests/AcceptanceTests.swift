@@ -21,7 +21,7 @@ extension EndToEndTests {
         let report = try Self.report(reportPath)
         var by: [String: BatchEntry] = [:]
         for e in report.entries { by[(e.path as NSString).lastPathComponent] = e }
-        #expect(by.count == 8, "\(by.keys.sorted())")
+        #expect(by.count == 9, "\(by.keys.sorted())")
         let pass = try #require(by["pass.qcow2"])
         #expect(pass.status == .compliant && Self.ids(pass) == ["password-complexity"], "\(pass.findings)")
         let expected: [String: (id: String, severity: Finding.Severity)] = [
@@ -32,6 +32,7 @@ extension EndToEndTests {
             "noadmin.qcow2": ("admin-account", .blocker),
             "bitlocker-data.qcow2": ("encrypted-volume", .blocker),
             "hibernated.qcow2": ("hibernated", .blocker),
+            "data.qcow2": ("data-partition", .warning),
         ]
         for (name, want) in expected {
             let e = try #require(by[name], "\(name) missing")

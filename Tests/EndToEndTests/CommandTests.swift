@@ -57,6 +57,20 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: d + "/nope"))
     }
 
+    @Test func explainCoversEveryRule() throws {
+        let list = try remedy(["explain"])
+        #expect(list.status == 0)
+        for rule in BuiltinRule.all.map(\.documentation.id) {
+            #expect(list.stdout.contains(rule), "\(rule) not listed")
+            let r = try remedy(["explain", rule])
+            #expect(r.status == 0 && r.stdout.contains("Checks:") && r.stdout.contains("Changes:") && r.stdout.contains("Why:"), "\(rule): \(r.stderr)")
+        }
+        let registry = try remedy(["explain", "san-policy", "--policy", "azure"])
+        #expect(registry.status == 0 && registry.stdout.contains("partmgr"), "\(registry.stderr)")
+        let unknown = try remedy(["explain", "no-such-rule"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("known rules"))
+    }
+
     @Test func convertWritesTheTargetFormatOrNothing() throws {
         let d = try dir()
         // A raw disk with an MBR signature: small and enough for qemu-img.

@@ -93,6 +93,7 @@ struct Fixtures: Sendable {
             ImageRequest(win(states: [.adminDisabled]), path: "\(f.acceptDir)/noadmin.qcow2", format: .qcow2),
             ImageRequest(win(damage: .bitLockerDataVolume), path: "\(f.acceptDir)/bitlocker-data.qcow2", format: .qcow2),
             ImageRequest(win(damage: .hibernated), path: "\(f.acceptDir)/hibernated.qcow2", format: .qcow2),
+            ImageRequest(win(states: [.dataPartition]), path: "\(f.acceptDir)/data.qcow2", format: .qcow2),
             ImageRequest(.windows(PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.5.5.5")], damage: .dirtySystemHive, diskMiB: big)),
                          path: "\(f.integrityDir)/dirty.qcow2", format: .qcow2),
             ImageRequest(win(damage: .dirtySystemHiveWithoutLogs, mib: 128), path: "\(f.integrityDir)/unrecoverable.qcow2", format: .qcow2),
