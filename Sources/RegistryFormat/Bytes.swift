@@ -1,13 +1,14 @@
 /// Bounds-checked little-endian reads and writes over byte arrays. Every
 /// read of untrusted data goes through these: an offset outside the data
 /// gives nil, never a trap.
+/// Public for the fixtures that write hives and logs from the same format.
 extension Array where Element == UInt8 {
-    func u32(_ offset: Int) -> UInt32? {
+    public func u32(_ offset: Int) -> UInt32? {
         guard offset >= 0, offset <= count - 4 else { return nil }
         return UInt32(self[offset]) | UInt32(self[offset + 1]) << 8 | UInt32(self[offset + 2]) << 16 | UInt32(self[offset + 3]) << 24
     }
 
-    func u64(_ offset: Int) -> UInt64? {
+    public func u64(_ offset: Int) -> UInt64? {
         guard let lo = u32(offset), let hi = u32(offset + 4) else { return nil }
         return UInt64(lo) | UInt64(hi) << 32
     }
@@ -18,9 +19,14 @@ extension Array where Element == UInt8 {
         return self[offset..<offset + sig.count].elementsEqual(sig)
     }
 
-    mutating func put32(_ value: UInt32, at offset: Int) {
+    public mutating func put32(_ value: UInt32, at offset: Int) {
         precondition(offset >= 0 && offset + 4 <= count)
         for i in 0..<4 { self[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
+    }
+
+    public mutating func put64(_ value: UInt64, at offset: Int) {
+        put32(UInt32(truncatingIfNeeded: value), at: offset)
+        put32(UInt32(truncatingIfNeeded: value >> 32), at: offset + 4)
     }
 
     /// Writes `bytes` at `offset`, growing the array with zeros when needed.

@@ -125,7 +125,6 @@ public enum RegfChecksum {
     public static func compute(_ base: [UInt8]) -> UInt32 { BaseBlock.checksum(base) }
 
     public static func stamp(_ file: inout [UInt8]) {
-        let c = compute(file)
-        for i in 0..<4 { file[508 + i] = UInt8(truncatingIfNeeded: c >> (8 * UInt32(i))) }
+        file.put32(compute(file), at: 508)
     }
 }

@@ -4,20 +4,7 @@ import RegistryFormat
 /// registry file format specification: what Windows leaves on disk when it
 /// stops between logging a write and finishing it in the primary file.
 public enum DirtyHive {
-    static func u32(_ b: [UInt8], _ o: Int) -> UInt32 {
-        UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24
-    }
-
-    static func put32(_ b: inout [UInt8], _ v: UInt32, _ o: Int) {
-        for i in 0..<4 { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) }
-    }
-
-    static func put64(_ b: inout [UInt8], _ v: UInt64, _ o: Int) {
-        put32(&b, UInt32(truncatingIfNeeded: v), o)
-        put32(&b, UInt32(truncatingIfNeeded: v >> 32), o + 4)
-    }
-
-    static func binsSize(_ hive: [UInt8]) -> Int { Int(u32(hive, 40)) }
+    static func binsSize(_ hive: [UInt8]) -> Int { Int(hive.u32(40)!) }
 
     /// Offsets (from the first hive bin) of the `page`-sized pages of `after`'s bins that differ from `before`'s.
     static func changedPages(_ before: [UInt8], _ after: [UInt8], page: Int) -> [Int] {
@@ -32,19 +19,19 @@ public enum DirtyHive {
     /// The primary as Windows leaves it mid-write: the old content, primary sequence one ahead of the secondary.
     public static func dirtyPrimary(_ before: [UInt8]) -> [UInt8] {
         var p = before
-        put32(&p, u32(p, 8) &+ 1, 4)
-        put32(&p, BaseBlock.checksum(p), 508)
+        p.put32(p.u32(8)! &+ 1, at: 4)
+        p.put32(BaseBlock.checksum(p), at: 508)
         return p
     }
 
     /// A log's copy of a base block: file type, both sequence numbers, checksum.
     static func logBase(_ from: [UInt8], type: UInt32, sequence: UInt32, timestamp: UInt64? = nil) -> [UInt8] {
         var b = Array(from[0..<512])
-        put32(&b, type, 28)
-        put32(&b, sequence, 4)
-        put32(&b, sequence, 8)
-        if let timestamp { put64(&b, timestamp, 12) }
-        put32(&b, BaseBlock.checksum(b), 508)
+        b.put32(type, at: 28)
+        b.put32(sequence, at: 4)
+        b.put32(sequence, at: 8)
+        if let timestamp { b.put64(timestamp, at: 12) }
+        b.put32(BaseBlock.checksum(b), at: 508)
         return b
     }
 
@@ -53,18 +40,18 @@ public enum DirtyHive {
         let pages = changedPages(before, after, page: 4096)
         var e = [UInt8](repeating: 0, count: 40 + pages.count * 8)
         e.replaceSubrange(0..<4, with: Array("HvLE".utf8))
-        put32(&e, sequence, 12)
-        put32(&e, UInt32(binsSize(after)), 16)
-        put32(&e, UInt32(pages.count), 20)
+        e.put32(sequence, at: 12)
+        e.put32(UInt32(binsSize(after)), at: 16)
+        e.put32(UInt32(pages.count), at: 20)
         for (i, off) in pages.enumerated() {
-            put32(&e, UInt32(off), 40 + i * 8)
-            put32(&e, 4096, 44 + i * 8)
+            e.put32(UInt32(off), at: 40 + i * 8)
+            e.put32(4096, at: 44 + i * 8)
         }
         for off in pages { e += after[4096 + off..<4096 + off + 4096] }
         if e.count % 512 != 0 { e += [UInt8](repeating: 0, count: 512 - e.count % 512) }
-        put32(&e, UInt32(e.count), 4)
-        put64(&e, Marvin32.hash(e[40...]), 24)
-        put64(&e, Marvin32.hash(e[0..<32]), 32)
+        e.put32(UInt32(e.count), at: 4)
+        e.put64(Marvin32.hash(e[40...]), at: 24)
+        e.put64(Marvin32.hash(e[0..<32]), at: 32)
         return e
     }
 
@@ -73,7 +60,7 @@ public enum DirtyHive {
     /// state. `split` entries go to `.LOG1`, the rest to `.LOG2`.
     public static func newFormat(_ states: [[UInt8]], split: Int? = nil) -> (primary: [UInt8], logs: [(name: String, bytes: [UInt8])]) {
         let primary = dirtyPrimary(states[0])
-        let first = u32(primary, 4)
+        let first = primary.u32(4)!
         var entries: [[UInt8]] = []
         for i in 1..<states.count { entries.append(entry(from: states[i - 1], to: states[i], sequence: first &+ UInt32(i - 1))) }
         let cut = split ?? entries.count
@@ -94,7 +81,7 @@ public enum DirtyHive {
         let primary = dirtyPrimary(before)
         let pages = changedPages(before, after, page: 512)
         let bits = binsSize(after) / 512
-        var log = logBase(after, type: 1, sequence: u32(primary, 4), timestamp: UInt64(u32(before, 12)) | UInt64(u32(before, 16)) << 32)
+        var log = logBase(after, type: 1, sequence: primary.u32(4)!, timestamp: before.u64(12)!)
         var vector = Array("DIRT".utf8) + [UInt8](repeating: 0, count: (bits + 7) / 8)
         for off in pages { vector[4 + off / 512 / 8] |= 1 << UInt8(off / 512 % 8) }
         log += vector
