@@ -247,6 +247,8 @@ public final class Guestfs {
     public func touch(_ path: String) throws { try call("touch") { guestfs_touch($0, path) } }
     public func rmRf(_ path: String) throws { try call("rm_rf") { guestfs_rm_rf($0, path) } }
     public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }
+    /// Every file and directory below `directory`, as paths relative to it (one call, however deep).
+    public func find(_ directory: String) throws -> [String] { try stringList("find") { guestfs_find($0, directory) } }
     /// A checksum of a guest file computed inside the appliance (`sha256`, `md5`, ...).
     public func checksum(_ type: String, _ path: String) throws -> String { try string("checksum") { guestfs_checksum($0, type, path) } }
     /// Copies a file inside the guest.

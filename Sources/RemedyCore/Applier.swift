@@ -22,6 +22,8 @@ public struct ApplyReport: Sendable, Equatable, Codable {
     public var injected: [String] = []
     /// Transaction logs of recovered hives moved into the backup: original guest path -> where it is now.
     public var movedLogs: [String: String] = [:]
+    /// Files remedy replaced: guest path -> the copy of the original kept in the backup.
+    public var fileBackups: [String: String] = [:]
 
     public init(runID: String, remedyVersion: String, startedAt: Date, plan: Plan, backups: [String: String], record: String?,
                 acceleration: String, injected: [String] = []) {
@@ -35,7 +37,7 @@ public struct ApplyReport: Sendable, Equatable, Codable {
         self.injected = injected
     }
 
-    private enum CodingKeys: String, CodingKey { case schema, runID, remedyVersion, startedAt, plan, backups, record, acceleration, injected, movedLogs }
+    private enum CodingKeys: String, CodingKey { case schema, runID, remedyVersion, startedAt, plan, backups, record, acceleration, injected, movedLogs, fileBackups }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -49,6 +51,7 @@ public struct ApplyReport: Sendable, Equatable, Codable {
         acceleration = try c.decode(String.self, forKey: .acceleration)
         injected = try c.decodeIfPresent([String].self, forKey: .injected) ?? []
         movedLogs = try c.decodeIfPresent([String: String].self, forKey: .movedLogs) ?? [:]
+        fileBackups = try c.decodeIfPresent([String: String].self, forKey: .fileBackups) ?? [:]
     }
 }
 
@@ -71,15 +74,20 @@ public enum Applier {
         var report = ApplyReport(runID: runID, remedyVersion: RemedyVersion.current, startedAt: now, plan: plan,
                                  backups: [:], record: nil, acceleration: session.appliance.acceleration.rawValue)
         let changes = plan.changes
-        guard !changes.isEmpty else { return report }
+        let fileChanges = plan.fileChanges
+        guard !changes.isEmpty || !fileChanges.isEmpty else { return report }
+        if !plan.blockers.isEmpty, let b = plan.blockers.first(where: { $0.id.hasPrefix("payload-") || $0.id.hasPrefix("virtio-win") }) {
+            throw RemedyError(.planMismatch, image: session.imagePath, "\(b.message); nothing was written")
+        }
         let image = session.imagePath
         if plan.findings.contains(where: { $0.id == "hibernated" }) {
             throw RemedyError(.hibernated, image: image, "Windows was hibernated or shut down with Fast Startup: its volume cannot be edited safely; "
                               + "boot the VM, shut it down fully (shutdown /s /t 0) or turn hibernation off (powercfg /h off), and export it again. Nothing was written")
         }
 
-        // 1. Every hive edited and verified locally before anything is written to the image.
+        // 1. Every hive edited and verified locally, every file's content at hand and checked, before anything is written to the image.
         let prepared = try prepare(changes, localHives: session.localHives, integrity: session.integrity, image: image)
+        let localFiles = try stage(fileChanges, session: session)
 
         // 2. Into the image: back up, upload beside, check, rename over.
         let g = session.g
@@ -98,6 +106,8 @@ public enum Applier {
                                   + "(hibernation, Fast Startup or a crash); boot it and shut it down fully, then try again. Nothing was written", cause: e)
             }
             try g.mkdirP(backupDir)
+            // Files first: each checked against the plan, the original kept, the new one uploaded beside and renamed over.
+            try writeFiles(fileChanges, localFiles, session: session, backupDir: backupDir, report: &report)
             for (hive, newFile) in prepared {
                 let target = session.hivePaths[hive]!
                 let backup = "\(backupDir)/\(hive.rawValue)"
@@ -131,14 +141,94 @@ public enum Applier {
             try g.upload(local, to: recordPath)
             try session.finishWrites()
         } catch let e as GuestfsError {
+            let undone = replaced.isEmpty ? undoFiles(report, session: session) : ""
             let state = replaced.isEmpty
-                ? "no hive was replaced"
+                ? "no hive was replaced" + undone
                 : "already replaced: " + replaced.map { "\($0.rawValue) (original kept at \(ImageSession.windowsPath(report.backups[$0.rawValue] ?? "?")))" }.joined(separator: ", ")
+                    + "; remedy rollback restores the image"
             throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message); \(state)", cause: e)
         } catch let e as RemedyError {
+            if replaced.isEmpty { _ = undoFiles(report, session: session) }
             throw e.with(image: image)
         }
         return report
+    }
+
+    /// The local bytes of every file change, checked against the planned checksum.
+    static func stage(_ changes: [FileChange], session: ImageSession) throws -> [String] {
+        var out: [String] = []
+        let dir = session.workDirectory + "/files"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for (i, c) in changes.enumerated() {
+            guard c.op == .write else { out.append(""); continue }
+            let local: String
+            if let bytes = c.contentBytes {
+                local = "\(dir)/\(i)"
+                guard FileManager.default.createFile(atPath: local, contents: Data(bytes)) else {
+                    throw RemedyError(.writeFailed, image: session.imagePath, "cannot write \(local)")
+                }
+            } else if let source = c.source, let path = session.localSource(source) {
+                local = path
+            } else {
+                throw RemedyError(.planMismatch, image: session.imagePath, "\(c.path): the plan names source \(c.source ?? "none"), which this run was not given")
+            }
+            let (sha, _) = try SHA256Hex.ofFile(local)
+            guard sha == c.sha256 else {
+                throw RemedyError(.planMismatch, image: session.imagePath, "\(c.source ?? c.path) changed since it was planned (SHA-256 \(sha), planned \(c.sha256)); nothing was written")
+            }
+            out.append(local)
+        }
+        return out
+    }
+
+    /// Writes planned files: every `before` is checked first (nothing is written when one differs), then each
+    /// file is uploaded beside its target, its checksum read back, and renamed over it; replaced files are kept.
+    static func writeFiles(_ changes: [FileChange], _ locals: [String], session: ImageSession, backupDir: String, report: inout ApplyReport) throws {
+        let g = session.g
+        var targets: [String] = []
+        for c in changes {
+            let existing = session.resolveExisting(c.path)
+            let now = try existing.flatMap { (try g.isFile($0)) ? try g.checksum("sha256", $0) : nil }
+            guard now == c.before else {
+                throw RemedyError(.planMismatch, image: session.imagePath, "\(ImageSession.windowsPath(c.path)) is \(now.map { "SHA-256 \($0)" } ?? "absent"), "
+                                  + "the plan expected \(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned); nothing was written")
+            }
+            targets.append(existing ?? session.resolveForWriting(c.path))
+        }
+        for (i, c) in changes.enumerated() {
+            let target = targets[i]
+            if c.before != nil {
+                let backup = "\(backupDir)/files" + target
+                try g.mkdirP((backup as NSString).deletingLastPathComponent)
+                try g.cp(target, backup)
+                report.fileBackups[target] = backup
+            }
+            switch c.op {
+            case .delete:
+                try g.rm(target)
+            case .write:
+                try g.mkdirP((target as NSString).deletingLastPathComponent)
+                let temp = target + ".remedy-new"
+                try g.upload(locals[i], to: temp)
+                guard try g.checksum("sha256", temp) == c.sha256 else {
+                    try? g.rmF(temp)
+                    throw RemedyError(.verifyFailed, image: session.imagePath, "\(ImageSession.windowsPath(target)) read back from the image differs from what was uploaded")
+                }
+                try g.rename(temp, target)
+                if c.before == nil { report.injected.append(target) }
+            }
+        }
+    }
+
+    /// Puts files back as they were after a failed apply (best effort); says what it did.
+    static func undoFiles(_ report: ApplyReport, session: ImageSession) -> String {
+        guard !report.injected.isEmpty || !report.fileBackups.isEmpty else { return "" }
+        let g = session.g
+        var failed = 0
+        for path in report.injected where (try? g.rmF(path)) == nil { failed += 1 }
+        for (path, backup) in report.fileBackups where (try? g.cp(backup, path)) == nil { failed += 1 }
+        try? g.sync()
+        return failed == 0 ? "; the files already written were removed again" : "; \(failed) file(s) could not be put back: run remedy rollback"
     }
 
     /// Edits local copies of the hives: for each hive the plan touches, a new

@@ -199,11 +199,14 @@ public final class BatchRunner: @unchecked Sendable {
         public var jobs: Int
         public var perAppliance: Int
         public var appliance: ApplianceOptions
-        public init(mode: Mode, jobs: Int, perAppliance: Int, appliance: ApplianceOptions) {
+        /// virtio-win and payload files, the same for every image.
+        public var inputs: PayloadInputs
+        public init(mode: Mode, jobs: Int, perAppliance: Int, appliance: ApplianceOptions, inputs: PayloadInputs = PayloadInputs()) {
             self.mode = mode
             self.jobs = jobs
             self.perAppliance = perAppliance
             self.appliance = appliance
+            self.inputs = inputs
         }
     }
 
@@ -279,7 +282,7 @@ public final class BatchRunner: @unchecked Sendable {
     func process(_ group: [String], report: (BatchEntry) -> Void) {
         let start = Date()
         for p in group { onStart?(p) }
-        let (appliance, sessions) = ImageSession.openMany(group, writable: options.mode == .apply, options: options.appliance)
+        let (appliance, sessions) = ImageSession.openMany(group, writable: options.mode == .apply, options: options.appliance, inputs: options.inputs)
         if appliance == nil, group.count > 1, sessions.contains(where: { if case .failure(let e) = $0 { Self.isLaunchFailure(e) } else { false } }) {
             for p in group { process([p], report: report) }
             return

@@ -9,13 +9,20 @@ public struct ImageFacts: Sendable, Equatable, Codable {
     public var hives: [HiveIntegrity]
     /// The state of the Windows volume and the disk (hibernation, encryption).
     public var volume: VolumeFacts
+    /// What the user gave to inject (virtio-win drivers chosen for this Windows, payload files).
+    public var payloads: PayloadFacts
+    /// Files rules asked about, as they are in the image.
+    public var files: FileSnapshot
 
-    public init(image: ImageInfo, os: OSFacts, registry: RegistrySnapshot, hives: [HiveIntegrity] = [], volume: VolumeFacts = VolumeFacts()) {
+    public init(image: ImageInfo, os: OSFacts, registry: RegistrySnapshot, hives: [HiveIntegrity] = [], volume: VolumeFacts = VolumeFacts(),
+                payloads: PayloadFacts = PayloadFacts(), files: FileSnapshot = FileSnapshot()) {
         self.image = image
         self.os = os
         self.registry = registry
         self.hives = hives
         self.volume = volume
+        self.payloads = payloads
+        self.files = files
     }
 }
 

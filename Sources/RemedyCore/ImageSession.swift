@@ -66,6 +66,12 @@ public final class ImageSession {
         VolumeFacts(hibernated: install.hibernated, encrypted: install.encrypted, filesystems: install.filesystems,
                     bootManager: install.bootManager, inspected: true)
     }
+    /// What the user gave to inject, and where the virtio-win ISO is in the appliance.
+    public internal(set) var inputs = PayloadInputs()
+    var isoDevice: String?
+    /// Payload name -> local directory its `source` paths are relative to.
+    public private(set) var payloadRoots: [String: String] = [:]
+    private var resolvedPayloads: PayloadFacts?
     private let ownsAppliance: Bool
     private var openHives: [HiveName: Hive] = [:]
     private var lockFD: Int32 = -1
@@ -73,17 +79,22 @@ public final class ImageSession {
     var g: Guestfs { appliance.guestfs }
 
     /// Opens, inspects and reads the hives of a Windows image, in an appliance of its own.
-    public static func open(image path: String, writable: Bool, options: ApplianceOptions) throws -> ImageSession {
+    public static func open(image path: String, writable: Bool, options: ApplianceOptions, inputs: PayloadInputs = PayloadInputs()) throws -> ImageSession {
         let prepared = try PreparedImage.prepare(path, writable: writable)
         let appliance: Appliance
         do {
-            appliance = try Appliance.launch(drives: [Drive(path: path, format: prepared.format.qemuName, readonly: !writable)], options: options)
+            appliance = try Appliance.launch(drives: [Drive(path: path, format: prepared.format.qemuName, readonly: !writable)] + isoDrives(inputs),
+                                             options: options)
         } catch {
             prepared.unlock()
             throw RemedyError.wrap(error, image: path)
         }
         do {
-            return try ImageSession(prepared, writable: writable, appliance: appliance, device: try appliance.guestfs.listDevices()[0], owns: true)
+            let devices = try appliance.guestfs.listDevices()
+            let session = try ImageSession(prepared, writable: writable, appliance: appliance, device: devices[0], owns: true)
+            session.inputs = inputs
+            session.isoDevice = inputs.virtioWinIsImage ? devices.last : nil
+            return session
         } catch {
             appliance.close()
             prepared.unlock()
@@ -96,7 +107,14 @@ public final class ImageSession {
     /// failure fails them all (the caller retries them one by one to find
     /// the culprit). The caller shuts the appliance down after its writes,
     /// then closes the sessions.
-    public static func openMany(_ paths: [String], writable: Bool, options: ApplianceOptions) -> (appliance: Appliance?, sessions: [Result<ImageSession, RemedyError>]) {
+    /// The virtio-win ISO, attached read-only after the images (one copy for every image of the appliance).
+    static func isoDrives(_ inputs: PayloadInputs) -> [Drive] {
+        guard inputs.virtioWinIsImage, let iso = inputs.virtioWin else { return [] }
+        return [Drive(path: iso, format: "raw", readonly: true)]
+    }
+
+    public static func openMany(_ paths: [String], writable: Bool, options: ApplianceOptions,
+                                inputs: PayloadInputs = PayloadInputs()) -> (appliance: Appliance?, sessions: [Result<ImageSession, RemedyError>]) {
         var results = [Result<ImageSession, RemedyError>?](repeating: nil, count: paths.count)
         var prepared: [(index: Int, image: PreparedImage)] = []
         for (i, p) in paths.enumerated() {
@@ -106,8 +124,8 @@ public final class ImageSession {
         let appliance: Appliance
         let devices: [String]
         do {
-            appliance = try Appliance.launch(drives: prepared.map { Drive(path: $0.image.path, format: $0.image.format.qemuName, readonly: !writable) },
-                                             options: options)
+            appliance = try Appliance.launch(drives: prepared.map { Drive(path: $0.image.path, format: $0.image.format.qemuName, readonly: !writable) }
+                                                + isoDrives(inputs), options: options)
             devices = try appliance.guestfs.listDevices()
         } catch {
             for (i, img) in prepared {
@@ -118,7 +136,10 @@ public final class ImageSession {
         }
         for (n, (i, img)) in prepared.enumerated() {
             do {
-                results[i] = .success(try ImageSession(img, writable: writable, appliance: appliance, device: devices[n], owns: false))
+                let session = try ImageSession(img, writable: writable, appliance: appliance, device: devices[n], owns: false)
+                session.inputs = inputs
+                session.isoDevice = inputs.virtioWinIsImage ? devices.last : nil
+                results[i] = .success(session)
             } catch {
                 img.unlock()
                 results[i] = .failure(RemedyError.wrap(error, image: img.path))
@@ -322,8 +343,108 @@ public final class ImageSession {
 
     /// Plans the policy against this image.
     public func plan(policy: Policy) throws -> Plan {
-        let facts = try facts(for: Planner.requirements(policy: policy, os: os))
-        return Planner.plan(facts: facts, policy: policy)
+        Planner.plan(facts: try facts(policy: policy), policy: policy)
+    }
+
+    /// Everything the policy's rules need: registry subtrees, payloads, files in the image.
+    public func facts(policy: Policy) throws -> ImageFacts {
+        let payloads = try resolvePayloads()
+        var facts = try facts(for: Planner.requirements(policy: policy, os: os, payloads: payloads))
+        facts.payloads = payloads
+        facts.files = try fileFacts(Planner.fileRequirements(policy: policy, facts: facts))
+        return facts
+    }
+
+    /// Reads the inputs into payload facts once: the virtio-win drivers for this Windows (from the host
+    /// tree, or from the ISO mounted read-only in the appliance, one mount for all files) and the payload files.
+    public func resolvePayloads() throws -> PayloadFacts {
+        if let done = resolvedPayloads { return done }
+        var facts = PayloadFacts()
+        do {
+            facts.files = try PayloadResolver.files(inputs)
+        } catch let e as RemedyError {
+            throw e.with(image: imagePath)
+        }
+        for (name, path) in inputs.files {
+            payloadRoots[name] = (URL(fileURLWithPath: path).standardizedFileURL.path as NSString).deletingLastPathComponent
+        }
+        if let source = inputs.virtioWin {
+            if let iso = isoDevice {
+                let cache = workDirectory + "/virtio-win"
+                payloadRoots["virtio-win"] = cache
+                try g.umountAll()
+                appliance.mounted = nil
+                defer { try? g.umountAll() }
+                do {
+                    try g.mountReadOnly(iso, at: "/")
+                } catch let e as GuestfsError {
+                    throw RemedyError(.virtioWinInvalid, image: imagePath, "the virtio-win ISO \(source) cannot be mounted: \(e.message)", cause: e)
+                }
+                facts.virtio = try PayloadResolver.virtio(
+                    source: source, kind: "iso", os: os,
+                    list: { try self.g.find("/").filter { (try? self.g.isFile("/" + $0)) == true } },
+                    fetch: { rel, local in try self.g.download("/" + rel, to: local) }, cache: cache, image: imagePath)
+            } else {
+                payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
+                facts.virtio = try PayloadResolver.virtio(
+                    source: source, kind: "tree", os: os, list: { try PayloadResolver.listDirectory(source) },
+                    fetch: { _, _ in }, cache: source, image: imagePath)
+            }
+        }
+        resolvedPayloads = facts
+        return facts
+    }
+
+    /// The local file a plan's `source` names.
+    public func localSource(_ source: String) -> String? {
+        guard let colon = source.firstIndex(of: ":") else { return nil }
+        guard let root = payloadRoots[String(source[..<colon])] else { return nil }
+        return root + "/" + source[source.index(after: colon)...]
+    }
+
+    /// Looks at the files rules asked about, in the Windows filesystem (read-only).
+    func fileFacts(_ requirements: [FileRequirement]) throws -> FileSnapshot {
+        var snapshot = FileSnapshot()
+        guard !requirements.isEmpty else { return snapshot }
+        try mountReadOnly()
+        for r in requirements {
+            let key = FileSnapshot.key(r.path)
+            guard let path = resolveExisting(r.path), (try? g.isFile(path)) == true else {
+                snapshot.files[key] = .some(nil)
+                continue
+            }
+            do {
+                var file = GuestFile(path: path, size: try g.fileSize(path), sha256: try g.checksum("sha256", path))
+                if r.text {
+                    let (text, encoding) = TextEncoding.decode(try g.readFile(path))
+                    file.text = text
+                    file.encoding = encoding
+                }
+                snapshot.files[key] = .some(file)
+            } catch let e as GuestfsError {
+                throw RemedyError(.imageUnreadable, image: imagePath, "cannot read \(ImageSession.windowsPath(path)): \(e.message)", cause: e)
+            }
+        }
+        return snapshot
+    }
+
+    /// The stored spelling of an existing guest path (NTFS is case-insensitive to Windows, not to the appliance), or nil.
+    func resolveExisting(_ path: String) -> String? {
+        guard let p = try? g.caseSensitivePath(path), (try? g.exists(p)) == true else { return nil }
+        return p
+    }
+
+    /// A path to write: the existing directories' stored spelling, the rest as given.
+    func resolveForWriting(_ path: String) -> String {
+        var parts = path.split(separator: "/").map(String.init)
+        var tail: [String] = []
+        while !parts.isEmpty {
+            if let p = resolveExisting("/" + parts.joined(separator: "/")) {
+                return ([p] + tail).joined(separator: "/")
+            }
+            tail.insert(parts.removeLast(), at: 0)
+        }
+        return "/" + tail.joined(separator: "/")
     }
 
     /// Mounts this image's Windows filesystem at `/`, read-only, unless it already is (in either mode).

@@ -51,12 +51,29 @@ public struct Action: Sendable, Equatable, Codable {
     /// The thing acted upon (an interface GUID, a service name), when there is one.
     public var target: String?
     public var changes: [Change]
+    /// Files written into (or removed from) the image.
+    public var files: [FileChange]
 
-    public init(rule: String, description: String, target: String? = nil, changes: [Change]) {
+    public init(rule: String, description: String, target: String? = nil, changes: [Change], files: [FileChange] = []) {
         self.rule = rule
         self.description = description
         self.target = target
         self.changes = changes
+        self.files = files
+    }
+
+    /// Whether the action changes anything.
+    public var isEmpty: Bool { changes.isEmpty && files.isEmpty }
+
+    private enum CodingKeys: String, CodingKey { case rule, description, target, changes, files }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        rule = try c.decode(String.self, forKey: .rule)
+        description = try c.decode(String.self, forKey: .description)
+        target = try c.decodeIfPresent(String.self, forKey: .target)
+        changes = try c.decode([Change].self, forKey: .changes)
+        files = try c.decodeIfPresent([FileChange].self, forKey: .files) ?? []
     }
 }
 
@@ -135,7 +152,8 @@ public struct Plan: Sendable, Equatable, Codable {
     }
 
     public var changes: [Change] { actions.flatMap(\.changes) }
-    public var hasChanges: Bool { actions.contains { !$0.changes.isEmpty } }
+    public var fileChanges: [FileChange] { actions.flatMap(\.files) }
+    public var hasChanges: Bool { actions.contains { !$0.isEmpty } }
     public var blockers: [Finding] { findings.filter { $0.severity == .blocker } }
 
     /// The same plan for the purposes of "apply does exactly what was planned":

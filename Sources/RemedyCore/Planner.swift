@@ -11,11 +11,11 @@
 public enum Planner {
     /// Everything the policy's rules need read from the hives. Requests for
     /// the same key are merged, keeping the deepest.
-    public static func requirements(policy: Policy, os: OSFacts) -> [RegistryRequirement] {
+    public static func requirements(policy: Policy, os: OSFacts, payloads: PayloadFacts = PayloadFacts()) -> [RegistryRequirement] {
         var depth: [HiveName: [RegistryPath: Int]] = [:]
         var order: [(HiveName, RegistryPath)] = []
         for rule in policy.rules {
-            for r in rule.requirements(for: os) {
+            for r in rule.requirements(for: os, payloads: payloads) {
                 if let d = depth[r.hive]?[r.path] {
                     depth[r.hive]![r.path] = max(d, r.depth)
                 } else {
@@ -27,22 +27,41 @@ public enum Planner {
         return order.map { RegistryRequirement($0.0, $0.1, depth: depth[$0.0]![$0.1]!) }
     }
 
+    /// Every file the policy's rules need looked at, once each (text wins over checksum only).
+    public static func fileRequirements(policy: Policy, facts: ImageFacts) -> [FileRequirement] {
+        var out: [FileRequirement] = []
+        var index: [String: Int] = [:]
+        for rule in policy.rules {
+            for r in rule.fileRequirements(for: facts) {
+                let k = FileSnapshot.key(r.path)
+                if let i = index[k] {
+                    out[i].text = out[i].text || r.text
+                } else {
+                    index[k] = out.count
+                    out.append(r)
+                }
+            }
+        }
+        return out
+    }
+
     public static func plan(facts: ImageFacts, policy: Policy) -> Plan {
         var actions: [Action] = []
         var findings: [Finding] = applicability(policy: policy, os: facts.os) + integrity(facts)
         var state = facts
         for rule in policy.rules where !rule.describesResult {
             let result = rule.evaluate(state)
-            let mine = result.actions.filter { !$0.changes.isEmpty }
+            let mine = result.actions.filter { !$0.isEmpty }
             actions += mine
             findings += result.findings
             state.registry = state.registry.applying(mine.flatMap(\.changes))
+            for f in mine.flatMap(\.files) { state.files.apply(f) }
         }
         var properties: [String: String] = [:]
         var unsettled: [String] = []
         for rule in policy.rules {
             let again = rule.evaluate(state)
-            if again.actions.contains(where: { !$0.changes.isEmpty }) { unsettled.append(rule.id) }
+            if again.actions.contains(where: { !$0.isEmpty }) { unsettled.append(rule.id) }
             properties.merge(again.properties) { _, new in new }
             if rule.describesResult { findings += again.findings }
         }

@@ -310,6 +310,8 @@ public enum PolicyLoader {
                     rules.append(try RegistryRule(id: entry.id, description: entry.description, spec: spec, parameters: r.parameters))
                 } else if let builtin = BuiltinRule.named(entry.id) {
                     rules.append(try builtin.make(PolicyParameters(with)))
+                } else if let manifest = PayloadManifest.named(entry.id) {
+                    rules.append(try PayloadRule(manifest: manifest, parameters: PolicyParameters(with)))
                 } else {
                     let known = BuiltinRule.all.map(\.documentation.id).joined(separator: ", ")
                     throw PolicyParameterError(message: "unknown rule \(entry.id) (built-in rules: \(known); or give `registry:` for a registry rule)")

@@ -30,6 +30,10 @@ public struct RemedyError: Error, CustomStringConvertible, @unchecked Sendable {
         public static let writeFailed = Code("write-failed")
         public static let verifyFailed = Code("verify-failed")
         public static let invalidArgument = Code("invalid-argument")
+        /// `--virtio-win` names nothing usable (missing, not an ISO or a virtio-win tree, unreadable INF).
+        public static let virtioWinInvalid = Code("virtio-win-invalid")
+        /// virtio-win has no drivers for the image's Windows version, edition and architecture.
+        public static let virtioWinNoMatch = Code("virtio-win-no-match")
     }
 
     public var code: Code

@@ -10,8 +10,8 @@ public enum TextRenderer {
         out += actions(plan.actions, marker: "~")
         out += findings(plan.findings)
         out += properties(plan.properties)
-        let n = plan.changes.count
-        out += "\nPlan: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), "
+        let n = plan.changes.count, nf = plan.fileChanges.count
+        out += "\nPlan: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), \(nf) file\(nf == 1 ? "" : "s"), "
             + "\(plan.findings.count) finding\(plan.findings.count == 1 ? "" : "s") (\(plan.blockers.count) blocking).\n"
         return out
     }
@@ -32,8 +32,8 @@ public enum TextRenderer {
             }
         }
         if let r = report.record { out += "Record: \(ImageSession.windowsPath(r))\n" }
-        let n = plan.changes.count
-        out += "\nApplied: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s") (run \(report.runID)).\n"
+        let n = plan.changes.count, nf = plan.fileChanges.count
+        out += "\nApplied: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), \(nf) file\(nf == 1 ? "" : "s") (run \(report.runID)).\n"
         return out
     }
 
@@ -93,6 +93,16 @@ public enum TextRenderer {
                 case .deleteKey:
                     out += "      (delete key and subkeys)\n"
                 }
+            }
+            for f in a.files {
+                let what: String
+                switch f.op {
+                case .delete: what = "(delete)"
+                case .write:
+                    let from = f.source.map { "from \($0)" } ?? "generated, \(f.content.map { $0.split(whereSeparator: \.isNewline).count } ?? 0) lines"
+                    what = (f.before == nil ? "new file, " : "replace, ") + "\(f.size) bytes, \(from)"
+                }
+                out += "    \(ImageSession.windowsPath(f.path))  \(what)\n"
             }
         }
         return out

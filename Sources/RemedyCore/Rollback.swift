@@ -14,6 +14,8 @@ public struct RollbackReport: Sendable, Equatable, Codable {
     public var restored: [String: String]
     /// Guest paths removed: files remedy injected, then remedy's own directory.
     public var removed: [String]
+    /// Files remedy had replaced -> the copy of the original they are restored from.
+    public var restoredFiles: [String: String] = [:]
 }
 
 /// Undoes every `remedy apply` recorded in an image: each hive is put back
@@ -57,7 +59,10 @@ public enum Rollback {
                 }
                 report.restored[hive.rawValue] = backup
             }
-            report.removed = records.flatMap(\.injected) + [state]
+            var firstBackups: [String: String] = [:]
+            for r in records { for (path, kept) in r.fileBackups where firstBackups[path] == nil { firstBackups[path] = kept } }
+            report.restoredFiles = firstBackups
+            report.removed = records.flatMap(\.injected).filter { firstBackups[$0] == nil } + [state]
             guard !dryRun else { return report }
 
             try session.remountWritable()
@@ -75,7 +80,11 @@ public enum Rollback {
             var logsBack: [String: String] = [:]
             for r in records { for (original, kept) in r.movedLogs where logsBack[original] == nil { logsBack[original] = kept } }
             for (original, kept) in logsBack.sorted(by: { $0.key < $1.key }) { try g.cp(kept, original) }
-            for path in records.flatMap(\.injected) { try g.rmF(path) }
+            // Files remedy replaced go back from their oldest copy; files it added are removed.
+            var filesBack: [String: String] = [:]
+            for r in records { for (path, kept) in r.fileBackups where filesBack[path] == nil { filesBack[path] = kept } }
+            for (path, kept) in filesBack.sorted(by: { $0.key < $1.key }) { try g.cp(kept, path) }
+            for path in records.flatMap(\.injected) where filesBack[path] == nil { try g.rmF(path) }
             try g.rmRf(state)
             try session.finishWrites()
         } catch let e as GuestfsError {

@@ -11,10 +11,18 @@ public protocol Rule: Sendable {
     /// properties) rather than changing it: the planner evaluates it once,
     /// on the final state, wherever it stands in the policy.
     var describesResult: Bool { get }
+    /// The registry subtrees this rule needs once the payloads are known
+    /// (drivers from virtio-win, payload files); defaults to `requirements(for:)`.
+    func requirements(for os: OSFacts, payloads: PayloadFacts) -> [RegistryRequirement]
+    /// Files in the image this rule needs to know about (present or not, checksum, text), given
+    /// the facts read so far (OS, payloads, registry; `files` is still empty).
+    func fileRequirements(for facts: ImageFacts) -> [FileRequirement]
 }
 
 extension Rule {
     public var describesResult: Bool { false }
+    public func requirements(for os: OSFacts, payloads: PayloadFacts) -> [RegistryRequirement] { requirements(for: os) }
+    public func fileRequirements(for facts: ImageFacts) -> [FileRequirement] { [] }
 }
 
 public struct RuleResult: Sendable, Equatable {
@@ -63,7 +71,7 @@ public struct BuiltinRule: Sendable {
     public static let all: [BuiltinRule] = [
         NicDhcpRule.builtin, IdeBootRule.builtin, InputDevicesRule.builtin, PvCleanupRule.builtin,
         CrashSettingsRule.builtin, RemoteAccessRule.builtin, DriverRestrictionsRule.builtin, ImageMetadataRule.builtin,
-        ImageAcceptanceRule.builtin,
+        ImageAcceptanceRule.builtin, VirtioDriversRule.builtin, MultiQueueRule.builtin,
     ]
 
     public static func named(_ id: String) -> BuiltinRule? {

@@ -25,6 +25,7 @@ extension Remedy {
         @Flag(help: "Continue the batch recorded in --report: images already done are not redone (failed ones are retried).") var resume = false
         @Option(help: ArgumentHelp("Process shard K of N (stable by path); N alone takes K from JOB_COMPLETION_INDEX.", valueName: "K/N")) var shard: String?
         @Option(help: "text (summary table) or json (the report on stdout).") var format: OutputFormat = .text
+        @OptionGroup var payloads: PayloadFlags
         @OptionGroup var appliance: ApplianceFlags
 
         func validate() throws {
@@ -62,7 +63,8 @@ extension Remedy {
                 let jobs = self.jobs ?? BatchRunner.defaultJobs(applianceMiB: options.memoryMiB ?? 1280)
                 let per = perAppliance ?? min(16, max(1, (todo.count + jobs - 1) / max(jobs, 1)))
                 options.notice = { message in Progress.shared.note(message) }
-                runner = BatchRunner(policy: policy, options: .init(mode: apply ? .apply : .plan, jobs: jobs, perAppliance: per, appliance: options))
+                runner = BatchRunner(policy: policy, options: .init(mode: apply ? .apply : .plan, jobs: jobs, perAppliance: per, appliance: options,
+                                                                   inputs: try payloads.inputs()))
                 Progress.shared.start(total: todo.count, alreadyDone: batchReport.entries.count,
                                       header: "remedy: \(apply ? "applying" : "planning") \(todo.count) image\(todo.count == 1 ? "" : "s") under \(directory)"
                                         + (shard.map { " (shard \($0))" } ?? "") + " with policy \(policy.name): \(jobs) appliance\(jobs == 1 ? "" : "s") at a time, up to \(per) image\(per == 1 ? "" : "s") each"

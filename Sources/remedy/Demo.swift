@@ -26,7 +26,13 @@ extension Remedy {
             } catch {
                 throw fail(error, image: output, format: .text)
             }
-            var flags: [String] = []
+            // A fake virtio-win and Cloudbase-Init MSI (real layout and INF text, placeholder binaries) show the driver and payload steps.
+            let dir = (output as NSString).deletingLastPathComponent.isEmpty ? "." : (output as NSString).deletingLastPathComponent
+            let virtio = dir + "/virtio-win"
+            let msi = dir + "/CloudbaseInitSetup_x64.msi"
+            try FakeVirtioWin.write(at: virtio, layout: .isoTree, osDirectories: ["2k16"])
+            FileManager.default.createFile(atPath: msi, contents: Data("remedy demo: a placeholder, not the Cloudbase-Init installer\r\n".utf8))
+            var flags: [String] = ["--virtio-win", virtio, "--payload", "cloudbase-init=\(msi)"]
             if let a = appliance.accel { flags += ["--accel", a.rawValue] }
             if let t = appliance.kvmTimeout { flags += ["--kvm-timeout", "\(t)"] }
             if let m = appliance.memsize { flags += ["--memsize", "\(m)"] }

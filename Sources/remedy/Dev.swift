@@ -9,7 +9,7 @@ extension Remedy {
         static let configuration = CommandConfiguration(
             abstract: "Developer tools (phony images).",
             shouldDisplay: false,
-            subcommands: [MakeImage.self]
+            subcommands: [MakeImage.self, MakeVirtioWin.self]
         )
     }
 }
@@ -19,6 +19,28 @@ extension Firmware: ExpressibleByArgument {}
 extension Arch: ExpressibleByArgument {}
 extension DiskFormat: ExpressibleByArgument {}
 extension PhonyState: ExpressibleByArgument {}
+extension FakeVirtioWin.Layout: ExpressibleByArgument {}
+
+extension Remedy.Dev {
+    struct MakeVirtioWin: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "make-virtio-win",
+            abstract: "Write a fake virtio-win (real layout and INF text, placeholder binaries) for tests and demos."
+        )
+
+        @Option(help: "isoTree or packaged.") var layout: FakeVirtioWin.Layout = .isoTree
+        @Option(name: .customLong("os"), help: ArgumentHelp("OS directories to include (comma-separated; default all).", valueName: "list")) var osList: String?
+        @Option(help: ArgumentHelp("Also build an ISO of the tree here (isoTree layout only).", valueName: "file")) var iso: String?
+        @Argument(help: "Directory to write.") var directory: String
+
+        func run() throws {
+            let dirs = osList.map { $0.split(separator: ",").map(String.init) } ?? FakeVirtioWin.allOSDirectories
+            try FakeVirtioWin.write(at: directory, layout: layout, osDirectories: dirs)
+            if let iso { try FakeVirtioWin.makeISO(from: directory, to: iso) }
+            print(iso ?? directory)
+        }
+    }
+}
 
 extension Remedy.Dev {
     struct MakeImage: ParsableCommand {

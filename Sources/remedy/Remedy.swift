@@ -49,6 +49,33 @@ struct ApplianceFlags: ParsableArguments {
 
 extension Acceleration: ExpressibleByArgument {}
 
+/// What to inject: virtio-win and payload files.
+struct PayloadFlags: ParsableArguments {
+    @Option(name: .customLong("virtio-win"),
+            help: ArgumentHelp("virtio-win ISO, unpacked ISO tree, or packaged tree (/usr/share/virtio-win); also $REMEDY_VIRTIO_WIN.", valueName: "path"))
+    var virtioWin: String?
+
+    @Option(name: .customLong("payload"),
+            help: ArgumentHelp("A payload file by manifest name (Payloads/<name>), e.g. cloudbase-init=CloudbaseInitSetup_x64.msi; repeatable; also $REMEDY_PAYLOADS.",
+                               valueName: "name=path"))
+    var payload: [String] = []
+
+    func validate() throws {
+        for p in payload where !p.contains("=") { throw ValidationError("--payload takes NAME=PATH, not \(p)") }
+    }
+
+    func inputs() throws -> PayloadInputs {
+        var inputs = PayloadInputs.environment()
+        if let virtioWin { inputs.virtioWin = virtioWin }
+        for p in payload {
+            let parts = p.split(separator: "=", maxSplits: 1).map(String.init)
+            inputs.files[parts[0]] = parts[1]
+        }
+        try inputs.validate()
+        return inputs
+    }
+}
+
 /// Prints an error for the user (one line on stderr; a JSON document on stdout with --format json) and exits 1.
 func fail(_ error: Error, image: String?, format: OutputFormat) -> ExitCode {
     let remedyError: RemedyError
@@ -86,13 +113,14 @@ extension Remedy {
         @Option(help: "Policy name (see `remedy policies`) or YAML file.") var policy: String = PolicyLoader.defaultPolicyName
         @Option(help: "text or json.") var format: OutputFormat = .text
         @Option(help: ArgumentHelp("Also write the JSON plan to this file (for `remedy apply --plan`).", valueName: "file")) var out: String?
+        @OptionGroup var payloads: PayloadFlags
         @OptionGroup var appliance: ApplianceFlags
 
         func run() throws {
             let plan: RemedyCore.Plan
             do {
                 let policy = try PolicyLoader.load(self.policy)
-                let session = try ImageSession.open(image: image, writable: false, options: try appliance.options())
+                let session = try ImageSession.open(image: image, writable: false, options: try appliance.options(), inputs: try payloads.inputs())
                 defer { session.close() }
                 plan = try session.plan(policy: policy)
                 if let out { try RemedyJSON.encoder().encode(plan).write(to: URL(fileURLWithPath: out)) }
@@ -121,6 +149,7 @@ extension Remedy {
         @Option(help: "text or json.") var format: OutputFormat = .text
         @Option(help: ArgumentHelp("A plan saved by `remedy plan --out`; apply only if the image still yields exactly it.", valueName: "file"))
         var plan: String?
+        @OptionGroup var payloads: PayloadFlags
         @OptionGroup var appliance: ApplianceFlags
 
         func run() throws {
@@ -138,7 +167,7 @@ extension Remedy {
                         throw RemedyError(.invalidArgument, "\(planFile) is not a remedy plan: \(error)")
                     }
                 }
-                let session = try ImageSession.open(image: image, writable: true, options: try appliance.options())
+                let session = try ImageSession.open(image: image, writable: true, options: try appliance.options(), inputs: try payloads.inputs())
                 defer { session.close() }
                 let current = try session.plan(policy: policy)
                 if let expected, !expected.sameChanges(as: current) {
@@ -212,6 +241,8 @@ extension Remedy {
 
         func documentation() throws -> [RuleDocumentation] {
             var docs = BuiltinRule.all.map(\.documentation)
+            // Payload rules, one per manifest under Payloads/ (except virtio-win, which virtio-drivers uses).
+            docs += PayloadManifest.all().filter { $0.input != nil }.map(PayloadRule.documentation)
             if let policy {
                 do {
                     for case let r as RegistryRule in try PolicyLoader.load(policy).rules { docs.append(r.documentation) }

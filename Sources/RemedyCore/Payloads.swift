@@ -1,0 +1,305 @@
+import Foundation
+import Yams
+
+/// What the user hands remedy to inject: a virtio-win source and payload
+/// files by manifest name (`--virtio-win`, `--payload NAME=PATH`).
+public struct PayloadInputs: Sendable, Equatable {
+    public var virtioWin: String?
+    public var files: [String: String]
+
+    public init(virtioWin: String? = nil, files: [String: String] = [:]) {
+        self.virtioWin = virtioWin
+        self.files = files
+    }
+
+    /// The virtio-win path is an ISO image (attached to the appliance) rather than a directory.
+    public var virtioWinIsImage: Bool {
+        guard let p = virtioWin else { return false }
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: p, isDirectory: &isDir) && !isDir.boolValue
+    }
+
+    /// Inputs from the environment: `REMEDY_VIRTIO_WIN`, and `REMEDY_PAYLOADS`
+    /// as `name=path[,name=path]`. Command-line values override them.
+    public static func environment(_ env: [String: String] = ProcessInfo.processInfo.environment) -> PayloadInputs {
+        var inputs = PayloadInputs(virtioWin: env["REMEDY_VIRTIO_WIN"].flatMap { $0.isEmpty ? nil : $0 })
+        for pair in (env["REMEDY_PAYLOADS"] ?? "").split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { inputs.files[parts[0]] = parts[1] }
+        }
+        return inputs
+    }
+
+    /// Checks what can be checked before any appliance starts: paths exist, names are known payloads.
+    public func validate() throws {
+        if let v = virtioWin {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: v, isDirectory: &isDir) else {
+                throw RemedyError(.virtioWinInvalid, "virtio-win not found at \(v): give the virtio-win ISO, an unpacked ISO tree or the packaged tree (/usr/share/virtio-win)")
+            }
+            if !isDir.boolValue {
+                guard let h = FileHandle(forReadingAtPath: v) else {
+                    throw RemedyError(.virtioWinInvalid, "cannot read the virtio-win ISO \(v): \(String(cString: strerror(errno)))")
+                }
+                defer { try? h.close() }
+                try? h.seek(toOffset: 0x8001)
+                let magic = (try? h.read(upToCount: 5)).map { [UInt8]($0) } ?? []
+                guard magic == Array("CD001".utf8) else {
+                    throw RemedyError(.virtioWinInvalid, "\(v) is neither a directory nor an ISO 9660 image: give the virtio-win ISO, an unpacked ISO tree or the packaged tree")
+                }
+            }
+        }
+        for (name, path) in files.sorted(by: { $0.key < $1.key }) {
+            guard PayloadManifest.named(name) != nil else {
+                let known = PayloadManifest.all().map(\.name).joined(separator: ", ")
+                throw RemedyError(.invalidArgument, "no payload manifest named \(name) (known: \(known.isEmpty ? "none" : known))")
+            }
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+                throw RemedyError(.invalidArgument, "payload \(name): no file at \(path)")
+            }
+        }
+    }
+}
+
+/// Payload facts, resolved before planning (I/O), read by rules (pure).
+public struct PayloadFacts: Sendable, Equatable, Codable {
+    /// The drivers chosen from virtio-win, when it was given.
+    public var virtio: VirtioFacts?
+    /// User-supplied payload files by manifest name.
+    public var files: [String: PayloadFile]
+
+    public init(virtio: VirtioFacts? = nil, files: [String: PayloadFile] = [:]) {
+        self.virtio = virtio
+        self.files = files
+    }
+}
+
+/// A payload's manifest (`Payloads/<name>/manifest.yaml`): what the user
+/// supplies, how it is installed at first boot, which files are written
+/// from the folder's templates, which registry state is cleared. A new
+/// payload is a new folder, not new code.
+public struct PayloadManifest: Sendable, Equatable, Decodable {
+    public struct Known: Sendable, Equatable, Decodable {
+        public var file: String
+        public var version: String
+        public var arch: String?
+        public var sha256: String
+    }
+
+    public struct Input: Sendable, Equatable, Decodable {
+        /// `msi` or `exe`.
+        public var kind: String
+        /// Releases whose SHA-256 is known; another file is used with a warning.
+        public var known: [Known]?
+    }
+
+    public struct Install: Sendable, Equatable, Decodable {
+        /// The first-boot command; `%PAYLOAD%` is the staged file, `%LOG%` a log file beside it.
+        public var command: String
+        /// Commands run after a successful install (`%FILES%` is the staged template output).
+        public var after: [String]?
+        /// Position among first-boot steps (lower runs first).
+        public var order: Int?
+    }
+
+    public struct Detect: Sendable, Equatable, Decodable {
+        /// Installed when this service exists in the current control set.
+        public var service: String?
+    }
+
+    public struct Template: Sendable, Equatable, Decodable {
+        /// Path of the template in the payload folder; `{variant}` is the variant the policy chose.
+        public var template: String
+        /// Where the file belongs in Windows (`%ProgramFiles%\...`, `%SystemRoot%\...`).
+        public var target: String
+        public var encoding: TextEncoding?
+    }
+
+    public struct KnownIssue: Sendable, Equatable, Decodable {
+        /// NT versions concerned (`6.1`).
+        public var windows: [String]
+        /// Only when none of these updates is installed (Component Based Servicing package names contain `KBnnnnnnn`).
+        public var unlessUpdates: [String]?
+        /// Only for drivers at or above this version (`100.85.104.20800`).
+        public var fromDriverVersion: String?
+        public var severity: String?
+        public var message: String
+        public var reference: String?
+
+        enum CodingKeys: String, CodingKey {
+            case windows, message, reference, severity
+            case unlessUpdates = "unless-updates", fromDriverVersion = "from-driver-version"
+        }
+    }
+
+    public var name: String
+    public var description: String
+    public var documentation: [String]?
+    public var input: Input?
+    public var detect: Detect?
+    public var install: Install?
+    public var variants: [String]?
+    public var variables: [String: String]?
+    public var files: [Template]?
+    public var removeKeys: [String]?
+    public var knownIssues: [KnownIssue]?
+    /// The folder it was read from.
+    public var directory: String = ""
+    /// Template text by template path (after `{variant}` expansion), read with the manifest.
+    public var templates: [String: String] = [:]
+
+    enum CodingKeys: String, CodingKey {
+        case name, description, documentation, input, detect, install, variants, variables, files
+        case removeKeys = "remove-keys", knownIssues = "known-issues"
+    }
+
+    /// Payload folders: `$REMEDY_PAYLOADS_DIR`, then `Payloads` beside the executable or above it.
+    public static func directories() -> [String] {
+        ResourceLocator.directories(named: "Payloads", environment: "REMEDY_PAYLOADS_DIR")
+    }
+
+    public static func named(_ name: String) -> PayloadManifest? {
+        guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else { return nil }
+        for dir in directories() {
+            let path = "\(dir)/\(name)/manifest.yaml"
+            if FileManager.default.fileExists(atPath: path) { return try? load(path) }
+        }
+        return nil
+    }
+
+    public static func all() -> [PayloadManifest] {
+        var out: [PayloadManifest] = []
+        for dir in directories() {
+            for sub in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted()
+            where !out.contains(where: { $0.name == sub }) {
+                if let m = try? load("\(dir)/\(sub)/manifest.yaml") { out.append(m) }
+            }
+        }
+        return out
+    }
+
+    /// Reads a manifest and every template it names (for every variant).
+    public static func load(_ path: String) throws -> PayloadManifest {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw RemedyError(.policyInvalid, "cannot read payload manifest \(path): \(error.localizedDescription)", cause: error)
+        }
+        var m: PayloadManifest
+        do { m = try YAMLDecoder().decode(PayloadManifest.self, from: text) } catch {
+            throw RemedyError(.policyInvalid, "payload manifest \(path): \(error)", cause: error)
+        }
+        m.directory = (path as NSString).deletingLastPathComponent
+        for t in m.files ?? [] {
+            for variant in (t.template.contains("{variant}") ? (m.variants ?? []) : [""]) {
+                let rel = t.template.replacingOccurrences(of: "{variant}", with: variant)
+                do {
+                    m.templates[rel] = try String(contentsOfFile: "\(m.directory)/\(rel)", encoding: .utf8)
+                } catch {
+                    throw RemedyError(.policyInvalid, "payload \(m.name): template \(rel) is missing from \(m.directory)", cause: error)
+                }
+            }
+        }
+        return m
+    }
+
+    /// `{{name}}` replaced by the variable's value; an unknown variable is an error.
+    public static func render(_ template: String, _ variables: [String: String]) throws -> String {
+        var out = ""
+        var rest = Substring(template)
+        while let open = rest.range(of: "{{") {
+            out += rest[..<open.lowerBound]
+            guard let close = rest[open.upperBound...].range(of: "}}") else { break }
+            let name = rest[open.upperBound..<close.lowerBound].trimmingCharacters(in: .whitespaces)
+            guard let v = variables[name] else { throw PolicyParameterError(message: "template variable \(name) has no value") }
+            out += v
+            rest = rest[close.upperBound...]
+        }
+        return out + rest
+    }
+}
+
+/// Reads what the inputs name into payload facts: lists the virtio-win
+/// source (a directory on the host, or the ISO attached to the appliance),
+/// picks the directory for this Windows, copies the chosen packages into
+/// the session's working directory, parses their INF files, checksums
+/// every file. Nothing here writes the image.
+enum PayloadResolver {
+    /// `list` gives every file's relative path; `fetch` copies one to a local path.
+    static func virtio(source: String, kind: String, os: OSFacts, list: () throws -> [String],
+                       fetch: (String, String) throws -> Void, cache: String, image: String) throws -> VirtioFacts {
+        let listing = VirtioWin.list(try list())
+        guard !listing.packages.isEmpty else {
+            throw RemedyError(.virtioWinInvalid, image: image, "\(source) holds no virtio-win drivers (no <Driver>/<os>/<arch>/*.inf, drivers/by-driver or drivers/by-os directories)")
+        }
+        guard let key = VirtioWin.key(for: os), let candidates = listing.packages[key] else {
+            let wanted = VirtioWin.key(for: os).map { "directory \($0)" } ?? "no virtio-win directory exists for it"
+            throw RemedyError(.virtioWinNoMatch, image: image,
+                              "the virtio-win at \(source) has no drivers for \(VirtioWin.describe(os)) (\(wanted)); it has: "
+                              + listing.available.joined(separator: ", ") + ". Nothing was changed: use a virtio-win release that supports this Windows")
+        }
+        var packages: [DriverPackage] = []
+        var hasFwcfg = false
+        for c in candidates where c.inf == "fwcfg.inf" { hasFwcfg = !c.files.isEmpty }
+        for c in candidates.sorted(by: { $0.inf < $1.inf }) {
+            // fwcfg drives the device; the qemufwcfg stub conflicts with it.
+            if c.inf == "qemufwcfg.inf" && hasFwcfg { continue }
+            var files: [PayloadFile] = []
+            var infText = ""
+            for rel in c.files {
+                let local = "\(cache)/\(rel)"
+                try FileManager.default.createDirectory(atPath: (local as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                if !FileManager.default.fileExists(atPath: local) { try fetch(rel, local) }
+                let (sha, size) = try SHA256Hex.ofFile(local)
+                let name = (rel as NSString).lastPathComponent.lowercased()
+                files.append(PayloadFile(name: name, source: "virtio-win:\(rel)", size: size, sha256: sha))
+                if name == c.inf {
+                    let data = FileManager.default.contents(atPath: local) ?? Data()
+                    infText = TextEncoding.decode([UInt8](data)).0
+                }
+            }
+            let inf: DriverINF
+            do {
+                inf = try DriverINF(name: c.inf, text: infText, arch: os.arch, osMajor: os.majorVersion, osMinor: os.minorVersion,
+                                    build: Int(os.build ?? "") ?? 0)
+            } catch {
+                throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(c.directory)/\(c.inf) cannot be used: \(error)")
+            }
+            packages.append(DriverPackage(inf: inf, files: files, infSHA256: files.first { $0.name == c.inf }?.sha256 ?? ""))
+        }
+        let version = packages.map(\.inf.version).max { compareVersions($0, $1) < 0 } ?? ""
+        return VirtioFacts(source: source, kind: kind, selected: key, available: listing.available, packages: packages, driverVersion: version)
+    }
+
+    /// Every regular file below a host directory, relative, `/`-separated.
+    static func listDirectory(_ root: String) throws -> [String] {
+        guard let e = FileManager.default.enumerator(atPath: root) else {
+            throw RemedyError(.virtioWinInvalid, "cannot read the virtio-win directory \(root)")
+        }
+        var out: [String] = []
+        var isDir: ObjCBool = false
+        while let rel = e.nextObject() as? String {
+            if FileManager.default.fileExists(atPath: "\(root)/\(rel)", isDirectory: &isDir), !isDir.boolValue { out.append(rel) }
+        }
+        return out
+    }
+
+    static func files(_ inputs: PayloadInputs) throws -> [String: PayloadFile] {
+        var out: [String: PayloadFile] = [:]
+        for (name, path) in inputs.files {
+            let (sha, size) = try SHA256Hex.ofFile(path)
+            out[name] = PayloadFile(name: (path as NSString).lastPathComponent, source: "\(name):\((path as NSString).lastPathComponent)", size: size, sha256: sha)
+        }
+        return out
+    }
+}
+
+/// Compares dotted version strings numerically (`100.94.104.24000`).
+public func compareVersions(_ a: String, _ b: String) -> Int {
+    let x = a.split(separator: ".").map { Int($0) ?? 0 }, y = b.split(separator: ".").map { Int($0) ?? 0 }
+    for i in 0..<max(x.count, y.count) {
+        let p = i < x.count ? x[i] : 0, q = i < y.count ? y[i] : 0
+        if p != q { return p < q ? -1 : 1 }
+    }
+    return 0
+}
