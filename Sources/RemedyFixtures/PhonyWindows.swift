@@ -166,6 +166,10 @@ public enum PhonyState: String, Sendable, Codable, CaseIterable {
     case bootOnOtherDisk = "boot-on-other-disk"
     /// A second NTFS partition with data beside Windows on the system disk (BIOS layout).
     case dataPartition = "data-partition"
+    /// Receive-side scaling switched off (netsh int tcp set global rss=disabled; NDIS RSS=0).
+    case rssDisabled = "rss-disabled"
+    /// Cloudbase-Init installed (its service), with the plugin state of the machine the image was cloned from.
+    case cloudbaseInitInstalled = "cloudbase-init-installed"
 }
 
 /// A declarative phony Windows installation: real NTFS, real hives, a
@@ -216,7 +220,12 @@ public struct PhonyWindows: Sendable, Codable {
             h.set("\(cs)\\Control\\CrashControl", ["AutoReboot": .dword(states.contains(.noAutoReboot) ? 0 : 1), "CrashDumpEnabled": .dword(7)])
             writeBaseline(into: &h, cs)
             for state in states.sorted(by: { $0.rawValue < $1.rawValue }) { write(state, into: &h, cs) }
-            h.set("\(cs)\\Services\\Tcpip\\Parameters", ["Hostname": .string(hostname), "NV Hostname": .string(hostname), "Domain": .string("")])
+            var tcpip: [String: RegistryValue] = ["Hostname": .string(hostname), "NV Hostname": .string(hostname), "Domain": .string("")]
+            if states.contains(.rssDisabled) {
+                tcpip["EnableRSS"] = .dword(0)
+                h.set("\(cs)\\Services\\NDIS\\Parameters", ["RSS": .dword(0)])
+            }
+            h.set("\(cs)\\Services\\Tcpip\\Parameters", tcpip)
             h.set("\(cs)\\Services\\Tcpip\\Parameters\\Interfaces", [:])
             for nic in nics where nic.controlSets?.contains(n) ?? true {
                 h.set("\(cs)\\Services\\Tcpip\\Parameters\\Interfaces\\\(nic.guid)", nic.values)
@@ -294,6 +303,11 @@ public struct PhonyWindows: Sendable, Codable {
             h.set("Wow6432Node\\\(uninstall)\\Oracle VM VirtualBox Guest Additions", [
                 "DisplayName": .string("Oracle VM VirtualBox Guest Additions 6.1.38"),
                 "UninstallString": .string("C:\\Program Files\\Oracle\\VirtualBox Guest Additions\\uninst.exe")])
+        }
+        if states.contains(.cloudbaseInitInstalled) {
+            // Plugin state is kept per instance id; a cloned image carries its source's.
+            h.set("Cloudbase Solutions\\Cloudbase-Init\\i-0a1b2c3d\\Plugins", [
+                "SetHostNamePlugin": .dword(1), "SetUserPasswordPlugin": .dword(1), "CreateUserPlugin": .dword(1)])
         }
         if states.contains(.deviceInstallRestricted) {
             h.set("Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions", [
@@ -400,7 +414,9 @@ public struct PhonyWindows: Sendable, Codable {
         case .virtualBoxAdditions:
             h.set("\(svc)\\VBoxGuest", Self.service(0, 1, "System32\\drivers\\VBoxGuest.sys", group: "Base"))
             h.set("\(svc)\\VBoxMouse", Self.service(3, 1, "System32\\drivers\\VBoxMouse.sys", group: "Pointer Port"))
-        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk, .dataPartition:
+        case .cloudbaseInitInstalled:
+            h.set("\(svc)\\cloudbase-init", Self.service(2, 16, "\"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\Python\\Scripts\\cloudbase-init.exe\" --config-file \"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\conf\\cloudbase-init.conf\""))
+        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk, .dataPartition, .rssDisabled:
             break   // written with the baseline or in SOFTWARE
         }
     }

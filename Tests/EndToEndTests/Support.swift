@@ -20,10 +20,23 @@ struct Fixtures: Sendable {
     let acceptDir: String
     /// Dirty, unrecoverable, hibernated and encrypted images for apply.
     let integrityDir: String
+    /// Images of 2008 (x86), 2008 R2, 2012 R2, 2016 and 2022 for driver and payload injection (written by it).
+    let driversDir: String
+    /// A Server 2016 image for the wrong-virtio-win and missing-virtio-win cases (never written).
+    let driversWrongOS: String
+    /// A fake virtio-win: unpacked ISO tree, the ISO built from it, the packaged tree, and a tree with only 2k19.
+    let virtioTree: String
+    let virtioISO: String
+    let virtioPackaged: String
+    let virtioOnly2k19: String
+    /// A stand-in for the Cloudbase-Init MSI (placeholder bytes).
+    let cloudbaseMSI: String
     /// release -> image, for the inspection matrix (several formats).
     let matrix: [(release: WindowsRelease, arch: Arch, firmware: Firmware, path: String, format: DiskFormat)]
 
     static let brokenStates: Set<PhonyState> = [.vmwareTools, .xenPV, .parallelsTools, .virtualBoxAdditions, .ideDisabled, .deviceInstallRestricted]
+    /// What the plans of tests that give no virtio-win and no Cloudbase-Init MSI also say (warnings about those inputs).
+    static let noInputFindings: Set<String> = ["virtio-win-missing", "payload-missing", "multi-queue-no-driver", "multi-queue-unsupported", "virtio-win-known-issue"]
     static let guidA = "{3F2504E0-4F89-41D3-9A0C-0305E82C3301}"
     static let guidB = "{6B29FC40-CA47-1067-B31D-00DD010662DA}"
 
@@ -63,6 +76,13 @@ struct Fixtures: Sendable {
             applyDir: "\(dir)/batch-apply",
             acceptDir: "\(dir)/accept",
             integrityDir: "\(dir)/integrity",
+            driversDir: "\(dir)/drivers",
+            driversWrongOS: "\(dir)/drivers-wrong-os.qcow2",
+            virtioTree: "\(dir)/virtio-win",
+            virtioISO: "\(dir)/virtio-win.iso",
+            virtioPackaged: "\(dir)/virtio-win-packaged",
+            virtioOnly2k19: "\(dir)/virtio-win-2k19",
+            cloudbaseMSI: "\(dir)/CloudbaseInitSetup_x64.msi",
             matrix: matrix.map { (release: $0.0, arch: $0.1, firmware: $0.2, path: $0.3, format: $0.4) })
         var requests = [
             ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [
@@ -108,6 +128,22 @@ struct Fixtures: Sendable {
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-2.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-3.qcow2", format: .qcow2),
         ]
+        requests += [
+            ImageRequest(.windows(PhonyWindows(release: .server2008, arch: .i386, hostname: "D-2008", nics: [.staticIP(guidA, "10.8.0.8")], states: [.vmwareTools])),
+                         path: "\(f.driversDir)/w2008-x86.vhd", format: .vhd),
+            ImageRequest(.windows(PhonyWindows(release: .server2008R2, hostname: "D-2008R2", nics: [.staticIP(guidA, "10.8.1.8")], states: [.rssDisabled])),
+                         path: "\(f.driversDir)/w2008r2.vmdk", format: .vmdk),
+            ImageRequest(.windows(PhonyWindows(release: .server2012R2, hostname: "D-2012R2", states: [.cloudbaseInitInstalled, .xenPV])),
+                         path: "\(f.driversDir)/w2012r2.qcow2", format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2016, hostname: "D-2016", states: [.rssDisabled])), path: "\(f.driversDir)/w2016.qcow2", format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2022, firmware: .uefi, hostname: "D-2022")), path: "\(f.driversDir)/w2022.qcow2", format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2016)), path: f.driversWrongOS, format: .qcow2),
+        ]
+        try FakeVirtioWin.write(at: f.virtioTree, layout: .isoTree)
+        try FakeVirtioWin.makeISO(from: f.virtioTree, to: f.virtioISO)
+        try FakeVirtioWin.write(at: f.virtioPackaged, layout: .packaged)
+        try FakeVirtioWin.write(at: f.virtioOnly2k19, layout: .isoTree, osDirectories: ["2k19"])
+        FileManager.default.createFile(atPath: f.cloudbaseMSI, contents: Data("placeholder for CloudbaseInitSetup_x64.msi\r\n".utf8))
         for m in f.matrix {
             requests.append(ImageRequest(.windows(PhonyWindows(release: m.release, arch: m.arch, firmware: m.firmware,
                                                                hostname: "M-\(m.release.rawValue.uppercased())",

@@ -38,12 +38,27 @@ struct LocalWindows {
                           registry: try ImageSession.snapshot(open, requirements, image: dir))
     }
 
+    /// The image's files as far as tests put them there (and apply writes them).
+    var files = FileSnapshot()
+    /// What the run was given to inject.
+    var payloads = PayloadFacts()
+
     func plan(_ policy: Policy) throws -> Plan {
-        Planner.plan(facts: try facts(Planner.requirements(policy: policy, os: os)), policy: policy)
+        var f = try facts(Planner.requirements(policy: policy, os: os, payloads: payloads))
+        f.payloads = payloads
+        for r in Planner.fileRequirements(policy: policy, facts: f) {
+            let key = FileSnapshot.key(r.path)
+            f.files.files[key] = files.files[key] ?? .some(nil)
+        }
+        return Planner.plan(facts: f, policy: policy)
     }
 
-    /// Applies the plan's changes to the hive files, as apply does before uploading.
+    /// Applies the plan's changes to the hive files, as apply does before uploading, and its file changes to `files`.
     mutating func apply(_ plan: Plan) throws {
+        for c in plan.fileChanges {
+            #expect(files.file(c.path)?.sha256 == c.before, "\(c.path): planned against another file")
+            files.apply(c)
+        }
         for (hive, newFile) in try Applier.prepare(plan.changes, localHives: hives, image: dir) {
             let next = dir + "/\(hive.rawValue).\(UUID().uuidString)"
             try FileManager.default.moveItem(atPath: newFile, toPath: next)
@@ -92,8 +107,9 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
         let w = try LocalWindows(PhonyWindows(release: .server2012R2, states: [.noAutoReboot]))
         let plan = try w.plan(try PolicyLoader.load("huawei-ims"))
         #expect(plan.actions.isEmpty, "\(plan.actions.map(\.description))")
-        // Only the note that a password's complexity cannot be read offline.
-        #expect(plan.findings.map(\.id) == ["password-complexity"], "\(plan.findings)")
+        // The note that a password's complexity cannot be read offline, and the warnings that without
+        // virtio-win and a Cloudbase-Init MSI the image keeps booting from IDE, without multi-queue or Cloudbase-Init.
+        #expect(plan.findings.map(\.id) == ["multi-queue-no-driver", "payload-missing", "virtio-win-missing", "password-complexity"], "\(plan.findings)")
         #expect(plan.properties["hw_disk_bus"] == "ide")
     }
 

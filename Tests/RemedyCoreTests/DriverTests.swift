@@ -1,0 +1,386 @@
+import Foundation
+import Hivex
+@testable import RemedyCore
+import RemedyFixtures
+import Testing
+
+/// A fake virtio-win tree written once per test process, in both layouts.
+enum FakeTrees {
+    static let root: String = {
+        let dir = NSTemporaryDirectory() + "/remedy-virtio-\(UUID().uuidString)"
+        try! FakeVirtioWin.write(at: dir + "/iso", layout: .isoTree)
+        try! FakeVirtioWin.write(at: dir + "/packaged", layout: .packaged)
+        try! FakeVirtioWin.write(at: dir + "/only-2k19", layout: .isoTree, osDirectories: ["2k19"])
+        return dir
+    }()
+
+    static func resolve(_ layout: String, _ os: OSFacts) throws -> VirtioFacts {
+        let source = root + "/" + layout
+        return try PayloadResolver.virtio(source: source, kind: "tree", os: os, list: { try PayloadResolver.listDirectory(source) },
+                                          fetch: { _, _ in }, cache: source, image: "test.img")
+    }
+}
+
+@Suite struct INFTests {
+    @Test func viostorINFGivesServiceHardwareIDsAndClass() throws {
+        let inf = try DriverINF(name: "viostor.inf", text: FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k16"),
+                                arch: "x86_64", osMajor: 10, osMinor: 0, build: 14393)
+        #expect(inf.classGUID == DriverClassGUID.scsiAdapter)
+        #expect(inf.driverClass == "SCSIAdapter")
+        #expect(inf.provider == "Red Hat, Inc.")
+        #expect(inf.version == "100.94.104.24000" && inf.date == "09/19/2023")
+        #expect(inf.hardwareIDs == ["PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00", "PCI\\VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01"])
+        let svc = try #require(inf.functionService)
+        #expect(svc.name == "viostor" && svc.type == 1 && svc.start == 0 && svc.errorControl == 1)
+        #expect(svc.group == "SCSI miniport")
+        #expect(svc.imagePath == "System32\\drivers\\viostor.sys")
+        #expect(svc.flags == 2)
+        #expect(inf.files == ["viostor.sys"])
+    }
+
+    @Test func kmdfDriversUseTheirNTInstallSections() throws {
+        let inf = try DriverINF(name: "balloon.inf", text: FakeVirtioWin.inf("balloon", arch: "amd64", osDirectory: "2k12R2"),
+                                arch: "x86_64", osMajor: 6, osMinor: 3, build: 9600)
+        #expect(inf.functionService?.name == "BALLOON")
+        #expect(inf.functionService?.start == 3)
+        #expect(inf.hardwareIDs.contains("PCI\\VEN_1AF4&DEV_1002&SUBSYS_00051AF4&REV_00"))
+    }
+
+    @Test func aNullServiceInstallsNoService() throws {
+        let inf = try DriverINF(name: "qemufwcfg.inf", text: FakeVirtioWin.inf("qemufwcfg", arch: "amd64", osDirectory: "2k19"),
+                                arch: "x86_64", osMajor: 10, osMinor: 0, build: 17763)
+        #expect(inf.services.isEmpty)
+        #expect(!inf.hardwareIDs.isEmpty)
+    }
+
+    @Test func x86INFsAreReadForI386Only() throws {
+        let text = FakeVirtioWin.inf("viostor", arch: "x86", osDirectory: "2k8")
+        let inf = try DriverINF(name: "viostor.inf", text: text, arch: "i386", osMajor: 6, osMinor: 0, build: 6002)
+        #expect(inf.functionService?.name == "viostor")
+        #expect(throws: DriverINF.ParseError.self) {
+            try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 6, osMinor: 0, build: 6002)
+        }
+    }
+
+    @Test func aModelsSectionForNewerBuildsIsNotUsed() throws {
+        // 2k19's INF targets NTamd64.10.0...16299: Server 2016 (build 14393) must not take it.
+        let text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k19")
+        #expect(throws: DriverINF.ParseError.self) {
+            try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 10, osMinor: 0, build: 14393)
+        }
+        #expect(try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 10, osMinor: 0, build: 17763).models.count == 1)
+    }
+
+    @Test func syntaxCommentsQuotesContinuationsAndStrings() {
+        let inf = INFFile(text: "[Version]\r\nA = \"x;y\" ; comment\r\nB = one, \\\r\n  two\r\n[strings]\r\nS = \"He said \"\"hi\"\"\"\r\n[X]\r\nK = %s%, 100%%\r\n[version]\r\nC = 3\r\n")
+        #expect(inf.value("Version", "A") == "x;y")
+        #expect(inf.lines("Version", "B").first?.fields == ["one", "two"])
+        #expect(inf.value("X", "K") == "He said \"hi\"")
+        #expect(inf.lines("X", "K").first?.fields.last == "100%")
+        #expect(inf.value("VERSION", "c") == "3", "a repeated section is merged")
+    }
+}
+
+@Suite struct VirtioLayoutTests {
+    func os(_ release: WindowsRelease, arch: Arch? = nil) -> OSFacts {
+        let a = (arch ?? release.defaultArch).rawValue
+        return OSFacts(root: "/dev/sda1", product: release.productName, variant: "Server", majorVersion: release.version.major,
+                       minorVersion: release.version.minor, build: release.build, arch: a, hostname: nil, systemRoot: "/Windows",
+                       currentControlSet: "ControlSet001", controlSets: [])
+    }
+
+    @Test(arguments: [
+        (WindowsRelease.server2008, "2k8/x86"), (.server2008R2, "2k8R2/amd64"), (.server2012, "2k12/amd64"),
+        (.server2012R2, "2k12R2/amd64"), (.server2016, "2k16/amd64"), (.server2019, "2k19/amd64"), (.server2022, "2k22/amd64"),
+    ])
+    func eachReleaseGetsItsOwnDirectory(release: WindowsRelease, expected: String) throws {
+        #expect(VirtioWin.key(for: os(release)) == expected)
+        for layout in ["iso", "packaged"] {
+            let v = try FakeTrees.resolve(layout, os(release))
+            #expect(v.selected == expected)
+            // Every file of every package comes from that directory, whichever layout holds it.
+            for p in v.packages {
+                for f in p.files {
+                    let dirs = f.source.lowercased().split(separator: "/")
+                    #expect(dirs.contains(Substring(expected.split(separator: "/")[0].lowercased())), "\(f.source)")
+                }
+            }
+            #expect(Set(v.packages.map(\.inf.name)).isSuperset(of: ["viostor.inf", "vioscsi.inf", "netkvm.inf"]), "\(layout)")
+            #expect(!v.packages.contains { $0.inf.name.hasPrefix("vioprot") }, "the SR-IOV protocol driver is never injected")
+            #expect(!v.packages.flatMap(\.files).contains { $0.name.hasSuffix(".pdb") })
+        }
+    }
+
+    @Test func clientWindowsAndServerWindowsDoNotShare() {
+        var w10 = os(.server2016)
+        w10.variant = "Client"
+        w10.build = "19045"
+        #expect(VirtioWin.key(for: w10) == "w10/amd64")
+        w10.build = "22631"
+        #expect(VirtioWin.key(for: w10) == "w11/amd64")
+        var w7 = os(.server2008R2)
+        w7.variant = "Client"
+        #expect(VirtioWin.key(for: w7) == "w7/amd64")
+    }
+
+    @Test func bothLayoutsGiveTheSamePackages() throws {
+        let a = try FakeTrees.resolve("iso", os(.server2012R2)), b = try FakeTrees.resolve("packaged", os(.server2012R2))
+        #expect(a.packages.map(\.inf) == b.packages.map(\.inf))
+        #expect(a.packages.map { $0.files.map(\.sha256) } == b.packages.map { $0.files.map(\.sha256) })
+    }
+
+    @Test func theStubFwCfgIsDroppedWhenTheRealOneIsThere() throws {
+        let v = try FakeTrees.resolve("iso", os(.server2019))
+        #expect(v.package("fwcfg.inf") != nil)
+        #expect(v.package("qemufwcfg.inf") == nil)
+    }
+
+    @Test func noMatchingDirectoryIsAnErrorListingWhatThereIs() throws {
+        do {
+            _ = try FakeTrees.resolve("only-2k19", os(.server2016))
+            Issue.record("a virtio-win without 2k16 was accepted for Server 2016")
+        } catch let e as RemedyError {
+            #expect(e.code == .virtioWinNoMatch)
+            #expect(e.message.contains("2k16/amd64") && e.message.contains("it has: 2k19/amd64"), "\(e.message)")
+        }
+    }
+
+    @Test func aDirectoryWithoutDriversIsRejected() throws {
+        let empty = NSTemporaryDirectory() + "/remedy-empty-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: empty + "/docs", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: empty + "/docs/readme.txt", contents: Data("x".utf8))
+        #expect(throws: RemedyError.self) {
+            _ = try PayloadResolver.virtio(source: empty, kind: "tree", os: os(.server2016), list: { try PayloadResolver.listDirectory(empty) },
+                                           fetch: { _, _ in }, cache: empty, image: "x")
+        }
+    }
+}
+
+@Suite struct DriverRuleTests {
+    func windows(_ release: WindowsRelease, _ states: Set<PhonyState> = [.noAutoReboot]) throws -> LocalWindows {
+        var w = try LocalWindows(PhonyWindows(release: release, states: states))
+        w.payloads.virtio = try FakeTrees.resolve("iso", w.os)
+        return w
+    }
+
+    @Test func windows7EraGetsCriticalDeviceDatabaseEntriesFromTheINF() throws {
+        var w = try windows(.server2008R2)
+        let policy = try PolicyLoader.load("huawei-ims")
+        let plan = try w.plan(policy)
+        let system = plan.changes.filter { $0.hive == .system }
+        for cs in ["ControlSet001", "ControlSet002"] {
+            for id in ["pci#ven_1af4&dev_1001&subsys_00021af4&rev_00", "pci#ven_1af4&dev_1001", "pci#ven_1af4&dev_1042&subsys_11001af4&rev_01",
+                       "pci#ven_1af4&dev_1004&subsys_00081af4&rev_00", "pci#ven_1af4&dev_1048"] {
+                let key = "\(cs)\\Control\\CriticalDeviceDatabase\\\(id)"
+                #expect(system.contains { $0.key.description == key && $0.name == "ClassGUID" && $0.after == .string(DriverClassGUID.scsiAdapter) }, "\(key)")
+            }
+            #expect(system.contains { $0.key.description == "\(cs)\\Services\\viostor" && $0.name == "Start" && $0.after == .dword(0) })
+            #expect(system.contains { $0.key.description == "\(cs)\\Services\\vioscsi" && $0.name == "ImagePath" && $0.after == .expandString("System32\\drivers\\vioscsi.sys") })
+        }
+        #expect(!system.contains { $0.key.components.first == "DriverDatabase" })
+        // netkvm and the others are installed at first boot, not by service keys written offline.
+        #expect(!system.contains { $0.key.description.hasSuffix("Services\\netkvm") })
+        let files = Set(plan.fileChanges.map(\.path))
+        #expect(files.contains("/Windows/System32/drivers/viostor.sys"))
+        #expect(files.contains("/Windows/Drivers/VirtIO/netkvm.inf"))
+        #expect(files.contains("/Windows/remedy/firstboot/scripts/20-virtio-drivers.cmd"))
+        #expect(files.contains("/Windows/System32/GroupPolicy/Machine/Scripts/scripts.ini"))
+        #expect(plan.properties["hw_disk_bus"] == "virtio")
+        #expect(plan.properties["hw_vif_multiqueue_enabled"] == "true")
+        try w.apply(plan)
+        #expect(try w.plan(policy).actions.isEmpty)
+    }
+
+    @Test func windows8AndLaterGetDriverDatabaseEntries() throws {
+        for release in [WindowsRelease.server2012R2, .server2016, .server2022] {
+            var w = try windows(release)
+            let policy = try PolicyLoader.load("huawei-ims")
+            let plan = try w.plan(policy)
+            let system = plan.changes.filter { $0.hive == .system }
+            #expect(!system.contains { $0.key.description.contains("CriticalDeviceDatabase") }, "\(release)")
+            let viostor = try #require(w.payloads.virtio?.package("viostor.inf"))
+            let label = VirtioDriversRule.label(viostor, w.os)
+            #expect(label.hasPrefix("viostor.inf_amd64_") && label.count == "viostor.inf_amd64_".count + 16)
+            let published = system.first { $0.key.description.hasPrefix("DriverDatabase\\DriverInfFiles\\") && $0.name == "Active" && $0.after == .string(label) }
+            let inf = try #require(published?.key.components.last, "\(release): no DriverInfFiles entry for \(label)")
+            #expect(inf.hasPrefix("oem") && inf.hasSuffix(".inf"))
+            for id in viostor.inf.hardwareIDs {
+                #expect(system.contains { $0.key.description == "DriverDatabase\\DeviceIds\\\(id)" && $0.name == inf }, "\(release) \(id)")
+                #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Descriptors\\\(id)" && $0.name == "Configuration" && $0.after == .string("rhelscsi_inst") })
+            }
+            #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Configurations\\rhelscsi_inst" && $0.name == "Service" && $0.after == .string("viostor") })
+            let version = system.first { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)" && $0.name == "Version" }?.after
+            #expect(version == .binary(VirtioDriversRule.versionBlob(classGUID: DriverClassGUID.scsiAdapter)))
+            #expect(plan.fileChanges.contains { $0.path == "/Windows/System32/DriverStore/FileRepository/\(label)/viostor.sys" })
+            #expect(plan.fileChanges.contains { $0.path == "/Windows/INF/\(inf)" })
+            try w.apply(plan)
+            let again = try w.plan(policy)
+            #expect(again.actions.isEmpty, "\(release): \(again.actions.map(\.description))")
+        }
+    }
+
+    @Test func classGUIDBytesAreInWindowsOrder() {
+        let b = VirtioDriversRule.guidBytes("{4D36E97B-E325-11CE-BFC1-08002BE10318}")
+        #expect(b == [0x7B, 0xE9, 0x36, 0x4D, 0x25, 0xE3, 0xCE, 0x11, 0xBF, 0xC1, 0x08, 0x00, 0x2B, 0xE1, 0x03, 0x18])
+    }
+
+    @Test func multiQueueTurnsRSSBackOnAndReportsTheProperty() throws {
+        var w = try windows(.server2016, [.noAutoReboot, .rssDisabled])
+        let plan = try w.plan(try PolicyLoader.load("huawei-ims"))
+        let mq = plan.actions.filter { $0.rule == "multi-queue" }.flatMap(\.changes)
+        #expect(mq.contains { $0.name == "EnableRSS" && $0.before == .dword(0) && $0.after == .dword(1) })
+        #expect(mq.contains { $0.name == "RSS" && $0.key.description.hasSuffix("NDIS\\Parameters") })
+        #expect(plan.properties["hw_vif_multiqueue_enabled"] == "true")
+        try w.apply(plan)
+        #expect(try w.plan(try PolicyLoader.load("huawei-ims")).actions.isEmpty)
+    }
+
+    @Test func multiQueueIsNotOfferedOnOtherVersions() throws {
+        let w = try windows(.server2019)
+        let plan = try w.plan(try PolicyLoader.load("huawei-ims"))
+        #expect(plan.properties["hw_vif_multiqueue_enabled"] == nil)
+        #expect(plan.findings.contains { $0.id == "multi-queue-unsupported" && $0.severity == .info })
+    }
+
+    @Test func sha2WarningUnlessTheUpdatesAreInstalled() throws {
+        let w = try windows(.server2008R2)
+        let plan = try w.plan(try PolicyLoader.load("huawei-ims"))
+        #expect(plan.findings.contains { $0.id == "virtio-win-known-issue" && $0.message.contains("KB4474419") })
+        var spec = PhonyWindows(release: .server2008R2, states: [.noAutoReboot])
+        spec.extraSoftware["Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\Packages\\Package_for_KB4474419~31bf3856ad364e35~amd64~~6.1.3.2"] = ["CurrentState": .dword(0x70)]
+        var patched = try LocalWindows(spec)
+        patched.payloads.virtio = w.payloads.virtio
+        #expect(!(try patched.plan(try PolicyLoader.load("huawei-ims"))).findings.contains { $0.id == "virtio-win-known-issue" })
+        #expect(!(try windows(.server2016).plan(try PolicyLoader.load("huawei-ims"))).findings.contains { $0.id == "virtio-win-known-issue" })
+    }
+}
+
+@Suite struct FirstBootTests {
+    @Test func anExistingScriptsIniKeepsItsEntriesAndGetsTheNextIndex() {
+        let existing = "\r\n[Startup]\r\n0CmdLine=C:\\corp\\inventory.cmd\r\n0Parameters=/q\r\n[Shutdown]\r\n0CmdLine=x.cmd\r\n0Parameters=\r\n"
+        let merged = FirstBoot.addStartup(existing, "C:\\Windows\\remedy\\firstboot\\run.cmd")
+        #expect(merged.contains("0CmdLine=C:\\corp\\inventory.cmd\r\n0Parameters=/q\r\n1CmdLine=C:\\Windows\\remedy\\firstboot\\run.cmd\r\n1Parameters=\r\n[Shutdown]"))
+        #expect(FirstBoot.addStartup("", "r.cmd") == "[Startup]\r\n0CmdLine=r.cmd\r\n0Parameters=\r\n")
+    }
+
+    @Test func gptIniRegistersScriptsAndRaisesTheMachineVersionOnly() {
+        let (ours, restore) = FirstBoot.gptIniTexts("[General]\r\ngPCMachineExtensionNames=[{35378EAC-683F-11D2-A89A-00C04FBBCFA2}{0F6B957D-509E-11D1-A7CC-0000F87571E3}]\r\nVersion=65539\r\n")
+        // 65539 = user version 1, machine version 3.
+        #expect(ours.contains("Version=65540\r\n"))
+        #expect(restore.contains("Version=65541\r\n"))
+        #expect(ours.contains("gPCMachineExtensionNames=[{35378EAC-683F-11D2-A89A-00C04FBBCFA2}{0F6B957D-509E-11D1-A7CC-0000F87571E3}][{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}]"))
+        #expect(!restore.contains("42B5FAAE"))
+        let (fresh, _) = FirstBoot.gptIniTexts("")
+        #expect(fresh == "[General]\r\ngPCMachineExtensionNames=\(FirstBoot.scriptsExtension)\r\nVersion=1\r\n")
+    }
+
+    @Test func scriptsIniKeepsItsUTF16Encoding() throws {
+        var w = try LocalWindows(PhonyWindows(release: .server2016, states: [.noAutoReboot]))
+        w.payloads.virtio = try FakeTrees.resolve("iso", w.os)
+        let text = "[Startup]\r\n0CmdLine=C:\\corp\\a.cmd\r\n0Parameters=\r\n"
+        let bytes = TextEncoding.utf16le.encode(text)
+        w.files.apply(FileChange(path: FirstBoot.scriptsIni(w.os), content: text, encoding: .utf16le, size: Int64(bytes.count),
+                                 sha256: SHA256Hex.of(bytes), before: nil))
+        let plan = try w.plan(try PolicyLoader.load("huawei-ims"))
+        let ini = try #require(plan.fileChanges.first { $0.path == FirstBoot.scriptsIni(w.os) })
+        #expect(ini.encoding == .utf16le && ini.before == SHA256Hex.of(bytes))
+        #expect(ini.content?.contains("0CmdLine=C:\\corp\\a.cmd") == true && ini.content?.contains("1CmdLine=C:\\Windows\\remedy\\firstboot\\run.cmd") == true)
+        let restore = try #require(plan.fileChanges.first { $0.path.hasSuffix("restore/scripts.ini") })
+        #expect(restore.content == text)
+    }
+
+    @Test func textDecodingFollowsTheByteOrderMark() {
+        #expect(TextEncoding.decode([0xFF, 0xFE, 0x41, 0x00, 0x42, 0x00]) == ("AB", .utf16le))
+        #expect(TextEncoding.decode(Array("AB".utf8)) == ("AB", .utf8))
+    }
+}
+
+@Suite struct PayloadTests {
+    @Test func sha256MatchesPublishedVectors() {
+        #expect(SHA256Hex.of([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256Hex.of(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(SHA256Hex.of(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
+                == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        var s = SHA256()
+        for _ in 0..<1000 { s.update(data: [UInt8](repeating: 0x61, count: 1000)) }
+        #expect(s.finalize().map { String(format: "%02x", $0) }.joined() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+
+    func manifestDirectory(known sha: String?) throws -> String {
+        let dir = NSTemporaryDirectory() + "/remedy-payload-\(UUID().uuidString)/tools"
+        try FileManager.default.createDirectory(atPath: dir + "/kvm", withIntermediateDirectories: true)
+        try """
+        name: tools
+        description: the cloud's VM tools
+        input:
+          kind: msi
+          known:\(sha.map { "\n    - {file: tools.msi, version: 2.1, arch: x86_64, sha256: \($0)}" } ?? " []")
+        detect: {service: cloudtools}
+        install: {command: 'msiexec /i "%PAYLOAD%" /qn /l*v "%LOG%"', order: 60}
+        variants: [kvm]
+        variables: {region: none}
+        files:
+          - {template: "{variant}/tools.conf", target: '%ProgramFiles%\\Cloud Tools\\tools.conf'}
+        remove-keys: ['SOFTWARE\\Cloud Tools\\State']
+        """.write(toFile: dir + "/manifest.yaml", atomically: true, encoding: .utf8)
+        try "region={{region}}\n".write(toFile: dir + "/kvm/tools.conf", atomically: true, encoding: .utf8)
+        return dir
+    }
+
+    func plan(_ rule: PayloadRule, _ w: LocalWindows) throws -> Plan {
+        var w = w
+        return try w.plan(Policy(name: "t", description: "", source: "t", extends: [], versions: [], architectures: [], parameters: [:], rules: [rule]))
+    }
+
+    @Test func aNewPayloadIsDataStagedInstalledAndConfigured() throws {
+        let msi: [UInt8] = Array("fake tools msi".utf8)
+        let m = try PayloadManifest.load(try manifestDirectory(known: SHA256Hex.of(msi)) + "/manifest.yaml")
+        let rule = try PayloadRule(manifest: m, parameters: PolicyParameters(["region": .string("eu-west-0")]))
+        var w = try LocalWindows(PhonyWindows(release: .server2016))
+        w.payloads.files["tools"] = PayloadFile(name: "tools.msi", source: "tools:tools.msi", size: Int64(msi.count), sha256: SHA256Hex.of(msi))
+        let p = try plan(rule, w)
+        #expect(p.findings.isEmpty, "\(p.findings)")
+        let files = Dictionary(uniqueKeysWithValues: p.fileChanges.map { ($0.path, $0) })
+        #expect(files["/Windows/remedy/payloads/tools/tools.msi"]?.source == "tools:tools.msi")
+        #expect(files["/Windows/remedy/payloads/tools/files/tools.conf"]?.content == "region=eu-west-0\r\n")
+        let step = try #require(files["/Windows/remedy/firstboot/scripts/60-tools.cmd"]?.content)
+        #expect(step.contains("msiexec /i \"C:\\Windows\\remedy\\payloads\\tools\\tools.msi\" /qn /l*v \"C:\\Windows\\remedy\\payloads\\tools\\install.log\""))
+        #expect(step.contains("copy /y \"C:\\Windows\\remedy\\payloads\\tools\\files\\tools.conf\" \"%ProgramFiles%\\Cloud Tools\\tools.conf\""))
+        #expect(files["/Windows/remedy/firstboot/run.cmd"] != nil)
+        try w.apply(p)
+        #expect(try plan(rule, w).actions.isEmpty)
+    }
+
+    @Test func anUnknownFileIsUsedWithAWarningAndAMissingOneIsReported() throws {
+        let m = try PayloadManifest.load(try manifestDirectory(known: nil) + "/manifest.yaml")
+        var w = try LocalWindows(PhonyWindows(release: .server2016))
+        let rule = try PayloadRule(manifest: m, parameters: PolicyParameters())
+        #expect(try plan(rule, w).findings.map(\.id) == ["payload-missing"])
+        w.payloads.files["tools"] = PayloadFile(name: "x.msi", source: "tools:x.msi", size: 1, sha256: String(repeating: "0", count: 64))
+        #expect(try plan(rule, w).findings.map(\.id) == ["payload-unknown"])
+        let strict = try PayloadRule(manifest: m, parameters: PolicyParameters(["required": .bool(true)]))
+        w.payloads.files = [:]
+        #expect(try plan(strict, w).findings.first?.severity == .blocker)
+        #expect(throws: PolicyParameterError.self) { try PayloadRule(manifest: m, parameters: PolicyParameters(["colour": .string("x")])) }
+    }
+
+    @Test func cloudbaseInitAlreadyInstalledIsConfiguredInPlaceAndItsStateCleared() throws {
+        var w = try LocalWindows(PhonyWindows(release: .server2012R2, states: [.noAutoReboot, .cloudbaseInitInstalled]))
+        let policy = try PolicyLoader.load("huawei-ims")
+        let p = try w.plan(policy)
+        let cb = p.actions.filter { $0.rule == "cloudbase-init" }
+        #expect(cb.flatMap(\.changes).contains { $0.op == .deleteKey && $0.key.description == "Cloudbase Solutions\\Cloudbase-Init" })
+        let conf = try #require(cb.flatMap(\.files).first { $0.path == "/Program Files/Cloudbase Solutions/Cloudbase-Init/conf/cloudbase-init.conf" }?.content)
+        for line in ["username=Administrator", "groups=Administrators", "netbios_host_name_compatibility=false",
+                     "metadata_services=cloudbaseinit.metadata.services.httpservice.HttpService", "inject_user_password=true",
+                     "first_logon_behaviour=no", "real_time_clock_utc=false", "retry_count=40", "retry_count_interval=5"] {
+            #expect(conf.contains(line + "\r\n"), "\(line)")
+        }
+        #expect(conf.contains("SetHostNamePlugin") && !conf.lowercased().contains("winrm"))
+        let unattend = try #require(cb.flatMap(\.files).first { $0.path.hasSuffix("cloudbase-init-unattend.conf") }?.content)
+        #expect(!unattend.contains("SetHostNamePlugin") && unattend.contains("ExtendVolumesPlugin"))
+        #expect(!p.findings.contains { $0.id == "payload-missing" })
+        try w.apply(p)
+        #expect(try w.plan(policy).actions.isEmpty)
+    }
+}
