@@ -207,7 +207,8 @@ public enum Applier {
             case .delete:
                 try g.rm(target)
             case .write:
-                try g.mkdirP((target as NSString).deletingLastPathComponent)
+                let parent = (target as NSString).deletingLastPathComponent
+                if session.listing(parent) == nil { try g.mkdirP(parent) }
                 let temp = target + ".remedy-new"
                 try g.upload(locals[i], to: temp)
                 guard try g.checksum("sha256", temp) == c.sha256 else {
@@ -215,6 +216,7 @@ public enum Applier {
                     throw RemedyError(.verifyFailed, image: session.imagePath, "\(ImageSession.windowsPath(target)) read back from the image differs from what was uploaded")
                 }
                 try g.rename(temp, target)
+                session.noteCreated(target)
                 if c.before == nil { report.injected.append(target) }
             }
         }

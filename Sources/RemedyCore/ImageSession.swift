@@ -382,7 +382,7 @@ public final class ImageSession {
                 }
                 facts.virtio = try PayloadResolver.virtio(
                     source: source, kind: "iso", os: os,
-                    list: { try self.g.find("/").filter { (try? self.g.isFile("/" + $0)) == true } },
+                    list: { Self.leaves(try self.g.find("/")) },
                     fetch: { rel, local in try self.g.download("/" + rel, to: local) }, cache: cache, image: imagePath)
             } else {
                 payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
@@ -395,6 +395,15 @@ public final class ImageSession {
         return facts
     }
 
+    /// The entries of a `find` listing that have nothing below them (the files), without asking the appliance
+    /// about each one: an ISO lists a thousand entries, and each call costs a round trip.
+    static func leaves(_ paths: [String]) -> [String] {
+        let sorted = paths.sorted()
+        return sorted.enumerated().compactMap { i, p in
+            i + 1 < sorted.count && sorted[i + 1].hasPrefix(p + "/") ? nil : p
+        }
+    }
+
     /// The local file a plan's `source` names.
     public func localSource(_ source: String) -> String? {
         guard let colon = source.firstIndex(of: ":") else { return nil }
@@ -402,11 +411,13 @@ public final class ImageSession {
         return root + "/" + source[source.index(after: colon)...]
     }
 
-    /// Looks at the files rules asked about, in the Windows filesystem (read-only).
+    /// Looks at the files rules asked about, in the Windows filesystem (read-only): one listing per
+    /// directory, then a checksum for each file that exists.
     func fileFacts(_ requirements: [FileRequirement]) throws -> FileSnapshot {
         var snapshot = FileSnapshot()
         guard !requirements.isEmpty else { return snapshot }
         try mountReadOnly()
+        directories = [:]
         for r in requirements {
             let key = FileSnapshot.key(r.path)
             guard let path = resolveExisting(r.path), (try? g.isFile(path)) == true else {
@@ -428,10 +439,35 @@ public final class ImageSession {
         return snapshot
     }
 
+    /// Directory listings of this session's filesystem: lowercased guest path -> (stored path, lowercased name -> stored name),
+    /// nil for a directory that does not exist. Kept while one mount lasts; writes update it.
+    var directories: [String: (path: String, names: [String: String])?] = [:]
+
+    /// A directory's listing, from the cache or one `ls`.
+    func listing(_ dir: String) -> (path: String, names: [String: String])? {
+        let key = dir.lowercased()
+        if let known = directories[key] { return known }
+        var result: (path: String, names: [String: String])?
+        if dir == "/" || dir.isEmpty {
+            result = ("", [:])
+        } else if let parent = listing((dir as NSString).deletingLastPathComponent),
+                  let stored = parent.names[(dir as NSString).lastPathComponent.lowercased()] {
+            result = (parent.path + "/" + stored, [:])
+        }
+        if var r = result {
+            let names = (try? g.ls(r.path.isEmpty ? "/" : r.path)) ?? []
+            for n in names { r.names[n.lowercased()] = n }
+            result = r
+        }
+        directories[key] = .some(result)
+        return result
+    }
+
     /// The stored spelling of an existing guest path (NTFS is case-insensitive to Windows, not to the appliance), or nil.
     func resolveExisting(_ path: String) -> String? {
-        guard let p = try? g.caseSensitivePath(path), (try? g.exists(p)) == true else { return nil }
-        return p
+        guard let dir = listing((path as NSString).deletingLastPathComponent),
+              let name = dir.names[(path as NSString).lastPathComponent.lowercased()] else { return nil }
+        return dir.path + "/" + name
     }
 
     /// A path to write: the existing directories' stored spelling, the rest as given.
@@ -447,9 +483,29 @@ public final class ImageSession {
         return "/" + tail.joined(separator: "/")
     }
 
+    /// Records a file (and its directories) created by this session in the listing cache.
+    func noteCreated(_ path: String) {
+        var child = path
+        var dir = (path as NSString).deletingLastPathComponent
+        while true {
+            let key = dir.lowercased()
+            let name = (child as NSString).lastPathComponent
+            if case .some(.some(var l)) = directories[key] {
+                l.names[name.lowercased()] = l.names[name.lowercased()] ?? name
+                directories[key] = .some(l)
+                break
+            }
+            directories[key] = .some((dir, [name.lowercased(): name]))
+            if dir == "/" || dir.isEmpty { break }
+            child = dir
+            dir = (dir as NSString).deletingLastPathComponent
+        }
+    }
+
     /// Mounts this image's Windows filesystem at `/`, read-only, unless it already is (in either mode).
     func mountReadOnly() throws {
         guard appliance.mounted?.device != device else { return }
+        directories = [:]
         try g.umountAll()
         appliance.mounted = nil
         try g.mountReadOnly(install.root, at: "/")
@@ -460,6 +516,7 @@ public final class ImageSession {
     func remountWritable() throws {
         precondition(writable, "remountWritable on a read-only session")
         if let m = appliance.mounted, m.device == device, m.writable { return }
+        directories = [:]
         try g.umountAll()
         appliance.mounted = nil
         try g.mount(install.root, at: "/")

@@ -129,14 +129,14 @@ struct Fixtures: Sendable {
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-3.qcow2", format: .qcow2),
         ]
         requests += [
-            ImageRequest(.windows(PhonyWindows(release: .server2008, arch: .i386, hostname: "D-2008", nics: [.staticIP(guidA, "10.8.0.8")], states: [.vmwareTools])),
-                         path: "\(f.driversDir)/w2008-x86.vhd", format: .vhd),
-            ImageRequest(.windows(PhonyWindows(release: .server2008R2, hostname: "D-2008R2", nics: [.staticIP(guidA, "10.8.1.8")], states: [.rssDisabled])),
+            ImageRequest(.windows(PhonyWindows(release: .server2008, arch: .i386, hostname: "D-2008", nics: [.staticIP(guidA, "10.8.0.8")], states: [.vmwareTools], diskMiB: big)),
+                         path: "\(f.driversDir)/w2008-x86.qcow2", format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2008R2, hostname: "D-2008R2", nics: [.staticIP(guidA, "10.8.1.8")], states: [.rssDisabled], diskMiB: big)),
                          path: "\(f.driversDir)/w2008r2.vmdk", format: .vmdk),
-            ImageRequest(.windows(PhonyWindows(release: .server2012R2, hostname: "D-2012R2", states: [.cloudbaseInitInstalled, .xenPV])),
+            ImageRequest(.windows(PhonyWindows(release: .server2012R2, hostname: "D-2012R2", states: [.cloudbaseInitInstalled, .xenPV], diskMiB: big)),
                          path: "\(f.driversDir)/w2012r2.qcow2", format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2016, hostname: "D-2016", states: [.rssDisabled])), path: "\(f.driversDir)/w2016.qcow2", format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2022, firmware: .uefi, hostname: "D-2022")), path: "\(f.driversDir)/w2022.qcow2", format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2016, hostname: "D-2016", states: [.rssDisabled], diskMiB: big)), path: "\(f.driversDir)/w2016.qcow2", format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2022, firmware: .uefi, hostname: "D-2022", diskMiB: big)), path: "\(f.driversDir)/w2022.qcow2", format: .qcow2),
             ImageRequest(.windows(PhonyWindows(release: .server2016)), path: f.driversWrongOS, format: .qcow2),
         ]
         try FakeVirtioWin.write(at: f.virtioTree, layout: .isoTree)

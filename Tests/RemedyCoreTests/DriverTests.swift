@@ -384,3 +384,25 @@ enum FakeTrees {
         #expect(try w.plan(policy).actions.isEmpty)
     }
 }
+
+@Suite struct UninstallTests {
+    @Test func oldToolsAreUninstalledAtFirstBootWhenThePolicySaysSo() throws {
+        var w = try LocalWindows(PhonyWindows(release: .server2012R2, states: [.vmwareTools, .xenPV, .parallelsTools, .virtualBoxAdditions]))
+        let yaml = "name: t\ndescription: d\nextends: huawei-ims\nparameters:\n  uninstall-old-tools: true\n"
+        let policy = try PolicyLoader.parse(yaml, source: NSTemporaryDirectory() + "/t.yaml")
+        let plan = try w.plan(policy)
+        let steps = plan.actions.filter { $0.rule == "pv-cleanup" && $0.description.hasPrefix("first boot: uninstall") }
+        // MSI packages (VMware Tools, Parallels Tools) get MsiExec /X with /qn; the Xen and VirtualBox uninstallers are
+        // plain executables without a quiet command: they stay warnings.
+        #expect(steps.count == 2, "\(steps.map(\.description))")
+        let scripts = steps.flatMap(\.files).filter { $0.path.contains("/firstboot/scripts/30-uninstall-") }
+        #expect(scripts.count == 2)
+        #expect(scripts.contains { $0.content?.contains("MsiExec.exe /X{A4F5A2B1-7E2B-4B0D-9C1A-0C9F2C6E1A11} /qn /norestart") == true })
+        #expect(scripts.allSatisfy { $0.content?.contains(" /qn /norestart") == true })
+        #expect(scripts.contains { $0.content?.contains("MsiExec.exe /X{DDDA2E4C-2D68-4E8B-8A2F-6B0B7E1C3D55} /qn /norestart") == true })
+        let left = plan.findings.filter { $0.id == "old-tools-installed" }
+        #expect(left.count == 2 && left.allSatisfy { $0.message.contains("no unattended uninstall command") }, "\(left.map(\.message))")
+        try w.apply(plan)
+        #expect(try w.plan(policy).actions.isEmpty)
+    }
+}
