@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # remedy's benchmark: wall time and peak memory, measured side by side in one run on the same phony images.
 #
-#   Benchmarks/run.sh [--quick] [--accel tcg|kvm|auto] [--out DIR]
+#   Benchmarks/run.sh [--quick] [--drivers-only] [--accel tcg|kvm|auto] [--out DIR]
 #
 # Prints a Markdown table: the bare appliance launch (the floor), remedy plan and apply on one image, the
 # batch alternatives (appliances in parallel, several images per appliance), remedy batch on 10 and 20 images,
@@ -11,13 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=0; accel=tcg; out=""
+quick=0; drivers_only=0; accel=tcg; out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
+    --drivers-only) drivers_only=1 ;;
     --accel) accel="$2"; shift ;;
     --out) out="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--accel tcg|kvm|auto] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--drivers-only] [--accel tcg|kvm|auto] [--out DIR]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -31,8 +32,8 @@ echo "building remedy (release)..." >&2
 swift build -c release --product remedy >&2
 remedy=$(swift build -c release --show-bin-path)/remedy
 # The binary reads policies at run time: measure against a snapshot, not a tree that may change meanwhile.
-rm -rf "$work/Policies"; cp -r Policies "$work/Policies"
-export REMEDY_POLICIES="$work/Policies"
+rm -rf "$work/Policies" "$work/Payloads"; cp -r Policies "$work/Policies"; cp -r Payloads "$work/Payloads"
+export REMEDY_POLICIES="$work/Policies" REMEDY_PAYLOADS_DIR="$work/Payloads"
 
 # Peak memory of a command and everything it starts (qemu included): the sum of the resident sets of the
 # process tree, sampled every 0.2 s. GNU time's %M only sees the largest single process.
@@ -75,7 +76,8 @@ for i in 1 2 3; do measure bare guestfish -a /dev/null run; t+=("$secs"); m=$pea
 bare=$(median3 "${t[@]}")
 row "bare appliance launch (guestfish -a /dev/null run), median of 3" "$bare" "$m" "1.00"
 
-# 2. One image.
+# 2. One image (without driver injection, as before it existed; then with it).
+if [ "$drivers_only" = 0 ]; then
 t=()
 for i in 1 2 3; do measure inspect guestfish --ro -a "$work/base.qcow2" -i exit; t+=("$secs"); m=$peak_mib; done
 x=$(median3 "${t[@]}"); row "guestfish -i (libguestfs full inspect_os + mount), median of 3" "$x" "$m" "$(ratio "$x" "$bare")"
@@ -88,6 +90,30 @@ for i in 1 2 3; do
   measure apply "$remedy" apply "$work/one.qcow2"; t+=("$secs"); m=$peak_mib
 done
 apply1=$(median3 "${t[@]}"); row "remedy apply, 1 image, median of 3" "$apply1" "$m" "$(ratio "$apply1" "$bare")"
+fi
+
+# 2b. With a virtio-win ISO (remedy's fake one: real layout and INFs, small binaries; only the chosen OS directory
+# is read from it, so a real ISO costs the size of that directory more) and a Cloudbase-Init payload.
+"$remedy" dev make-virtio-win --iso "$work/virtio-win.iso" "$work/virtio-win" > /dev/null
+head -c 1048576 /dev/urandom > "$work/CloudbaseInitSetup_x64.msi"
+inputs=(--virtio-win "$work/virtio-win.iso" --payload "cloudbase-init=$work/CloudbaseInitSetup_x64.msi")
+t=()
+for i in 1 2 3; do measure plan-virtio "$remedy" plan "$work/base.qcow2" "${inputs[@]}"; t+=("$secs"); m=$peak_mib; done
+x=$(median3 "${t[@]}"); row "remedy plan + virtio-win ISO + Cloudbase-Init, 1 image, median of 3" "$x" "$m" "$(ratio "$x" "$bare")"
+t=()
+for i in 1 2 3; do
+  cp --sparse=always "$work/base.qcow2" "$work/one.qcow2"
+  measure apply-virtio "$remedy" apply "$work/one.qcow2" "${inputs[@]}"; t+=("$secs"); m=$peak_mib
+done
+x=$(median3 "${t[@]}"); row "remedy apply + virtio-win ISO + Cloudbase-Init (47 files), 1 image, median of 3" "$x" "$m" "$(ratio "$x" "$bare")"
+fresh "$work/bv" 10
+measure batch-apply-virtio "$remedy" batch "$work/bv" --apply "${inputs[@]}"
+row "remedy batch --apply + virtio-win ISO + Cloudbase-Init, 10 images, defaults" "$secs" "$peak_mib" "$(ratio "$secs" "$bare")"
+if [ "$drivers_only" = 1 ]; then
+  printf '\n| measurement | wall s | peak MiB | x bare launch |\n|---|---|---|---|\n'
+  printf '%s\n' "${rows[@]}"
+  exit 0
+fi
 
 # 3. Batch alternatives on 10 images (plan): appliances in parallel vs images per appliance.
 for cfg in "1 1" "2 1" "1 10" "2 5"; do

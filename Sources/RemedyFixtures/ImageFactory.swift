@@ -125,7 +125,7 @@ public enum ImageFactory {
             try g.upload(bcd, to: "/EFI/Microsoft/Boot/BCD")
             try g.umountAll()
             ntfs = dev + "2"
-            mounted = Array("DMIO:ID:".utf8) + guidBytes(partGUID)
+            mounted = Array("DMIO:ID:".utf8) + WindowsGUID.bytes(partGUID)!
         }
         try g.mkfs("ntfs", ntfs, label: "Windows")
         try g.mount(ntfs, at: "/")
@@ -223,16 +223,4 @@ public enum ImageFactory {
         try g.umountAll()
     }
 
-    /// A GUID's on-disk (mixed-endian) bytes.
-    static func guidBytes(_ s: String) -> [UInt8] {
-        let hexDigits = s.replacingOccurrences(of: "-", with: "")
-        var b: [UInt8] = []
-        var i = hexDigits.startIndex
-        while i < hexDigits.endIndex {
-            let j = hexDigits.index(i, offsetBy: 2)
-            b.append(UInt8(hexDigits[i..<j], radix: 16)!)
-            i = j
-        }
-        return [b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]] + Array(b[8...])
-    }
 }

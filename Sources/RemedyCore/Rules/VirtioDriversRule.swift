@@ -1,4 +1,5 @@
 import Foundation
+import RegistryFormat
 
 /// `virtio-drivers`: VirtIO drivers from virtio-win, injected so Windows
 /// boots from a VirtIO disk and installs the rest of the drivers itself at
@@ -338,16 +339,5 @@ public struct VirtioDriversRule: Rule {
         [0x00, 0xFF, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00] + guidBytes(classGUID) + [UInt8](repeating: 0, count: 24)
     }
 
-    static func guidBytes(_ guid: String) -> [UInt8] {
-        let hex = guid.filter { $0.isHexDigit }
-        guard hex.count == 32 else { return [UInt8](repeating: 0, count: 16) }
-        var b: [UInt8] = []
-        var i = hex.startIndex
-        while i < hex.endIndex {
-            let j = hex.index(i, offsetBy: 2)
-            b.append(UInt8(hex[i..<j], radix: 16)!)
-            i = j
-        }
-        return [b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]] + b[8...]
-    }
+    static func guidBytes(_ guid: String) -> [UInt8] { WindowsGUID.bytes(guid) ?? [UInt8](repeating: 0, count: 16) }
 }
