@@ -259,6 +259,14 @@ public final class Guestfs {
     public func download(_ remote: String, to local: String) throws { try call("download") { guestfs_download($0, remote, local) } }
     /// Copies a local file into the guest.
     public func upload(_ local: String, to remote: String) throws { try call("upload") { guestfs_upload($0, local, remote) } }
+    /// Unpacks a local (uncompressed) tar file into a guest directory: many files in one round trip.
+    public func tarIn(_ tarfile: String, to directory: String) throws { try call("tar_in") { guestfs_tar_in($0, tarfile, directory) } }
+    /// Packs a guest directory into a local tar file.
+    public func tarOut(_ directory: String, to tarfile: String) throws { try call("tar_out") { guestfs_tar_out($0, directory, tarfile) } }
+    /// Checksums every regular file below a guest directory into a local file (`sha256sum` format), in one call.
+    public func checksumsOut(_ type: String, _ directory: String, to local: String) throws {
+        try call("checksums_out") { guestfs_checksums_out($0, type, directory, local) }
+    }
 
     /// Writes bytes to a guest file (small files only: the protocol limit is a few MB).
     public func write(_ path: String, _ bytes: [UInt8]) throws {

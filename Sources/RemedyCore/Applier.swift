@@ -76,8 +76,10 @@ public enum Applier {
         let changes = plan.changes
         let fileChanges = plan.fileChanges
         guard !changes.isEmpty || !fileChanges.isEmpty else { return report }
-        if !plan.blockers.isEmpty, let b = plan.blockers.first(where: { $0.id.hasPrefix("payload-") || $0.id.hasPrefix("virtio-win") }) {
-            throw RemedyError(.planMismatch, image: session.imagePath, "\(b.message); nothing was written")
+        // A blocker about what was given to inject (a wrong-architecture installer, a required virtio-win left out) is an
+        // input the run cannot use; other blockers are for the cloud's registration and do not stop the edit.
+        if let b = plan.blockers.first(where: { $0.id.hasPrefix("payload-") || $0.id.hasPrefix("virtio-win") }) {
+            throw RemedyError(.invalidArgument, image: session.imagePath, "\(b.message); nothing was written")
         }
         let image = session.imagePath
         if plan.findings.contains(where: { $0.id == "hibernated" }) {
@@ -107,7 +109,7 @@ public enum Applier {
             }
             try g.mkdirP(backupDir)
             // Files first: each checked against the plan, the original kept, the new one uploaded beside and renamed over.
-            try writeFiles(fileChanges, localFiles, session: session, backupDir: backupDir, report: &report)
+            try writeFiles(fileChanges, localFiles, session: session, backupDir: backupDir, runID: runID, report: &report)
             for (hive, newFile) in prepared {
                 let target = session.hivePaths[hive]!
                 let backup = "\(backupDir)/\(hive.rawValue)"
@@ -181,9 +183,13 @@ public enum Applier {
         return out
     }
 
-    /// Writes planned files: every `before` is checked first (nothing is written when one differs), then each
-    /// file is uploaded beside its target, its checksum read back, and renamed over it; replaced files are kept.
-    static func writeFiles(_ changes: [FileChange], _ locals: [String], session: ImageSession, backupDir: String, report: inout ApplyReport) throws {
+    /// Writes planned files: every `before` is checked first (nothing is written when one differs). The new files
+    /// go into the image in one tar stream, into a staging directory on the same volume, and their checksums come
+    /// back in one call and are compared with the plan; then each is renamed over its target (replaced files are
+    /// kept in the backup first). A rename is atomic: a target holds the old file or the new one.
+    static func writeFiles(_ changes: [FileChange], _ locals: [String], session: ImageSession, backupDir: String, runID: String,
+                           report: inout ApplyReport) throws {
+        guard !changes.isEmpty else { return }
         let g = session.g
         var targets: [String] = []
         for c in changes {
@@ -194,6 +200,35 @@ public enum Applier {
                                   + "the plan expected \(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned); nothing was written")
             }
             targets.append(existing ?? session.resolveForWriting(c.path))
+        }
+        // Stage: file N of the plan is `N` in the tar and in the staging directory.
+        let bundle = session.workDirectory + "/upload"
+        try? FileManager.default.removeItem(atPath: bundle)
+        try FileManager.default.createDirectory(atPath: bundle, withIntermediateDirectories: true)
+        var staged: [Int] = []
+        for (i, c) in changes.enumerated() where c.op == .write {
+            try FileManager.default.createSymbolicLink(atPath: "\(bundle)/\(i)", withDestinationPath: locals[i])
+            staged.append(i)
+        }
+        let staging = Applier.stateDirectory(systemRoot: session.os.systemRoot) + "/staging-" + runID
+        defer { try? g.rmRf(staging) }
+        if !staged.isEmpty {
+            let tar = session.workDirectory + "/upload.tar"
+            try HostTool.run("/usr/bin/tar", ["-c", "-h", "-f", tar, "-C", bundle] + staged.map(String.init), image: session.imagePath)
+            try g.mkdirP(staging)
+            try g.tarIn(tar, to: staging)
+            let sums = session.workDirectory + "/upload.sha256"
+            try g.checksumsOut("sha256", staging, to: sums)
+            var got: [Int: String] = [:]
+            for line in ((try? String(contentsOfFile: sums, encoding: .utf8)) ?? "").split(separator: "\n") {
+                let parts = line.split(separator: " ", maxSplits: 1)
+                guard parts.count == 2, let n = Int((String(parts[1]).trimmingCharacters(in: .whitespaces) as NSString).lastPathComponent) else { continue }
+                got[n] = String(parts[0])
+            }
+            for i in staged where got[i] != changes[i].sha256 {
+                throw RemedyError(.verifyFailed, image: session.imagePath,
+                                  "\(ImageSession.windowsPath(targets[i])) read back from the image differs from what was uploaded; no file was replaced")
+            }
         }
         for (i, c) in changes.enumerated() {
             let target = targets[i]
@@ -209,13 +244,7 @@ public enum Applier {
             case .write:
                 let parent = (target as NSString).deletingLastPathComponent
                 if session.listing(parent) == nil { try g.mkdirP(parent) }
-                let temp = target + ".remedy-new"
-                try g.upload(locals[i], to: temp)
-                guard try g.checksum("sha256", temp) == c.sha256 else {
-                    try? g.rmF(temp)
-                    throw RemedyError(.verifyFailed, image: session.imagePath, "\(ImageSession.windowsPath(target)) read back from the image differs from what was uploaded")
-                }
-                try g.rename(temp, target)
+                try g.rename("\(staging)/\(i)", target)
                 session.noteCreated(target)
                 if c.before == nil { report.injected.append(target) }
             }

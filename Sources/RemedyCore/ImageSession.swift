@@ -102,17 +102,17 @@ public final class ImageSession {
         }
     }
 
-    /// Opens several images in one appliance (batch mode). An image that
-    /// cannot be attached or inspected is a failure of its own; a launch
-    /// failure fails them all (the caller retries them one by one to find
-    /// the culprit). The caller shuts the appliance down after its writes,
-    /// then closes the sessions.
     /// The virtio-win ISO, attached read-only after the images (one copy for every image of the appliance).
     static func isoDrives(_ inputs: PayloadInputs) -> [Drive] {
         guard inputs.virtioWinIsImage, let iso = inputs.virtioWin else { return [] }
         return [Drive(path: iso, format: "raw", readonly: true)]
     }
 
+    /// Opens several images in one appliance (batch mode). An image that
+    /// cannot be attached or inspected is a failure of its own; a launch
+    /// failure fails them all (the caller retries them one by one to find
+    /// the culprit). The caller shuts the appliance down after its writes,
+    /// then closes the sessions.
     public static func openMany(_ paths: [String], writable: Bool, options: ApplianceOptions,
                                 inputs: PayloadInputs = PayloadInputs()) -> (appliance: Appliance?, sessions: [Result<ImageSession, RemedyError>]) {
         var results = [Result<ImageSession, RemedyError>?](repeating: nil, count: paths.count)
@@ -383,25 +383,46 @@ public final class ImageSession {
                 facts.virtio = try PayloadResolver.virtio(
                     source: source, kind: "iso", os: os,
                     list: { Self.leaves(try self.g.find("/")) },
-                    fetch: { rel, local in try self.g.download("/" + rel, to: local) }, cache: cache, image: imagePath)
+                    fetch: { try self.fetchFromISO($0, into: cache) }, cache: cache, image: imagePath)
             } else {
                 payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
                 facts.virtio = try PayloadResolver.virtio(
                     source: source, kind: "tree", os: os, list: { try PayloadResolver.listDirectory(source) },
-                    fetch: { _, _ in }, cache: source, image: imagePath)
+                    fetch: { _ in }, cache: source, image: imagePath)
             }
         }
         resolvedPayloads = facts
         return facts
     }
 
+    /// Copies files from the mounted ISO: one tar stream per directory (a round trip per file costs more than the
+    /// bytes), unpacked below `cache` with the host's tar.
+    func fetchFromISO(_ paths: [String], into cache: String) throws {
+        let byDirectory = Dictionary(grouping: paths) { ($0 as NSString).deletingLastPathComponent }
+        for (dir, files) in byDirectory.sorted(by: { $0.key < $1.key }) {
+            let local = "\(cache)/\(dir)"
+            try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
+            let tar = workDirectory + "/iso.tar"
+            do {
+                try g.tarOut("/" + dir, to: tar)
+            } catch let e as GuestfsError {
+                throw RemedyError(.virtioWinInvalid, image: imagePath, "cannot read \(dir) from the virtio-win ISO: \(e.message)", cause: e)
+            }
+            try HostTool.run("/usr/bin/tar", ["-x", "-f", tar, "-C", local, "--no-same-owner", "--no-same-permissions"]
+                             + files.map { "./" + ($0 as NSString).lastPathComponent }, image: imagePath)
+            try? FileManager.default.removeItem(atPath: tar)
+        }
+    }
+
     /// The entries of a `find` listing that have nothing below them (the files), without asking the appliance
     /// about each one: an ISO lists a thousand entries, and each call costs a round trip.
     static func leaves(_ paths: [String]) -> [String] {
-        let sorted = paths.sorted()
-        return sorted.enumerated().compactMap { i, p in
-            i + 1 < sorted.count && sorted[i + 1].hasPrefix(p + "/") ? nil : p
+        var parents = Set<String>()
+        for p in paths {
+            var dir = (p as NSString).deletingLastPathComponent
+            while !dir.isEmpty && parents.insert(dir).inserted { dir = (dir as NSString).deletingLastPathComponent }
         }
+        return paths.filter { !parents.contains($0) }
     }
 
     /// The local file a plan's `source` names.

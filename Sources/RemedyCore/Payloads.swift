@@ -225,9 +225,10 @@ public struct PayloadManifest: Sendable, Equatable, Decodable {
 /// the session's working directory, parses their INF files, checksums
 /// every file. Nothing here writes the image.
 enum PayloadResolver {
-    /// `list` gives every file's relative path; `fetch` copies one to a local path.
+    /// `list` gives every file's relative path; `fetch` makes the given relative paths exist below `cache`
+    /// (called once, with every file needed).
     static func virtio(source: String, kind: String, os: OSFacts, list: () throws -> [String],
-                       fetch: (String, String) throws -> Void, cache: String, image: String) throws -> VirtioFacts {
+                       fetch: ([String]) throws -> Void, cache: String, image: String) throws -> VirtioFacts {
         let listing = VirtioWin.list(try list())
         guard !listing.packages.isEmpty else {
             throw RemedyError(.virtioWinInvalid, image: image, "\(source) holds no virtio-win drivers (no <Driver>/<os>/<arch>/*.inf, drivers/by-driver or drivers/by-os directories)")
@@ -239,17 +240,15 @@ enum PayloadResolver {
                               + listing.available.joined(separator: ", ") + ". Nothing was changed: use a virtio-win release that supports this Windows")
         }
         var packages: [DriverPackage] = []
-        var hasFwcfg = false
-        for c in candidates where c.inf == "fwcfg.inf" { hasFwcfg = !c.files.isEmpty }
-        for c in candidates.sorted(by: { $0.inf < $1.inf }) {
-            // fwcfg drives the device; the qemufwcfg stub conflicts with it.
-            if c.inf == "qemufwcfg.inf" && hasFwcfg { continue }
+        let hasFwcfg = candidates.contains { $0.inf == "fwcfg.inf" && !$0.files.isEmpty }
+        // fwcfg drives the device; the qemufwcfg stub conflicts with it.
+        let chosen = candidates.filter { !($0.inf == "qemufwcfg.inf" && hasFwcfg) }.sorted { $0.inf < $1.inf }
+        try fetch(chosen.flatMap(\.files).filter { !FileManager.default.fileExists(atPath: "\(cache)/\($0)") })
+        for c in chosen {
             var files: [PayloadFile] = []
             var infText = ""
             for rel in c.files {
                 let local = "\(cache)/\(rel)"
-                try FileManager.default.createDirectory(atPath: (local as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                if !FileManager.default.fileExists(atPath: local) { try fetch(rel, local) }
                 let (sha, size) = try SHA256Hex.ofFile(local)
                 let name = (rel as NSString).lastPathComponent.lowercased()
                 files.append(PayloadFile(name: name, source: "virtio-win:\(rel)", size: size, sha256: sha))

@@ -17,7 +17,7 @@ enum FakeTrees {
     static func resolve(_ layout: String, _ os: OSFacts) throws -> VirtioFacts {
         let source = root + "/" + layout
         return try PayloadResolver.virtio(source: source, kind: "tree", os: os, list: { try PayloadResolver.listDirectory(source) },
-                                          fetch: { _, _ in }, cache: source, image: "test.img")
+                                          fetch: { _ in }, cache: source, image: "test.img")
     }
 }
 
@@ -111,6 +111,11 @@ enum FakeTrees {
         }
     }
 
+    @Test func anISOListingIsSplitIntoFilesWithoutAskingAboutEachEntry() {
+        let listing = ["viostor", "viostor/2k16", "viostor/2k16/amd64", "viostor/2k16/amd64/viostor.inf", "viostor.txt", "empty"]
+        #expect(Set(ImageSession.leaves(listing)) == ["viostor/2k16/amd64/viostor.inf", "viostor.txt", "empty"])
+    }
+
     @Test func clientWindowsAndServerWindowsDoNotShare() {
         var w10 = os(.server2016)
         w10.variant = "Client"
@@ -151,7 +156,7 @@ enum FakeTrees {
         FileManager.default.createFile(atPath: empty + "/docs/readme.txt", contents: Data("x".utf8))
         #expect(throws: RemedyError.self) {
             _ = try PayloadResolver.virtio(source: empty, kind: "tree", os: os(.server2016), list: { try PayloadResolver.listDirectory(empty) },
-                                           fetch: { _, _ in }, cache: empty, image: "x")
+                                           fetch: { _ in }, cache: empty, image: "x")
         }
     }
 }
