@@ -370,20 +370,37 @@ public final class ImageSession {
         }
         if let source = inputs.virtioWin {
             if let iso = isoDevice {
-                let cache = workDirectory + "/virtio-win"
-                payloadRoots["virtio-win"] = cache
-                try g.umountAll()
-                appliance.mounted = nil
-                defer { try? g.umountAll() }
-                do {
-                    try g.mountReadOnly(iso, at: "/")
-                } catch let e as GuestfsError {
-                    throw RemedyError(.virtioWinInvalid, image: imagePath, "the virtio-win ISO \(source) cannot be mounted: \(e.message)", cause: e)
+                // The ISO's listing and the files read from it are kept for the whole process: the images of a
+                // batch share them, and the ISO is mounted only while something is still missing.
+                facts.virtio = try ISOCache.shared.with(iso: source) { entry in
+                    payloadRoots["virtio-win"] = entry.root
+                    var mounted = false
+                    func mount() throws {
+                        guard !mounted else { return }
+                        try g.umountAll()
+                        appliance.mounted = nil
+                        do {
+                            try g.mountReadOnly(iso, at: "/")
+                        } catch let e as GuestfsError {
+                            throw RemedyError(.virtioWinInvalid, image: imagePath, "the virtio-win ISO \(source) cannot be mounted: \(e.message)", cause: e)
+                        }
+                        mounted = true
+                    }
+                    defer { if mounted { try? g.umountAll() } }
+                    return try PayloadResolver.virtio(
+                        source: source, kind: "iso", os: os,
+                        list: {
+                            if let known = entry.listing { return known }
+                            try mount()
+                            entry.listing = Self.leaves(try self.g.find("/"))
+                            return entry.listing!
+                        },
+                        fetch: { paths in
+                            guard !paths.isEmpty else { return }
+                            try mount()
+                            try self.fetchFromISO(paths, into: entry.root)
+                        }, cache: entry.root, image: imagePath)
                 }
-                facts.virtio = try PayloadResolver.virtio(
-                    source: source, kind: "iso", os: os,
-                    list: { Self.leaves(try self.g.find("/")) },
-                    fetch: { try self.fetchFromISO($0, into: cache) }, cache: cache, image: imagePath)
             } else {
                 payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
                 facts.virtio = try PayloadResolver.virtio(
@@ -570,5 +587,52 @@ public final class ImageSession {
     /// A guest path as Windows shows it (`C:\Windows\...`).
     public static func windowsPath(_ guest: String) -> String {
         "C:" + guest.replacingOccurrences(of: "/", with: "\\")
+    }
+}
+
+/// What remedy has read from virtio-win ISOs in this process: each ISO's listing and a local copy of the files
+/// taken from it, keyed by the ISO's path, size and modification time. One lock serialises reading an ISO, so
+/// two appliances of a batch never fetch the same directory at once. The copies are removed when the process ends.
+final class ISOCache: @unchecked Sendable {
+    static let shared = ISOCache()
+
+    final class Entry {
+        let root: String
+        var listing: [String]?
+        init(root: String) { self.root = root }
+    }
+
+    private let lock = NSLock()
+    private var entries: [String: Entry] = [:]
+    private static let directory: String? = {
+        var template = Array((NSTemporaryDirectory() + "/remedy-virtio-win.XXXXXX").utf8CString)
+        guard let p = mkdtemp(&template) else { return nil }
+        atexit { ISOCache.removeDirectory() }
+        return String(cString: p)
+    }()
+
+    static func removeDirectory() {
+        if let d = directory { try? FileManager.default.removeItem(atPath: d) }
+    }
+
+    func with<T>(iso path: String, _ body: (Entry) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+        let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        let key = "\(URL(fileURLWithPath: path).standardizedFileURL.path)|\(size)|\(modified)"
+        let entry: Entry
+        if let known = entries[key] {
+            entry = known
+        } else {
+            guard let base = Self.directory else {
+                throw RemedyError(.writeFailed, "cannot create a temporary directory for the virtio-win ISO: \(String(cString: strerror(errno)))")
+            }
+            entry = Entry(root: "\(base)/\(entries.count)")
+            try FileManager.default.createDirectory(atPath: entry.root, withIntermediateDirectories: true)
+            entries[key] = entry
+        }
+        return try body(entry)
     }
 }
