@@ -98,7 +98,7 @@ public enum FakeVirtioWin {
         let b = infBaseName(ofDriver: driver)
         switch driver {
         case "viostor", "vioscsi", "vioserial": return ["\(b).inf", "\(b).sys", "\(b).cat", "\(b).pdb"]
-        case "NetKVM": return ["netkvm.inf", "netkvm.sys", "netkvm.cat", "netkvm.pdb"] + (hasNetkvmco(os) ? ["netkvmco.exe"] : [])
+        case "NetKVM": return ["netkvm.inf", "netkvm.sys", "netkvm.cat", "netkvm.pdb", "netkvmp.exe"] + (hasNetkvmco(os) ? ["netkvmco.exe"] : [])
         case "Balloon": return ["balloon.inf", "balloon.sys", "balloon.cat", "blnsvr.exe", "balloon.pdb"]
         case "viorng": return ["viorng.inf", "viorng.sys", "viorng.cat", "viorngum.dll"]
         case "pvpanic", "fwcfg", "sriov": return ["\(b).inf", "\(b).sys", "\(b).cat"]
@@ -283,6 +283,13 @@ public enum FakeVirtioWin {
     /// `driver` is the INF base name: viostor, vioscsi, netkvm, balloon, vioser, viorng, pvpanic, fwcfg, qemufwcfg
     /// (also vioprot; driver directory spellings such as NetKVM, vioserial and sriov are accepted too).
     /// `arch` is `amd64` or `x86` (`i386`, `x64` and `x86_64` are accepted).
+    ///
+    /// Every driver but vioprot is the **real** INF of virtio-win (`Tests/Fixtures/virtio-win`, stamped from the
+    /// upstream sources the way its build does): the Win10 build for w10, 2k16, 2k19 and 2k22, the Win11 build
+    /// (`%13%`, run from the driver store; models for `10.0...16299`) for w11 and 2k25. Only the DriverVer line is
+    /// stamped again with `driverDate`/`driverVersion`, as stampinf does. The directories of older Windows (2k8 to
+    /// 2k12R2, w7 to w8.1) get the Win10 build stamped for the plain architecture (`NTamd64`, `NTx86`, as the build
+    /// of those releases did) with their KMDF version: today's sources no longer build for them.
     public static func inf(_ driver: String, arch: String, osDirectory: String, driverVersion: String = "100.94.104.24000",
                            driverDate: String = "09/19/2023") -> String {
         let a: String = switch arch.lowercased() {
@@ -290,21 +297,71 @@ public enum FakeVirtioWin {
         default: "amd64"
         }
         let t = Target(os: osDirectory, arch: a, version: driverVersion, date: driverDate)
-        let text: String
+        let base: String
         switch driver.lowercased() {
-        case "viostor": text = viostorINF(t)
-        case "vioscsi": text = vioscsiINF(t)
-        case "netkvm": text = netkvmINF(t)
-        case "balloon": text = kmdfINF(.balloon, t)
-        case "vioser", "vioserial": text = kmdfINF(.vioser, t)
-        case "viorng": text = kmdfINF(.viorng, t)
-        case "pvpanic": text = kmdfINF(.pvpanic, t)
-        case "fwcfg": text = kmdfINF(.fwcfg, t)
-        case "qemufwcfg": text = qemufwcfgINF(t)
-        case "vioprot", "sriov": text = vioprotINF(t)
+        case "vioser", "vioserial": base = "vioser"
+        case "vioprot", "sriov": return crlf(vioprotINF(t))
+        case let d where realDrivers.contains(d): base = d
         default: preconditionFailure("FakeVirtioWin.inf: unknown driver '\(driver)'")
         }
-        return crlf(text)
+        return realINF(base, t)
+    }
+
+    /// The drivers whose real INF is in `Tests/Fixtures/virtio-win`.
+    public static let realDrivers: Set<String> = ["viostor", "vioscsi", "netkvm", "balloon", "vioser", "viorng", "pvpanic", "fwcfg", "qemufwcfg"]
+
+    /// Where the stamped real INFs are: `REMEDY_VIRTIO_INF_FIXTURES`, else `Tests/Fixtures/virtio-win` of the
+    /// source tree this file was built from.
+    public static var realINFDirectory: String {
+        if let env = ProcessInfo.processInfo.environment["REMEDY_VIRTIO_INF_FIXTURES"], !env.isEmpty { return env }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Tests/Fixtures/virtio-win").path
+    }
+
+    /// Which build of the real INFs an OS directory gets: `win11` (w11, 2k25), `win10` (w10, 2k16-2k22), or
+    /// `legacy` (older Windows: the Win10 text for the plain architecture).
+    public static func build(forOSDirectory os: String) -> String {
+        switch os {
+        case "w11", "2k25": "win11"
+        case "w10", "2k16", "2k19", "2k22": "win10"
+        default: "legacy"
+        }
+    }
+
+    nonisolated(unsafe) private static var realCache: [String: String] = [:]
+    private static let realLock = NSLock()
+
+    static func realINF(_ name: String, _ t: Target) -> String {
+        let build = build(forOSDirectory: t.os)
+        // The Win11 build is 64-bit only (w11 and 2k25 have no x86 directory).
+        let dir = build == "win11" ? "win11/amd64" : "win10/\(t.arch)"
+        let path = realINFDirectory + "/" + dir + "/" + name + ".inf"
+        realLock.lock()
+        var text = realCache[path]
+        if text == nil {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                realLock.unlock()
+                preconditionFailure("FakeVirtioWin: the real virtio-win INF \(path) is missing (set REMEDY_VIRTIO_INF_FIXTURES to Tests/Fixtures/virtio-win)")
+            }
+            text = String(decoding: data, as: UTF8.self)
+            realCache[path] = text
+        }
+        realLock.unlock()
+        var out = text!
+        if build == "legacy" {
+            // stampinf with the plain architecture, and the KMDF version of that Windows.
+            out = out.replacingOccurrences(of: "NT\(t.arch).10.0", with: "NT\(t.arch)")
+            out = out.replacingOccurrences(of: "KmdfLibraryVersion = 1.15", with: "KmdfLibraryVersion = \(t.kmdfVersion)")
+        }
+        // stampinf: the DriverVer line of [Version] (qemufwcfg.inf ships already stamped and keeps its own).
+        if name != "qemufwcfg" {
+            var lines = out.components(separatedBy: "\r\n")
+            if let i = lines.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("driverver") }) {
+                lines[i] = "DriverVer = \(t.date),\(t.version)"
+            }
+            out = lines.joined(separator: "\r\n")
+        }
+        return out
     }
 
     struct Target {
@@ -354,526 +411,6 @@ public enum FakeVirtioWin {
         ;
         ; OS directory: \#(t.os)    Architecture: \#(t.arch)
         ;-------------------------------------------------------------------------------
-        """#
-    }
-
-    // MARK: viostor
-
-    static func viostorINF(_ t: Target) -> String {
-        let d = t.decoration
-        return #"""
-        \#(header("viostor.inf", "VirtIO block device: Storport miniport driver.", t))
-
-        [Version]
-        Signature               = "$WINDOWS NT$"
-        Class                   = SCSIAdapter
-        ClassGuid               = {4D36E97B-E325-11CE-BFC1-08002BE10318}
-        Provider                = %VENDOR%
-        DriverVer               = \#(t.date),\#(t.version)
-        CatalogFile             = viostor.cat
-        DriverPackageType       = PlugAndPlay
-        DriverPackageDisplayName = %RHELScsi.DeviceDesc%
-        PnpLockdown             = 1
-
-        ;
-        ; Source media and destination
-        ;
-        [DestinationDirs]
-        DefaultDestDir = 12             ; drivers directory
-
-        [SourceDisksNames]
-        1 = %DiskId1%,,,""
-
-        [SourceDisksFiles]
-        viostor.sys = 1,,
-
-        [ControlFlags]
-        ExcludeFromSelect = *
-
-        ;
-        ; Models
-        ;
-        [Manufacturer]
-        %VENDOR% = VirtioStor,\#(d)
-
-        [VirtioStor.\#(d)]
-        %RHELScsi.DeviceDesc% = rhelscsi_inst, PCI\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00
-        %RHELScsi.DeviceDesc% = rhelscsi_inst, PCI\VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01
-
-        ;
-        ; Install
-        ;
-        [rhelscsi_inst]
-        CopyFiles = @viostor.sys
-
-        [rhelscsi_inst.HW]
-        AddReg = rhelscsi_msi_addreg
-
-        [rhelscsi_inst.Services]
-        AddService = viostor, 0x00000002, rhelscsi_Service_Inst, rhelscsi_EventLog_Inst
-
-        [rhelscsi_Service_Inst]
-        DisplayName    = %RHELScsi.DeviceDesc%
-        ServiceType    = %SERVICE_KERNEL_DRIVER%
-        StartType      = %SERVICE_BOOT_START%      ; the system disk sits behind it
-        ErrorControl   = %SERVICE_ERROR_NORMAL%
-        ServiceBinary  = %12%\viostor.sys
-        LoadOrderGroup = SCSI miniport
-        AddReg         = rhelscsi_pnpsafe_pci_addreg
-
-        [rhelscsi_pnpsafe_pci_addreg]
-        HKR, "Parameters\PnpInterface", "5", %REG_DWORD%, 0x00000001
-        HKR, "Parameters", "BusType", %REG_DWORD%, 0x00000001
-
-        [rhelscsi_msi_addreg]
-        HKR, "Interrupt Management", 0x00000010
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", 0x00000010
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", MSISupported, %REG_DWORD%, 1
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", MessageNumberLimit, \
-             %REG_DWORD%, 257
-        HKR, "Interrupt Management\Affinity Policy", 0x00000010
-        HKR, "Interrupt Management\Affinity Policy", DevicePolicy, %REG_DWORD%, 5   ; spread messages over all processors
-
-        [rhelscsi_EventLog_Inst]
-        AddReg = rhelscsi_EventLog_AddReg
-
-        [rhelscsi_EventLog_AddReg]
-        HKR,,EventMessageFile,%REG_EXPAND_SZ%,"%%SystemRoot%%\System32\IoLogMsg.dll"
-        HKR,,TypesSupported,%REG_DWORD%,7
-
-        [Strings]
-        ;
-        ; Localizable strings
-        ;
-        VENDOR              = "Red Hat, Inc."
-        DiskId1             = "Red Hat VirtIO SCSI controller Installation Disk #1"
-        RHELScsi.DeviceDesc = "Red Hat VirtIO SCSI controller"
-
-        ;
-        ; Non-localizable strings
-        ;
-        SERVICE_KERNEL_DRIVER = 1
-        SERVICE_BOOT_START    = 0
-        SERVICE_ERROR_NORMAL  = 1
-        REG_EXPAND_SZ         = 0x00020000
-        REG_DWORD             = 0x00010001
-        """#
-    }
-
-    // MARK: vioscsi
-
-    static func vioscsiINF(_ t: Target) -> String {
-        let d = t.decoration
-        return #"""
-        \#(header("vioscsi.inf", "VirtIO SCSI host adapter: Storport miniport driver.", t))
-
-        [Version]
-        Signature         = "$WINDOWS NT$"
-        Class             = SCSIAdapter
-        ClassGuid         = {4D36E97B-E325-11CE-BFC1-08002BE10318}
-        Provider          = %VENDOR%
-        DriverVer         = \#(t.date),\#(t.version)
-        CatalogFile       = vioscsi.cat
-        DriverPackageType = PlugAndPlay
-        PnpLockdown       = 1
-
-        [DestinationDirs]
-        DefaultDestDir = 12
-
-        [SourceDisksNames]
-        1 = %DiskId1%,,,""
-
-        [SourceDisksFiles]
-        vioscsi.sys = 1,,
-
-        [ControlFlags]
-        ExcludeFromSelect = *
-
-        [Manufacturer]
-        %VENDOR% = VioScsi,\#(d)
-
-        [VioScsi.\#(d)]
-        %VioScsi.DeviceDesc% = scsi_inst, PCI\VEN_1AF4&DEV_1004&SUBSYS_00081AF4&REV_00
-        %VioScsi.DeviceDesc% = scsi_inst, PCI\VEN_1AF4&DEV_1048&SUBSYS_11001AF4&REV_01
-
-        [scsi_inst]
-        CopyFiles = scsi_files
-
-        [scsi_files]
-        vioscsi.sys,,,2                 ; COPYFLG_NOSKIP
-
-        [scsi_inst.HW]
-        AddReg = scsi_msi_addreg
-
-        [scsi_inst.Services]
-        AddService = vioscsi, 0x00000002, scsi_Service_Inst, scsi_EventLog_Inst
-
-        [scsi_Service_Inst]
-        DisplayName    = %VioScsi.DeviceDesc%
-        ServiceType    = 1              ; SERVICE_KERNEL_DRIVER
-        StartType      = 0              ; SERVICE_BOOT_START
-        ErrorControl   = 1              ; SERVICE_ERROR_NORMAL
-        ServiceBinary  = %12%\vioscsi.sys
-        LoadOrderGroup = "SCSI miniport"
-        AddReg         = scsi_pnpsafe_pci_addreg
-
-        [scsi_pnpsafe_pci_addreg]
-        HKR, "Parameters\PnpInterface", "5", 0x00010001, 0x00000001
-        HKR, "Parameters", "BusType", 0x00010001, 0x0000000A      ; BusTypeSas
-
-        [scsi_msi_addreg]
-        HKR, "Interrupt Management", 0x00000010
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", 0x00000010
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", MSISupported, \
-             0x00010001, 1
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", MessageNumberLimit, 0x00010001, 257
-
-        [scsi_EventLog_Inst]
-        AddReg = scsi_EventLog_AddReg
-
-        [scsi_EventLog_AddReg]
-        HKR, , EventMessageFile, 0x00020000, "%%SystemRoot%%\System32\IoLogMsg.dll"
-        HKR, , TypesSupported,   0x00010001, 7
-
-        [Strings]
-        VENDOR             = "Red Hat, Inc."
-        DiskId1            = "Red Hat VirtIO SCSI pass-through controller Installation Disk #1"
-        VioScsi.DeviceDesc = "Red Hat VirtIO SCSI pass-through controller"
-        """#
-    }
-
-    // MARK: netkvm
-
-    static func netkvmINF(_ t: Target) -> String {
-        let d = t.decoration
-        let co = hasNetkvmco(t.os)
-        return #"""
-        \#(header("netkvm.inf", "VirtIO network adapter: NDIS miniport driver.", t))
-
-        [Version]
-        Signature         = "$WINDOWS NT$"
-        Class             = Net
-        ClassGuid         = {4D36E972-E325-11CE-BFC1-08002BE10318}
-        Provider          = %VENDOR%
-        DriverVer         = \#(t.date),\#(t.version)
-        CatalogFile       = netkvm.cat
-        DriverPackageType = PlugAndPlay
-        DriverPackageDisplayName = %kvmnet6.DeviceDesc%
-        PnpLockdown       = 1
-
-        [DestinationDirs]
-        DefaultDestDir         = 12
-        \#(co ? "kvmnet6.CopyFiles.Tool = 11      ; System32" : drop)
-
-        [SourceDisksNames]
-        1 = %DiskId1%,,,""
-
-        [SourceDisksFiles]
-        netkvm.sys   = 1,,
-        \#(co ? "netkvmco.exe = 1,," : drop)
-
-        [Manufacturer]
-        %VENDOR% = NetKVM,\#(d)
-
-        [NetKVM.\#(d)]
-        %kvmnet6.DeviceDesc% = kvmnet6.ndi, PCI\VEN_1AF4&DEV_1000&SUBSYS_00011AF4&REV_00
-        %kvmnet6.DeviceDesc% = kvmnet6.ndi, PCI\VEN_1AF4&DEV_1041&SUBSYS_11001AF4&REV_01
-
-        [kvmnet6.ndi]
-        Characteristics     = 0x84      ; NCF_PHYSICAL | NCF_HAS_UI
-        BusType             = 5         ; PCIBus
-        *IfType             = 6         ; IF_TYPE_ETHERNET_CSMACD
-        *MediaType          = 0         ; NdisMedium802_3
-        *PhysicalMediaType  = 0         ; NdisPhysicalMediumUnspecified
-        *IfConnectorPresent = 1
-        *ConnectionType     = 1
-        *DirectionType      = 0
-        *AccessType         = 2
-        *HardwareLoopback   = 0
-        AddReg              = kvmnet6.Reg, kvmnet6.Params.RSS, kvmnet6.Params.Offload
-        CopyFiles           = kvmnet6.CopyFiles.Sys\#(co ? ", kvmnet6.CopyFiles.Tool" : "")
-
-        [kvmnet6.ndi.HW]
-        AddReg = kvmnet6.EnableMSI
-
-        [kvmnet6.EnableMSI]
-        HKR, "Interrupt Management", 0x00000010
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", 0x00000010
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", MSISupported, 0x00010001, 1
-        HKR, "Interrupt Management\MessageSignaledInterruptProperties", MessageNumberLimit, 0x00010001, 2048
-
-        [kvmnet6.Reg]
-        HKR, Ndi,            Service,    0, "netkvm"
-        HKR, Ndi\Interfaces, UpperRange, 0, "ndis5"
-        HKR, Ndi\Interfaces, LowerRange, 0, "ethernet"
-
-        [kvmnet6.Params.RSS]
-        HKR, Ndi\params\*RSS,          ParamDesc, 0, %RSS%
-        HKR, Ndi\params\*RSS,          Type,      0, "enum"
-        HKR, Ndi\params\*RSS,          Default,   0, "1"
-        HKR, Ndi\params\*RSS\enum,     "0",       0, %Disable%
-        HKR, Ndi\params\*RSS\enum,     "1",       0, %Enable%
-        HKR, Ndi\params\*NumRssQueues, ParamDesc, 0, %NumRssQueues%
-        HKR, Ndi\params\*NumRssQueues, Type,      0, "int"
-        HKR, Ndi\params\*NumRssQueues, Default,   0, "16"
-        HKR, Ndi\params\*NumRssQueues, Min,       0, "1"
-        HKR, Ndi\params\*NumRssQueues, Max,       0, "16"
-        HKR, Ndi\params\*NumRssQueues, Step,      0, "1"
-
-        [kvmnet6.Params.Offload]
-        HKR, Ndi\params\*TCPChecksumOffloadIPv4,      ParamDesc, 0, %TCPChecksumOffloadIPv4%
-        HKR, Ndi\params\*TCPChecksumOffloadIPv4,      Type,      0, "enum"
-        HKR, Ndi\params\*TCPChecksumOffloadIPv4,      Default,   0, "3"
-        HKR, Ndi\params\*TCPChecksumOffloadIPv4\enum, "0",       0, %Disable%
-        HKR, Ndi\params\*TCPChecksumOffloadIPv4\enum, "1",       0, %TxEnabled%
-        HKR, Ndi\params\*TCPChecksumOffloadIPv4\enum, "2",       0, %RxEnabled%
-        HKR, Ndi\params\*TCPChecksumOffloadIPv4\enum, "3",       0, %TxRxEnabled%
-        HKR, Ndi\params\*LsoV2IPv4,                   ParamDesc, 0, \
-             %LsoV2IPv4%
-        HKR, Ndi\params\*LsoV2IPv4,                   Type,      0, "enum"
-        HKR, Ndi\params\*LsoV2IPv4,                   Default,   0, "1"
-        HKR, Ndi\params\*LsoV2IPv4\enum,              "0",       0, %Disable%
-        HKR, Ndi\params\*LsoV2IPv4\enum,              "1",       0, %Enable%
-        HKR, Ndi\params\MTU,                          ParamDesc, 0, %MTU%
-        HKR, Ndi\params\MTU,                          Type,      0, "long"
-        HKR, Ndi\params\MTU,                          Default,   0, "1500"
-        HKR, Ndi\params\MTU,                          Min,       0, "576"
-        HKR, Ndi\params\MTU,                          Max,       0, "65500"
-        HKR, Ndi\params\MTU,                          Step,      0, "1"
-
-        [kvmnet6.CopyFiles.Sys]
-        netkvm.sys,,,2
-        \#(co ? "\n[kvmnet6.CopyFiles.Tool]\nnetkvmco.exe,,,2" : drop)
-
-        [kvmnet6.ndi.Services]
-        AddService = netkvm, 0x00000002, kvmnet6.Service, kvmnet6.EventLog
-
-        [kvmnet6.Service]
-        DisplayName    = %kvmnet6.Service.DispName%
-        ServiceType    = 1              ; %SERVICE_KERNEL_DRIVER%
-        StartType      = 3              ; %SERVICE_DEMAND_START%
-        ErrorControl   = 1              ; %SERVICE_ERROR_NORMAL%
-        ServiceBinary  = %12%\netkvm.sys
-        LoadOrderGroup = NDIS
-        AddReg         = TextModeFlags.Reg
-
-        [TextModeFlags.Reg]
-        HKR, , TextModeFlags, 0x00010001, 0x0001
-
-        [kvmnet6.EventLog]
-        AddReg = kvmnet6.AddEventLog.Reg
-
-        [kvmnet6.AddEventLog.Reg]
-        HKR, , EventMessageFile, 0x00020000, "%%SystemRoot%%\System32\netevent.dll"
-        HKR, , TypesSupported,   0x00010001, 7
-
-        [Strings]
-        VENDOR                   = "Red Hat, Inc."
-        DiskId1                  = "Red Hat VirtIO Ethernet Adapter Driver Disk #1"
-        kvmnet6.DeviceDesc       = "Red Hat VirtIO Ethernet Adapter"
-        kvmnet6.Service.DispName = "Red Hat VirtIO Ethernet Adapter Service"
-        RSS                      = "Receive Side Scaling"
-        NumRssQueues             = "Maximum Number of RSS Queues"
-        TCPChecksumOffloadIPv4   = "TCP Checksum Offload (IPv4)"
-        LsoV2IPv4                = "Large Send Offload V2 (IPv4)"
-        MTU                      = "MTU Size"
-        Disable                  = "Disabled"
-        Enable                   = "Enabled"
-        TxEnabled                = "Tx Enabled"
-        RxEnabled                = "Rx Enabled"
-        TxRxEnabled              = "Rx & Tx Enabled"
-        """#
-    }
-
-    // MARK: KMDF function drivers (balloon, vioser, viorng, pvpanic, fwcfg)
-
-    struct KMDF {
-        var file: String, what: String
-        var prefix: String, service: String, models: String
-        var hardwareIDs: [String]
-        var deviceDesc: String, serviceDesc: String
-        var msi: Bool
-        /// Extra binaries copied to System32 (DestinationDirs 11).
-        var tools: [String] = []
-        var extraInstall: [String] = []
-        var extraSections: String = ""
-        var extraStrings: [String] = []
-
-        static let balloon = KMDF(
-            file: "balloon", what: "VirtIO memory balloon driver.", prefix: "BALLOON", service: "BALLOON", models: "Standard",
-            hardwareIDs: [#"PCI\VEN_1AF4&DEV_1002&SUBSYS_00051AF4&REV_00"#, #"PCI\VEN_1AF4&DEV_1045&SUBSYS_11001AF4&REV_01"#],
-            deviceDesc: "VirtIO Balloon Driver", serviceDesc: "VirtIO Balloon Service", msi: true, tools: ["blnsvr.exe"])
-
-        static let vioser = KMDF(
-            file: "vioser", what: "VirtIO serial (console and channel) driver.", prefix: "VirtioSerial", service: "VirtioSerial",
-            models: "VirtioSerial",
-            hardwareIDs: [#"PCI\VEN_1AF4&DEV_1003&SUBSYS_00031AF4&REV_00"#, #"PCI\VEN_1AF4&DEV_1043&SUBSYS_11001AF4&REV_01"#],
-            deviceDesc: "VirtIO Serial Driver", serviceDesc: "VirtIO Serial Service", msi: true)
-
-        static let viorng = KMDF(
-            file: "viorng", what: "VirtIO entropy source driver, with its CNG provider.", prefix: "VirtRng", service: "VirtRng",
-            models: "Standard",
-            hardwareIDs: [#"PCI\VEN_1AF4&DEV_1005&SUBSYS_00041AF4&REV_00"#, #"PCI\VEN_1AF4&DEV_1044&SUBSYS_11001AF4&REV_01"#],
-            deviceDesc: "VirtIO RNG Device", serviceDesc: "VirtIO RNG Service", msi: true, tools: ["viorngum.dll"],
-            extraInstall: ["RegisterDlls = VirtRng_RegisterDlls"],
-            extraSections: """
-                [VirtRng_RegisterDlls]
-                11,,viorngum.dll,1              ; register the CNG provider
-                """,
-            extraStrings: [#"VirtRng.ProviderName = "VirtIO RNG Provider""#])
-
-        static let pvpanic = KMDF(
-            file: "pvpanic", what: "QEMU pvpanic device driver.", prefix: "PVPanic", service: "pvpanic", models: "Standard",
-            hardwareIDs: [#"ACPI\QEMU0001"#],
-            deviceDesc: "QEMU PVPanic Device", serviceDesc: "QEMU PVPanic Service", msi: false)
-
-        static let fwcfg = KMDF(
-            file: "fwcfg", what: "QEMU firmware configuration device driver.", prefix: "FwCfg", service: "FwCfg", models: "Standard",
-            hardwareIDs: [#"ACPI\VEN_QEMU&DEV_0002"#, #"ACPI\QEMU0002"#],
-            deviceDesc: "QEMU FwCfg Device", serviceDesc: "QEMU FwCfg Service", msi: false)
-    }
-
-    static func kmdfINF(_ k: KMDF, _ t: Target) -> String {
-        let d = t.decoration, p = k.prefix
-        let models = k.hardwareIDs.map { "%\(p).DeviceDesc% = \(p)_Device, \($0)" }.joined(separator: "\n")
-        let copyFiles = ["\(p)_Driver_Files"] + (k.tools.isEmpty ? [] : ["\(p)_Tool_Files"])
-        let msi = k.msi ? #"""
-
-            [\#(p)_Device.NT.HW]
-            AddReg = \#(p)_Device.NT.HW.AddReg
-
-            [\#(p)_Device.NT.HW.AddReg]
-            HKR, "Interrupt Management", 0x00000010
-            HKR, "Interrupt Management\MessageSignaledInterruptProperties", 0x00000010
-            HKR, "Interrupt Management\MessageSignaledInterruptProperties", MSISupported, %REG_DWORD%, 1
-            """# : drop
-        return #"""
-        \#(header("\(k.file).inf", k.what, t))
-
-        [Version]
-        Signature         = "$WINDOWS NT$"
-        Class             = System
-        ClassGuid         = {4D36E97D-E325-11CE-BFC1-08002BE10318}
-        Provider          = %VENDOR%
-        DriverVer         = \#(t.date),\#(t.version)
-        CatalogFile       = \#(k.file).cat
-        DriverPackageType = PlugAndPlay
-        DriverPackageDisplayName = %\#(p).DeviceDesc%
-        PnpLockdown       = 1
-
-        [DestinationDirs]
-        DefaultDestDir = 12
-        \#(k.tools.isEmpty ? drop : "\(p)_Tool_Files = 11      ; System32")
-
-        [SourceDisksNames]
-        1 = %DiskName%,,,""
-
-        [SourceDisksFiles]
-        \#(([k.file + ".sys"] + k.tools).map { "\($0) = 1,," }.joined(separator: "\n"))
-
-        [Manufacturer]
-        %VENDOR% = \#(k.models),\#(d)
-
-        [\#(k.models).\#(d)]
-        \#(models)
-
-        [\#(p)_Device.NT]
-        CopyFiles = \#(copyFiles.joined(separator: ", "))
-        \#(k.extraInstall.isEmpty ? drop : k.extraInstall.joined(separator: "\n"))
-
-        [\#(p)_Driver_Files]
-        \#(k.file).sys
-        \#(k.tools.isEmpty ? drop : "\n[\(p)_Tool_Files]\n" + k.tools.joined(separator: "\n"))
-        \#(k.extraSections.isEmpty ? drop : "\n" + k.extraSections)
-        \#(msi)
-
-        [\#(p)_Device.NT.Services]
-        AddService = \#(k.service), %SPSVCINST_ASSOCSERVICE%, \#(p)_Service_Inst, \#(p)_EventLog_Inst
-
-        [\#(p)_Service_Inst]
-        DisplayName    = %\#(p).SVCDESC%
-        ServiceType    = %SERVICE_KERNEL_DRIVER%
-        StartType      = %SERVICE_DEMAND_START%
-        ErrorControl   = %SERVICE_ERROR_NORMAL%
-        ServiceBinary  = %12%\\#(k.file).sys
-        LoadOrderGroup = Extended Base
-
-        [\#(p)_EventLog_Inst]
-        AddReg = \#(p)_EventLog_AddReg
-
-        [\#(p)_EventLog_AddReg]
-        HKR, , EventMessageFile, %REG_EXPAND_SZ%, \
-             "%%SystemRoot%%\System32\IoLogMsg.dll;%%SystemRoot%%\System32\drivers\\#(k.file).sys"
-        HKR, , TypesSupported, %REG_DWORD%, 7
-
-        ;
-        ; Kernel-mode driver framework
-        ;
-        [\#(p)_Device.NT.Wdf]
-        KmdfService = \#(k.service), \#(p)_wdfsect
-
-        [\#(p)_wdfsect]
-        KmdfLibraryVersion = \#(t.kmdfVersion)
-
-        [Strings]
-        VENDOR             = "Red Hat, Inc."
-        DiskName           = "\#(k.deviceDesc) Installation Disk"
-        \#(p).DeviceDesc = "\#(k.deviceDesc)"
-        \#(p).SVCDESC    = "\#(k.serviceDesc)"
-        \#(k.extraStrings.isEmpty ? drop : k.extraStrings.joined(separator: "\n"))
-
-        SPSVCINST_ASSOCSERVICE = 0x00000002
-        SERVICE_KERNEL_DRIVER  = 1
-        SERVICE_DEMAND_START   = 3
-        SERVICE_ERROR_NORMAL   = 1
-        REG_EXPAND_SZ          = 0x00020000
-        REG_DWORD              = 0x00010001
-        """#
-    }
-
-    // MARK: qemufwcfg (null driver)
-
-    static func qemufwcfgINF(_ t: Target) -> String {
-        let d = t.decoration
-        return #"""
-        \#(header("qemufwcfg.inf", "QEMU firmware configuration device: null driver, only names the device.", t))
-
-        [Version]
-        Signature         = "$WINDOWS NT$"
-        Class             = System
-        ClassGuid         = {4D36E97D-E325-11CE-BFC1-08002BE10318}
-        Provider          = %VENDOR%
-        DriverVer         = \#(t.date),\#(t.version)
-        CatalogFile       = qemufwcfg.cat
-        DriverPackageType = PlugAndPlay
-        PnpLockdown       = 1
-
-        [DestinationDirs]
-        DefaultDestDir = 12
-
-        [SourceDisksNames]
-        1 = %DiskName%,,,""
-
-        [SourceDisksFiles]
-        ; no binaries: the device runs without a function driver
-
-        [Manufacturer]
-        %VENDOR% = Standard,\#(d)
-
-        [Standard.\#(d)]
-        %QemuFwCfg.DeviceDesc% = QemuFwCfg_Device, ACPI\VEN_QEMU&DEV_0002
-        %QemuFwCfg.DeviceDesc% = QemuFwCfg_Device, ACPI\QEMU0002
-
-        [QemuFwCfg_Device.NT]
-        ; nothing to copy
-
-        [QemuFwCfg_Device.NT.Services]
-        AddService = ,2                 ; null service (SPSVCINST_ASSOCSERVICE, no driver)
-
-        [Strings]
-        VENDOR               = "Red Hat, Inc."
-        DiskName             = "QEMU FwCfg Installation Disk"
-        QemuFwCfg.DeviceDesc = "QEMU FWCfg Device"
         """#
     }
 

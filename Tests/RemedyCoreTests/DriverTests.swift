@@ -29,13 +29,74 @@ enum FakeTrees {
         #expect(inf.driverClass == "SCSIAdapter")
         #expect(inf.provider == "Red Hat, Inc.")
         #expect(inf.version == "100.94.104.24000" && inf.date == "09/19/2023")
+        // The real viostor.inf: a hardware ID and the vendor&device compatible ID on each models line.
         #expect(inf.hardwareIDs == ["PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00", "PCI\\VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01"])
+        #expect(inf.compatibleIDs == ["PCI\\VEN_1AF4&DEV_1001", "PCI\\VEN_1AF4&DEV_1042"])
+        #expect(inf.models.first?.configuration == "scsi_inst")
         let svc = try #require(inf.functionService)
         #expect(svc.name == "viostor" && svc.type == 1 && svc.start == 0 && svc.errorControl == 1)
         #expect(svc.group == "SCSI miniport")
         #expect(svc.imagePath == "System32\\drivers\\viostor.sys")
         #expect(svc.flags == 2)
         #expect(inf.files == ["viostor.sys"])
+        // Service AddReg ([pnpsafe_pci_addreg]) and the event log install ([scsi_EventLog_Inst]).
+        #expect(svc.addReg.map { "\($0.root.rawValue)\\\($0.subkey)\\\($0.valueName ?? "-")" }
+                == ["HKR\\Parameters\\PnpInterface\\5", "HKR\\Parameters\\BusType", "HKR\\Parameters\\DmaRemappingCompatible"])
+        #expect(svc.addReg.map(\.value) == [.dword(1), .dword(1), .dword(0)])
+        #expect(svc.eventLog?.log == "System" && svc.eventLog?.name == "viostor")
+        #expect(svc.eventLog?.addReg.map(\.value) == [.expandString("%SystemRoot%\\System32\\IoLogMsg.dll"), .dword(7)])
+    }
+
+    @Test func theWin11BuildRunsFromTheDriverStore() throws {
+        let inf = try DriverINF(name: "viostor.inf", text: FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k25"),
+                                arch: "x86_64", osMajor: 10, osMinor: 0, build: 26100)
+        let svc = try #require(inf.functionService)
+        #expect(svc.binary == "%13%\\viostor.sys" && svc.binaryDirid == 13)
+        #expect(svc.imagePath(storeFolder: "viostor.inf_amd64_0123456789abcdef")
+                == "\\SystemRoot\\System32\\DriverStore\\FileRepository\\viostor.inf_amd64_0123456789abcdef\\viostor.sys")
+        // The Win10 build: the drivers directory, as real hives have it.
+        let w10 = try DriverINF(name: "viostor.inf", text: FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k22"),
+                                arch: "x86_64", osMajor: 10, osMinor: 0, build: 20348)
+        #expect(w10.functionService?.imagePath(storeFolder: "x") == "System32\\drivers\\viostor.sys")
+    }
+
+    @Test func everyRealINFParsesForEveryOSDirectory() throws {
+        for (dir, major, minor, build) in [("2k12R2", 6, 3, 9600), ("2k16", 10, 0, 14393), ("2k19", 10, 0, 17763), ("2k22", 10, 0, 20348),
+                                           ("2k25", 10, 0, 26100), ("w11", 10, 0, 22631), ("2k8", 6, 0, 6002)] {
+            for name in FakeVirtioWin.realDrivers.sorted() {
+                let arch = dir == "2k8" ? "i386" : "x86_64"
+                let inf = try DriverINF(name: "\(name).inf", text: FakeVirtioWin.inf(name, arch: arch == "i386" ? "x86" : "amd64", osDirectory: dir),
+                                        arch: arch, osMajor: major, osMinor: minor, build: build)
+                #expect(!inf.hardwareIDs.isEmpty, "\(name) \(dir)")
+                if name != "qemufwcfg" { #expect(inf.functionService != nil, "\(name) \(dir)") }
+            }
+        }
+    }
+
+    @Test func anINFMayOnlyWriteItsOwnServiceKeys() throws {
+        let good = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k22")
+        func parse(_ t: String) throws -> DriverINF {
+            try DriverINF(name: "viostor.inf", text: t, arch: "x86_64", osMajor: 10, osMinor: 0, build: 20348)
+        }
+        #expect(throws: Never.self) { try parse(good) }
+        let tampered: [(String, String)] = [
+            ("HKR, \"Parameters\", \"BusType\"", "HKLM, \"SYSTEM\\CurrentControlSet\\Services\\Tcpip\", \"Start\""),
+            ("HKR, \"Parameters\", \"BusType\"", "HKR, , \"Start\""),
+            ("HKR, \"Parameters\", \"BusType\"", "HKCR, \"x\", \"y\""),
+            ("HKR, \"Parameters\", \"BusType\"", "HKR, \"..\\Tcpip\", \"Start\""),
+            ("AddService = viostor,", "AddService = Tcpip\\..\\x,"),
+            ("ServiceBinary  = %12%\\viostor.sys", "ServiceBinary  = %12%\\tcpip.sys"),
+        ]
+        for (from, to) in tampered {
+            #expect(good.contains(from), "\(from)")
+            do {
+                _ = try parse(good.replacingOccurrences(of: from, with: to))
+                Issue.record("accepted: \(to)")
+            } catch let e as DriverINF.ParseError {
+                guard case .refused(let line, _) = e else { Issue.record("\(e)"); continue }
+                #expect(line > 0)
+            }
+        }
     }
 
     @Test func kmdfDriversUseTheirNTInstallSections() throws {
@@ -63,8 +124,8 @@ enum FakeTrees {
     }
 
     @Test func aModelsSectionForNewerBuildsIsNotUsed() throws {
-        // 2k19's INF targets NTamd64.10.0...16299: Server 2016 (build 14393) must not take it.
-        let text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k19")
+        // The Win11 build (2k25) targets NTamd64.10.0...16299: Server 2016 (build 14393) must not take it.
+        let text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k25")
         #expect(throws: DriverINF.ParseError.self) {
             try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 10, osMinor: 0, build: 14393)
         }
