@@ -270,19 +270,95 @@ enum FakeTrees {
             let published = system.first { $0.key.description.hasPrefix("DriverDatabase\\DriverInfFiles\\") && $0.name == "Active" && $0.after == .string(label) }
             let inf = try #require(published?.key.components.last, "\(release): no DriverInfFiles entry for \(label)")
             #expect(inf.hasPrefix("oem") && inf.hasSuffix(".inf"))
-            for id in viostor.inf.hardwareIDs {
-                #expect(system.contains { $0.key.description == "DriverDatabase\\DeviceIds\\\(id)" && $0.name == inf }, "\(release) \(id)")
-                #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Descriptors\\\(id)" && $0.name == "Configuration" && $0.after == .string("rhelscsi_inst") })
+            // Ranks as a real Windows 10 hive has them: 01 for a hardware ID, 02 for a compatible ID.
+            for (ids, rank) in [(viostor.inf.hardwareIDs, UInt8(1)), (viostor.inf.compatibleIDs, UInt8(2))] {
+                #expect(!ids.isEmpty)
+                for id in ids {
+                    #expect(system.contains { $0.key.description == "DriverDatabase\\DeviceIds\\\(id)" && $0.name == inf && $0.after == .binary([rank, 0xFF, 0, 0]) }, "\(release) \(id)")
+                    #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Descriptors\\\(id)" && $0.name == "Configuration" && $0.after == .string("scsi_inst") })
+                    #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Descriptors\\\(id)" && $0.name == "Description" && $0.after == .string("%VioStorScsi.DeviceDesc%") })
+                }
             }
-            #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Configurations\\rhelscsi_inst" && $0.name == "Service" && $0.after == .string("viostor") })
+            #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Strings" && $0.name == "viostorscsi.devicedesc" && $0.after == .string("Red Hat VirtIO SCSI controller") })
+            #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Configurations\\scsi_inst" && $0.name == "Service" && $0.after == .string("viostor") })
+            #expect(system.contains { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)\\Configurations\\scsi_inst" && $0.name == "ConfigScope" && $0.after == .dword(7) })
+            #expect(system.contains { $0.key.description == "DriverDatabase\\DeviceIds\\{4d36e97b-e325-11ce-bfc1-08002be10318}" && $0.name == inf && $0.after == .raw(type: 0, data: []) })
             let version = system.first { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)" && $0.name == "Version" }?.after
-            #expect(version == .binary(VirtioDriversRule.versionBlob(classGUID: DriverClassGUID.scsiAdapter)))
+            // 09/19/2023 as a FILETIME, 100.94.104.24000 as words, amd64 (9).
+            #expect(version == .binary(VirtioDriversRule.versionBlob(classGUID: DriverClassGUID.scsiAdapter, date: "09/19/2023", version: "100.94.104.24000", arch: "x86_64")))
+            // Service AddReg and the event source, from the INF, in every control set, with where they come from.
+            for cs in w.os.orderedControlSets.map(\.name) {
+                #expect(system.contains { $0.key.description == "\(cs)\\Services\\viostor\\Parameters\\PnpInterface" && $0.name == "5" && $0.after == .dword(1) })
+                #expect(system.contains { $0.key.description == "\(cs)\\Services\\viostor\\Parameters" && $0.name == "BusType" && $0.after == .dword(1) })
+                #expect(system.contains { $0.key.description == "\(cs)\\Services\\vioscsi\\Parameters" && $0.name == "BusType" && $0.after == .dword(0xA) })
+                #expect(system.contains { $0.key.description == "\(cs)\\Services\\EventLog\\System\\viostor" && $0.name == "EventMessageFile" && $0.after == .expandString("%SystemRoot%\\System32\\IoLogMsg.dll") })
+                #expect(system.contains { $0.key.description == "\(cs)\\Services\\EventLog\\System\\viostor" && $0.name == "TypesSupported" && $0.after == .dword(7) })
+            }
+            #expect(plan.actions.contains { $0.description.contains("viostor.inf [pnpsafe_pci_addreg]") || $0.description.contains("viostor.inf [scsi_Service_Inst] AddReg") })
+            #expect(plan.actions.contains { $0.target == "OemInfMap" })
             #expect(plan.fileChanges.contains { $0.path == "/Windows/System32/DriverStore/FileRepository/\(label)/viostor.sys" })
             #expect(plan.fileChanges.contains { $0.path == "/Windows/INF/\(inf)" })
             try w.apply(plan)
             let again = try w.plan(policy)
             #expect(again.actions.isEmpty, "\(release): \(again.actions.map(\.description))")
         }
+    }
+
+    @Test func theWin11BuildRunsTheBootDriverFromTheDriverStore() throws {
+        var w = try windows(.server2022)
+        // virtio-win's 2k25 directory (the Win11 build: ServiceBinary = %13%\viostor.sys).
+        var os2k25 = w.os
+        os2k25.build = "26100"
+        w.payloads.virtio = try FakeTrees.resolve("iso", os2k25)
+        #expect(w.payloads.virtio?.selected == "2k25/amd64")
+        let policy = try PolicyLoader.load("huawei-ims")
+        let plan = try w.plan(policy)
+        let viostor = try #require(w.payloads.virtio?.package("viostor.inf"))
+        let label = VirtioDriversRule.label(viostor, w.os)
+        let image = "\\SystemRoot\\System32\\DriverStore\\FileRepository\\\(label)\\viostor.sys"
+        for cs in w.os.orderedControlSets.map(\.name) {
+            #expect(plan.changes.contains { $0.key.description == "\(cs)\\Services\\viostor" && $0.name == "ImagePath" && $0.after == .expandString(image) })
+        }
+        // The file the ImagePath names is written; nothing goes to System32\drivers.
+        #expect(plan.fileChanges.contains { $0.path == "/Windows/System32/DriverStore/FileRepository/\(label)/viostor.sys" })
+        #expect(!plan.fileChanges.contains { $0.path.hasPrefix("/Windows/System32/drivers/") })
+        #expect(!plan.changes.contains { $0.after == .expandString("%13%\\viostor.sys") })
+        try w.apply(plan)
+        #expect(try w.plan(policy).actions.isEmpty)
+    }
+
+    @Test func aWorkingDriverTheImageHasIsKept() throws {
+        var spec = PhonyWindows(release: .server2016, states: [.noAutoReboot])
+        spec.extraSystem["{cs}\\Services\\viostor"] = ["Start": .dword(0), "Type": .dword(1), "ErrorControl": .dword(1),
+                                                                  "ImagePath": .expandString("System32\\drivers\\viostor.sys")]
+        var w = try LocalWindows(spec)
+        w.payloads.virtio = try FakeTrees.resolve("iso", w.os)
+        w.files.files[FileSnapshot.key("/Windows/System32/drivers/viostor.sys")] = GuestFile(path: "/Windows/System32/drivers/viostor.sys", size: 1, sha256: "old")
+        let plan = try w.plan(try PolicyLoader.load("huawei-ims"))
+        #expect(plan.findings.contains { $0.id == "virtio-driver-kept" })
+        #expect(!plan.changes.contains { $0.key.description.hasSuffix("Services\\viostor") })
+        #expect(!plan.fileChanges.contains { $0.path == "/Windows/System32/drivers/viostor.sys" })
+        // vioscsi is still installed.
+        #expect(plan.changes.contains { $0.key.description.hasSuffix("Services\\vioscsi") && $0.name == "Start" })
+
+        // Demoted by StartOverride, the same driver does not load: remedy installs its own.
+        var demoted = spec
+        demoted.extraSystem["{cs}\\Services\\viostor\\StartOverride"] = ["0": .dword(3)]
+        var d = try LocalWindows(demoted)
+        d.payloads.virtio = w.payloads.virtio
+        d.files = w.files
+        let plan2 = try d.plan(try PolicyLoader.load("huawei-ims"))
+        #expect(!plan2.findings.contains { $0.id == "virtio-driver-kept" })
+        #expect(plan2.changes.contains { $0.key.description == "ControlSet001\\Services\\viostor\\StartOverride" && $0.op == .deleteValue })
+    }
+
+    @Test func versionBlobMatchesARealPackage() {
+        // SYSTEM_WIN_10_1709, DriverPackages\vmci.inf_amd64_5e38a278d114b813: DriverVer 07/11/2019,9.8.16.0, class System.
+        let real: [UInt8] = [0x00, 0xff, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7d, 0xe9, 0x36, 0x4d, 0x25, 0xe3, 0xce, 0x11, 0xbf, 0xc1, 0x08, 0x00,
+                             0x2b, 0xe1, 0x03, 0x18, 0x00, 0x80, 0x24, 0x95, 0x7b, 0x37, 0xd5, 0x01, 0x00, 0x00, 0x10, 0x00, 0x08, 0x00, 0x09, 0x00,
+                             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]
+        #expect(VirtioDriversRule.versionBlob(classGUID: "{4D36E97D-E325-11CE-BFC1-08002BE10318}", date: "07/11/2019", version: "9.8.16.0", arch: "x86_64") == real)
+        #expect(VirtioDriversRule.versionBlob(classGUID: "{4D36E97D-E325-11CE-BFC1-08002BE10318}", date: "07/11/2019", version: "9.8.16.0", arch: "i386")[2] == 0)
     }
 
     @Test func classGUIDBytesAreInWindowsOrder() {
