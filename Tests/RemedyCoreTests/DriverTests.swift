@@ -548,3 +548,64 @@ enum FakeTrees {
         #expect(try w.plan(policy).actions.isEmpty)
     }
 }
+
+/// The driver store numbering on a real Windows 10 1709 SYSTEM hive (regipy, MIT; see Tests/Fixtures/README.md):
+/// `DriverDatabase\OemInfMap` is `ff f0` (oem0 to oem11 in use) while `DriverInfFiles` names only oem0, 2, 4, 6, 11;
+/// oem3.inf is a live VMware SVGA driver.
+@Suite struct RealHiveDriverStoreTests {
+    /// A clean copy of the hive captured without logs: secondary sequence = primary, base-block checksum recomputed
+    /// (the hive bins are untouched), as Tests/Fixtures/README.md describes.
+    static func cleanHive(_ name: String) throws -> String {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/regipy")
+        let out = NSTemporaryDirectory() + "/remedy-real-\(UUID().uuidString)-\(name)"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/xz")
+        p.arguments = ["-dc", fixtures.appendingPathComponent("\(name).xz").path]
+        FileManager.default.createFile(atPath: out, contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        try p.run()
+        p.waitUntilExit()
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: out)))
+        for i in 0..<4 { bytes[8 + i] = bytes[4 + i] }
+        var sum: UInt32 = 0
+        for i in stride(from: 0, to: 508, by: 4) {
+            sum ^= UInt32(bytes[i]) | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2]) << 16 | UInt32(bytes[i + 3]) << 24
+        }
+        for i in 0..<4 { bytes[508 + i] = UInt8(truncatingIfNeeded: sum >> (8 * UInt32(i))) }
+        try Data(bytes).write(to: URL(fileURLWithPath: out))
+        return out
+    }
+
+    @Test func remedyDoesNotTakeANumberOemInfMapMarks() throws {
+        let path = try Self.cleanHive("SYSTEM_WIN_10_1709")
+        let hive = try Hive(path: path)
+        defer { hive.close() }
+        let (sets, current) = try ImageSession.controlSets(hive, guest: "SYSTEM")
+        let os = OSFacts(root: "/dev/sda2", product: "Windows 10 Pro", variant: "Client", majorVersion: 10, minorVersion: 0, build: "16299",
+                         arch: "x86_64", hostname: nil, systemRoot: "/Windows", currentControlSet: current, controlSets: sets)
+        var payloads = PayloadFacts()
+        payloads.virtio = try FakeTrees.resolve("iso", os)
+        #expect(payloads.virtio?.selected == "w10/amd64")
+        let rule = VirtioDriversRule(drivers: VirtioDriversRule.defaultDrivers, required: false, knownIssues: [])
+        var facts = ImageFacts(image: ImageInfo(path: path, format: "raw", fileSize: 0), os: os,
+                               registry: try ImageSession.snapshot([.system: hive], rule.requirements(for: os, payloads: payloads).filter { $0.hive == .system }, image: path))
+        facts.payloads = payloads
+        for r in rule.fileRequirements(for: facts) { facts.files.files[FileSnapshot.key(r.path)] = .some(nil) }
+        #expect(VirtioDriversRule.usedOemNumbers(facts) == Set(0...11))
+        let names = rule.publishedNames(facts)
+        #expect(Set(names.keys) == ["viostor.inf", "vioscsi.inf"] && Set(names.values) == ["oem12.inf", "oem13.inf"])
+        let map = try #require(rule.oemInfMapAction(facts, published: names)?.changes.first)
+        #expect(map.before == .binary([0xFF, 0xF0]) && map.after == .binary([0xFF, 0xFC]))
+
+        // An oemN.inf file in C:\Windows\INF that no registry entry names is taken too.
+        facts.files.files[FileSnapshot.key("/Windows/INF/oem12.inf")] = GuestFile(path: "/Windows/INF/oem12.inf", size: 1, sha256: "x")
+        #expect(Set(rule.publishedNames(facts).values) == ["oem13.inf", "oem14.inf"])
+
+        // The whole plan on the real hive: nothing published as oem3, and the map marks what is taken.
+        let result = rule.evaluate(facts)
+        let changes = result.actions.flatMap(\.changes)
+        #expect(!changes.contains { $0.key.description.lowercased().hasSuffix("driverinffiles\\oem3.inf") || $0.name?.lowercased() == "oem3.inf" })
+        #expect(changes.contains { $0.name == "OemInfMap" && $0.after == .binary([0xFF, 0xF6]) })
+        #expect(changes.contains { $0.key.description == "DriverDatabase\\DriverInfFiles\\oem13.inf" && $0.name == "Active" })
+    }
+}
