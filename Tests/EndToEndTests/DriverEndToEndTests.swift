@@ -111,6 +111,16 @@ extension EndToEndTests {
                 #expect(try value(system, "ControlSet001\\Services\\\(svc)", "Start") == .dword(0), "\(host) \(svc)")
                 #expect(try value(system, "ControlSet001\\Services\\\(svc)", "ImagePath") == .expandString("System32\\drivers\\\(svc).sys"))
                 #expect(try value(system, "ControlSet001\\Services\\\(svc)", "Group") == .string("SCSI miniport"))
+                // The ImagePath names the file, with the bytes of virtio-win's driver.
+                #expect(try sha("/Windows/System32/drivers/\(svc).sys") == SHA256Hex.ofFile("\(f.virtioTree)/\(svc)/\(want.os)/\(want.arch)/\(svc).sys").sha256, "\(host) \(svc)")
+                // The service-install section's AddReg (real INF: [pnpsafe_pci_addreg]) and the event source, in every control set.
+                for cs in ["ControlSet001", "ControlSet002"] {
+                    #expect(try value(system, "\(cs)\\Services\\\(svc)\\Parameters\\PnpInterface", "5") == .dword(1), "\(host) \(cs) \(svc)")
+                    #expect(try value(system, "\(cs)\\Services\\\(svc)\\Parameters", "BusType") == .dword(svc == "viostor" ? 1 : 0xA), "\(host) \(svc)")
+                    #expect(try value(system, "\(cs)\\Services\\EventLog\\System\\\(svc)", "EventMessageFile")
+                            == .expandString("%SystemRoot%\\System32\\IoLogMsg.dll"), "\(host) \(svc)")
+                    #expect(try value(system, "\(cs)\\Services\\EventLog\\System\\\(svc)", "TypesSupported") == .dword(7), "\(host) \(svc)")
+                }
             }
             let id = "PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00"
             if want.win8 {
@@ -118,8 +128,15 @@ extension EndToEndTests {
                 let published = try #require(try system.values(of: node).first?.name)
                 let label = try value(system, "DriverDatabase\\DriverInfFiles\\\(published)", "Active")
                 guard case .string(let l)? = label else { Issue.record("\(host): \(published) has no Active package"); continue }
-                #expect(try value(system, "DriverDatabase\\DriverPackages\\\(l)\\Configurations\\rhelscsi_inst", "Service") == .string("viostor"))
+                #expect(try value(system, "DriverDatabase\\DriverPackages\\\(l)\\Configurations\\scsi_inst", "Service") == .string("viostor"))
                 #expect(try sha("/Windows/INF/\(published)") == SHA256Hex.ofFile("\(source)/viostor.inf").sha256)
+                #expect(try sha("/Windows/System32/DriverStore/FileRepository/\(l)/viostor.sys") == expected, "\(host)")
+                // The number taken is marked in OemInfMap (most significant bit first).
+                if let n = Int(published.dropFirst(3).dropLast(4)), case .binary(let map)? = try value(system, "DriverDatabase", "OemInfMap") {
+                    #expect(map.count > n / 8 && map[n / 8] & (0x80 >> UInt8(n % 8)) != 0, "\(host): \(published) not marked in \(map)")
+                } else {
+                    Issue.record("\(host): no OemInfMap marking \(published)")
+                }
                 #expect(try system.node(at: "ControlSet001\\Control\\CriticalDeviceDatabase\\pci#ven_1af4&dev_1001") == nil)
             } else {
                 for key in [id.lowercased().replacingOccurrences(of: "\\", with: "#"), "pci#ven_1af4&dev_1001", "pci#ven_1af4&dev_1004"] {

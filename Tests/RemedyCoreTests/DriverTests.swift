@@ -132,6 +132,32 @@ enum FakeTrees {
         #expect(try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 10, osMinor: 0, build: 17763).models.count == 1)
     }
 
+    /// Issue 12 item 10: models parsing was quadratic (40,000 lines took 117 s). A 40,000-line INF with 20,000
+    /// distinct models and 20,000 strings parses completely (the time goes to the notes/benchmarks, not an assertion).
+    @Test func aFortyThousandLineINFParses() throws {
+        var text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k22")
+        text = text.replacingOccurrences(of: "[VioStor.NTamd64.10.0]\r\n", with: "[VioStor.NTamd64.10.0]\r\n" + (0..<20_000).map {
+            "%D\($0)% = scsi_inst, PCI\\VEN_1AF4&DEV_\(String($0, radix: 16))&SUBSYS_00021AF4&REV_00, PCI\\VEN_1AF4&DEV_\(String($0, radix: 16))\r\n"
+        }.joined())
+        text += (0..<20_000).map { "D\($0) = \"Device \($0)\"\r\n" }.joined()
+        #expect(text.unicodeScalars.filter { $0 == "\n" }.count > 40_000)
+        let t0 = Date()
+        let file = INFFile(text: text)
+        print("INFFile: \(Date().timeIntervalSince(t0)) s, \(file.section("Strings").count) strings")
+        let start = Date()
+        let inf = try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 10, osMinor: 0, build: 20348)
+        print("40,000-line INF parsed in \(Date().timeIntervalSince(start)) s")
+        let quarter = text.components(separatedBy: "\r\n").enumerated().filter { $0.offset % 4 == 0 || $0.offset < 200 }.map(\.element).joined(separator: "\r\n")
+        let t1 = Date()
+        _ = INFFile(text: quarter)
+        print("a quarter of it: \(Date().timeIntervalSince(t1)) s")
+        #expect(inf.models.count == 20_001)
+        // Two generated IDs equal the real ones (DEV_1001, DEV_1042 in hex), so 20,000 distinct of each kind.
+        #expect(inf.hardwareIDs.count == 20_001 && inf.compatibleIDs.count == 20_000)
+        #expect(inf.models.contains { $0.description == "Device 19999" && $0.configuration == "scsi_inst" })
+        #expect(inf.services.count == 1)
+    }
+
     @Test func syntaxCommentsQuotesContinuationsAndStrings() {
         let inf = INFFile(text: "[Version]\r\nA = \"x;y\" ; comment\r\nB = one, \\\r\n  two\r\n[strings]\r\nS = \"He said \"\"hi\"\"\"\r\n[X]\r\nK = %s%, 100%%\r\n[version]\r\nC = 3\r\n")
         #expect(inf.value("Version", "A") == "x;y")

@@ -26,26 +26,39 @@ public struct INFFile: Sendable, Equatable {
     public private(set) var sectionOrder: [String] = []
     public private(set) var strings: [String: String] = [:]
 
+    /// Parses in one pass over the text's UTF-8 bytes (INF syntax is ASCII), so the time is linear in its size.
     public init(text: String) {
-        var raw: [(section: String, line: String, number: Int)] = []
+        var raw: [(section: String, key: [UInt8]?, value: [UInt8], number: Int)] = []
         var current: String?
-        var pending = ""
+        var pending: [UInt8] = []
+        var continuing = false
         var number = 0, start = 0
-        for physical in text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n").split(separator: "\n", omittingEmptySubsequences: false) {
+        let bytes = Array(text.utf8)
+        var i = 0
+        var first = true
+        while i <= bytes.count {
+            // One physical line: up to CR LF, LF or CR.
+            var end = i
+            while end < bytes.count && bytes[end] != 0x0A && bytes[end] != 0x0D { end += 1 }
+            if i == bytes.count && !first { break }
+            first = false
             number += 1
-            if pending.isEmpty { start = number }
-            var line = Self.stripComment(String(physical))
-            if line.hasPrefix("\u{FEFF}") { line.removeFirst() }
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.hasSuffix("\\") {
-                pending += String(trimmed.dropLast()) + " "
+            if !continuing { start = number }
+            var line = Array(bytes[i..<end])
+            if end < bytes.count && bytes[end] == 0x0D && end + 1 < bytes.count && bytes[end + 1] == 0x0A { i = end + 2 } else { i = end + 1 }
+            if line.starts(with: [0xEF, 0xBB, 0xBF]) { line.removeFirst(3) }
+            line = Self.trim(Self.stripComment(line))
+            if line.last == 0x5C {   // `\` continues the line
+                pending += line.dropLast() + [0x20]
+                continuing = true
                 continue
             }
-            let logical = (pending + trimmed).trimmingCharacters(in: .whitespaces)
-            pending = ""
+            let logical = Self.trim(pending + line)
+            pending = []
+            continuing = false
             if logical.isEmpty { continue }
-            if logical.hasPrefix("["), let close = logical.firstIndex(of: "]") {
-                let name = String(logical[logical.index(after: logical.startIndex)..<close]).trimmingCharacters(in: .whitespaces)
+            if logical.first == 0x5B, let close = logical.firstIndex(of: 0x5D) {   // [section]
+                let name = String(decoding: Self.trim(Array(logical[1..<close])), as: UTF8.self)
                 current = name
                 if sections[name.lowercased()] == nil {
                     sections[name.lowercased()] = []
@@ -53,19 +66,78 @@ public struct INFFile: Sendable, Equatable {
                 }
                 continue
             }
-            if let current { raw.append((current, logical, start)) }
+            if let current {
+                let (key, value) = Self.splitKey(logical)
+                raw.append((current, key, value, start))
+            }
         }
         // [Strings] first: every other line substitutes from it.
-        for (section, line, _) in raw where section.lowercased() == "strings" {
-            let (key, value) = Self.splitKey(line)
+        for (section, key, value, _) in raw where section.lowercased() == "strings" {
             guard let key else { continue }
-            strings[key.lowercased()] = Self.unquote(value.trimmingCharacters(in: .whitespaces))
+            strings[String(decoding: Self.unquote(Self.trim(key)), as: UTF8.self).lowercased()] =
+                String(decoding: Self.unquote(Self.trim(value)), as: UTF8.self)
         }
-        for (section, line, n) in raw {
-            let (key, value) = Self.splitKey(line)
-            let fields = Self.splitFields(value).map { substitute($0) }
-            sections[section.lowercased(), default: []].append(Line(key: key.map { substitute($0) }, fields: fields, number: n, rawKey: key))
+        for (section, key, value, n) in raw {
+            let fields = Self.splitFields(value).map { substitute(String(decoding: $0, as: UTF8.self)) }
+            let rawKey = key.map { String(decoding: Self.unquote(Self.trim($0)), as: UTF8.self) }
+            sections[section.lowercased(), default: []].append(Line(key: rawKey.map { substitute($0) }, fields: fields, number: n, rawKey: rawKey))
         }
+    }
+
+    static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
+
+    static func trim(_ b: [UInt8]) -> [UInt8] {
+        guard let s = b.firstIndex(where: { !isSpace($0) }), let e = b.lastIndex(where: { !isSpace($0) }) else { return [] }
+        return Array(b[s...e])
+    }
+
+    static func stripComment(_ line: [UInt8]) -> [UInt8] {
+        var inQuote = false
+        for (i, c) in line.enumerated() {
+            if c == 0x22 { inQuote.toggle() }
+            if c == 0x3B && !inQuote { return Array(line[..<i]) }
+        }
+        return line
+    }
+
+    static func splitKey(_ line: [UInt8]) -> ([UInt8]?, [UInt8]) {
+        var inQuote = false
+        for (i, c) in line.enumerated() {
+            if c == 0x22 { inQuote.toggle() }
+            if c == 0x3D && !inQuote { return (Array(line[..<i]), Array(line[(i + 1)...])) }
+        }
+        return (nil, line)
+    }
+
+    static func splitFields(_ value: [UInt8]) -> [[UInt8]] {
+        var fields: [[UInt8]] = []
+        var cur: [UInt8] = []
+        var inQuote = false
+        for c in value {
+            if c == 0x22 { inQuote.toggle(); cur.append(c); continue }
+            if c == 0x2C && !inQuote {
+                fields.append(unquote(trim(cur)))
+                cur = []
+            } else {
+                cur.append(c)
+            }
+        }
+        fields.append(unquote(trim(cur)))
+        if fields.count == 1 && fields[0].isEmpty { return [] }
+        return fields
+    }
+
+    /// `"text"` -> `text`, with `""` inside standing for one quote.
+    static func unquote(_ b: [UInt8]) -> [UInt8] {
+        guard b.count >= 2, b.first == 0x22, b.last == 0x22 else { return b }
+        var out: [UInt8] = []
+        var j = 1
+        while j < b.count - 1 {
+            out.append(b[j])
+            if b[j] == 0x22 && j + 1 < b.count - 1 && b[j + 1] == 0x22 { j += 1 }
+            j += 1
+        }
+        return out
     }
 
     /// The lines of a section (empty when it does not exist).
@@ -107,48 +179,6 @@ public struct INFFile: Sendable, Equatable {
         return out
     }
 
-    static func stripComment(_ line: String) -> String {
-        var inQuote = false
-        for (i, c) in zip(line.indices, line) {
-            if c == "\"" { inQuote.toggle() }
-            if c == ";" && !inQuote { return String(line[..<i]) }
-        }
-        return line
-    }
-
-    static func splitKey(_ line: String) -> (String?, String) {
-        var inQuote = false
-        for (i, c) in zip(line.indices, line) {
-            if c == "\"" { inQuote.toggle() }
-            if c == "=" && !inQuote {
-                return (unquote(String(line[..<i]).trimmingCharacters(in: .whitespaces)), String(line[line.index(after: i)...]))
-            }
-        }
-        return (nil, line)
-    }
-
-    static func splitFields(_ value: String) -> [String] {
-        var fields: [String] = []
-        var cur = ""
-        var inQuote = false
-        for c in value {
-            if c == "\"" { inQuote.toggle(); cur.append(c); continue }
-            if c == "," && !inQuote {
-                fields.append(unquote(cur.trimmingCharacters(in: .whitespaces)))
-                cur = ""
-            } else {
-                cur.append(c)
-            }
-        }
-        fields.append(unquote(cur.trimmingCharacters(in: .whitespaces)))
-        if fields == [""] { return [] }
-        return fields
-    }
-
-    static func unquote(_ s: String) -> String {
-        guard s.count >= 2, s.hasPrefix("\""), s.hasSuffix("\"") else { return s }
-        return String(s.dropFirst().dropLast()).replacingOccurrences(of: "\"\"", with: "\"")
-    }
 }
 
 import Foundation
