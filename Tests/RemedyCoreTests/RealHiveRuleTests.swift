@@ -102,3 +102,64 @@ func exportedKeys(_ export: String) -> Set<String> {
         #expect(!warned(try plan(["KB4490628", "KB4474419"])))
     }
 }
+
+/// nic-dhcp on the real Windows 7 hive with two static NICs: the stale default routes and persisted addresses go,
+/// the user's own persistent routes stay.
+@Suite struct RealStaticNicTests {
+    static let nsi = "Control\\Nsi\\{eb004a00-9b1a-11d4-9123-0050047759bc}"
+    /// A user-added route (route -p add 10.0.0.0 mask 255.0.0.0 10.3.58.254), a default route via a gateway no
+    /// interface has, and a persisted non-default route of the 192.168.1.123 interface (LUID 0000000600000600).
+    static let userRoutes = [
+        "\"10.0.0.0,255.0.0.0,10.3.58.254,1\"=hex(1):00,00",
+        "\"0.0.0.0,0.0.0.0,172.16.0.1,-1\"=hex(1):00,00",
+    ]
+    static let userNsiRoute = "\"0a0000000000000000000000000000000000000000000000000000060000060000000006000006000a033afe00000000\"=hex(3):ff,ff"
+
+    func merge(_ hive: String, _ text: String) throws {
+        let reg = hive + ".user.reg"
+        try Data(("Windows Registry Editor Version 5.00\r\n\r\n" + text).utf8).write(to: URL(fileURLWithPath: reg))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/hivexregedit")
+        p.arguments = ["--merge", hive, reg]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+    }
+
+    @Test func staticLeftoversGoUserRoutesStay() throws {
+        var w = try LocalWindows(.real(.windows7, states: [.noAutoReboot]))
+        let system = w.hives[.system]!
+        var text = ""
+        for cs in ["ControlSet001", "ControlSet002"] {
+            text += "[\\\(cs)\\services\\Tcpip\\Parameters\\PersistentRoutes]\r\n" + Self.userRoutes.joined(separator: "\r\n") + "\r\n\r\n"
+            text += "[\\\(cs)\\\(Self.nsi)\\16]\r\n\(Self.userNsiRoute)\r\n\r\n"
+        }
+        try merge(system, text)
+        let before = try hivexExport(system, "\\ControlSet001\\services\\Tcpip\\Parameters\\PersistentRoutes")
+        #expect(before.contains("\"0.0.0.0,0.0.0.0,10.3.58.1,-1\"") && before.contains("\"0.0.0.0,0.0.0.0,192.168.1.1,-1\""), "\(before)")
+
+        let p = try PolicyLoader.parse("name: n\ndescription: d\nrules:\n  - id: nic-dhcp\n", source: "n.yaml")
+        let plan = try w.plan(p)
+        #expect(plan.actions.count == 4, "\(plan.actions.map(\.description))")
+        #expect(plan.actions.allSatisfy { $0.description.contains("persisted addresses removed") }, "\(plan.actions.map(\.description))")
+        try w.apply(plan)
+
+        let after = w.hives[.system]!
+        for cs in ["ControlSet001", "ControlSet002"] {
+            let routes = try hivexExport(after, "\\\(cs)\\services\\Tcpip\\Parameters\\PersistentRoutes")
+            #expect(!routes.contains("10.3.58.1,") && !routes.contains("192.168.1.1,"), "\(routes)")
+            for user in Self.userRoutes { #expect(routes.contains(user), "\(user) gone: \(routes)") }
+            let addresses = try hivexExport(after, "\\\(cs)\\\(Self.nsi)\\10")
+            #expect(!addresses.contains("\"0000000600000600c0a8017b00000000\"") && !addresses.contains("\"00000007000006000a033a0500000000\""), "\(addresses)")
+            let nsiRoutes = try hivexExport(after, "\\\(cs)\\\(Self.nsi)\\16")
+            #expect(!nsiRoutes.contains("c0a8010100000000\"") && !nsiRoutes.contains("0a033a0100000000\""), "\(nsiRoutes)")
+            #expect(nsiRoutes.contains(Self.userNsiRoute), "\(nsiRoutes)")
+            // The NSI store's other objects are untouched.
+            #expect(try hivexExport(after, "\\\(cs)\\\(Self.nsi)\\7") == (try hivexExport(system, "\\\(cs)\\\(Self.nsi)\\7")))
+            let iface = try hivexExport(after, "\\\(cs)\\services\\Tcpip\\Parameters\\Interfaces\\{6AAFC9A9-0542-4DB2-8760-CCFFA953737C}")
+            #expect(iface.contains("\"EnableDHCP\"=dword:00000001"), "\(iface)")
+        }
+        let again = try w.plan(p)
+        #expect(again.actions.isEmpty, "\(again.actions.map(\.description))")
+    }
+}
