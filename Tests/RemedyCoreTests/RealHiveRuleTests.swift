@@ -163,3 +163,21 @@ func exportedKeys(_ export: String) -> Set<String> {
         #expect(again.actions.isEmpty, "\(again.actions.map(\.description))")
     }
 }
+
+/// Every shipped policy, planned, applied and re-planned on every real SYSTEM hive (no appliance: the hive files
+/// as apply edits them). The end-to-end version, on disk images, is in EndToEndTests/RealHiveEndToEndTests.
+@Suite struct RealHivePolicyTests {
+    @Test(arguments: RealSystemHive.allCases)
+    func everyPolicySettlesOnARealHive(hive: RealSystemHive) throws {
+        for name in ["huawei-ims", "openstack-kvm", "azure"] {
+            var w = try LocalWindows(.real(hive))
+            let policy = try PolicyLoader.load(name)
+            let plan = try w.plan(policy)
+            #expect(!plan.actions.isEmpty, "\(hive) \(name)")
+            #expect(!plan.findings.contains { $0.id == "no-boot-disk-driver" }, "\(hive) \(name): \(plan.findings)")
+            try w.apply(plan)
+            let again = try w.plan(policy)
+            #expect(again.actions.isEmpty, "\(hive) \(name) after apply: \(again.actions.map(\.description))")
+        }
+    }
+}
