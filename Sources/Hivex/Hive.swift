@@ -38,6 +38,26 @@ public struct HiveValue: Hashable, Sendable {
     }
 }
 
+/// One named value exactly as stored: its type number and its data bytes,
+/// undecoded. Values remedy does not change are written back in this form,
+/// so nothing passes through a lossy decoder (a REG_MULTI_SZ with an empty
+/// string inside, a REG_SZ with bytes after its NUL or an unpaired surrogate).
+public struct RawHiveValue: Hashable, Sendable {
+    public var name: String
+    public var type: UInt32
+    public var data: [UInt8]
+    public init(name: String, type: UInt32, data: [UInt8]) {
+        self.name = name
+        self.type = type
+        self.data = data
+    }
+    public init(_ v: HiveValue) {
+        self.init(name: v.name, type: v.value.type, data: v.value.encoded)
+    }
+    /// The decoded form (for reading; never written back).
+    public var decoded: RegistryValue { .decode(type: type, data: data) }
+}
+
 /// A registry hive file opened with libhivex.
 ///
 /// Changes are made in memory and written only by ``commit(to:)``, which
@@ -138,11 +158,16 @@ public final class Hive {
     }
 
     public func values(of node: HiveNode) throws -> [HiveValue] {
+        try rawValues(of: node).map { HiveValue(name: $0.name, value: $0.decoded) }
+    }
+
+    /// The values of a key as stored (type and bytes), in stored order.
+    public func rawValues(of node: HiveNode) throws -> [RawHiveValue] {
         let h = try h("node_values")
         errno = 0
         guard let list = hivex_node_values(h, node.raw) else { throw fail("node_values") }
         defer { free(list) }
-        var out: [HiveValue] = []
+        var out: [RawHiveValue] = []
         var i = 0
         while list[i] != 0 {
             out.append(try readValue(h, list[i]))
@@ -156,7 +181,7 @@ public final class Hive {
         try values(of: node).first { $0.name.caseInsensitiveCompare(name) }?.value
     }
 
-    private func readValue(_ h: OpaquePointer, _ v: hive_value_h) throws -> HiveValue {
+    private func readValue(_ h: OpaquePointer, _ v: hive_value_h) throws -> RawHiveValue {
         errno = 0
         guard let keyPtr = hivex_value_key(h, v) else { throw fail("value_key") }
         let key = String(cString: keyPtr)
@@ -167,7 +192,7 @@ public final class Hive {
         guard let data = hivex_value_value(h, v, &t, &len) else { throw fail("value_value", "reading value \(key)") }
         defer { free(data) }
         let bytes = data.withMemoryRebound(to: UInt8.self, capacity: len) { Array(UnsafeBufferPointer(start: $0, count: len)) }
-        return HiveValue(name: key, value: .decode(type: UInt32(t.rawValue), data: bytes))
+        return RawHiveValue(name: key, type: UInt32(t.rawValue), data: bytes)
     }
 
     // MARK: - Writing (in memory until commit)
@@ -211,9 +236,15 @@ public final class Hive {
     /// existing big value of the key included: it would be rewritten in a form
     /// Windows cannot read).
     public func setValues(of node: HiveNode, _ values: [HiveValue]) throws {
-        if let big = values.first(where: { $0.value.encoded.count > Self.maxValueBytes }) {
+        try setRawValues(of: node, values.map(RawHiveValue.init))
+    }
+
+    /// Replaces all values of a key with these, each written with exactly its
+    /// type number and bytes.
+    public func setRawValues(of node: HiveNode, _ values: [RawHiveValue]) throws {
+        if let big = values.first(where: { $0.data.count > Self.maxValueBytes }) {
             throw HivexError(function: "node_set_values", path: path, errno: EFBIG,
-                             detail: "value \(big.name) holds \(big.value.encoded.count) bytes, over the \(Self.maxValueBytes) bytes one cell may hold without big-data records, which hivex does not write")
+                             detail: "value \(big.name) holds \(big.data.count) bytes, over the \(Self.maxValueBytes) bytes one cell may hold without big-data records, which hivex does not write")
         }
         let h = try h("node_set_values")
         // Keep C strings and buffers alive for the call.
@@ -227,13 +258,13 @@ public final class Hive {
         for v in values {
             let key = strdup(v.name)
             keys.append(key)
-            let bytes = v.value.encoded
+            let bytes = v.data
             let buf = malloc(max(bytes.count, 1))!
             buffers.append(buf)
             bytes.withUnsafeBytes { src in
                 if !bytes.isEmpty { buf.copyMemory(from: src.baseAddress!, byteCount: bytes.count) }
             }
-            set.append(hive_set_value(key: key, t: hive_type(rawValue: v.value.type), len: bytes.count,
+            set.append(hive_set_value(key: key, t: hive_type(rawValue: v.type), len: bytes.count,
                                       value: buf.assumingMemoryBound(to: CChar.self)))
         }
         errno = 0
@@ -242,24 +273,26 @@ public final class Hive {
     }
 
     /// Sets one value, replacing a value of the same name (case-insensitive;
-    /// the stored name keeps its case, as Windows keeps it).
+    /// the stored name keeps its case, as Windows keeps it). The key's other
+    /// values are written back with their stored type and bytes, untouched.
     public func setValue(of node: HiveNode, _ value: HiveValue) throws {
-        var all = try values(of: node)
+        var all = try rawValues(of: node)
         if let i = all.firstIndex(where: { $0.name.caseInsensitiveCompare(value.name) }) {
-            all[i].value = value.value
+            all[i].type = value.value.type
+            all[i].data = value.value.encoded
         } else {
-            all.append(value)
+            all.append(RawHiveValue(value))
         }
-        try setValues(of: node, all)
+        try setRawValues(of: node, all)
     }
 
     /// Deletes one value; returns false when it did not exist.
     @discardableResult
     public func deleteValue(of node: HiveNode, named name: String) throws -> Bool {
-        var all = try values(of: node)
+        var all = try rawValues(of: node)
         guard let i = all.firstIndex(where: { $0.name.caseInsensitiveCompare(name) }) else { return false }
         all.remove(at: i)
-        try setValues(of: node, all)
+        try setRawValues(of: node, all)
         return true
     }
 

@@ -364,19 +364,20 @@ public enum Applier {
             var keys: [RegistryPath] = []
             for c in changes where (c.op == .setValue || c.op == .deleteValue) && !keys.contains(c.key) { keys.append(c.key) }
             for key in keys {
-                var expected: [String: RegistryValue] = [:]
+                // Raw type and bytes: values the plan does not change must keep their exact bytes.
+                var expected: [String: RawHiveValue] = [:]
                 if let n = try before.node(at: key.description) {
-                    for v in try before.values(of: n) { expected[v.name.lowercased()] = v.value }
+                    for v in try before.rawValues(of: n) { expected[v.name.lowercased()] = RawHiveValue(name: "", type: v.type, data: v.data) }
                 }
                 for c in changes where c.key == key {
                     guard let vn = c.name?.lowercased() else { continue }
-                    expected[vn] = c.op == .setValue ? c.after : nil
+                    expected[vn] = c.op == .setValue ? c.after.map { RawHiveValue(name: "", type: $0.type, data: $0.encoded) } : nil
                 }
                 guard let n = try after.node(at: key.description) else {
                     throw RemedyError(.verifyFailed, image: image, "after editing, \(name.rawValue)\\\(key) is missing; nothing was written to the image")
                 }
-                var actual: [String: RegistryValue] = [:]
-                for v in try after.values(of: n) { actual[v.name.lowercased()] = v.value }
+                var actual: [String: RawHiveValue] = [:]
+                for v in try after.rawValues(of: n) { actual[v.name.lowercased()] = RawHiveValue(name: "", type: v.type, data: v.data) }
                 guard actual == expected else {
                     throw RemedyError(.verifyFailed, image: image, "after editing, \(name.rawValue)\\\(key) does not hold the planned values; nothing was written to the image")
                 }

@@ -27,11 +27,14 @@ public enum TextEncoding: String, Sendable, Codable {
     case utf8 = "utf-8"
     /// UTF-16LE with a byte-order mark (what Windows' own tools write for `scripts.ini`).
     case utf16le = "utf-16le"
+    /// Binary content carried as text: each byte one character U+0000-U+00FF (e.g. `Registry.pol`).
+    case latin1 = "latin-1"
 
     public func encode(_ text: String) -> [UInt8] {
         switch self {
         case .utf8: Array(text.utf8)
         case .utf16le: [0xFF, 0xFE] + text.utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+        case .latin1: text.unicodeScalars.map { UInt8(truncatingIfNeeded: $0.value) }
         }
     }
 

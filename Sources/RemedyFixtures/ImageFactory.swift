@@ -142,7 +142,7 @@ public enum ImageFactory {
             try g.upload(bcd, to: "/Boot/BCD")
         }
         let system = "\(work)/SYSTEM"
-        try w.systemHive(mountedDevice: mounted).write(to: system)
+        try w.writeSystemHive(to: system, mountedDevice: mounted)
         switch w.damage {
         case .truncateSystemHive(let n)?:
             guard truncate(system, off_t(n)) == 0 else { throw POSIXError(.EIO) }

@@ -188,6 +188,27 @@ public struct PhonyWindows: Sendable, Codable {
     public var damage: PhonyDamage?
     public var states: Set<PhonyState>
     public var diskMiB: Int
+    /// A real Windows SYSTEM hive to use instead of the generated one (then
+    /// `controlSetCount`, `nics`, `extraSystem` and the states' SYSTEM content
+    /// do not apply; SOFTWARE and SAM stay phony, of `release`).
+    public var realSystem: RealSystemHive?
+
+    /// An image around a real SYSTEM hive, with the phony SOFTWARE and SAM of the matching release.
+    public static func real(_ hive: RealSystemHive, firmware: Firmware = .bios, states: Set<PhonyState> = [],
+                            extraSoftware: [String: [String: RegistryValue]] = [:]) -> PhonyWindows {
+        var w = PhonyWindows(release: hive.release, firmware: firmware, states: states, extraSoftware: extraSoftware)
+        w.realSystem = hive
+        return w
+    }
+
+    /// Writes the SYSTEM hive file: the real one when there is one, else the generated one.
+    public func writeSystemHive(to path: String, mountedDevice: [UInt8]) throws {
+        if let realSystem {
+            try realSystem.write(to: path)
+        } else {
+            try systemHive(mountedDevice: mountedDevice).write(to: path)
+        }
+    }
 
     public init(release: WindowsRelease, arch: Arch? = nil, firmware: Firmware = .bios, hostname: String = "WIN-PHONY01",
                 controlSetCount: Int = 2, nics: [PhonyNIC] = [], states: Set<PhonyState> = [],

@@ -31,6 +31,9 @@ struct Fixtures: Sendable {
     let virtioOnly2k19: String
     /// A stand-in for the Cloudbase-Init MSI (placeholder bytes).
     let cloudbaseMSI: String
+    /// Images built around real Windows SYSTEM hives (regipy): 7 (two static NICs), 8.1, 10 1709 (written by their test).
+    let realDir: String
+    static let realImages: [(hive: RealSystemHive, file: String)] = [(.windows7, "real-w7.qcow2"), (.windows81, "real-w81.qcow2"), (.windows10v1709, "real-w10-1709.qcow2")]
     /// release -> image, for the inspection matrix (several formats).
     let matrix: [(release: WindowsRelease, arch: Arch, firmware: Firmware, path: String, format: DiskFormat)]
 
@@ -83,6 +86,7 @@ struct Fixtures: Sendable {
             virtioPackaged: "\(dir)/virtio-win-packaged",
             virtioOnly2k19: "\(dir)/virtio-win-2k19",
             cloudbaseMSI: "\(dir)/CloudbaseInitSetup_x64.msi",
+            realDir: "\(dir)/real",
             matrix: matrix.map { (release: $0.0, arch: $0.1, firmware: $0.2, path: $0.3, format: $0.4) })
         var requests = [
             ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [
@@ -139,6 +143,11 @@ struct Fixtures: Sendable {
             ImageRequest(.windows(PhonyWindows(release: .server2022, firmware: .uefi, hostname: "D-2022", diskMiB: big)), path: "\(f.driversDir)/w2022.qcow2", format: .qcow2),
             ImageRequest(.windows(PhonyWindows(release: .server2016)), path: f.driversWrongOS, format: .qcow2),
         ]
+        for (hive, file) in realImages {
+            var w = PhonyWindows.real(hive)
+            w.diskMiB = big
+            requests.append(ImageRequest(.windows(w), path: "\(f.realDir)/\(file)", format: .qcow2))
+        }
         try FakeVirtioWin.write(at: f.virtioTree, layout: .isoTree)
         try FakeVirtioWin.makeISO(from: f.virtioTree, to: f.virtioISO)
         try FakeVirtioWin.write(at: f.virtioPackaged, layout: .packaged)

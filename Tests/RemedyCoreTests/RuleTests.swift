@@ -18,7 +18,7 @@ struct LocalWindows {
         dir = NSTemporaryDirectory() + "/remedy-local-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         hives = [.system: dir + "/SYSTEM", .software: dir + "/SOFTWARE", .sam: dir + "/SAM"]
-        try spec.systemHive(mountedDevice: [0x12, 0x34, 0x56, 0x78, 0, 0x10, 0, 0, 0, 0, 0, 0]).write(to: hives[.system]!)
+        try spec.writeSystemHive(to: hives[.system]!, mountedDevice: [0x12, 0x34, 0x56, 0x78, 0, 0x10, 0, 0, 0, 0, 0, 0])
         try spec.softwareHive().write(to: hives[.software]!)
         try spec.samHive().write(to: hives[.sam]!)
         let system = try Hive(path: hives[.system]!)

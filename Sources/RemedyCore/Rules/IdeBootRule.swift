@@ -28,10 +28,11 @@ public struct IdeBootRule: Rule {
             id: "ide-boot",
             summary: "Make the emulated IDE disk bootable at first boot: IDE/ATA drivers boot-start, and (before Windows 8) "
                 + "CriticalDeviceDatabase entries for the PIIX3/PIIX4 IDE controllers.",
-            checks: "Services atapi, intelide and pciide in every control set; for Windows Vista/7/2008/2008 R2 (NT 6.0-6.1) also "
+            checks: "Services atapi, intelide and pciide (Start and StartOverride) in every control set; for Windows Vista/7/2008/2008 R2 (NT 6.0-6.1) also "
                 + "Control\\CriticalDeviceDatabase\\pci#ven_8086&dev_7010 (PIIX3), pci#ven_8086&dev_7111 (PIIX4), pci#cc_0101, "
                 + "primary_ide_channel, secondary_ide_channel, *pnp0600 and gendisk.",
-            changes: "Start=0 (boot) for atapi, intelide and pciide; before Windows 8, each missing or wrong CriticalDeviceDatabase "
+            changes: "Start=0 (boot) for atapi, intelide and pciide, and their StartOverride key deleted where Windows 8 or later "
+                + "demoted them with it (Start=0 with StartOverride\\0=3 does not load); before Windows 8, each missing or wrong CriticalDeviceDatabase "
                 + "entry gets Service and ClassGUID (IDE controllers {4D36E96A-...}, gendisk {4D36E967-...}). Windows 8 / 2012 and "
                 + "later ignore the CriticalDeviceDatabase, so nothing is added there for them.",
             why: "A system disk moved to a controller Windows has never seen stops with 0x7B INACCESSIBLE_BOOT_DEVICE unless the "
@@ -48,6 +49,7 @@ public struct IdeBootRule: Rule {
 
     public func requirements(for os: OSFacts) -> [RegistryRequirement] {
         WindowsKeys.servicesRequirements(os)
+            + WindowsKeys.startOverrideRequirements(os, services: Self.services)
             + (os.isWindows8OrLater ? [] : os.orderedControlSets.map { RegistryRequirement(.system, Self.cdd($0.name), depth: 1) })
     }
 
@@ -65,9 +67,13 @@ public struct IdeBootRule: Rule {
                 }
                 var edit = KeyEdit(.system, path, svc)
                 edit.set("Start", .dword(ServiceStart.boot))
-                if !edit.changes.isEmpty {
-                    result.actions.append(Action(rule: id, description: "load \(name) at boot in \(cs.label) (was \(ServiceStart.name(svc.value("Start")?.number)))",
-                                                 target: name, changes: edit.changes))
+                // Windows 8+ demotes a boot driver whose device was absent with StartOverride while Start stays 0.
+                let overridden = WindowsKeys.liftStartOverride(facts, cs.name, name)
+                if !edit.changes.isEmpty || overridden != nil {
+                    let was = WindowsKeys.effectiveStart(facts, cs.name, name)
+                    let how = overridden == nil ? "" : ", demoted by StartOverride: the override is removed"
+                    result.actions.append(Action(rule: id, description: "load \(name) at boot in \(cs.label) (was \(ServiceStart.name(was))\(how))",
+                                                 target: name, changes: edit.changes + (overridden.map { [$0] } ?? [])))
                 }
             }
             guard !facts.os.isWindows8OrLater else { continue }

@@ -18,8 +18,9 @@ public struct ImageMetadataRule: Rule {
             id: "image-metadata",
             summary: "Report the cloud image properties the image supports after the plan (os_type, hw_firmware_type, hw_disk_bus, ...).",
             checks: "The inspected boot mode (GPT + EFI system partition = uefi, MBR = bios), the architecture and version, and the "
-                + "drivers Windows would load at boot in the current control set as the plan leaves it: viostor / vioscsi "
-                + "(VirtIO block / SCSI), the IDE path (intelide, atapi), netkvm (VirtIO network).",
+                + "drivers Windows would load at boot in the current control set as the plan leaves it (Start=0 and no "
+                + "StartOverride demoting it): viostor / vioscsi "
+                + "(VirtIO block / SCSI), the IDE path (intelide or pciide, and atapi), netkvm (VirtIO network).",
             changes: "Nothing in the image. The plan and apply report carry `properties`: os_type=windows, os_distro=windows, "
                 + "hw_firmware_type, hw_disk_bus (virtio, scsi with hw_scsi_model=virtio-scsi, or ide), hw_vif_model, and "
                 + "hw_vif_multiqueue_enabled=true when netkvm is present on 2008 R2, 2012 R2 or 2016. With style: huawei also "
@@ -36,12 +37,17 @@ public struct ImageMetadataRule: Rule {
 
     public func requirements(for os: OSFacts) -> [RegistryRequirement] {
         [RegistryRequirement(.system, WindowsKeys.services(os.currentControlSet), depth: 1)]
+            + WindowsKeys.startOverrideRequirements(os, [os.currentControlSet], services: Self.bootDrivers)
     }
+
+    /// The disk drivers hw_disk_bus is derived from.
+    static let bootDrivers = ["viostor", "vioscsi", "intelide", "pciide", "atapi"]
 
     public func evaluate(_ facts: ImageFacts) -> RuleResult {
         let os = facts.os
         let cs = os.currentControlSet
-        func loadsAtBoot(_ name: String) -> Bool { WindowsKeys.start(facts, cs, name) == UInt64(ServiceStart.boot) }
+        // A boot driver demoted by StartOverride (Windows 8+) does not load, whatever its Start says.
+        func loadsAtBoot(_ name: String) -> Bool { WindowsKeys.loadsAtBoot(facts, cs, name) }
         func installed(_ name: String) -> Bool {
             guard let s = WindowsKeys.start(facts, cs, name) else { return false }
             return s != UInt64(ServiceStart.disabled)
@@ -53,7 +59,7 @@ public struct ImageMetadataRule: Rule {
         } else if loadsAtBoot("vioscsi") {
             p["hw_disk_bus"] = "scsi"
             p["hw_scsi_model"] = "virtio-scsi"
-        } else if loadsAtBoot("intelide") || loadsAtBoot("pciide") {
+        } else if (loadsAtBoot("intelide") || loadsAtBoot("pciide")) && loadsAtBoot("atapi") {
             p["hw_disk_bus"] = "ide"
         }
         let netkvm = installed("netkvm")
@@ -73,7 +79,7 @@ public struct ImageMetadataRule: Rule {
             findings.append(Finding(
                 id: "no-boot-disk-driver", rule: id, severity: .blocker,
                 message: "no disk controller driver of a KVM guest loads at boot in \(cs) (neither viostor, vioscsi nor the IDE path): the first boot would stop with 0x7B",
-                measured: "viostor/vioscsi/intelide not boot-start", requirement: "one of them with Start=0"))
+                measured: "viostor/vioscsi/intelide/pciide not boot-start (Start, StartOverride)", requirement: "one of them with Start=0 and no StartOverride demoting it"))
         }
         return RuleResult(findings: findings, properties: p)
     }
