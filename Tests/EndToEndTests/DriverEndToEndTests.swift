@@ -94,7 +94,7 @@ extension EndToEndTests {
                 #expect(conf.contains("first_logon_behaviour=no") && conf.contains("retry_count=40"), "\(host)")
                 #expect(try sha("/Windows/remedy/firstboot/scripts/50-cloudbase-init.cmd") == nil)
             } else {
-                #expect(try sha("/Windows/remedy/payloads/cloudbase-init/CloudbaseInitSetup_x64.msi") == SHA256Hex.ofFile(f.cloudbaseMSI).sha256, "\(host)")
+                #expect(try sha("/Windows/remedy/payloads/cloudbase-init/cloudbase-init.msi") == SHA256Hex.ofFile(f.cloudbaseMSI).sha256, "\(host)")
                 #expect(try text("/Windows/remedy/payloads/cloudbase-init/files/cloudbase-init.conf").contains("metadata_services=cloudbaseinit.metadata.services.httpservice.HttpService"))
                 #expect(try text("/Windows/remedy/firstboot/scripts/50-cloudbase-init.cmd").contains("msiexec /i \"C:\\Windows\\remedy\\payloads\\cloudbase-init\\CloudbaseInitSetup_x64.msi\" /qn"))
             }
