@@ -96,7 +96,7 @@ extension EndToEndTests {
             } else {
                 #expect(try sha("/Windows/remedy/payloads/cloudbase-init/cloudbase-init.msi") == SHA256Hex.ofFile(f.cloudbaseMSI).sha256, "\(host)")
                 #expect(try text("/Windows/remedy/payloads/cloudbase-init/files/cloudbase-init.conf").contains("metadata_services=cloudbaseinit.metadata.services.httpservice.HttpService"))
-                #expect(try text("/Windows/remedy/firstboot/scripts/50-cloudbase-init.cmd").contains("msiexec /i \"C:\\Windows\\remedy\\payloads\\cloudbase-init\\CloudbaseInitSetup_x64.msi\" /qn"))
+                #expect(try text("/Windows/remedy/firstboot/scripts/50-cloudbase-init.cmd").contains("msiexec /i \"C:\\Windows\\remedy\\payloads\\cloudbase-init\\cloudbase-init.msi\" /qn"))
             }
             // The registry, read with libhivex.
             try g.download(try g.caseSensitivePath("/Windows/System32/config/SYSTEM"), to: "\(work)/\(host)-SYSTEM")
