@@ -279,6 +279,25 @@ public final class Guestfs {
         }
     }
 
+    /// An extended attribute of a guest file, not following symlinks (`system.ntfs_acl` on ntfs-3g: the security descriptor).
+    public func lgetxattr(_ path: String, _ name: String) throws -> [UInt8] {
+        let h = try h("lgetxattr")
+        var size = 0
+        guard let p = guestfs_lgetxattr(h, path, name, &size) else { throw lastError("lgetxattr") }
+        defer { free(p) }
+        return p.withMemoryRebound(to: UInt8.self, capacity: max(size, 1)) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+    }
+    /// Sets an extended attribute of a guest file, not following symlinks.
+    public func lsetxattr(_ path: String, _ name: String, _ value: [UInt8]) throws {
+        try call("lsetxattr") { h in
+            value.withUnsafeBufferPointer { buf in
+                buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(buf.count, 1)) {
+                    guestfs_lsetxattr(h, name, $0, Int32(buf.count), path)
+                }
+            }
+        }
+    }
+
     // MARK: - Building disks (used by the fixtures)
 
     public func partInit(_ device: String, type: String) throws { try call("part_init") { guestfs_part_init($0, device, type) } }

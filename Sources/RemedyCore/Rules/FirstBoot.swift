@@ -41,9 +41,14 @@ enum FirstBoot {
     }
 
     /// A first-boot step, plus the runner and its registration when the image does not have them yet.
+    /// Comment lines (`rem ...`) are made inert here for every rule: they may carry text from the image or
+    /// virtio-win (a DisplayName, a DriverVer), and cmd expands `%` even in a comment (`%~x` aborts the script).
     static func step(_ os: OSFacts, name: String, body: String, files: FileSnapshot) -> [FileChange] {
         var out: [FileChange] = []
-        if let c = FileChange.text(script(os, name), crlf(body), in: files) { out.append(c) }
+        let lines = crlf(body).components(separatedBy: "\r\n").map { line in
+            line.lowercased().hasPrefix("rem ") ? "rem " + Cmd.comment(String(line.dropFirst(4))) : line
+        }
+        if let c = FileChange.text(script(os, name), lines.joined(separator: "\r\n"), in: files) { out.append(c) }
         return out + ensureRunner(os, files: files)
     }
 
@@ -154,21 +159,28 @@ enum FirstBoot {
 
     static func runnerScript(_ os: OSFacts) -> String {
         let gpt = ImageSession.windowsPath(gptIni(os)), ini = ImageSession.windowsPath(scriptsIni(os))
+        // cmd rules kept throughout (each one a bug it avoids; RunnerScriptTests checks them):
+        // - every assignment is `set "NAME=value"`: in `set NAME=1 & exit /b 0` the value is "1 ", with the space;
+        // - a redirection goes first (`>>"%LOG%" echo ...`): in `echo exited with 0>>log`, "0>>" redirects handle 0;
+        // - `reg query ...` then `if not errorlevel 1` (the same as `&&` in cmd, and also right in Wine's cmd, which the tests run);
+        // - each step runs in its own `cmd /d /c`: its `exit`, `setlocal` or `goto` cannot end or change the runner, and
+        //   its exit code is the process's (AutoRun commands from the registry are not run);
+        // - no delayed expansion (`!` stays literal), every path in quotes, no value from the image or the user.
         return """
         @echo off
         rem remedy first-boot runner (a local Group Policy computer startup script).
         rem Runs every script in scripts\\ once, in name order, as SYSTEM, before logon;
         rem restarts Windows when a step or a pending reboot asks for it and goes on after;
         rem removes itself when every step is done. Log: firstboot.log beside this file.
-        setlocal EnableExtensions
+        setlocal EnableExtensions DisableDelayedExpansion
         set "FB=%~dp0"
         set "LOG=%FB%firstboot.log"
         if exist "%FB%state\\complete" exit /b 0
         if not exist "%FB%state" mkdir "%FB%state"
-        set REBOOTS=0
-        if exist "%FB%state\\reboots" set /p REBOOTS=<"%FB%state\\reboots"
-        echo %DATE% %TIME% runner started (restarts so far: %REBOOTS%)>>"%LOG%"
-        set PENDING=0
+        set "REBOOTS=0"
+        if exist "%FB%state\\reboots" set /p "REBOOTS="<"%FB%state\\reboots"
+        >>"%LOG%" echo %DATE% %TIME% runner started (restarts so far: %REBOOTS%)
+        set "PENDING=0"
         for /f "delims=" %%S in ('dir /b /on "%FB%scripts\\*.cmd" 2^>nul') do call :step "%%S"
         if "%PENDING%"=="1" goto reboot
         for /f "delims=" %%S in ('dir /b /on "%FB%scripts\\*.cmd" 2^>nul') do if not exist "%FB%state\\%%~nS.done" goto later
@@ -178,50 +190,75 @@ enum FirstBoot {
         if "%PENDING%"=="1" exit /b 0
         if exist "%FB%state\\%~n1.done" exit /b 0
         call :pending
-        if "%PENDING%"=="1" (echo %DATE% %TIME% a reboot is pending before %~1>>"%LOG%" & exit /b 0)
-        set TRIES=0
-        if exist "%FB%state\\%~n1.tries" set /p TRIES=<"%FB%state\\%~n1.tries"
+        if "%PENDING%"=="1" (>>"%LOG%" echo %DATE% %TIME% a reboot is pending before %~1& exit /b 0)
+        set "TRIES=0"
+        if exist "%FB%state\\%~n1.tries" set /p "TRIES="<"%FB%state\\%~n1.tries"
         set /a TRIES+=1
         >"%FB%state\\%~n1.tries" echo %TRIES%
-        echo %DATE% %TIME% running %~1 (attempt %TRIES%)>>"%LOG%"
-        call "%FB%scripts\\%~1" >>"%LOG%" 2>&1
-        set RC=%ERRORLEVEL%
-        echo %DATE% %TIME% %~1 exited with %RC%>>"%LOG%"
-        if "%RC%"=="0" (type nul>"%FB%state\\%~n1.done" & exit /b 0)
-        if "%RC%"=="3010" (type nul>"%FB%state\\%~n1.done" & set PENDING=1 & exit /b 0)
-        if "%RC%"=="1641" (type nul>"%FB%state\\%~n1.done" & set PENDING=1 & exit /b 0)
-        if %TRIES% GEQ 3 (echo %DATE% %TIME% %~1 failed %TRIES% times: giving up>>"%LOG%" & type nul>"%FB%state\\%~n1.failed" & type nul>"%FB%state\\%~n1.done")
+        >>"%LOG%" echo %DATE% %TIME% running %~1 (attempt %TRIES%)
+        cmd /d /c ""%FB%scripts\\%~1"" >>"%LOG%" 2>&1
+        set "RC=%ERRORLEVEL%"
+        >>"%LOG%" echo %DATE% %TIME% %~1 exited with %RC%
+        if "%RC%"=="0" (type nul>"%FB%state\\%~n1.done"& exit /b 0)
+        if "%RC%"=="3010" (type nul>"%FB%state\\%~n1.done"& set "PENDING=1"& exit /b 0)
+        if "%RC%"=="1641" (type nul>"%FB%state\\%~n1.done"& set "PENDING=1"& exit /b 0)
+        if %TRIES% GEQ 3 (>>"%LOG%" echo %DATE% %TIME% %~1 failed %TRIES% times: giving up& type nul>"%FB%state\\%~n1.failed"& type nul>"%FB%state\\%~n1.done")
         exit /b 0
 
         :pending
         rem A Windows that always reports a pending reboot must not restart for ever.
         if %REBOOTS% GEQ 5 exit /b 0
-        reg query "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\RebootPending" >nul 2>&1 && set PENDING=1
-        reg query "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate\\Auto Update\\RebootRequired" >nul 2>&1 && set PENDING=1
-        reg query "HKLM\\SYSTEM\\CurrentControlSet\\Control\\Session Manager" /v PendingFileRenameOperations >nul 2>&1 && set PENDING=1
+        reg query "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\RebootPending" >nul 2>&1
+        if not errorlevel 1 set "PENDING=1"
+        reg query "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate\\Auto Update\\RebootRequired" >nul 2>&1
+        if not errorlevel 1 set "PENDING=1"
+        reg query "HKLM\\SYSTEM\\CurrentControlSet\\Control\\Session Manager" /v PendingFileRenameOperations >nul 2>&1
+        if not errorlevel 1 set "PENDING=1"
         exit /b 0
 
         :reboot
         set /a REBOOTS+=1
         >"%FB%state\\reboots" echo %REBOOTS%
-        echo %DATE% %TIME% restarting Windows to continue>>"%LOG%"
+        >>"%LOG%" echo %DATE% %TIME% restarting Windows to continue
         shutdown /r /t 10 /c "remedy: first-boot setup continues after a restart"
         exit /b 0
 
         :later
-        echo %DATE% %TIME% some steps will be retried at the next boot>>"%LOG%"
+        >>"%LOG%" echo %DATE% %TIME% some steps will be retried at the next boot
         exit /b 0
 
         :finish
-        echo %DATE% %TIME% every step is done: removing the runner>>"%LOG%"
+        >>"%LOG%" echo %DATE% %TIME% every step is done: removing the runner
         if exist "%FB%restore\\scripts.ini" (copy /y "%FB%restore\\scripts.ini" "\(ini)" >nul) else (del /f /q "\(ini)" >nul 2>&1)
         copy /y "%FB%restore\\gpt.ini" "\(gpt)" >nul
         gpupdate /target:computer /force >>"%LOG%" 2>&1
         type nul>"%FB%state\\complete"
         rmdir /s /q "%FB%scripts"
-        echo %DATE% %TIME% runner finished>>"%LOG%"
-        exit /b 0
+        >>"%LOG%" echo %DATE% %TIME% runner finished
 
         """
+    }
+}
+
+/// What may go into a generated cmd script. Inside double quotes cmd keeps `& | < > ^ ( )` literal, but still
+/// expands `%` (and `!` when delayed expansion is on, which the registry can make the default), a `"` ends the
+/// quotes, and a line break ends the command: a value with one of those cannot be quoted at all.
+public enum Cmd {
+    /// Characters no quoting makes literal in cmd.
+    static func unquotable(_ c: Character) -> Bool {
+        c == "%" || c == "!" || c == "\"" || c.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
+    }
+
+    /// Whether `value` can be given to cmd inside double quotes and stays exactly itself.
+    public static func canQuote(_ value: String) -> Bool { !value.contains(where: unquotable) }
+
+    /// `"value"`, or nil when cmd cannot keep the value literal.
+    public static func quoted(_ value: String) -> String? { canQuote(value) ? "\"" + value + "\"" : nil }
+
+    /// Text safe in a `rem` comment: only letters, digits, spaces and `. , : / \\ - _ + = @ # [ ] { }` are kept, the rest become `_`.
+    public static func comment(_ text: String) -> String {
+        String(text.map { c in
+            c.isASCII && (c.isLetter || c.isNumber || " .,:/\\-_+=@#[]{}".contains(c)) ? c : "_"
+        })
     }
 }

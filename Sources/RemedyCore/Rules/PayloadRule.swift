@@ -49,6 +49,12 @@ public struct PayloadRule: Rule {
     }
 
     func stageDirectory(_ os: OSFacts) -> String { os.systemRoot + "/remedy/payloads/" + manifest.name }
+    /// The staged payload's name: remedy's own (`cloudbase-init.msi`), never the user's file name, which would go
+    /// into the first-boot script (`"` `&` `%` in a name would run commands as SYSTEM or change the path).
+    var stagedName: String {
+        let kind = (manifest.input?.kind ?? "").lowercased()
+        return manifest.name + "." + (["msi", "exe", "msu", "zip"].contains(kind) ? kind : "bin")
+    }
     var stepName: String { String(format: "%02d-%@.cmd", manifest.install?.order ?? 50, manifest.name) }
 
     /// `%ProgramFiles%\Cloudbase Solutions\...` as a guest path.
@@ -90,7 +96,7 @@ public struct PayloadRule: Rule {
         var out = rendered().flatMap { r in
             [FileRequirement(Self.guestPath(r.target, os)), FileRequirement(stageDirectory(os) + "/files/" + r.name)]
         }
-        if let f = payloads.files[manifest.name] { out.append(FileRequirement(stageDirectory(os) + "/" + f.name)) }
+        if payloads.files[manifest.name] != nil { out.append(FileRequirement(stageDirectory(os) + "/" + stagedName)) }
         return out + [FileRequirement(FirstBoot.script(os, stepName))] + FirstBoot.requirements(os)
     }
 
@@ -134,7 +140,7 @@ public struct PayloadRule: Rule {
                         + ": it is used as given; check where it came from",
                     measured: input.sha256, requirement: "a known release"))
             }
-            let staged = stageDirectory(os) + "/" + input.name
+            let staged = stageDirectory(os) + "/" + stagedName
             if let c = FileChange.copy(staged, from: input, in: files) { action.files.append(c) }
             var copies: [String] = []
             for r in rendered() {
@@ -149,8 +155,11 @@ public struct PayloadRule: Rule {
             let log = ImageSession.windowsPath(stageDirectory(os) + "/install.log")
             let command = install.command.replacingOccurrences(of: "%PAYLOAD%", with: ImageSession.windowsPath(staged))
                 .replacingOccurrences(of: "%LOG%", with: log)
-            let body = ["@echo off", "rem remedy: install \(manifest.name) from \(input.name)", command, "set RC=%ERRORLEVEL%",
-                        "if not %RC%==0 if not %RC%==3010 exit /b %RC%"] + copies + (install.after ?? []) + ["exit /b %RC%", ""]
+            // Every path here is remedy's own or the manifest's (trusted, like the policy): the user's file name is not.
+            let body = ["@echo off", "setlocal EnableExtensions DisableDelayedExpansion",
+                        "rem remedy: install \(manifest.name) from the file with SHA-256 \(input.sha256)", command, "set \"RC=%ERRORLEVEL%\"",
+                        "if not \"%RC%\"==\"0\" if not \"%RC%\"==\"3010\" if not \"%RC%\"==\"1641\" exit /b %RC%"]
+                + copies + (install.after ?? []) + ["exit /b %RC%", ""]
             action.files += FirstBoot.step(os, name: stepName, body: body.joined(separator: "\n"), files: files)
         } else if manifest.input != nil {
             result.findings.append(Finding(

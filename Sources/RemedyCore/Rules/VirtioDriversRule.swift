@@ -225,11 +225,11 @@ public struct VirtioDriversRule: Rule {
             // The rest at first boot: pnputil adds every package to the driver store and installs it on matching devices.
             // pnputil exits 259 when no device needs the package yet and 3010 when a restart completes the install.
             let body = ["@echo off", "rem remedy: install the VirtIO drivers (virtio-win \(virtio.selected), \(virtio.driverVersion))",
-                        "set FAILED=0", "set RESTART=0"]
+                        "set \"FAILED=0\"", "set \"RESTART=0\""]
                 + installCommands.flatMap { inf in [
                     "pnputil -i -a \"%SystemRoot%\\Drivers\\VirtIO\\\(inf)\"",
-                    "if %ERRORLEVEL%==3010 set RESTART=1",
-                    "if not %ERRORLEVEL%==0 if not %ERRORLEVEL%==259 if not %ERRORLEVEL%==3010 set FAILED=1",
+                    "if %ERRORLEVEL%==3010 set \"RESTART=1\"",
+                    "if not %ERRORLEVEL%==0 if not %ERRORLEVEL%==259 if not %ERRORLEVEL%==3010 set \"FAILED=1\"",
                 ] } + ["if %FAILED%==1 exit /b 1", "if %RESTART%==1 exit /b 3010", "exit /b 0", ""]
             let step = FirstBoot.step(os, name: Self.firstBootStep, body: body.joined(separator: "\n"), files: files)
             if !step.isEmpty {

@@ -1,0 +1,163 @@
+import Foundation
+import Guestfs
+
+/// Windows security descriptors for what remedy writes. ntfs-3g gives a file it creates owner Administrators and
+/// Everyone: Full Control unless told otherwise; remedy tells it, through the `system.ntfs_acl` extended attribute
+/// (the NTFS security descriptor, self-relative, as Windows stores it). What each place gets:
+/// - `C:\Windows\remedy` (runner, steps, staged payloads, records, backups of hives and files): SYSTEM and
+///   Administrators only, Full Control, inherited by what the runner creates there at boot (logs, state);
+/// - drivers, INF files, driver-store and `Drivers\VirtIO` folders: as Windows' own files there: owner
+///   TrustedInstaller, TrustedInstaller Full Control, SYSTEM, Administrators, Users (and on Windows 8 and later the
+///   application-package groups) Read & Execute;
+/// - anything else remedy creates (Group Policy files, Cloudbase-Init configuration): owner Administrators, SYSTEM
+///   and Administrators Full Control, Users Read & Execute (what `Program Files` children inherit);
+/// - a file remedy replaces keeps the security descriptor the original had.
+public enum FileSecurity {
+    public static let attribute = "system.ntfs_acl"
+
+    public struct SID: Equatable, Sendable, CustomStringConvertible {
+        public var authority: UInt64
+        public var subAuthorities: [UInt32]
+
+        public init(_ authority: UInt64, _ subAuthorities: [UInt32]) {
+            self.authority = authority
+            self.subAuthorities = subAuthorities
+        }
+
+        public static let everyone = SID(1, [0])
+        public static let creatorOwner = SID(3, [0])
+        public static let authenticatedUsers = SID(5, [11])
+        public static let system = SID(5, [18])
+        public static let administrators = SID(5, [32, 544])
+        public static let users = SID(5, [32, 545])
+        public static let trustedInstaller = SID(5, [80, 956_008_885, 3_418_522_649, 1_831_038_044, 1_853_292_631, 2_271_478_464])
+        public static let allApplicationPackages = SID(15, [2, 1])
+        public static let allRestrictedApplicationPackages = SID(15, [2, 2])
+
+        /// Revision 1, sub-authority count, the 48-bit authority big-endian, each sub-authority little-endian.
+        public var bytes: [UInt8] {
+            var b: [UInt8] = [1, UInt8(subAuthorities.count)]
+            for shift in stride(from: 40, through: 0, by: -8) { b.append(UInt8((authority >> UInt64(shift)) & 0xFF)) }
+            for s in subAuthorities { b += le32(s) }
+            return b
+        }
+
+        public var description: String { "S-1-\(authority)" + subAuthorities.map { "-\($0)" }.joined() }
+    }
+
+    /// Access masks (winnt.h).
+    public enum Mask {
+        public static let fullControl: UInt32 = 0x001F_01FF
+        public static let modify: UInt32 = 0x0013_01BF
+        public static let readExecute: UInt32 = 0x0012_00A9
+        public static let genericReadExecute: UInt32 = 0xA000_0000
+        public static let genericAll: UInt32 = 0x1000_0000
+    }
+
+    /// ACE flags.
+    public enum Inherit {
+        public static let objects: UInt8 = 0x01
+        public static let containers: UInt8 = 0x02
+        public static let inheritOnly: UInt8 = 0x08
+    }
+
+    /// An access-allowed ACE.
+    public struct ACE: Equatable, Sendable {
+        public var sid: SID
+        public var mask: UInt32
+        public var flags: UInt8
+        public init(_ sid: SID, _ mask: UInt32, _ flags: UInt8 = 0) {
+            self.sid = sid
+            self.mask = mask
+            self.flags = flags
+        }
+    }
+
+    public struct Descriptor: Equatable, Sendable {
+        public var owner: SID
+        public var group: SID
+        public var dacl: [ACE]
+
+        /// Self-relative: header, DACL, owner, group. Control: self-relative, DACL present, protected (not inheriting
+        /// from the parent) and auto-inherited, as Windows writes it for an ACL set explicitly.
+        public var bytes: [UInt8] {
+            var acl: [UInt8] = []
+            for a in dacl {
+                let sid = a.sid.bytes
+                acl += [0x00, a.flags] + le16(UInt16(8 + sid.count)) + le32(a.mask) + sid
+            }
+            let aclBytes = [2, 0] + le16(UInt16(8 + acl.count)) + le16(UInt16(dacl.count)) + [0, 0] + acl
+            let daclOffset = 20, ownerOffset = daclOffset + aclBytes.count
+            let ownerBytes = owner.bytes, groupOffset = ownerOffset + ownerBytes.count
+            let control: UInt16 = 0x8000 | 0x1000 | 0x0400 | 0x0004
+            return [1, 0] + le16(control) + le32(UInt32(ownerOffset)) + le32(UInt32(groupOffset)) + le32(0) + le32(UInt32(daclOffset))
+                + aclBytes + ownerBytes + group.bytes
+        }
+    }
+
+    /// SYSTEM and Administrators only; a directory passes it on to what is created in it.
+    public static func privateState(directory: Bool) -> Descriptor {
+        let inherit = directory ? Inherit.objects | Inherit.containers : 0
+        return Descriptor(owner: .administrators, group: .system,
+                          dacl: [ACE(.system, Mask.fullControl, inherit), ACE(.administrators, Mask.fullControl, inherit)])
+    }
+
+    /// A Windows system file (`System32\drivers\*.sys`, `INF\oem*.inf`) or folder (`DriverStore\FileRepository\<pkg>`).
+    public static func windowsSystem(directory: Bool, os: OSFacts) -> Descriptor {
+        var readers: [SID] = [.administrators, .system, .users]
+        if (os.majorVersion, os.minorVersion) >= (6, 2) { readers.append(.allApplicationPackages) }
+        if os.majorVersion >= 10 { readers.append(.allRestrictedApplicationPackages) }
+        var dacl = [ACE(.trustedInstaller, Mask.fullControl)]
+        if directory {
+            // The folder as System32's: TrustedInstaller owns subfolders, SYSTEM and Administrators modify the folder and
+            // fully control what is created in it, everyone else reads.
+            let all = Inherit.objects | Inherit.containers | Inherit.inheritOnly
+            dacl = [ACE(.trustedInstaller, Mask.fullControl), ACE(.trustedInstaller, Mask.genericAll, Inherit.containers | Inherit.inheritOnly),
+                    ACE(.system, Mask.modify), ACE(.system, Mask.genericAll, all),
+                    ACE(.administrators, Mask.modify), ACE(.administrators, Mask.genericAll, all)]
+                + readers.filter { $0 != .administrators && $0 != .system }.flatMap { [ACE($0, Mask.readExecute), ACE($0, Mask.genericReadExecute, all)] }
+                + [ACE(.creatorOwner, Mask.genericAll, all)]
+        } else {
+            dacl += readers.map { ACE($0, Mask.readExecute) }
+        }
+        return Descriptor(owner: .trustedInstaller, group: .trustedInstaller, dacl: dacl)
+    }
+
+    /// Anything else remedy creates: administrators and SYSTEM write, users read.
+    public static func administered(directory: Bool) -> Descriptor {
+        let inherit = directory ? Inherit.objects | Inherit.containers : 0
+        return Descriptor(owner: .administrators, group: .system,
+                          dacl: [ACE(.system, Mask.fullControl, inherit), ACE(.administrators, Mask.fullControl, inherit),
+                                 ACE(.users, Mask.readExecute, inherit)])
+    }
+
+    /// The descriptor for a guest path remedy creates.
+    public static func descriptor(for path: String, directory: Bool, os: OSFacts) -> Descriptor {
+        let p = path.lowercased(), root = os.systemRoot.lowercased()
+        if p == root + "/remedy" || p.hasPrefix(root + "/remedy/") { return privateState(directory: directory) }
+        for place in ["/system32/drivers/", "/inf/", "/system32/driverstore/", "/drivers/", "/syswow64/drivers/"]
+        where p.hasPrefix(root + place) || p + "/" == root + place {
+            return windowsSystem(directory: directory, os: os)
+        }
+        return administered(directory: directory)
+    }
+
+    /// Sets the descriptor remedy gives `path`.
+    static func apply(_ g: Guestfs, _ path: String, as logical: String? = nil, directory: Bool, os: OSFacts) throws {
+        try g.lsetxattr(path, attribute, descriptor(for: logical ?? path, directory: directory, os: os).bytes)
+    }
+
+    /// Every file and directory below (and including) `directory` made SYSTEM and Administrators only: the state
+    /// directory after apply wrote its backups and record there.
+    static func securePrivate(_ g: Guestfs, _ directory: String) throws {
+        guard (try? g.isDir(directory)) == true else { return }
+        try g.lsetxattr(directory, attribute, privateState(directory: true).bytes)
+        for rel in try g.find(directory) where !rel.isEmpty {
+            let path = directory + "/" + rel
+            try g.lsetxattr(path, attribute, privateState(directory: try g.isDir(path)).bytes)
+        }
+    }
+}
+
+private func le16(_ v: UInt16) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
+private func le32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8((v >> (8 * UInt32($0))) & 0xFF) } }
