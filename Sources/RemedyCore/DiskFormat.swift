@@ -17,12 +17,17 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
     /// differencing disks, external VMDK extents outside the image's
     /// directory) and files that cannot be a disk at all.
     public static func detect(path: String) throws -> DiskFormat {
+        try detect(path: path, offset: 0, length: nil)
+    }
+
+    /// The same for a disk stored as a byte range of a file (a member of an OVA's tar).
+    static func detect(path: String, offset base: UInt64, length: UInt64?) throws -> DiskFormat {
         guard let fh = FileHandle(forReadingAtPath: path) else {
             throw RemedyError(.imageUnreadable, image: path, "cannot open the file for reading: \(String(cString: strerror(errno)))")
         }
         defer { try? fh.close() }
-        let size = (try? fh.seekToEnd()) ?? 0
-        try? fh.seek(toOffset: 0)
+        let size = length ?? ((try? fh.seekToEnd()) ?? 0)
+        try? fh.seek(toOffset: base)
         let head = [UInt8]((try? fh.read(upToCount: 4096)) ?? Data())
         guard !head.isEmpty else {
             throw RemedyError(.unsupportedFormat, image: path, "the file is empty")
@@ -67,7 +72,7 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
             if offset > 0, count > 0 {
                 let (byteOffset, overflow) = offset.multipliedReportingOverflow(by: 512)
                 if !overflow, byteOffset < size {
-                    try? fh.seek(toOffset: byteOffset)
+                    try? fh.seek(toOffset: base + byteOffset)
                     let text = String(decoding: (try? fh.read(upToCount: Int(min(count, 2048)) * 512)) ?? Data(), as: UTF8.self)
                     try checkVMDKDescriptor(text, path: path)
                 }
@@ -75,14 +80,14 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
             return .vmdk
         }
         if starts("# Disk DescriptorFile") {
-            try? fh.seek(toOffset: 0)
+            try? fh.seek(toOffset: base)
             let text = String(decoding: (try? fh.read(upToCount: 64 * 1024)) ?? Data(), as: UTF8.self)
             try checkVMDKDescriptor(text, path: path)
             return .vmdk
         }
         var footer = head
         if !starts("conectix"), size >= 512 {
-            try? fh.seek(toOffset: size - 512)
+            try? fh.seek(toOffset: base + size - 512)
             footer = [UInt8]((try? fh.read(upToCount: 512)) ?? Data())
         }
         if footer.starts(with: Array("conectix".utf8)), footer.count >= 64 {

@@ -122,6 +122,8 @@ public final class ImageSession {
     private let ownsAppliance: Bool
     private var openHives: [HiveName: Hive] = [:]
     private var lockFD: Int32 = -1
+    /// The OVA/OVF the image was read from (nil for a plain image file).
+    public private(set) var source: ImageSource?
 
     var g: Guestfs { appliance.guestfs }
 
@@ -250,6 +252,7 @@ public final class ImageSession {
         }()
         os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
+        source = prepared.source
     }
 
     /// Downloads the hive's transaction logs and, when the hive is dirty,
@@ -390,7 +393,9 @@ public final class ImageSession {
 
     /// Plans the policy against this image.
     public func plan(policy: Policy) throws -> Plan {
-        Planner.plan(facts: try facts(policy: policy), policy: policy)
+        var plan = Planner.plan(facts: try facts(policy: policy), policy: policy)
+        source?.annotate(&plan)
+        return plan
     }
 
     /// Everything the policy's rules need: registry subtrees, payloads, files in the image.
@@ -627,6 +632,7 @@ public final class ImageSession {
             Glibc.close(lockFD)
             lockFD = -1
         }
+        source?.cleanup()
     }
 
     deinit { close() }
