@@ -142,13 +142,15 @@ public struct Shard: Sendable, Equatable, CustomStringConvertible {
 
 /// Finds disk images under a directory, recursively.
 public enum ImageDiscovery {
-    /// Extensions of the formats remedy reads (and of the cloud's own ZVHD/ZVHD2, reported as unsupported).
-    public static let extensions: Set<String> = ["raw", "img", "qcow2", "qcow", "vmdk", "vhd", "vhdx", "vdi", "qed", "zvhd", "zvhd2"]
+    /// Extensions of the formats remedy reads (and of the cloud's own ZVHD/ZVHD2, reported as unsupported), and OVF packages.
+    public static let extensions: Set<String> = ["raw", "img", "qcow2", "qcow", "vmdk", "vhd", "vhdx", "vdi", "qed", "zvhd", "zvhd2", "ova", "ovf"]
 
     /// Image paths (sorted) and the files skipped, with why. Files with an
     /// image extension are always candidates (a broken one is reported by the
     /// batch); others are candidates when their content is a disk format.
-    /// VMDK extent files belong to their descriptor and are skipped.
+    /// VMDK extent files belong to their descriptor and the files an `.ovf`
+    /// names belong to it: both are skipped. Symbolic links are never
+    /// followed: they are listed as skipped.
     public static func scan(_ directory: String) throws -> (images: [String], skipped: [BatchSkip]) {
         let fm = FileManager.default
         var isDir: ObjCBool = false
@@ -156,20 +158,44 @@ public enum ImageDiscovery {
             throw RemedyError(.invalidArgument, "\(directory) is not a directory")
         }
         let root = URL(fileURLWithPath: directory)
-        guard let walker = fm.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey], options: [.skipsHiddenFiles]) else {
+        guard let walker = fm.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey, .isSymbolicLinkKey], options: [.skipsHiddenFiles]) else {
             throw RemedyError(.invalidArgument, "cannot read the directory \(directory)")
         }
-        var images: [String] = []
+        var candidates: [URL] = []
         var skipped: [BatchSkip] = []
         for case let url as URL in walker {
-            guard (try? url.resourceValues(forKeys: [.isRegularFileKey]))?.isRegularFile == true else { continue }
+            let values = try? url.resourceValues(forKeys: [.isRegularFileKey, .isSymbolicLinkKey])
+            if values?.isSymbolicLink == true {
+                skipped.append(BatchSkip(path: url.path, reason: "symbolic link (not followed; give the image itself)"))
+                continue
+            }
+            guard values?.isRegularFile == true else { continue }
+            candidates.append(url)
+        }
+        // Files an .ovf names (its disks, its manifest) are read through it.
+        var owned: Set<String> = []
+        for url in candidates where url.pathExtension.lowercased() == "ovf" {
+            guard let data = try? Data(contentsOf: url, options: .mappedIfSafe), data.count <= Int(ImageSource.maxDescriptorBytes) else { continue }
+            let text = String(decoding: data, as: UTF8.self)
+            let dir = url.deletingLastPathComponent()
+            for m in text.matches(of: /href\s*=\s*"([^"]+)"/) where TarIndex.isPlainName(String(m.1)) {
+                owned.insert(dir.appendingPathComponent(String(m.1)).path)
+            }
+            owned.insert(url.deletingPathExtension().appendingPathExtension("mf").path)
+        }
+        var images: [String] = []
+        for url in candidates {
             let path = url.path
             let name = url.lastPathComponent.lowercased()
             let ext = url.pathExtension.lowercased()
-            if ext == "vmdk", name.range(of: #"-(flat|s\d{3}|f\d{3}|delta)\.vmdk$"#, options: .regularExpression) != nil {
+            if owned.contains(path) {
+                skipped.append(BatchSkip(path: path, reason: "part of an OVF package (read through its .ovf)"))
+            } else if ext == "vmdk", name.range(of: #"-(flat|s\d{3}|f\d{3}|delta)\.vmdk$"#, options: .regularExpression) != nil {
                 skipped.append(BatchSkip(path: path, reason: "VMDK extent (read through its descriptor)"))
             } else if extensions.contains(ext) {
                 images.append(path)
+            } else if ext == "mf" {
+                skipped.append(BatchSkip(path: path, reason: "not a disk image"))
             } else if (try? DiskFormat.detect(path: path)) != nil {
                 images.append(path)
             } else {

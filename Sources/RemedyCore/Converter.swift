@@ -10,6 +10,8 @@ public enum Converter {
     public static func convert(_ input: String, to target: Target, output: String, overwrite: Bool = false,
                                progress: Bool = false) throws {
         let format = try DiskFormat.detect(path: input)
+        // qemu is given only what its own parse showed to be self-contained (the canonical path, the detected format).
+        let source = try QemuView.inspect(input, format: format).files[0]
         let fm = FileManager.default
         if fm.fileExists(atPath: output) && !overwrite {
             throw RemedyError(.invalidArgument, image: input, "\(output) exists (use --force to replace it)")
@@ -19,7 +21,7 @@ public enum Converter {
         var args = ["convert", "-f", format.qemuName, "-O", target.rawValue]
         if progress { args.append("-p") }
         if target == .qcow2 { args += ["-c"] }   // compressed: smaller uploads
-        args += [input, temp]
+        args += [source, temp]
         do {
             try QemuImg.run(args, image: input)
         } catch {

@@ -17,12 +17,17 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
     /// differencing disks, external VMDK extents outside the image's
     /// directory) and files that cannot be a disk at all.
     public static func detect(path: String) throws -> DiskFormat {
+        try detect(path: path, offset: 0, length: nil)
+    }
+
+    /// The same for a disk stored as a byte range of a file (a member of an OVA's tar).
+    static func detect(path: String, offset base: UInt64, length: UInt64?) throws -> DiskFormat {
         guard let fh = FileHandle(forReadingAtPath: path) else {
             throw RemedyError(.imageUnreadable, image: path, "cannot open the file for reading: \(String(cString: strerror(errno)))")
         }
         defer { try? fh.close() }
-        let size = (try? fh.seekToEnd()) ?? 0
-        try? fh.seek(toOffset: 0)
+        let size = length ?? ((try? fh.seekToEnd()) ?? 0)
+        try? fh.seek(toOffset: base)
         let head = [UInt8]((try? fh.read(upToCount: 4096)) ?? Data())
         guard !head.isEmpty else {
             throw RemedyError(.unsupportedFormat, image: path, "the file is empty")
@@ -43,6 +48,9 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
             if be64(8) != 0 {
                 throw RemedyError(.unsafeImage, image: path, "the qcow\(version == 1 ? "" : "2") image has a backing file; remedy edits self-contained images only (flatten it with qemu-img convert first)")
             }
+            if version == 3, be64(72) & 4 != 0 {   // incompatible feature bit 2: an external data file
+                throw RemedyError(.unsafeImage, image: path, "the qcow2 image keeps its data in an external file; remedy edits self-contained images only (convert it with qemu-img first)")
+            }
             switch version {
             case 1: return .qcow
             case 2, 3: return .qcow2
@@ -58,22 +66,28 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
         if starts("vhdxfile") { return .vhdx }
         if le32(0x40) == 0xBEDA_107F { return .vdi }
         if starts("KDMV") {
-            if le64(28) > 0, le64(32) > 0 {
-                try? fh.seek(toOffset: le64(28) * 512)
-                let text = String(decoding: (try? fh.read(upToCount: Int(min(le64(32), 2048)) * 512)) ?? Data(), as: UTF8.self)
-                try checkVMDKDescriptor(text, path: path, embedded: true)
+            // Sparse extent header: capacity @12, grainSize @20, descriptorOffset @28, descriptorSize @36 (sectors).
+            // Any bytes are possible here: every product is checked for overflow and bounded by the file's size.
+            let offset = le64(28), count = le64(36)
+            if offset > 0, count > 0 {
+                let (byteOffset, overflow) = offset.multipliedReportingOverflow(by: 512)
+                if !overflow, byteOffset < size {
+                    try? fh.seek(toOffset: base + byteOffset)
+                    let text = String(decoding: (try? fh.read(upToCount: Int(min(count, 2048)) * 512)) ?? Data(), as: UTF8.self)
+                    try checkVMDKDescriptor(text, path: path)
+                }
             }
             return .vmdk
         }
         if starts("# Disk DescriptorFile") {
-            try? fh.seek(toOffset: 0)
+            try? fh.seek(toOffset: base)
             let text = String(decoding: (try? fh.read(upToCount: 64 * 1024)) ?? Data(), as: UTF8.self)
-            try checkVMDKDescriptor(text, path: path, embedded: false)
+            try checkVMDKDescriptor(text, path: path)
             return .vmdk
         }
         var footer = head
         if !starts("conectix"), size >= 512 {
-            try? fh.seek(toOffset: size - 512)
+            try? fh.seek(toOffset: base + size - 512)
             footer = [UInt8]((try? fh.read(upToCount: 512)) ?? Data())
         }
         if footer.starts(with: Array("conectix".utf8)), footer.count >= 64 {
@@ -90,27 +104,24 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
         return .raw
     }
 
-    /// A VMDK descriptor must not name a parent or extents outside the image's directory.
-    static func checkVMDKDescriptor(_ text: String, path: String, embedded: Bool) throws {
-        for line in text.split(separator: "\n") {
-            let l = line.trimmingCharacters(in: .whitespaces)
-            if l.hasPrefix("parentFileNameHint") {
-                throw RemedyError(.unsafeImage, image: path, "the VMDK is a snapshot (it names a parent disk); consolidate it first")
-            }
-            if l.hasPrefix("parentCID"), let v = l.split(separator: "=").last?.trimmingCharacters(in: .whitespaces), v.lowercased() != "ffffffff" {
-                throw RemedyError(.unsafeImage, image: path, "the VMDK is a snapshot (parentCID \(v)); consolidate it first")
-            }
-            guard !embedded, l.hasPrefix("RW ") || l.hasPrefix("RDONLY ") || l.hasPrefix("NOACCESS ") else { continue }
-            // RW <sectors> <type> "file" [offset]
-            guard let q1 = l.firstIndex(of: "\""), let q2 = l[l.index(after: q1)...].firstIndex(of: "\"") else { continue }
-            let file = String(l[l.index(after: q1)..<q2])
-            if file.hasPrefix("/") || file.contains("..") {
+    /// A first, conservative look at a VMDK descriptor (plain or embedded in
+    /// a sparse extent), before qemu-img is even asked: a parent, or an extent
+    /// name that is absolute, has a protocol prefix (`json:`, `nbd:`...) or
+    /// climbs out of the directory, is refused. Lines are split on any line
+    /// break and fields on any whitespace, as qemu does; the authority is
+    /// qemu's own parse (``QemuView``), this only keeps qemu-img from opening
+    /// such names while it is being asked.
+    static func checkVMDKDescriptor(_ text: String, path: String) throws {
+        if text.contains("parentFileNameHint") {
+            throw RemedyError(.unsafeImage, image: path, "the VMDK is a snapshot (it names a parent disk); consolidate it first")
+        }
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\u{0B}" || $0 == "\u{0C}" })
+            guard let first = words.first, ["RW", "RDONLY", "NOACCESS"].contains(first), let q1 = line.firstIndex(of: "\"") else { continue }
+            let rest = line[line.index(after: q1)...]
+            let file = String(rest[..<(rest.firstIndex(of: "\"") ?? rest.endIndex)])
+            if file.isEmpty || file.hasPrefix("/") || file.contains(":") || file.split(separator: "/").contains("..") {
                 throw RemedyError(.unsafeImage, image: path, "the VMDK descriptor points at an extent outside its directory (\(file))")
-            }
-            let dir = (path as NSString).deletingLastPathComponent
-            let extent = (dir.isEmpty ? "." : dir) + "/" + file
-            if !FileManager.default.fileExists(atPath: extent) {
-                throw RemedyError(.imageUnreadable, image: path, "the VMDK descriptor's extent \(file) is missing")
             }
         }
     }

@@ -4,15 +4,39 @@ import Hivex
 import RegistryFormat
 
 /// An image file checked and locked, ready to be attached to an appliance.
+///
+/// What qemu opens is decided from qemu's own parse (``QemuView``): the
+/// content decides the format (never the name), qemu-img info with that
+/// format must show a self-contained image (no backing file, no external data
+/// file, VMDK extents only in the image's own directory), and the appliance
+/// is then given exactly that canonical path and format (``drive``). An OVA or
+/// OVF (``ImageSource``) is resolved to its system disk first.
 struct PreparedImage {
     var path: String
     var format: DiskFormat
     var fileSize: Int64
     var lockFD: Int32
+    /// What the appliance attaches: the canonical path qemu-img checked (or, for an OVA, a
+    /// private read-only overlay over the disk inside it) and its qemu format name.
+    var drivePath: String = ""
+    var driveFormat: String = ""
+    /// qemu's view of the disk.
+    var qemu: QemuView?
+    /// The OVA/OVF the disk came from (nil for a plain image file).
+    var source: ImageSource?
+    /// Whether qemu can write the image file in place (an apply without `--output`).
+    var writableInPlace: Bool { readOnlyReason == nil }
+    /// Why it cannot (nil when it can).
+    var readOnlyReason: String? {
+        if source != nil { return "it is an \(source!.kind.rawValue.uppercased()) (its disk is read, never written)" }
+        return qemu?.readOnlyReason
+    }
 
-    /// Checks the file (exists, regular, writable if needed, a disk format
-    /// remedy accepts) and takes its lock: shared to read, exclusive to
-    /// write, so two remedy processes never write the same image.
+    /// Checks the file (exists, regular, a disk format remedy accepts, what
+    /// qemu opens for it, writable in place by qemu if `writable`) and takes
+    /// its lock: shared to read, exclusive to write, so two remedy processes
+    /// never write the same image. An image qemu cannot update in place is
+    /// refused for writing with `image-read-only` before any appliance starts.
     static func prepare(_ path: String, writable: Bool) throws -> PreparedImage {
         var st = stat()
         guard stat(path, &st) == 0 else {
@@ -21,20 +45,43 @@ struct PreparedImage {
         guard (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFBLK else {
             throw RemedyError(.imageUnreadable, image: path, "not a regular file or block device")
         }
-        if writable, access(path, W_OK) != 0 {
-            throw RemedyError(.imageUnreadable, image: path, "the image is not writable: \(String(cString: strerror(errno)))")
-        }
-        let format = try DiskFormat.detect(path: path)
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RemedyError(.imageUnreadable, image: path, "cannot open: \(String(cString: strerror(errno)))") }
         if flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             Glibc.close(fd)
             throw RemedyError(.imageLocked, image: path, "the image is locked by another process (another remedy apply?)")
         }
-        return PreparedImage(path: path, format: format, fileSize: Int64(st.st_size), lockFD: fd)
+        do {
+            var image: PreparedImage
+            if let kind = ImageSource.Kind(path: path) {
+                let source = try ImageSource.resolve(path, kind: kind)
+                image = PreparedImage(path: path, format: source.format, fileSize: Int64(st.st_size), lockFD: fd)
+                image.source = source
+                (image.drivePath, image.driveFormat, image.qemu) = try source.attach()
+            } else {
+                let format = try DiskFormat.detect(path: path)
+                let view = try QemuView.inspect(path, format: format)
+                image = PreparedImage(path: path, format: format, fileSize: Int64(st.st_size), lockFD: fd)
+                (image.drivePath, image.driveFormat, image.qemu) = (view.files[0], format.qemuName, view)
+            }
+            if writable, let reason = image.readOnlyReason {
+                image.source?.cleanup()
+                throw RemedyError(.imageReadOnly, image: path, "remedy cannot apply in place: \(reason); write the result to a new image with --output OUT")
+            }
+            return image
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
     }
 
-    func unlock() { Glibc.close(lockFD) }
+    /// The drive to attach.
+    func drive(readonly: Bool) -> Drive { Drive(path: drivePath, format: driveFormat, readonly: readonly) }
+
+    func unlock() {
+        Glibc.close(lockFD)
+        source?.cleanup()
+    }
 }
 
 /// One image in an appliance: inspected, its hives downloaded to a private
@@ -75,6 +122,8 @@ public final class ImageSession {
     private let ownsAppliance: Bool
     private var openHives: [HiveName: Hive] = [:]
     private var lockFD: Int32 = -1
+    /// The OVA/OVF the image was read from (nil for a plain image file).
+    public private(set) var source: ImageSource?
 
     var g: Guestfs { appliance.guestfs }
 
@@ -83,7 +132,7 @@ public final class ImageSession {
         let prepared = try PreparedImage.prepare(path, writable: writable)
         let appliance: Appliance
         do {
-            appliance = try Appliance.launch(drives: [Drive(path: path, format: prepared.format.qemuName, readonly: !writable)] + isoDrives(inputs),
+            appliance = try Appliance.launch(drives: [prepared.drive(readonly: !writable)] + isoDrives(inputs),
                                              options: options)
         } catch {
             prepared.unlock()
@@ -124,7 +173,7 @@ public final class ImageSession {
         let appliance: Appliance
         let devices: [String]
         do {
-            appliance = try Appliance.launch(drives: prepared.map { Drive(path: $0.image.path, format: $0.image.format.qemuName, readonly: !writable) }
+            appliance = try Appliance.launch(drives: prepared.map { $0.image.drive(readonly: !writable) }
                                                 + isoDrives(inputs), options: options)
             devices = try appliance.guestfs.listDevices()
         } catch {
@@ -203,6 +252,7 @@ public final class ImageSession {
         }()
         os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
+        source = prepared.source
     }
 
     /// Downloads the hive's transaction logs and, when the hive is dirty,
@@ -343,7 +393,9 @@ public final class ImageSession {
 
     /// Plans the policy against this image.
     public func plan(policy: Policy) throws -> Plan {
-        Planner.plan(facts: try facts(policy: policy), policy: policy)
+        var plan = Planner.plan(facts: try facts(policy: policy), policy: policy)
+        source?.annotate(&plan)
+        return plan
     }
 
     /// Everything the policy's rules need: registry subtrees, payloads, files in the image.
@@ -580,6 +632,7 @@ public final class ImageSession {
             Glibc.close(lockFD)
             lockFD = -1
         }
+        source?.cleanup()
     }
 
     deinit { close() }

@@ -128,6 +128,8 @@ public struct Plan: Sendable, Equatable, Codable {
     /// Cloud image properties the image supports once the plan is applied
     /// (from the `image-metadata` rule), to pass to the image registration call.
     public var properties: [String: String]
+    /// What the OVA/OVF descriptor says, when the image was given as one (absent for a plain image file).
+    public var source: SourceFacts?
 
     public init(image: ImageInfo, policy: PolicyReference, os: OSFacts, actions: [Action], findings: [Finding], properties: [String: String] = [:]) {
         self.image = image
@@ -138,7 +140,7 @@ public struct Plan: Sendable, Equatable, Codable {
         self.properties = properties
     }
 
-    private enum CodingKeys: String, CodingKey { case schema, image, policy, os, actions, findings, properties }
+    private enum CodingKeys: String, CodingKey { case schema, image, policy, os, actions, findings, properties, source }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -149,6 +151,7 @@ public struct Plan: Sendable, Equatable, Codable {
         actions = try c.decode([Action].self, forKey: .actions)
         findings = try c.decode([Finding].self, forKey: .findings)
         properties = try c.decodeIfPresent([String: String].self, forKey: .properties) ?? [:]
+        source = try c.decodeIfPresent(SourceFacts.self, forKey: .source)
     }
 
     public var changes: [Change] { actions.flatMap(\.changes) }

@@ -15,6 +15,9 @@ public struct RemedyError: Error, CustomStringConvertible, @unchecked Sendable {
         public static let imageLocked = Code("image-locked")
         public static let unsupportedFormat = Code("unsupported-format")
         public static let unsafeImage = Code("unsafe-image")
+        /// qemu cannot update the image in place (streamOptimized/seSparse VMDK, compressed extents, a read-only
+        /// file, an OVA/OVF): apply writes a new image with `--output` instead.
+        public static let imageReadOnly = Code("image-read-only")
         public static let noOperatingSystem = Code("no-operating-system")
         public static let notWindows = Code("not-windows")
         public static let multipleOperatingSystems = Code("multiple-operating-systems")

@@ -142,6 +142,9 @@ struct Fixtures: Sendable {
             ImageRequest(.windows(PhonyWindows(release: .server2016, hostname: "D-2016", states: [.rssDisabled], diskMiB: big)), path: "\(f.driversDir)/w2016.qcow2", format: .qcow2),
             ImageRequest(.windows(PhonyWindows(release: .server2022, firmware: .uefi, hostname: "D-2022", diskMiB: big)), path: "\(f.driversDir)/w2022.qcow2", format: .qcow2),
             ImageRequest(.windows(PhonyWindows(release: .server2016)), path: f.driversWrongOS, format: .qcow2),
+            // Intake: every format and an OVA are made from this one image (IntakeEndToEndTests).
+            ImageRequest(.windows(PhonyWindows(release: .server2016, hostname: "INTAKE", nics: [.staticIP(guidA, "10.6.6.6")], states: [.noAutoReboot])),
+                         path: "\(dir)/intake-base.qcow2", format: .qcow2),
         ]
         for (hive, file) in realImages {
             var w = PhonyWindows.real(hive)

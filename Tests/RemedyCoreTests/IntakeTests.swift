@@ -1,0 +1,198 @@
+import Foundation
+@testable import RemedyCore
+import Testing
+
+/// Image intake on the host: format detection never traps, qemu's own view
+/// decides what is opened, nothing outside the image is read. No appliance:
+/// these need qemu-img only.
+@Suite struct IntakeTests {
+    let dir: String
+    let secret: String
+    static let marker = "REMEDY-HOST-SECRET-MARKER"
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "/remedy-intake-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir + "/img", withIntermediateDirectories: true)
+        // A "host file" outside the image's directory, 4 KiB, with a known marker.
+        secret = dir + "/secret.txt"
+        var bytes = Data(String(repeating: Self.marker + "\n", count: 100).utf8)
+        bytes.count = 4096
+        try bytes.write(to: URL(fileURLWithPath: secret))
+    }
+
+    func write(_ name: String, _ data: Data) throws -> String {
+        let p = dir + "/img/" + name
+        try data.write(to: URL(fileURLWithPath: p))
+        return p
+    }
+
+    func descriptor(_ extentLine: String, extra: String = "") -> Data {
+        Data("""
+        # Disk DescriptorFile
+        version=1
+        CID=12345678
+        parentCID=ffffffff
+        createType="monolithicFlat"
+        \(extra)
+        # Extent description
+        \(extentLine)
+
+        ddb.adapterType = "ide"
+
+        """.utf8)
+    }
+
+    /// A sparse VMDK header (512 bytes) with the given fields, followed by `tail`.
+    func sparseHeader(capacity: UInt64, descriptorOffset: UInt64, descriptorSize: UInt64, tail: Data = Data(), total: Int = 4096) -> Data {
+        var h = [UInt8](repeating: 0, count: 512)
+        func put32(_ o: Int, _ v: UInt32) { for i in 0..<4 { h[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) } }
+        func put64(_ o: Int, _ v: UInt64) { for i in 0..<8 { h[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        h[0..<4] = [0x4B, 0x44, 0x4D, 0x56]   // KDMV
+        put32(4, 1); put32(8, 3)
+        put64(12, capacity); put64(20, 128); put64(28, descriptorOffset); put64(36, descriptorSize)
+        put32(44, 512); put64(48, 0); put64(56, 0); put64(64, 128)
+        h[73] = 0x0A; h[74] = 0x20; h[75] = 0x0D; h[76] = 0x0A
+        var d = Data(h) + tail
+        if d.count < total { d.count = total }
+        return d
+    }
+
+    func code(_ body: () throws -> Void) -> String? {
+        do { try body(); return nil } catch let e as RemedyError { return e.code.rawValue } catch { return "other: \(error)" }
+    }
+
+    /// The checks a session and `remedy convert` run before qemu opens anything.
+    func intake(_ path: String) throws -> QemuView {
+        try QemuView.inspect(path, format: try DiskFormat.detect(path: path))
+    }
+
+    /// Converting must fail with `code`, write no output, leave the input as it was, and never carry the marker anywhere.
+    func expectRefused(_ path: String, _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        let out = dir + "/out-\(UUID().uuidString.prefix(6)).raw"
+        #expect(code { _ = try intake(path) } == expected, sourceLocation: sourceLocation)
+        #expect(code { try Converter.convert(path, to: .raw, output: out) } == expected, sourceLocation: sourceLocation)
+        #expect(!FileManager.default.fileExists(atPath: out), sourceLocation: sourceLocation)
+        #expect(!FileManager.default.fileExists(atPath: out + ".remedy-partial"), sourceLocation: sourceLocation)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before, sourceLocation: sourceLocation)
+    }
+
+    @Test func tabSeparatedExtentPointingAtAHostFileIsRefused() throws {
+        let p = try write("tab.vmdk", descriptor("RW\t8 FLAT \"\(secret)\" 0"))
+        try expectRefused(p, "unsafe-image")
+    }
+
+    @Test func extentThroughASymlinkOutOfTheDirectoryIsRefusedByQemusView() throws {
+        // The descriptor text names a plain file beside it (the first look lets it by); qemu resolves it outside.
+        try FileManager.default.createSymbolicLink(atPath: dir + "/img/link-flat.vmdk", withDestinationPath: secret)
+        let p = try write("link.vmdk", descriptor("RW 8 FLAT \"link-flat.vmdk\" 0"))
+        try expectRefused(p, "unsafe-image")
+    }
+
+    @Test func extentInTheImagesDirectoryIsAccepted() throws {
+        var flat = Data(count: 4096)
+        flat[0] = 1
+        _ = try write("good-flat.vmdk", flat)
+        let p = try write("good.vmdk", descriptor("RW  \t 8 FLAT \"good-flat.vmdk\" 0"))
+        let view = try intake(p)
+        #expect(view.format == .vmdk)
+        #expect(view.files.count == 2 && view.files[1].hasSuffix("/img/good-flat.vmdk"))
+        #expect(view.writableInPlace)
+    }
+
+    @Test func protocolAndParentExtentsAreRefused() throws {
+        for (name, text) in [
+            ("json.vmdk", descriptor("RW 8 FLAT \"json:{\\\"driver\\\":\\\"file\\\",\\\"filename\\\":\\\"\(secret)\\\"}\" 0")),
+            ("dotdot.vmdk", descriptor("RW 8 FLAT \"../secret.txt\" 0")),
+            ("nbd.vmdk", descriptor("RDONLY 8 FLAT \"nbd://127.0.0.1:1/x\" 0")),
+            // parentFileNameHint not at the start of a line: qemu finds it anywhere.
+            ("parent.vmdk", descriptor("RW 8 FLAT \"p-flat.vmdk\" 0", extra: "ddb.comment = \"x\" \tparentFileNameHint=\"\(secret)\"")),
+        ] {
+            try expectRefused(try write(name, text), "unsafe-image")
+        }
+    }
+
+    @Test func embeddedDescriptorWithCapacityZeroIsChecked() throws {
+        // qemu reads a sparse header with capacity 0 as a pointer to a full descriptor, extents included.
+        let desc = descriptor("RW 8 FLAT \"\(secret)\" 0")
+        let p = try write("embedded.vmdk", sparseHeader(capacity: 0, descriptorOffset: 1, descriptorSize: 1, tail: desc))
+        try expectRefused(p, "unsafe-image")
+        // Through a symlink beside it, which the text check cannot see: qemu's view refuses it.
+        try FileManager.default.createSymbolicLink(atPath: dir + "/img/e-flat.vmdk", withDestinationPath: secret)
+        let q = try write("embedded2.vmdk", sparseHeader(capacity: 0, descriptorOffset: 1, descriptorSize: 1,
+                                                          tail: descriptor("RW 8 FLAT \"e-flat.vmdk\" 0")))
+        try expectRefused(q, "unsafe-image")
+    }
+
+    @Test func hugeDescriptorOffsetDoesNotTrap() throws {
+        // The 4 KiB reproduction: descriptor offset near 2^64 sectors (the old reader's multiplication trapped).
+        let p = try write("huge.vmdk", sparseHeader(capacity: 2048, descriptorOffset: UInt64.max - 3, descriptorSize: UInt64.max))
+        #expect(try DiskFormat.detect(path: p) == .vmdk)
+        try expectRefused(p, "unsupported-format")
+        // The descriptor size is read at offset 36 (not 32, the high half of the offset).
+        let q = try write("size.vmdk", sparseHeader(capacity: 2048, descriptorOffset: 1, descriptorSize: 0,
+                                                    tail: descriptor("RW 8 FLAT \"\(secret)\" 0")))
+        #expect(try DiskFormat.detect(path: q) == .vmdk)
+    }
+
+    @Test func headerReaderNeverTrapsOnAnyBytes() throws {
+        var rng = SystemRandomNumberGenerator()
+        let seed = UInt64.random(in: 0...UInt64.max, using: &rng)
+        var state = seed
+        func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state }
+        let magics: [[UInt8]] = [[0x4B, 0x44, 0x4D, 0x56], [0x51, 0x46, 0x49, 0xFB], Array("QED\0".utf8), Array("vhdxfile".utf8),
+                                 Array("conectix".utf8), Array("# Disk DescriptorFile\n".utf8)]
+        let p = dir + "/img/fuzz.bin"
+        for i in 0..<300 {
+            var bytes = (0..<(512 + Int(next() % 4096))).map { _ in UInt8(truncatingIfNeeded: next() >> 33) }
+            let m = magics[i % magics.count]
+            bytes.replaceSubrange(0..<m.count, with: m)
+            try Data(bytes).write(to: URL(fileURLWithPath: p))
+            _ = try? DiskFormat.detect(path: p)   // any answer or error, never a trap (seed \(seed) replays it)
+        }
+    }
+
+    @Test func backingFilesAndExternalDataFilesAreRefused() throws {
+        let base = dir + "/base.qcow2"
+        try QemuImg.run(["create", "-q", "-f", "qcow2", base, "1M"], image: base)
+        let overlay = dir + "/img/overlay.qcow2"
+        try QemuImg.run(["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", overlay], image: overlay)
+        try expectRefused(overlay, "unsafe-image")
+        let withData = dir + "/img/datafile.qcow2"
+        try QemuImg.run(["create", "-q", "-f", "qcow2", "-o", "data_file=\(secret)", withData, "4096"], image: withData)
+        try expectRefused(withData, "unsafe-image")
+    }
+
+    @Test func qemuDecidesWhatIsWritableInPlace() throws {
+        let raw = dir + "/phony.raw"
+        var mbr = Data(count: 1 << 20)
+        mbr[510] = 0x55; mbr[511] = 0xAA
+        try mbr.write(to: URL(fileURLWithPath: raw))
+        var cases: [(String, [String], Bool)] = [
+            ("stream.vmdk", ["-O", "vmdk", "-o", "subformat=streamOptimized"], false),
+            ("sparse.vmdk", ["-O", "vmdk", "-o", "subformat=monolithicSparse"], true),
+            ("flat.vmdk", ["-O", "vmdk", "-o", "subformat=monolithicFlat"], true),
+            ("split.vmdk", ["-O", "vmdk", "-o", "subformat=twoGbMaxExtentSparse"], true),
+            ("c.qcow2", ["-O", "qcow2", "-c"], true),
+            ("d.vhd", ["-O", "vpc"], true),
+            ("e.vhdx", ["-O", "vhdx"], true),
+        ]
+        cases.append(("ro.qcow2", ["-O", "qcow2"], false))
+        for (name, args, writable) in cases {
+            let p = dir + "/img/" + name
+            try QemuImg.run(["convert", "-q", "-f", "raw"] + args + [raw, p], image: p)
+            if name == "ro.qcow2" { chmod(p, 0o444) }
+            let view = try intake(p)
+            #expect(view.writableInPlace == writable, "\(name): \(view.readOnlyReason ?? "writable")")
+            let before = try Data(contentsOf: URL(fileURLWithPath: p))
+            let result = code { let img = try PreparedImage.prepare(p, writable: true); img.unlock() }
+            #expect(result == (writable ? nil : "image-read-only"), "\(name)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: p)) == before)
+            // Read-only use (plan, --output) is always fine.
+            let ro = try PreparedImage.prepare(p, writable: false)
+            #expect(ro.writableInPlace == writable)
+            #expect(ro.drivePath.hasPrefix("/"))
+            ro.unlock()
+        }
+    }
+}
