@@ -249,6 +249,19 @@ public final class Guestfs {
     public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }
     /// Every file and directory below `directory`, as paths relative to it (one call, however deep).
     public func find(_ directory: String) throws -> [String] { try stringList("find") { guestfs_find($0, directory) } }
+    /// The `st_mode` of each of `names` in `directory`, from lstat (a symbolic link is reported as one, never
+    /// followed); one call for the whole directory. A name that does not exist gives -1.
+    public func lstatModes(_ directory: String, _ names: [String]) throws -> [Int64] {
+        let h = try h("lstatnslist")
+        var cStrings: [UnsafeMutablePointer<CChar>?] = names.map { strdup($0) }
+        cStrings.append(nil)
+        defer { cStrings.forEach { free($0) } }
+        guard let list = cStrings.withUnsafeMutableBufferPointer({ guestfs_lstatnslist(h, directory, $0.baseAddress) }) else {
+            throw lastError("lstatnslist")
+        }
+        defer { guestfs_free_statns_list(list) }
+        return (0..<Int(list.pointee.len)).map { list.pointee.val[$0].st_ino == -1 ? -1 : list.pointee.val[$0].st_mode }
+    }
     /// A checksum of a guest file computed inside the appliance (`sha256`, `md5`, ...).
     public func checksum(_ type: String, _ path: String) throws -> String { try string("checksum") { guestfs_checksum($0, type, path) } }
     /// Copies a file inside the guest.
