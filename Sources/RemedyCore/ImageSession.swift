@@ -431,10 +431,7 @@ public final class ImageSession {
                 }
             } else {
                 payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
-                facts.virtio = try PayloadResolver.virtio(
-                    source: source, kind: "tree", os: os, list: { try PayloadResolver.listDirectory(source) },
-                    regular: { try PayloadResolver.requireRegular($0, root: source, source: source) },
-                    fetch: { _ in }, cache: source, image: imagePath)
+                facts.virtio = try PayloadResolver.tree(source, os: os, image: imagePath)
             }
         }
         resolvedPayloads = facts

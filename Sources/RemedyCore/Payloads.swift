@@ -186,7 +186,14 @@ public struct PayloadManifest: Sendable, Equatable, Decodable {
             throw RemedyError(.policyInvalid, "cannot read payload manifest \(path): \(error.localizedDescription)", cause: error)
         }
         var m: PayloadManifest
-        do { m = try YAMLDecoder().decode(PayloadManifest.self, from: text) } catch {
+        do {
+            try PolicyLoader.checkShape(text, source: path)
+            guard let node = try Yams.compose(yaml: text) else { throw RemedyError(.policyInvalid, "payload manifest \(path) is empty") }
+            try PolicyLoader.checkExpansion(node, source: path)
+            m = try YAMLDecoder().decode(PayloadManifest.self, from: node)
+        } catch let e as RemedyError {
+            throw e
+        } catch {
             throw RemedyError(.policyInvalid, "payload manifest \(path): \(error)", cause: error)
         }
         m.directory = (path as NSString).deletingLastPathComponent
@@ -284,6 +291,13 @@ enum PayloadResolver {
         }
         let version = packages.map(\.inf.version).max { compareVersions($0, $1) < 0 } ?? ""
         return VirtioFacts(source: source, kind: kind, selected: key, available: listing.available, packages: packages, driverVersion: version)
+    }
+
+    /// The drivers from a virtio-win tree on the host (the unpacked ISO or the packaged tree): listed with lstat,
+    /// the chosen files checked to be regular files before anything is read.
+    static func tree(_ source: String, os: OSFacts, image: String) throws -> VirtioFacts {
+        try virtio(source: source, kind: "tree", os: os, list: { try listDirectory(source) },
+                   regular: { try requireRegular($0, root: source, source: source) }, fetch: { _ in }, cache: source, image: image)
     }
 
     /// Every entry below a host directory that is not a directory (regular files, and links, FIFOs and devices so

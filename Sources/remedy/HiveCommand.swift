@@ -17,14 +17,14 @@ extension Remedy {
             let base = url.lastPathComponent.lowercased()
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
                 .filter { ["\(base).log", "\(base).log1", "\(base).log2"].contains($0.lowercased()) }.sorted()
-            return names.compactMap { n in FileManager.default.contents(atPath: dir + "/" + n).map { (n, [UInt8]($0)) } }
+            return names.compactMap { n in (try? HostFile.read(dir + "/" + n, followLinks: true, limit: RegistryLimits.maxLogFile)).map { (n, $0) } }
         }
 
         static func read(_ file: String) throws -> [UInt8] {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw RemedyError(.imageNotFound, "cannot read \(file): \(String(cString: strerror(errno)))")
+            // Bounded: no real hive is larger (a FIFO or device is refused, not waited on).
+            do { return try HostFile.read(file, followLinks: true, limit: RegistryLimits.maxHiveFile) } catch {
+                throw RemedyError(.imageNotFound, "\(error)")
             }
-            return [UInt8](data)
         }
 
         struct Check: ParsableCommand {
