@@ -89,13 +89,13 @@ extension Remedy {
                 switch format {
                 case .json: try printJSON(report)
                 case .text:
-                    print("Hive:      \(file)")
+                    print("Hive:      \(TerminalText.escape(file))")
                     print("Sequence:  \(report.primarySequence) / \(report.secondarySequence)\(report.primarySequence == report.secondarySequence ? "" : " (a write did not finish)")")
                     print("Checksum:  \(report.checksum)\(report.checksum == report.expectedChecksum ? " (valid)" : " (invalid: content calls for \(report.expectedChecksum))")")
                     print("Bins:      \(report.bins) bins, \(report.hiveBinsSize) bytes")
                     print("State:     \(report.dirty ? "DIRTY: Windows would replay the logs at the next load" : "clean")")
                     for l in report.logs {
-                        print("Log:       \(l.name): \(l.format.map { "\($0) format, " } ?? "")\(l.valid ? "valid" : "unusable"), \(l.entries) \(l.format == "old" ? "dirty pages" : "entries")\(l.sequence.map { ", sequence \($0)" } ?? "")\(l.note.map { " (\($0))" } ?? "")")
+                        print("Log:       \(TerminalText.escape(l.name)): \(l.format.map { "\($0) format, " } ?? "")\(l.valid ? "valid" : "unusable"), \(l.entries) \(l.format == "old" ? "dirty pages" : "entries")\(l.sequence.map { ", sequence \($0)" } ?? "")\(l.note.map { " (\($0))" } ?? "")")
                     }
                     if report.logs.isEmpty { print("Logs:      none beside the hive") }
                     for p in report.problems { print("Problem:   \(p)") }

@@ -170,3 +170,35 @@ import Testing
         print("virtio-win listing: \(paths.count) files in \(String(format: "%.2f", seconds)) s")
     }
 }
+
+/// Issue 12, item 8: strings from an image are printed for people with their control characters visible, never
+/// interpreted by the terminal; JSON keeps them as they are (escaped by the encoder).
+@Suite struct TerminalEscapeTests {
+    static let clear = "\u{1B}[2J\u{1B}]0;owned\u{07}"
+    static let fake = "\nAll checks passed: the image is compliant\n"
+
+    @Test func guestStringsInATextPlanCannotDriveTheTerminal() throws {
+        let w = try LocalWindows(PhonyWindows(release: .server2016, hostname: "EVIL\(Self.clear)",
+                                              nics: [.staticIP("{3F2504E0-4F89-41D3-9A0C-0305E82C3301}", "10.0.0.5\(Self.clear)\(Self.fake)")]))
+        var plan = try w.plan(try PolicyLoader.load("openstack-kvm"))
+        plan.os.product = "Windows Server\(Self.clear)\(Self.fake)"
+        plan.image.path = "/images/evil\u{1B}[2J\u{202E}gpj.exe\nAll checks passed"
+        plan.findings.append(Finding(id: "x", rule: "x", severity: .warning, message: "from the guest\(Self.clear)\(Self.fake)"))
+        let text = TextRenderer.plan(plan)
+        #expect(text.contains("10.0.0.5"), "the guest's static address should be shown: \(text)")
+        for bad: Unicode.Scalar in ["\u{1B}", "\u{07}", "\u{202E}"] {
+            #expect(!text.unicodeScalars.contains(bad), "U+\(String(bad.value, radix: 16)) reached the text output")
+        }
+        #expect(!text.split(separator: "\n").contains { $0.hasPrefix("All checks passed") }, "a guest string started a line of its own")
+        #expect(text.contains("\\u{1B}[2J"), "the escape should be visible")
+        // JSON is left to its encoder: the control character is kept, escaped the JSON way.
+        let json = String(decoding: try RemedyJSON.encoder().encode(plan), as: UTF8.self)
+        #expect(json.contains("\\u001b[2J") && !json.unicodeScalars.contains("\u{1B}"))
+    }
+
+    @Test func theEscapeFunctionKeepsPrintableTextAndShowsEveryControl() {
+        #expect(TerminalText.escape("C:\\Windows\\System32 — Überprüfung 日本") == "C:\\Windows\\System32 — Überprüfung 日本")
+        #expect(TerminalText.escape("a\u{1B}b\u{9B}c\u{7F}d\re\tf\ng") == "a\\u{1B}b\\u{9B}c\\u{7F}d\\u{D}e\\u{9}f\\u{A}g")
+        #expect(TerminalText.escapeLines("one\u{1B}\ntwo") == "one\\u{1B}\ntwo")
+    }
+}
