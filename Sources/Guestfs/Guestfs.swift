@@ -10,6 +10,9 @@ import Glibc
 /// back; every failure is thrown as a ``GuestfsError``.
 public final class Guestfs {
     private var handle: OpaquePointer?
+    /// Watches every call made through this handle (not the launch, which has its own): told when a call starts
+    /// and ends, it can stop the appliance when one takes too long, so the blocked call returns an error.
+    public var deadline: (any GuestfsDeadline)?
 
     /// Creates a handle. Environment variables (`LIBGUESTFS_*`) are not read:
     /// the caller configures the handle explicitly.
@@ -42,36 +45,48 @@ public final class Guestfs {
     }
 
     private func lastError(_ function: String) -> GuestfsError {
+        if let expired = deadline?.expired {
+            // The appliance was stopped because a call overran its deadline: say so, not "connection closed".
+            return GuestfsError(function: function, message: expired, timedOut: true)
+        }
         guard let h = handle else { return GuestfsError(function: function, message: "handle is closed") }
         let message = guestfs_last_error(h).map { String(cString: $0) } ?? "unknown error"
         return GuestfsError(function: function, message: message, errno: guestfs_last_errno(h))
     }
 
+    /// Runs one C call under the deadline.
+    private func timed<T>(_ function: String, _ body: () -> T) -> T {
+        guard let d = deadline else { return body() }
+        d.begin(function)
+        defer { d.end() }
+        return body()
+    }
+
     @discardableResult
     private func call(_ function: String, _ body: (OpaquePointer) -> Int32) throws -> Int32 {
         let h = try h(function)
-        let rc = body(h)
+        let rc = timed(function) { body(h) }
         if rc == -1 { throw lastError(function) }
         return rc
     }
 
     private func call64(_ function: String, _ body: (OpaquePointer) -> Int64) throws -> Int64 {
         let h = try h(function)
-        let rc = body(h)
+        let rc = timed(function) { body(h) }
         if rc == -1 { throw lastError(function) }
         return rc
     }
 
     private func string(_ function: String, _ body: (OpaquePointer) -> UnsafeMutablePointer<CChar>?) throws -> String {
         let h = try h(function)
-        guard let p = body(h) else { throw lastError(function) }
+        guard let p = timed(function, { body(h) }) else { throw lastError(function) }
         defer { free(p) }
         return String(cString: p)
     }
 
     private func stringList(_ function: String, _ body: (OpaquePointer) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) throws -> [String] {
         let h = try h(function)
-        guard let list = body(h) else { throw lastError(function) }
+        guard let list = timed(function, { body(h) }) else { throw lastError(function) }
         defer { free(list) }
         var result: [String] = []
         var i = 0
@@ -86,6 +101,9 @@ public final class Guestfs {
     private func pairs(_ list: [String]) -> [(String, String)] {
         stride(from: 0, to: list.count - 1, by: 2).map { (list[$0], list[$0 + 1]) }
     }
+
+    /// Sleeps in the appliance (a call that takes as long as asked: used to test deadlines).
+    public func sleep(_ seconds: Int) throws { try call("sleep") { guestfs_sleep($0, Int32(seconds)) } }
 
     // MARK: - Configuration
 
@@ -230,7 +248,7 @@ public final class Guestfs {
     public func readFile(_ path: String) throws -> [UInt8] {
         let h = try h("read_file")
         var size = 0
-        guard let p = guestfs_read_file(h, path, &size) else { throw lastError("read_file") }
+        guard let p = timed("read_file", { guestfs_read_file(h, path, &size) }) else { throw lastError("read_file") }
         defer { free(p) }
         return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
     }
@@ -238,7 +256,7 @@ public final class Guestfs {
     public func pread(_ path: String, count: Int, offset: Int64) throws -> [UInt8] {
         let h = try h("pread")
         var size = 0
-        guard let p = guestfs_pread(h, path, Int32(count), offset, &size) else { throw lastError("pread") }
+        guard let p = timed("pread", { guestfs_pread(h, path, Int32(count), offset, &size) }) else { throw lastError("pread") }
         defer { free(p) }
         return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
     }
@@ -249,6 +267,19 @@ public final class Guestfs {
     public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }
     /// Every file and directory below `directory`, as paths relative to it (one call, however deep).
     public func find(_ directory: String) throws -> [String] { try stringList("find") { guestfs_find($0, directory) } }
+    /// The `st_mode` of each of `names` in `directory`, from lstat (a symbolic link is reported as one, never
+    /// followed); one call for the whole directory. A name that does not exist gives -1.
+    public func lstatModes(_ directory: String, _ names: [String]) throws -> [Int64] {
+        let h = try h("lstatnslist")
+        var cStrings: [UnsafeMutablePointer<CChar>?] = names.map { strdup($0) }
+        cStrings.append(nil)
+        defer { cStrings.forEach { free($0) } }
+        guard let list = timed("lstatnslist", { cStrings.withUnsafeMutableBufferPointer { guestfs_lstatnslist(h, directory, $0.baseAddress) } }) else {
+            throw lastError("lstatnslist")
+        }
+        defer { guestfs_free_statns_list(list) }
+        return (0..<Int(list.pointee.len)).map { list.pointee.val[$0].st_ino == -1 ? -1 : list.pointee.val[$0].st_mode }
+    }
     /// A checksum of a guest file computed inside the appliance (`sha256`, `md5`, ...).
     public func checksum(_ type: String, _ path: String) throws -> String { try string("checksum") { guestfs_checksum($0, type, path) } }
     /// Copies a file inside the guest.
@@ -344,4 +375,12 @@ public final class Guestfs {
 private func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
     guard let s else { return body(nil) }
     return s.withCString { body($0) }
+}
+
+/// Watches the calls of a handle (see ``Guestfs/deadline``).
+public protocol GuestfsDeadline: AnyObject {
+    func begin(_ function: String)
+    func end()
+    /// Why the appliance was stopped, once it was (every later error of the handle says this).
+    var expired: String? { get }
 }

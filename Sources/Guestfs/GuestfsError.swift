@@ -9,11 +9,14 @@ public struct GuestfsError: Error, CustomStringConvertible, Sendable, Equatable 
     public var message: String
     /// The errno libguestfs recorded, or 0.
     public var errno: Int32
+    /// The call failed because the appliance was stopped when a call overran its deadline.
+    public var timedOut: Bool
 
-    public init(function: String, message: String, errno: Int32 = 0) {
+    public init(function: String, message: String, errno: Int32 = 0, timedOut: Bool = false) {
         self.function = function
         self.message = message
         self.errno = errno
+        self.timedOut = timedOut
     }
 
     public var description: String {

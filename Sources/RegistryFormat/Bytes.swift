@@ -42,9 +42,11 @@ public enum WindowsGUID {
     /// The 16 bytes of `{4D36E97B-E325-11CE-BFC1-08002BE10318}` in Windows' mixed-endian order (the first three
     /// fields little-endian, the last two as written); nil when the text is not a GUID.
     public static func bytes(_ text: String) -> [UInt8]? {
+        // ASCII hex only: `isHexDigit` also accepts fullwidth digits, which no radix-16 parse takes.
         let hex = Array(text.filter { $0 != "{" && $0 != "}" && $0 != "-" })
-        guard hex.count == 32, hex.allSatisfy(\.isHexDigit) else { return nil }
-        let b = stride(from: 0, to: 32, by: 2).map { UInt8(String(hex[$0...$0 + 1]), radix: 16)! }
+        guard hex.count == 32, hex.allSatisfy({ $0.isASCII && $0.isHexDigit }) else { return nil }
+        let b = stride(from: 0, to: 32, by: 2).compactMap { UInt8(String(hex[$0...$0 + 1]), radix: 16) }
+        guard b.count == 16 else { return nil }
         return [b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]] + b[8...]
     }
 }

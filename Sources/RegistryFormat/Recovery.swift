@@ -73,7 +73,14 @@ public enum HiveRecovery {
 
     /// Recovers `primary` with `logs` (name, bytes). A clean hive comes back
     /// unchanged. Throws when the hive is dirty and no log can bring it back.
+    ///
+    /// Memory is bounded by the inputs: a hive larger than ``RegistryLimits/maxHiveFile`` is refused, and a log may
+    /// grow the hive by no more than the bytes the logs hold (new bins are dirty, so their pages are in a log),
+    /// checked before anything is allocated: a 1.5 KiB log claiming 1 GiB of hive bins is refused, not obeyed.
     public static func recover(primary: [UInt8], logs: [(name: String, bytes: [UInt8])]) throws -> Result {
+        guard primary.count <= RegistryLimits.maxHiveFile else {
+            throw RegfError("the hive is \(primary.count) bytes, more than a hive can be (\(RegistryLimits.maxHiveFile) bytes)")
+        }
         let base = try BaseBlock(primary)
         var parsed: [TransactionLog] = []
         var rejected: [String] = []
@@ -92,16 +99,28 @@ public enum HiveRecovery {
         let newLogs = parsed.filter { $0.format == .new }
         let oldLogs = parsed.filter { $0.format == .old }
         let why = rejected.isEmpty ? "" : " (" + rejected.joined(separator: "; ") + ")"
+        let allowed = allowedBinsSize(primary: primary, logs: parsed.isEmpty ? [] : logs.map(\.bytes.count))
         if !newLogs.isEmpty {
-            return try replayNew(primary, base: base, logs: newLogs, highest: highest, why: why)
+            return try replayNew(primary, base: base, logs: newLogs, highest: highest, why: why, allowed: allowed)
         }
         if !oldLogs.isEmpty {
-            return try replayOld(primary, base: base, logs: oldLogs, highest: highest, why: why)
+            return try replayOld(primary, base: base, logs: oldLogs, highest: highest, why: why, allowed: allowed)
         }
         throw RegfError("the hive is dirty (sequence \(base.primarySequence)/\(base.secondarySequence)\(base.checksumValid ? "" : ", bad checksum")) and no usable transaction log was found\(why)")
     }
 
-    static func replayNew(_ primary: [UInt8], base: BaseBlock, logs: [TransactionLog], highest: UInt32, why: String) throws -> Result {
+    /// The largest hive bins size a replay may produce: what the primary holds plus what the logs hold (rounded up
+    /// to a 4 KiB bin), never more than a hive can be.
+    static func allowedBinsSize(primary: [UInt8], logs: [Int]) -> Int {
+        let held = max(0, primary.count - BaseBlock.firstBin) + logs.reduce(0, +)
+        return min(RegistryLimits.maxHiveBinsSize, (held + 4095) / 4096 * 4096)
+    }
+
+    static func tooLarge(_ what: String, _ size: UInt32, allowed: Int) -> RegfError {
+        RegfError("\(what) claims \(size) bytes of hive bins, more than the hive and its logs could hold (\(allowed) bytes): refused")
+    }
+
+    static func replayNew(_ primary: [UInt8], base: BaseBlock, logs: [TransactionLog], highest: UInt32, why: String, allowed: Int) throws -> Result {
         var out = primary
         if out.count < BaseBlock.size { out += [UInt8](repeating: 0, count: BaseBlock.size - out.count) }
         var start = base
@@ -124,6 +143,7 @@ public enum HiveRecovery {
             for entry in log.entries {
                 if entry.sequence < expected { continue }       // already in the primary
                 if let l = last, entry.sequence != l &+ 1 { break }   // a gap: what follows is not ours
+                guard Int(entry.hiveBinsSize) <= allowed else { throw tooLarge("\(log.name) entry \(entry.sequence)", entry.hiveBinsSize, allowed: allowed) }
                 for page in entry.pages { out.write(page.data[...], at: BaseBlock.firstBin + Int(page.offset)) }
                 binsSize = entry.hiveBinsSize
                 if entry.flags & 1 != 0 { out[144] |= 1 } else { out[144] &= ~1 }
@@ -139,10 +159,11 @@ public enum HiveRecovery {
         guard let sequence = last ?? (base.checksumValid ? nil : start.primarySequence) else {
             throw RegfError("the hive is dirty (sequence \(base.primarySequence)/\(base.secondarySequence)) but no log holds an entry from sequence \(base.primarySequence) on\(why)")
         }
+        guard Int(binsSize) <= allowed else { throw tooLarge("the base block", binsSize, allowed: allowed) }
         return finish(&out, binsSize: binsSize, sequence: sequence, applied: applied, highest: highest)
     }
 
-    static func replayOld(_ primary: [UInt8], base: BaseBlock, logs: [TransactionLog], highest: UInt32, why: String) throws -> Result {
+    static func replayOld(_ primary: [UInt8], base: BaseBlock, logs: [TransactionLog], highest: UInt32, why: String, allowed: Int) throws -> Result {
         var out = primary
         if out.count < BaseBlock.size { out += [UInt8](repeating: 0, count: BaseBlock.size - out.count) }
         // The applicable log has the primary's timestamp (the first hive bin's copy when the base block is damaged).
@@ -150,6 +171,7 @@ public enum HiveRecovery {
         guard let log = logs.filter({ $0.base.timestamp == stamp }).max(by: { $0.base.primarySequence < $1.base.primarySequence }) else {
             throw RegfError("no old-format log has the hive's timestamp: none applies\(why)")
         }
+        guard Int(log.base.hiveBinsSize) <= allowed else { throw tooLarge(log.name, log.base.hiveBinsSize, allowed: allowed) }
         if !base.checksumValid, let source = logBaseBytes(log) { out.replaceSubrange(0..<512, with: source) }
         for page in log.dirtyPages { out.write(page.data, at: BaseBlock.firstBin + page.offset) }
         return finish(&out, binsSize: log.base.hiveBinsSize, sequence: max(log.base.primarySequence, base.primarySequence),

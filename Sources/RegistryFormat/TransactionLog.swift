@@ -34,6 +34,9 @@ public struct TransactionLog: Sendable {
 
     public init(name: String, bytes: [UInt8]) throws {
         self.name = name
+        guard bytes.count <= RegistryLimits.maxLogFile else {
+            throw RegfError("\(name) is \(bytes.count) bytes, more than a transaction log can be (\(RegistryLimits.maxLogFile) bytes)")
+        }
         base = try BaseBlock(bytes)
         baseBytes = Array(bytes[0..<512])
         switch base.fileType {
@@ -50,6 +53,9 @@ public struct TransactionLog: Sendable {
 
     mutating func readDirtyVector(_ bytes: [UInt8]) throws {
         guard bytes.matches("DIRT", at: 512) else { throw RegfError("\(name): old-format log without its DIRT vector") }
+        guard Int(base.hiveBinsSize) <= RegistryLimits.maxHiveBinsSize else {
+            throw RegfError("\(name): hive bins size \(base.hiveBinsSize) is more than a hive can be (\(RegistryLimits.maxHiveBinsSize) bytes)")
+        }
         let bits = Int(base.hiveBinsSize / 512)
         let bitmapBytes = (bits + 7) / 8
         guard 516 + bitmapBytes <= bytes.count else { throw RegfError("\(name): the dirty vector runs past the end of the file") }
@@ -84,7 +90,7 @@ public struct TransactionLog: Sendable {
                 return
             }
             let binsSize = entry.u32(16)!
-            guard binsSize % 4096 == 0, binsSize > 0 else {
+            guard binsSize % 4096 == 0, binsSize > 0, Int(binsSize) <= RegistryLimits.maxHiveBinsSize else {
                 stoppedBecause = "the entry at offset \(at) has an invalid hive bins size \(binsSize)"
                 return
             }

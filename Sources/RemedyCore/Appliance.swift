@@ -39,6 +39,10 @@ public struct ApplianceOptions: Sendable {
     public var notice: @Sendable (String) -> Void
     /// libguestfs debug output on stderr.
     public var debug: Bool
+    /// How long any one appliance call may take (after the launch) before the appliance is stopped and the call
+    /// fails with `appliance-timeout` (`REMEDY_CALL_TIMEOUT`): a guest that makes a call hang cannot block a plan
+    /// or a batch for ever. Generous: the slowest real call (a large tar under TCG) takes a few minutes.
+    public var callTimeout: TimeInterval = 900
 
     public init(acceleration: Acceleration = .auto, kvmTimeout: TimeInterval = 30, launchTimeout: TimeInterval = 600,
                 memoryMiB: Int? = nil, cacheFile: String = ApplianceOptions.defaultCacheFile,
@@ -76,6 +80,10 @@ public struct ApplianceOptions: Sendable {
         if let t = env["REMEDY_KVM_TIMEOUT"].flatMap(Double.init) { o.kvmTimeout = t }
         if let t = env["REMEDY_LAUNCH_TIMEOUT"].flatMap(Double.init) { o.launchTimeout = t }
         if let m = env["REMEDY_MEMSIZE"].flatMap(Int.init) { o.memoryMiB = m }
+        if let t = env["REMEDY_CALL_TIMEOUT"], !t.isEmpty {
+            guard let seconds = Double(t), seconds > 0 else { throw RemedyError(.invalidArgument, "REMEDY_CALL_TIMEOUT must be a number of seconds, not \(t)") }
+            o.callTimeout = seconds
+        }
         o.debug = ["1", "true", "yes"].contains(env["REMEDY_DEBUG"] ?? "")
         return o
     }
@@ -242,6 +250,8 @@ public final class Appliance {
             if watchdog.fired { throw LaunchTimeout(seconds: deadline) }
             throw RemedyError(.applianceFailed, "the appliance failed to start under \(accel.rawValue == "tcg" ? "TCG" : "KVM"): \(Self.firstLine(e.message))", cause: e)
         }
+        // From now on every call runs under a deadline; the same token finds qemu to stop it.
+        g.deadline = CallWatchdog(token: token, seconds: options.callTimeout)
         return Appliance(guestfs: g, acceleration: accel, launchSeconds: Date().timeIntervalSince(start))
     }
 
@@ -311,6 +321,54 @@ final class Watchdog: @unchecked Sendable {
             if String(decoding: cmd.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(token) {
                 Glibc.kill(pid, SIGKILL)
             }
+        }
+    }
+}
+
+/// The deadline of every appliance call after the launch: a timer checks the running call, and when one has
+/// taken longer than `seconds` it kills the appliance's qemu (found by its token, as the launch watchdog does).
+/// The blocked call then returns an error, and so does every later call of the handle: `appliance-timeout`.
+final class CallWatchdog: GuestfsDeadline, @unchecked Sendable {
+    private let lock = NSLock()
+    private let token: String
+    private let seconds: TimeInterval
+    private var running: (function: String, since: Date)?
+    private var stoppedBecause: String?
+    private let timer: DispatchSourceTimer
+
+    init(token: String, seconds: TimeInterval) {
+        self.token = token
+        self.seconds = seconds
+        timer = DispatchSource.makeTimerSource(queue: .global())
+        let tick = max(0.1, min(1, seconds / 10))
+        timer.schedule(deadline: .now() + tick, repeating: tick)
+        timer.setEventHandler { [weak self] in self?.check() }
+        timer.resume()
+    }
+
+    deinit { timer.cancel() }
+
+    func begin(_ function: String) {
+        lock.withLock { running = (function, Date()) }
+    }
+
+    func end() {
+        lock.withLock { running = nil }
+    }
+
+    var expired: String? { lock.withLock { stoppedBecause } }
+
+    private func check() {
+        let overrun: String? = lock.withLock {
+            guard stoppedBecause == nil, let r = running, Date().timeIntervalSince(r.since) > seconds else { return nil }
+            let s = seconds < 10 ? String(format: "%.1f", seconds) : String(Int(seconds))
+            stoppedBecause = "the appliance call \(r.function) did not finish within \(s) s and the appliance was stopped "
+                + "(the image may make it hang; raise REMEDY_CALL_TIMEOUT on a slow host)"
+            return r.function
+        }
+        if overrun != nil {
+            timer.cancel()
+            Watchdog.kill(token: token)
         }
     }
 }

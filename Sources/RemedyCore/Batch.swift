@@ -315,9 +315,19 @@ public final class BatchRunner: @unchecked Sendable {
         }
         let share = Date().timeIntervalSince(start) / Double(group.count)
         var pending: [(session: ImageSession, entry: BatchEntry)] = []
+        // Images a shared appliance could not serve because a call (another image's, perhaps) overran its deadline
+        // and the appliance was stopped: each gets an appliance of its own afterwards.
+        var retry: [String] = []
         for (path, result) in zip(group, sessions) {
             let t0 = Date()
+            if group.count > 1, appliance?.guestfs.deadline?.expired != nil, case .success(let session) = result {
+                session.close()
+                retry.append(path)
+                continue
+            }
             switch result {
+            case .failure(let e) where group.count > 1 && e.code == .applianceTimeout && appliance != nil:
+                retry.append(path)
             case .failure(let e):
                 var entry = Self.failed(path, e)
                 entry.durationSeconds = share
@@ -333,7 +343,13 @@ public final class BatchRunner: @unchecked Sendable {
                     entry.durationSeconds = share + Date().timeIntervalSince(t0)
                     pending.append((session, entry))
                 } catch {
-                    var entry = Self.failed(path, RemedyError.wrap(error, image: path))
+                    let e = RemedyError.wrap(error, image: path)
+                    if group.count > 1, e.code == .applianceTimeout {
+                        session.close()
+                        retry.append(path)
+                        continue
+                    }
+                    var entry = Self.failed(path, e)
                     entry.durationSeconds = share + Date().timeIntervalSince(t0)
                     report(entry)
                     session.close()
@@ -354,6 +370,7 @@ public final class BatchRunner: @unchecked Sendable {
             }
             report(entry)
         }
+        for p in retry { process([p], report: report) }
     }
 
     static func isLaunchFailure(_ e: RemedyError) -> Bool { e.code == .applianceFailed || e.code == .applianceTimeout }

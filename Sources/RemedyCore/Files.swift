@@ -159,10 +159,12 @@ public enum SHA256Hex {
         SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }
 
-    /// The checksum of a local file, read in 1 MiB pieces.
-    public static func ofFile(_ path: String) throws -> (sha256: String, size: Int64) {
-        guard let h = FileHandle(forReadingAtPath: path) else {
-            throw RemedyError(.invalidArgument, "cannot read \(path): \(String(cString: strerror(errno)))")
+    /// The checksum of a local regular file, read in 1 MiB pieces (a FIFO or device is refused, never waited on;
+    /// `followLinks: false` refuses a symbolic link too).
+    public static func ofFile(_ path: String, followLinks: Bool = true, code: RemedyError.Code = .invalidArgument) throws -> (sha256: String, size: Int64) {
+        let h: FileHandle
+        do { h = try HostFile.open(path, followLinks: followLinks) } catch {
+            throw RemedyError(code, "\(error)")
         }
         defer { try? h.close() }
         var hasher = SHA256()

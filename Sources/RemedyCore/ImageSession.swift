@@ -204,7 +204,12 @@ public final class ImageSession {
         self.appliance = appliance
         self.device = device
         self.ownsAppliance = owns
-        workDirectory = try Self.makeWorkDirectory()
+        let work = try Self.makeWorkDirectory()
+        workDirectory = work
+        // Removes the directory (and the customer's hives in it) when this initialiser throws: deinit does not run
+        // for a half-built object, so cleanup cannot be left to close().
+        var built = false
+        defer { if !built { try? FileManager.default.removeItem(atPath: work) } }
         let g = appliance.guestfs
         imageInfo = ImageInfo(path: prepared.path, format: prepared.format.rawValue, fileSize: prepared.fileSize,
                               virtualSize: try? g.blockdevSize(device))
@@ -228,6 +233,7 @@ public final class ImageSession {
             }
             let local = workDirectory + "/" + hive.rawValue
             do {
+                try Self.checkSize(g, guestPath, limit: RegistryLimits.maxHiveFile, what: "the \(hive.rawValue) hive")
                 try g.download(guestPath, to: local)
             } catch let e as GuestfsError {
                 throw RemedyError(.hiveUnreadable, "cannot read the \(hive.rawValue) hive (\(guestPath)): \(e.message)", cause: e)
@@ -241,6 +247,7 @@ public final class ImageSession {
         openHives = [.system: system, .software: software]
         // SAM is read, never written (local accounts, for the administrator-account check); an unreadable one is left out.
         if let sam = try? g.caseSensitivePath("\(systemRoot)/System32/config/SAM"), (try? g.isFile(sam)) == true,
+           (try? Self.checkSize(g, sam, limit: RegistryLimits.maxHiveFile, what: "the SAM hive")) != nil,
            (try? g.download(sam, to: workDirectory + "/SAM")) != nil, let hive = try? Hive(path: workDirectory + "/SAM") {
             openHives[.sam] = hive
         }
@@ -253,6 +260,7 @@ public final class ImageSession {
         os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
         source = prepared.source
+        built = true
     }
 
     /// Downloads the hive's transaction logs and, when the hive is dirty,
@@ -270,14 +278,15 @@ public final class ImageSession {
             guard (try? g.isFile(guest)) == true else { continue }
             let localLog = workDirectory + "/" + name
             do {
+                try checkSize(g, guest, limit: RegistryLimits.maxLogFile, what: "the \(hive.rawValue) transaction log")
                 try g.download(guest, to: localLog)
             } catch let e as GuestfsError {
                 throw RemedyError(.hiveUnreadable, "cannot read the \(hive.rawValue) transaction log \(guest): \(e.message)", cause: e)
             }
-            logs.append((name, [UInt8]((try? Data(contentsOf: URL(fileURLWithPath: localLog))) ?? Data())))
+            logs.append((name, (try? HostFile.read(localLog, followLinks: false, limit: RegistryLimits.maxLogFile)) ?? []))
             logPaths.append(guest)
         }
-        let bytes = [UInt8]((try? Data(contentsOf: URL(fileURLWithPath: local))) ?? Data())
+        let bytes = (try? HostFile.read(local, followLinks: false, limit: RegistryLimits.maxHiveFile)) ?? []
         let base: BaseBlock
         do {
             base = try BaseBlock(bytes)
@@ -292,6 +301,10 @@ public final class ImageSession {
         }
         do {
             let r = try HiveRecovery.recover(primary: bytes, logs: logs)
+            // The replayed hive is checked before it is written: bounded, and sound bins.
+            if let problem = try HiveCheck(r.bytes).problems.first {
+                throw RegfError("the replayed hive is not sound: \(problem)")
+            }
             try FileManager.default.moveItem(atPath: local, toPath: local + ".orig")
             guard FileManager.default.createFile(atPath: local, contents: Data(r.bytes)) else {
                 throw RemedyError(.writeFailed, "cannot write the recovered \(hive.rawValue) hive locally")
@@ -302,6 +315,14 @@ public final class ImageSession {
         } catch let e as RegfError {
             throw RemedyError(.hiveUnrecoverable, "the \(hive.rawValue) hive (\(guestPath)) was not cleanly closed by Windows and cannot be recovered: \(e.message); "
                               + "nothing was changed (boot the VM once and shut it down cleanly, then export it again)", cause: e)
+        }
+    }
+
+    /// Refuses to download a guest file larger than `limit` (its size from the appliance, before any byte is read).
+    static func checkSize(_ g: Guestfs, _ path: String, limit: Int, what: String) throws {
+        let size = try g.fileSize(path)
+        guard size <= Int64(limit) else {
+            throw RemedyError(.hiveUnreadable, "\(what) (\(path)) is \(size) bytes, more than remedy accepts (\(limit) bytes): not a real hive")
         }
     }
 
@@ -447,6 +468,13 @@ public final class ImageSession {
                             entry.listing = Self.leaves(try self.g.find("/"))
                             return entry.listing!
                         },
+                        regular: { paths in
+                            let unknown = paths.filter { !entry.regular.contains($0) }
+                            guard !unknown.isEmpty else { return }
+                            try mount()
+                            try self.requireRegularInISO(unknown, source: source)
+                            entry.regular.formUnion(unknown)
+                        },
                         fetch: { paths in
                             guard !paths.isEmpty else { return }
                             try mount()
@@ -455,13 +483,33 @@ public final class ImageSession {
                 }
             } else {
                 payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
-                facts.virtio = try PayloadResolver.virtio(
-                    source: source, kind: "tree", os: os, list: { try PayloadResolver.listDirectory(source) },
-                    fetch: { _ in }, cache: source, image: imagePath)
+                facts.virtio = try PayloadResolver.tree(source, os: os, image: imagePath)
             }
         }
         resolvedPayloads = facts
         return facts
+    }
+
+    /// Refuses the first of `paths` (relative, in the mounted ISO) that is not a regular file: a Rock Ridge symbolic
+    /// link (whose target would be read on the host once extracted), a device or a FIFO. One lstat call per directory.
+    func requireRegularInISO(_ paths: [String], source: String) throws {
+        let byDirectory = Dictionary(grouping: paths) { ($0 as NSString).deletingLastPathComponent }
+        for (dir, files) in byDirectory.sorted(by: { $0.key < $1.key }) {
+            let names = files.map { ($0 as NSString).lastPathComponent }
+            let modes: [Int64]
+            do {
+                modes = try g.lstatModes("/" + dir, names)
+            } catch let e as GuestfsError {
+                throw RemedyError(.virtioWinInvalid, image: imagePath, "cannot read \(dir) in the virtio-win ISO \(source): \(e.message)", cause: e)
+            }
+            for (name, mode) in zip(names, modes) {
+                let kind: HostFile.Kind? = mode < 0 ? nil : HostFile.kind(mode_t(truncatingIfNeeded: mode))
+                guard kind == .regular else {
+                    throw RemedyError(.virtioWinInvalid, image: imagePath, "\(source): \(dir.isEmpty ? "" : dir + "/")\(name) is "
+                                      + "\(kind.map { "a \($0.rawValue)" } ?? "missing"), not a regular file; only regular files are taken from virtio-win")
+                }
+            }
+        }
     }
 
     /// Copies files from the mounted ISO: one tar stream per directory (a round trip per file costs more than the
@@ -652,6 +700,8 @@ final class ISOCache: @unchecked Sendable {
     final class Entry {
         let root: String
         var listing: [String]?
+        /// Paths checked to be regular files in the ISO.
+        var regular = Set<String>()
         init(root: String) { self.root = root }
     }
 
@@ -689,3 +739,4 @@ final class ISOCache: @unchecked Sendable {
         return try body(entry)
     }
 }
+

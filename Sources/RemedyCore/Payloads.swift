@@ -186,7 +186,14 @@ public struct PayloadManifest: Sendable, Equatable, Decodable {
             throw RemedyError(.policyInvalid, "cannot read payload manifest \(path): \(error.localizedDescription)", cause: error)
         }
         var m: PayloadManifest
-        do { m = try YAMLDecoder().decode(PayloadManifest.self, from: text) } catch {
+        do {
+            try PolicyLoader.checkShape(text, source: path)
+            guard let node = try Yams.compose(yaml: text) else { throw RemedyError(.policyInvalid, "payload manifest \(path) is empty") }
+            try PolicyLoader.checkExpansion(node, source: path)
+            m = try YAMLDecoder().decode(PayloadManifest.self, from: node)
+        } catch let e as RemedyError {
+            throw e
+        } catch {
             throw RemedyError(.policyInvalid, "payload manifest \(path): \(error)", cause: error)
         }
         m.directory = (path as NSString).deletingLastPathComponent
@@ -227,7 +234,10 @@ public struct PayloadManifest: Sendable, Equatable, Decodable {
 enum PayloadResolver {
     /// `list` gives every file's relative path; `fetch` makes the given relative paths exist below `cache`
     /// (called once, with every file needed).
+    /// `regular` checks, before anything is read, that each chosen path is a regular file in the source (not a
+    /// symbolic link, FIFO or device): it throws `virtio-win-invalid` naming the first one that is not.
     static func virtio(source: String, kind: String, os: OSFacts, list: () throws -> [String],
+                       regular: ([String]) throws -> Void = { _ in },
                        fetch: ([String]) throws -> Void, cache: String, image: String) throws -> VirtioFacts {
         let listing = VirtioWin.list(try list())
         guard !listing.packages.isEmpty else {
@@ -243,18 +253,31 @@ enum PayloadResolver {
         let hasFwcfg = candidates.contains { $0.inf == "fwcfg.inf" && !$0.files.isEmpty }
         // fwcfg drives the device; the qemufwcfg stub conflicts with it.
         let chosen = candidates.filter { !($0.inf == "qemufwcfg.inf" && hasFwcfg) }.sorted { $0.inf < $1.inf }
-        try fetch(chosen.flatMap(\.files).filter { !FileManager.default.fileExists(atPath: "\(cache)/\($0)") })
+        do {
+            try regular(chosen.flatMap(\.files))
+        } catch let e as RemedyError {
+            throw e.with(image: image)
+        }
+        try fetch(chosen.flatMap(\.files).filter { HostFile.kind(atPath: "\(cache)/\($0)") == nil })
         for c in chosen {
             var files: [PayloadFile] = []
             var infText = ""
             for rel in c.files {
+                // Never through a link, never a FIFO or device: the media is not trusted (the check above ran in
+                // the source; this one holds for the very file read).
                 let local = "\(cache)/\(rel)"
-                let (sha, size) = try SHA256Hex.ofFile(local)
+                let (sha, size): (String, Int64)
+                do { (sha, size) = try SHA256Hex.ofFile(local, followLinks: false, code: .virtioWinInvalid) } catch let e as RemedyError {
+                    throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(rel) cannot be used: \(e.message); only regular files are taken from virtio-win")
+                }
                 let name = (rel as NSString).lastPathComponent.lowercased()
                 files.append(PayloadFile(name: name, source: "virtio-win:\(rel)", size: size, sha256: sha))
                 if name == c.inf {
-                    let data = FileManager.default.contents(atPath: local) ?? Data()
-                    infText = TextEncoding.decode([UInt8](data)).0
+                    let data: [UInt8]
+                    do { data = try HostFile.read(local, followLinks: false, limit: Limits.infFile) } catch {
+                        throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(rel) cannot be used: \(error)")
+                    }
+                    infText = TextEncoding.decode(data).0
                 }
             }
             let inf: DriverINF
@@ -270,23 +293,47 @@ enum PayloadResolver {
         return VirtioFacts(source: source, kind: kind, selected: key, available: listing.available, packages: packages, driverVersion: version)
     }
 
-    /// Every regular file below a host directory, relative, `/`-separated.
+    /// The drivers from a virtio-win tree on the host (the unpacked ISO or the packaged tree): listed with lstat,
+    /// the chosen files checked to be regular files before anything is read.
+    static func tree(_ source: String, os: OSFacts, image: String) throws -> VirtioFacts {
+        try virtio(source: source, kind: "tree", os: os, list: { try listDirectory(source) },
+                   regular: { try requireRegular($0, root: source, source: source) }, fetch: { _ in }, cache: source, image: image)
+    }
+
+    /// Every entry below a host directory that is not a directory (regular files, and links, FIFOs and devices so
+    /// that taking one is refused by name), relative, `/`-separated. Links are never followed (a linked directory
+    /// is an entry, not descended into).
     static func listDirectory(_ root: String) throws -> [String] {
-        guard let e = FileManager.default.enumerator(atPath: root) else {
-            throw RemedyError(.virtioWinInvalid, "cannot read the virtio-win directory \(root)")
-        }
         var out: [String] = []
-        var isDir: ObjCBool = false
-        while let rel = e.nextObject() as? String {
-            if FileManager.default.fileExists(atPath: "\(root)/\(rel)", isDirectory: &isDir), !isDir.boolValue { out.append(rel) }
+        var pending = [""]
+        while let rel = pending.popLast() {
+            let dir = rel.isEmpty ? root : "\(root)/\(rel)"
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else {
+                throw RemedyError(.virtioWinInvalid, "cannot read the virtio-win directory \(dir)")
+            }
+            for name in names {
+                let path = rel.isEmpty ? name : "\(rel)/\(name)"
+                if HostFile.kind(atPath: "\(root)/\(path)") == .directory { pending.append(path) } else { out.append(path) }
+            }
         }
         return out
+    }
+
+    /// Refuses the first of `paths` (relative to the host directory `root`) that is not a regular file.
+    static func requireRegular(_ paths: [String], root: String, source: String) throws {
+        for rel in paths {
+            let kind = HostFile.kind(atPath: "\(root)/\(rel)")
+            guard kind == .regular else {
+                throw RemedyError(.virtioWinInvalid, "\(source): \(rel) is \(kind.map { "a \($0.rawValue)" } ?? "missing"), not a regular file; "
+                                  + "only regular files are taken from virtio-win")
+            }
+        }
     }
 
     static func files(_ inputs: PayloadInputs) throws -> [String: PayloadFile] {
         var out: [String: PayloadFile] = [:]
         for (name, path) in inputs.files {
-            let (sha, size) = try SHA256Hex.ofFile(path)
+            let (sha, size) = try SHA256Hex.ofFile(path)   // a FIFO or device is refused (the user named the file: a link is followed)
             out[name] = PayloadFile(name: (path as NSString).lastPathComponent, source: "\(name):\((path as NSString).lastPathComponent)", size: size, sha256: sha)
         }
         return out

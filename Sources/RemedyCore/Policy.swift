@@ -275,6 +275,29 @@ public enum PolicyLoader {
         }
     }
 
+    /// Refuses a document whose nodes, once its aliases are expanded, are more than ``Limits/yamlNodes``: a few
+    /// hundred bytes of nested aliases (`b: [*a, *a, ...]`, `c: [*b, *b, ...]`) expand to millions of nodes, and
+    /// decoding walks every one. The count stops at the limit, so the check itself is bounded.
+    static func checkExpansion(_ root: Node, source: String) throws {
+        var pending = [root]
+        var count = 0
+        while let node = pending.popLast() {
+            count += 1
+            if count > Limits.yamlNodes {
+                throw RemedyError(.policyInvalid, "\(source): the document expands to more than \(Limits.yamlNodes) nodes "
+                                  + "(nested aliases?): refused")
+            }
+            switch node {
+            case .mapping(let m):
+                for (k, v) in m { pending.append(k); pending.append(v) }
+            case .sequence(let q):
+                pending.append(contentsOf: q)
+            default:
+                break
+            }
+        }
+    }
+
     static func decode(_ text: String, source: String) throws -> (Document, Node) {
         try checkShape(text, source: source)
         let node: Node
@@ -283,6 +306,7 @@ public enum PolicyLoader {
                 throw RemedyError(.policyInvalid, "\(source): the policy is empty")
             }
             node = n
+            try checkExpansion(node, source: source)
         } catch let e as RemedyError {
             throw e
         } catch let e as YamlError {

@@ -45,7 +45,8 @@ public struct RemedyError: Error, CustomStringConvertible, @unchecked Sendable {
     public var cause: (any Error)?
 
     public init(_ code: Code, image: String? = nil, _ message: String, cause: (any Error)? = nil) {
-        self.code = code
+        // A call stopped by its deadline is a timeout, whatever the caller was doing.
+        self.code = (cause as? GuestfsError)?.timedOut == true ? .applianceTimeout : code
         self.image = image
         self.message = message
         self.cause = cause

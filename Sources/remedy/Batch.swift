@@ -138,9 +138,11 @@ extension Remedy {
             }
         }
 
+        static func t(_ s: String) -> String { TerminalText.escape(s) }
+
         static func summary(_ r: BatchReport, interrupted: Bool) -> String {
             let seconds = (r.finishedAt ?? Date()).timeIntervalSince(r.startedAt)
-            var out = "\nBatch \(r.mode) of \(r.directory)\(r.shard.map { " (shard \($0))" } ?? ""), policy \(r.policy.name): "
+            var out = "\nBatch \(r.mode) of \(t(r.directory))\(r.shard.map { " (shard \($0))" } ?? ""), policy \(t(r.policy.name)): "
                 + "\(r.entries.count) image\(r.entries.count == 1 ? "" : "s") in \(Progress.duration(seconds))\(interrupted ? " (interrupted)" : "")\n\n"
             out += "  status        images\n"
             for s in BatchEntry.Status.allCases where r.count(s) > 0 || s == .failed {
@@ -149,18 +151,18 @@ extension Remedy {
             let failed = r.entries.filter { $0.status == .failed }
             if !failed.isEmpty {
                 out += "\nFailed:\n"
-                for e in failed { out += "  \(e.path): \(e.error?.code ?? "error"): \(e.error?.message ?? "")\n" }
+                for e in failed { out += "  " + t("\(e.path): \(e.error?.code ?? "error"): \(e.error?.message ?? "")") + "\n" }
             }
             let manual = r.entries.filter { $0.status == .needsManual }
             if !manual.isEmpty {
                 out += "\nNeeds manual work:\n"
                 for e in manual {
-                    out += "  \(e.path): " + e.findings.filter { $0.severity == .blocker }.map { "\($0.id): \($0.message)" }.joined(separator: "; ") + "\n"
+                    out += "  " + t("\(e.path): " + e.findings.filter { $0.severity == .blocker }.map { "\($0.id): \($0.message)" }.joined(separator: "; ")) + "\n"
                 }
             }
             if !r.skipped.isEmpty {
                 out += "\nSkipped:\n"
-                for s in r.skipped { out += "  \(s.path): \(s.reason)\n" }
+                for s in r.skipped { out += "  " + t("\(s.path): \(s.reason)") + "\n" }
             }
             return out
         }
@@ -265,7 +267,7 @@ final class Progress: @unchecked Sendable {
     /// Caller holds the lock.
     private func emit(_ line: String) {
         if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        FileHandle.standardError.write(Data((TerminalText.escape(line) + "\n").utf8))   // paths and messages come from images
         redraw()
     }
 
@@ -275,7 +277,7 @@ final class Progress: @unchecked Sendable {
         let eta = done > 0 ? Self.duration(elapsed / Double(done) * Double(total - done)) : "?"
         let now = current.first.map { ($0 as NSString).lastPathComponent } ?? ""
         let line = "[\(done)/\(total)] \(total > 0 ? done * 100 / total : 100)%  ETA \(eta)  \(now)\(current.count > 1 ? " +\(current.count - 1)" : "")"
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + TerminalText.escape(line)).utf8))
     }
 
     static func duration(_ s: TimeInterval) -> String {

@@ -17,14 +17,14 @@ extension Remedy {
             let base = url.lastPathComponent.lowercased()
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
                 .filter { ["\(base).log", "\(base).log1", "\(base).log2"].contains($0.lowercased()) }.sorted()
-            return names.compactMap { n in FileManager.default.contents(atPath: dir + "/" + n).map { (n, [UInt8]($0)) } }
+            return names.compactMap { n in (try? HostFile.read(dir + "/" + n, followLinks: true, limit: RegistryLimits.maxLogFile)).map { (n, $0) } }
         }
 
         static func read(_ file: String) throws -> [UInt8] {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw RemedyError(.imageNotFound, "cannot read \(file): \(String(cString: strerror(errno)))")
+            // Bounded: no real hive is larger (a FIFO or device is refused, not waited on).
+            do { return try HostFile.read(file, followLinks: true, limit: RegistryLimits.maxHiveFile) } catch {
+                throw RemedyError(.imageNotFound, "\(error)")
             }
-            return [UInt8](data)
         }
 
         struct Check: ParsableCommand {
@@ -89,13 +89,13 @@ extension Remedy {
                 switch format {
                 case .json: try printJSON(report)
                 case .text:
-                    print("Hive:      \(file)")
+                    print("Hive:      \(TerminalText.escape(file))")
                     print("Sequence:  \(report.primarySequence) / \(report.secondarySequence)\(report.primarySequence == report.secondarySequence ? "" : " (a write did not finish)")")
                     print("Checksum:  \(report.checksum)\(report.checksum == report.expectedChecksum ? " (valid)" : " (invalid: content calls for \(report.expectedChecksum))")")
                     print("Bins:      \(report.bins) bins, \(report.hiveBinsSize) bytes")
                     print("State:     \(report.dirty ? "DIRTY: Windows would replay the logs at the next load" : "clean")")
                     for l in report.logs {
-                        print("Log:       \(l.name): \(l.format.map { "\($0) format, " } ?? "")\(l.valid ? "valid" : "unusable"), \(l.entries) \(l.format == "old" ? "dirty pages" : "entries")\(l.sequence.map { ", sequence \($0)" } ?? "")\(l.note.map { " (\($0))" } ?? "")")
+                        print("Log:       \(TerminalText.escape(l.name)): \(l.format.map { "\($0) format, " } ?? "")\(l.valid ? "valid" : "unusable"), \(l.entries) \(l.format == "old" ? "dirty pages" : "entries")\(l.sequence.map { ", sequence \($0)" } ?? "")\(l.note.map { " (\($0))" } ?? "")")
                     }
                     if report.logs.isEmpty { print("Logs:      none beside the hive") }
                     for p in report.problems { print("Problem:   \(p)") }

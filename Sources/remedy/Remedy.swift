@@ -42,7 +42,7 @@ struct ApplianceFlags: ParsableArguments {
         if let kvmTimeout { o.kvmTimeout = kvmTimeout }
         if let launchTimeout { o.launchTimeout = launchTimeout }
         if let memsize { o.memoryMiB = memsize }
-        o.notice = { message in FileHandle.standardError.write(Data("remedy: \(message)\n".utf8)) }
+        o.notice = { message in FileHandle.standardError.write(Data("remedy: \(TerminalText.escape(message))\n".utf8)) }
         return o
     }
 }
@@ -84,7 +84,7 @@ func fail(_ error: Error, image: String?, format: OutputFormat) -> ExitCode {
     } else {
         remedyError = RemedyError(.init("internal"), image: image, "\(error)", cause: error)
     }
-    FileHandle.standardError.write(Data("remedy: error: \(remedyError)\n".utf8))
+    FileHandle.standardError.write(Data("remedy: error: \(TerminalText.escape(remedyError.description))\n".utf8))
     if format == .json {
         struct ErrorDocument: Encodable {
             var schema = "remedy.error/1"

@@ -147,6 +147,62 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
         #expect(throws: RegfError.self) { try HiveCheck(Array("not a hive at all".utf8)) }
     }
 
+    /// Issue 12: a 1.5 KiB new-format log whose entry claims 1 GiB of hive bins made `hive check` use 2.1 GB and
+    /// plan write a 1 GiB file. The claim is checked against what the hive and its logs could hold, before any
+    /// allocation: refused, not obeyed (memory is shown by the refusal, not by timing).
+    @Test func aTinyLogClaimingAGigabyteOfBinsIsRefusedBeforeAllocating() throws {
+        let s = try hiveStates()
+        let primary = DirtyHive.dirtyPrimary(s[0])
+        let sequence = primary.u32(4)!
+        var log = Array(s[0][0..<512])
+        log.put32(6, at: 28)
+        log.put32(sequence, at: 4)
+        log.put32(sequence, at: 8)
+        log.put32(BaseBlock.checksum(log), at: 508)
+        // One HvLE entry, one 512-byte page at offset 0, claiming `bins` bytes of hive bins.
+        func entry(claiming bins: UInt32) -> [UInt8] {
+            var e = [UInt8](repeating: 0, count: 48)
+            e.replaceSubrange(0..<4, with: Array("HvLE".utf8))
+            e.put32(sequence, at: 12)
+            e.put32(bins, at: 16)
+            e.put32(1, at: 20)
+            e.put32(0, at: 40)
+            e.put32(512, at: 44)
+            e += s[0][4096..<4096 + 512]
+            e += [UInt8](repeating: 0, count: 1024 - e.count)
+            e.put32(UInt32(e.count), at: 4)
+            e.put64(Marvin32.hash(e[40...]), at: 24)
+            e.put64(Marvin32.hash(e[0..<32]), at: 32)
+            return e
+        }
+        let gigabyte = log + entry(claiming: 1 << 30)
+        #expect(gigabyte.count == 1536)
+        // More than any real hive: the entry is not taken when the log is read, and recovery has nothing to replay.
+        let parsed = try TransactionLog(name: "SYSTEM.LOG1", bytes: gigabyte)
+        #expect(parsed.entries.isEmpty && parsed.stoppedBecause?.contains("invalid hive bins size") == true, "\(parsed.stoppedBecause ?? "")")
+        #expect(throws: RegfError.self) { _ = try HiveRecovery.recover(primary: primary, logs: [("SYSTEM.LOG1", gigabyte)]) }
+        // Within a hive's limit but far more than the 1.5 KiB log could have grown it: refused before allocating.
+        log += entry(claiming: 256 << 20)
+        #expect(try TransactionLog(name: "SYSTEM.LOG1", bytes: log).entries.first?.hiveBinsSize == 256 << 20)
+        let error = #expect(throws: RegfError.self) { _ = try HiveRecovery.recover(primary: primary, logs: [("SYSTEM.LOG1", log)]) }
+        #expect(error?.message.contains("more than the hive and its logs could hold") == true, "\(error?.message ?? "")")
+        // The old format: a DIRT log whose base block claims 1 GiB is refused as well.
+        var old = Array(s[0][0..<512])
+        old.put32(1, at: 28)
+        old.put32(1 << 30, at: 40)
+        old.put32(BaseBlock.checksum(old), at: 508)
+        old += Array("DIRT".utf8) + [UInt8](repeating: 0, count: 1020)
+        #expect(throws: RegfError.self) { _ = try HiveRecovery.recover(primary: primary, logs: [("SYSTEM.LOG", old)]) }
+        // A primary whose own base block claims a gigabyte is not padded to it either.
+        var claim = DirtyHive.newFormat(s).primary
+        claim.put32(1 << 30, at: 40)
+        claim.put32(BaseBlock.checksum(claim), at: 508)
+        #expect(throws: RegfError.self) { _ = try HiveRecovery.recover(primary: claim, logs: [("SYSTEM.LOG1", log)]) }
+        // The genuine logs still replay within the bound.
+        let (p, logs) = DirtyHive.newFormat(s)
+        #expect(bins(try HiveRecovery.recover(primary: p, logs: logs).bytes) == bins(s[3]))
+    }
+
     @Test func sealWritesWindowsChecksumAndSequence() throws {
         var base = [UInt8](repeating: 0, count: 4096)
         base.replaceSubrange(0..<4, with: Array("regf".utf8))

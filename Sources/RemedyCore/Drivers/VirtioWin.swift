@@ -100,6 +100,7 @@ public enum VirtioWin {
             byDirectory[dir, default: []].append(p)
         }
         var listing = Listing()
+        var infNames: [String: Set<String>] = [:]   // key -> INF names already taken
         // Per-driver directories first (`<Driver>/<os>/<arch>`), then combined ones.
         let dirs = byDirectory.keys.sorted { (combined($0) ? 1 : 0, $0) < (combined($1) ? 1 : 0, $1) }
         for dir in dirs {
@@ -109,12 +110,14 @@ public enum VirtioWin {
             let arch = archPart.lowercased() == "amd64" ? "amd64" : "x86"
             let key = "\(osPart.name)/\(arch)"
             let files = byDirectory[dir]!.sorted()
+            // In a combined directory only the files named after an INF belong to it: grouped once by stem, so a
+            // directory of n files costs n, not n per INF.
+            let byStem = combined(dir)
+                ? Dictionary(grouping: files) { (($0 as NSString).lastPathComponent.lowercased() as NSString).deletingPathExtension } : nil
             for inf in files where inf.lowercased().hasSuffix(".inf") {
                 let name = (inf as NSString).lastPathComponent.lowercased()
-                if listing.packages[key]?.contains(where: { $0.inf == name }) == true { continue }
-                let stem = String(name.dropLast(4))
-                // In a combined directory only the files named after this INF belong to it.
-                let mine = combined(dir) ? files.filter { (($0 as NSString).lastPathComponent.lowercased() as NSString).deletingPathExtension == stem } : files
+                guard infNames[key, default: []].insert(name).inserted else { continue }
+                let mine = byStem.map { $0[String(name.dropLast(4))] ?? [] } ?? files
                 listing.packages[key, default: []].append(Candidate(inf: name, directory: dir, files: mine))
             }
         }

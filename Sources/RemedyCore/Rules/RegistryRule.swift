@@ -99,12 +99,15 @@ public struct RegistryRule: Rule {
             return .qword(UInt64(i))
         case ("REG_BINARY", .string(let hex)):
             let digits = hex.filter { !$0.isWhitespace && $0 != ":" && $0 != "," }
-            guard digits.count % 2 == 0, digits.allSatisfy(\.isHexDigit) else { throw bad("REG_BINARY data must be hex bytes, e.g. \"01 ff 00\"") }
+            // ASCII hex only: `isHexDigit` also accepts fullwidth digits, which no radix-16 parse takes.
+            let invalid = bad("REG_BINARY data must be hex bytes, e.g. \"01 ff 00\"")
+            guard digits.count % 2 == 0, digits.allSatisfy({ $0.isASCII && $0.isHexDigit }) else { throw invalid }
             var bytes: [UInt8] = []
             var i = digits.startIndex
             while i < digits.endIndex {
                 let j = digits.index(i, offsetBy: 2)
-                bytes.append(UInt8(digits[i..<j], radix: 16)!)
+                guard let byte = UInt8(digits[i..<j], radix: 16) else { throw invalid }
+                bytes.append(byte)
                 i = j
             }
             return .binary(bytes)
