@@ -227,7 +227,7 @@ public struct PayloadManifest: Sendable, Equatable, Decodable {
 enum PayloadResolver {
     /// `list` gives every file's relative path; `fetch` makes the given relative paths exist below `cache`
     /// (called once, with every file needed).
-    static func virtio(source: String, kind: String, os: OSFacts, list: () throws -> [String],
+    static func virtio(source: String, kind: String, os: OSFacts, drivers: Set<String>? = nil, list: () throws -> [String],
                        fetch: ([String]) throws -> Void, cache: String, image: String) throws -> VirtioFacts {
         let listing = VirtioWin.list(try list())
         guard !listing.packages.isEmpty else {
@@ -242,7 +242,9 @@ enum PayloadResolver {
         var packages: [DriverPackage] = []
         let hasFwcfg = candidates.contains { $0.inf == "fwcfg.inf" && !$0.files.isEmpty }
         // fwcfg drives the device; the qemufwcfg stub conflicts with it.
-        let chosen = candidates.filter { !($0.inf == "qemufwcfg.inf" && hasFwcfg) }.sorted { $0.inf < $1.inf }
+        // Only the requested drivers' packages are fetched and parsed (`drivers`: INF names without `.inf`).
+        let chosen = candidates.filter { !($0.inf == "qemufwcfg.inf" && hasFwcfg) }
+            .filter { c in drivers.map { $0.contains(String(c.inf.dropLast(4))) } ?? true }.sorted { $0.inf < $1.inf }
         try fetch(chosen.flatMap(\.files).filter { !FileManager.default.fileExists(atPath: "\(cache)/\($0)") })
         for c in chosen {
             var files: [PayloadFile] = []
