@@ -421,6 +421,8 @@ public final class ImageSession {
 
     /// Everything the policy's rules need: registry subtrees, payloads, files in the image.
     public func facts(policy: Policy) throws -> ImageFacts {
+        // Only the INFs of the drivers the policy injects are fetched and parsed.
+        if resolvedPayloads == nil, let rule = policy.rule("virtio-drivers") as? VirtioDriversRule { virtioDrivers = Set(rule.drivers) }
         let payloads = try resolvePayloads()
         var facts = try facts(for: Planner.requirements(policy: policy, os: os, payloads: payloads))
         facts.payloads = payloads
@@ -430,6 +432,9 @@ public final class ImageSession {
 
     /// Reads the inputs into payload facts once: the virtio-win drivers for this Windows (from the host
     /// tree, or from the ISO mounted read-only in the appliance, one mount for all files) and the payload files.
+    /// INF names (without `.inf`) of the virtio-win drivers to read, or nil for all (set from the policy).
+    var virtioDrivers: Set<String>?
+
     public func resolvePayloads() throws -> PayloadFacts {
         if let done = resolvedPayloads { return done }
         var facts = PayloadFacts()
@@ -461,7 +466,7 @@ public final class ImageSession {
                     }
                     defer { if mounted { try? g.umountAll() } }
                     return try PayloadResolver.virtio(
-                        source: source, kind: "iso", os: os,
+                        source: source, kind: "iso", os: os, drivers: virtioDrivers,
                         list: {
                             if let known = entry.listing { return known }
                             try mount()
@@ -483,7 +488,7 @@ public final class ImageSession {
                 }
             } else {
                 payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
-                facts.virtio = try PayloadResolver.tree(source, os: os, image: imagePath)
+                facts.virtio = try PayloadResolver.tree(source, os: os, drivers: virtioDrivers, image: imagePath)
             }
         }
         resolvedPayloads = facts

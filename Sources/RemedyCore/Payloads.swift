@@ -236,7 +236,7 @@ enum PayloadResolver {
     /// (called once, with every file needed).
     /// `regular` checks, before anything is read, that each chosen path is a regular file in the source (not a
     /// symbolic link, FIFO or device): it throws `virtio-win-invalid` naming the first one that is not.
-    static func virtio(source: String, kind: String, os: OSFacts, list: () throws -> [String],
+    static func virtio(source: String, kind: String, os: OSFacts, drivers: Set<String>? = nil, list: () throws -> [String],
                        regular: ([String]) throws -> Void = { _ in },
                        fetch: ([String]) throws -> Void, cache: String, image: String) throws -> VirtioFacts {
         let listing = VirtioWin.list(try list())
@@ -252,7 +252,9 @@ enum PayloadResolver {
         var packages: [DriverPackage] = []
         let hasFwcfg = candidates.contains { $0.inf == "fwcfg.inf" && !$0.files.isEmpty }
         // fwcfg drives the device; the qemufwcfg stub conflicts with it.
-        let chosen = candidates.filter { !($0.inf == "qemufwcfg.inf" && hasFwcfg) }.sorted { $0.inf < $1.inf }
+        // Only the requested drivers' packages are fetched and parsed (`drivers`: INF names without `.inf`).
+        let chosen = candidates.filter { !($0.inf == "qemufwcfg.inf" && hasFwcfg) }
+            .filter { c in drivers.map { $0.contains(String(c.inf.dropLast(4))) } ?? true }.sorted { $0.inf < $1.inf }
         do {
             try regular(chosen.flatMap(\.files))
         } catch let e as RemedyError {
@@ -295,8 +297,8 @@ enum PayloadResolver {
 
     /// The drivers from a virtio-win tree on the host (the unpacked ISO or the packaged tree): listed with lstat,
     /// the chosen files checked to be regular files before anything is read.
-    static func tree(_ source: String, os: OSFacts, image: String) throws -> VirtioFacts {
-        try virtio(source: source, kind: "tree", os: os, list: { try listDirectory(source) },
+    static func tree(_ source: String, os: OSFacts, drivers: Set<String>? = nil, image: String) throws -> VirtioFacts {
+        try virtio(source: source, kind: "tree", os: os, drivers: drivers, list: { try listDirectory(source) },
                    regular: { try requireRegular($0, root: source, source: source) }, fetch: { _ in }, cache: source, image: image)
     }
 

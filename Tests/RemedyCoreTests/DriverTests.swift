@@ -320,7 +320,8 @@ enum FakeTrees {
                 #expect(system.contains { $0.key.description == "\(cs)\\Services\\EventLog\\System\\viostor" && $0.name == "EventMessageFile" && $0.after == .expandString("%SystemRoot%\\System32\\IoLogMsg.dll") })
                 #expect(system.contains { $0.key.description == "\(cs)\\Services\\EventLog\\System\\viostor" && $0.name == "TypesSupported" && $0.after == .dword(7) })
             }
-            #expect(plan.actions.contains { $0.description.contains("viostor.inf [pnpsafe_pci_addreg]") || $0.description.contains("viostor.inf [scsi_Service_Inst] AddReg") })
+            #expect(plan.actions.contains { $0.description == "viostor: values from viostor.inf [scsi_Service_Inst] AddReg = [pnpsafe_pci_addreg], lines 92, 93, 94" },
+                    "\(plan.actions.map(\.description))")
             #expect(plan.actions.contains { $0.target == "OemInfMap" })
             #expect(plan.fileChanges.contains { $0.path == "/Windows/System32/DriverStore/FileRepository/\(label)/viostor.sys" })
             #expect(plan.fileChanges.contains { $0.path == "/Windows/INF/\(inf)" })
@@ -464,6 +465,26 @@ enum FakeTrees {
 }
 
 @Suite struct PayloadTests {
+    /// Issue 12 item 10: only the requested drivers' files are fetched and their INFs parsed.
+    @Test func onlyTheRequestedDriversAreFetchedAndParsed() throws {
+        let os = OSFacts(root: "/dev/sda1", product: "Windows Server 2016", variant: "Server", majorVersion: 10, minorVersion: 0,
+                         build: "14393", arch: "x86_64", hostname: nil, systemRoot: "/Windows", currentControlSet: "ControlSet001", controlSets: [])
+        let source = FakeTrees.root + "/iso"
+        let cache = NSTemporaryDirectory() + "/remedy-fetch-\(UUID().uuidString)"
+        var fetched: [String] = []
+        let v = try PayloadResolver.virtio(
+            source: source, kind: "tree", os: os, drivers: ["viostor", "vioscsi"], list: { try PayloadResolver.listDirectory(source) },
+            fetch: { paths in
+                fetched += paths
+                for p in paths {
+                    try FileManager.default.createDirectory(atPath: cache + "/" + (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                    try FileManager.default.copyItem(atPath: source + "/" + p, toPath: cache + "/" + p)
+                }
+            }, cache: cache, image: "test.img")
+        #expect(v.packages.map(\.inf.name) == ["vioscsi.inf", "viostor.inf"])
+        #expect(!fetched.isEmpty && fetched.allSatisfy { $0.lowercased().contains("viostor") || $0.lowercased().contains("vioscsi") }, "\(fetched)")
+    }
+
     @Test func sha256MatchesPublishedVectors() {
         #expect(SHA256Hex.of([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         #expect(SHA256Hex.of(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")

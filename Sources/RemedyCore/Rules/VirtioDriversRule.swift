@@ -321,7 +321,10 @@ public struct VirtioDriversRule: Rule {
                 }
                 if !changes.isEmpty {
                     let lines = writes.map(\.line).map(String.init).joined(separator: ", ")
-                    out.append(Action(rule: id, description: "\(svc.name): values from \(p.inf.name) \(what), lines \(lines)",
+                    var sections: [String] = []
+                    for w in writes where !sections.contains(w.section) { sections.append(w.section) }
+                    let from = sections.map { "[\($0)]" }.joined(separator: ", ")
+                    out.append(Action(rule: id, description: "\(svc.name): values from \(p.inf.name) \(what) = \(from), lines \(lines)",
                                       target: svc.name, changes: changes))
                 }
             }
