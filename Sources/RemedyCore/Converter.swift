@@ -9,9 +9,19 @@ public enum Converter {
 
     public static func convert(_ input: String, to target: Target, output: String, overwrite: Bool = false,
                                progress: Bool = false) throws {
-        let format = try DiskFormat.detect(path: input)
-        // qemu is given only what its own parse showed to be self-contained (the canonical path, the detected format).
-        let source = try QemuView.inspect(input, format: format).files[0]
+        // qemu is given only what its own parse showed to be self-contained (the canonical path, the detected
+        // format); an OVA/OVF gives its system disk (manifest checked, read from the tar in place).
+        let format: DiskFormat
+        let source: String
+        if let kind = ImageSource.Kind(path: input) {
+            let ovf = try ImageSource.resolve(input, kind: kind)
+            defer { ovf.cleanup() }
+            _ = try ovf.attach()
+            (format, source) = (ovf.format, ovf.qemuSpec)
+        } else {
+            format = try DiskFormat.detect(path: input)
+            source = try QemuView.inspect(input, format: format).files[0]
+        }
         let fm = FileManager.default
         if fm.fileExists(atPath: output) && !overwrite {
             throw RemedyError(.invalidArgument, image: input, "\(output) exists (use --force to replace it)")

@@ -109,7 +109,7 @@ extension Remedy {
             discussion: "Exit codes: 0 nothing to change, 2 changes pending, 1 error (like terraform plan -detailed-exitcode)."
         )
 
-        @Argument(help: "The disk image.") var image: String
+        @Argument(help: "The disk image, or an OVA / OVF (its system disk; the descriptor's facts go into the plan's source section).") var image: String
         @Option(help: "Policy name (see `remedy policies`) or YAML file.") var policy: String = PolicyLoader.defaultPolicyName
         @Option(help: "text or json.") var format: OutputFormat = .text
         @Option(help: ArgumentHelp("Also write the JSON plan to this file (for `remedy apply --plan`).", valueName: "file")) var out: String?

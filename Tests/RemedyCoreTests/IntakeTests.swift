@@ -195,4 +195,96 @@ import Testing
             ro.unlock()
         }
     }
+
+    // MARK: OVA / OVF
+
+    func sh(_ script: String, _ args: [String] = []) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", script, "sh"] + args
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(script)")
+    }
+
+    /// An OVF with one raw disk beside it (and a manifest).
+    func makeOVF(_ sub: String, disks: [String] = ["disk1.raw"], firmware: String? = "bios") throws -> String {
+        let d = dir + "/" + sub
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        for name in disks {
+            var mbr = Data(count: 1 << 20)
+            mbr[510] = 0x55; mbr[511] = 0xAA
+            try mbr.write(to: URL(fileURLWithPath: d + "/" + name))
+        }
+        let refs = disks.enumerated().map { "<File ovf:href=\"\($0.element)\" ovf:id=\"f\($0.offset)\"/>" }.joined()
+        let ds = disks.indices.map { "<Disk ovf:capacity=\"1\" ovf:capacityAllocationUnits=\"byte * 2^20\" ovf:diskId=\"d\($0)\" ovf:fileRef=\"f\($0)\"/>" }.joined()
+        let fw = firmware.map { "<vmw:Config ovf:required=\"false\" vmw:key=\"firmware\" vmw:value=\"\($0)\"/>" } ?? ""
+        let ovf = """
+        <?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:rasd="x">
+        <References>\(refs)</References><DiskSection><Info>x</Info>\(ds)</DiskSection>
+        <VirtualSystem ovf:id="v"><OperatingSystemSection ovf:id="112"><Description>Windows Server 2016</Description></OperatingSystemSection>
+        <VirtualHardwareSection><Item><rasd:ResourceSubType>E1000e</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>\(fw)</VirtualHardwareSection></VirtualSystem></Envelope>
+        """
+        try ovf.write(toFile: d + "/vm.ovf", atomically: true, encoding: .utf8)
+        try sh("cd \"$1\" && for f in vm.ovf \"$2\"; do echo \"SHA256($f)= $(sha256sum $f | cut -d' ' -f1)\"; done > vm.mf", [d, disks[0]])
+        return d + "/vm.ovf"
+    }
+
+    @Test func ovfIsResolvedToTheDiskBesideItWithItsFacts() throws {
+        let ovf = try makeOVF("ovf1", disks: ["disk1.raw", "disk2.raw"])
+        let source = try ImageSource.resolve(ovf, kind: .ovf)
+        #expect(source.format == .raw)
+        #expect(source.diskPath.hasSuffix("/ovf1/disk1.raw") && source.diskOffset == nil)
+        #expect(source.facts.disks.map(\.file) == ["disk1.raw", "disk2.raw"])
+        #expect(source.facts.disks.first?.capacityBytes == 1 << 20)
+        #expect(source.facts.firmware == "bios" && source.facts.nics == ["E1000e"] && source.facts.osType == "Windows Server 2016")
+        #expect(source.facts.manifest == "vm.mf")
+        let img = try PreparedImage.prepare(ovf, writable: false)
+        #expect(img.drivePath == source.diskPath && img.driveFormat == "raw" && !img.writableInPlace)
+        img.unlock()
+        #expect(code { _ = try PreparedImage.prepare(ovf, writable: true) } == "image-read-only")
+    }
+
+    @Test func ovaIsReadInPlaceAndItsManifestChecked() throws {
+        let ovf = try makeOVF("ova1")
+        let d = (ovf as NSString).deletingLastPathComponent
+        try sh("cd \"$1\" && tar --format=ustar -cf vm.ova vm.ovf vm.mf disk1.raw", [d])
+        let source = try ImageSource.resolve(d + "/vm.ova", kind: .ova)
+        #expect(source.format == .raw && source.diskOffset != nil && source.qemuSpec.hasPrefix("json:"))
+        let (drive, format, view) = try source.attach()
+        #expect(format == "qcow2" && FileManager.default.fileExists(atPath: drive) && !view.writableInPlace)
+        #expect(view.virtualSize == 1 << 20)
+        source.cleanup()
+        #expect(!FileManager.default.fileExists(atPath: drive))
+        // Tampered disk: the manifest names it.
+        try sh("cd \"$1\" && printf X > disk1.raw.new && cat disk1.raw >> disk1.raw.new && head -c 1048576 disk1.raw.new > disk1.raw && tar --format=ustar -cf bad.ova vm.ovf vm.mf disk1.raw", [d])
+        do {
+            _ = try ImageSource.resolve(d + "/bad.ova", kind: .ova)
+            Issue.record("tampered OVA accepted")
+        } catch let e as RemedyError {
+            #expect(e.code == .unsafeImage && e.message.contains("disk1.raw") && e.message.contains("SHA256"), "\(e)")
+        }
+        // And the unpacked OVF beside it too.
+        #expect(code { _ = try ImageSource.resolve(ovf, kind: .ovf) } == "unsafe-image")
+    }
+
+    @Test func ovaMembersThatEscapeOrAreNotRegularFilesAreNeverUsed() throws {
+        let ovf = try makeOVF("ova2", firmware: nil)
+        let d = (ovf as NSString).deletingLastPathComponent
+        // A symlink member named like the disk: not a regular file, so the disk is "missing".
+        try sh("cd \"$1\" && mkdir -p s && cp vm.ovf s/ && ln -s /etc/passwd s/disk1.raw && cd s && tar --format=ustar -cf ../link.ova vm.ovf disk1.raw", [d])
+        #expect(code { _ = try ImageSource.resolve(d + "/link.ova", kind: .ova) } == "unsafe-image")
+        // A member whose path climbs out.
+        try sh("cd \"$1\" && mkdir -p x && cp vm.ovf x/ && cd x && tar --format=ustar -P -cf ../escape.ova vm.ovf ../disk1.raw", [d])
+        do {
+            _ = try ImageSource.resolve(d + "/escape.ova", kind: .ova)
+            Issue.record("escaping member accepted")
+        } catch let e as RemedyError {
+            #expect(e.code == .unsafeImage && e.message.contains("escapes"), "\(e)")
+        }
+        // A descriptor with a DTD (entity expansion) is not read.
+        let bomb = d + "/bomb.ovf"
+        try "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"aaaa\">]><Envelope>&a;</Envelope>".write(toFile: bomb, atomically: true, encoding: .utf8)
+        #expect(code { _ = try ImageSource.resolve(bomb, kind: .ovf) } == "unsafe-image")
+    }
 }
