@@ -353,21 +353,11 @@ public struct VirtioDriversRule: Rule {
         return INFDirid.guestPath(imagePath: image, systemRoot: facts.os.systemRoot)
     }
 
-    /// The effective start type of a service in a control set: `Start`, raised by any `StartOverride` value (Windows 8
-    /// and later keep a boot driver whose device was absent from loading with `StartOverride\0=3` while `Start` stays
-    /// 0). Nil when the service is not installed. (The lead may unify this with helper B's shared function.)
-    static func effectiveStart(_ facts: ImageFacts, _ cs: String, _ name: String) -> UInt64? {
-        guard let key = facts.registry.key(.system, WindowsKeys.service(cs, name)) else { return nil }
-        let start = key.value("Start")?.number ?? UInt64.max
-        let overrides = facts.registry.key(.system, WindowsKeys.service(cs, name).appending("StartOverride"))?.values.compactMap(\.value.number) ?? []
-        return ([start] + overrides).max()
-    }
-
     /// A working driver of the same name the image already has in its current control set: its file exists and its
     /// effective start is boot (0) or system (1). Described, or nil when there is none (remedy then installs its own).
     static func workingService(_ facts: ImageFacts, _ svc: DriverINF.Service) -> String? {
         let cs = facts.os.currentControlSet
-        guard let start = effectiveStart(facts, cs, svc.name), start <= UInt64(ServiceStart.system),
+        guard let start = WindowsKeys.effectiveStart(facts, cs, svc.name), start <= UInt64(ServiceStart.system),
               let file = existingImageFile(facts, cs, svc), facts.files.file(file) != nil else { return nil }
         return "\(cs) Start \(start), \(file)"
     }
