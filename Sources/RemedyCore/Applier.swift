@@ -131,7 +131,7 @@ public enum Applier {
                     try? g.rmF(temp)
                     throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded; the original is untouched")
                 }
-                try g.lsetxattr(temp, FileSecurity.attribute, try g.lgetxattr(target, FileSecurity.attribute))   // the hive keeps its ACL
+                try FileSecurity.keep(g, temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target, directory: false, os: session.os)   // the hive keeps its ACL
                 try g.rename(temp, target)
                 replaced.append(hive)
                 for log in session.integrity[hive]?.dirty == true ? session.integrity[hive]!.logs : [] { try g.rm(log) }
@@ -236,11 +236,7 @@ public enum Applier {
             try FileSecurity.securePrivate(g, staging)
             for i in staged {
                 let existing = changes[i].before == nil ? nil : try? g.lgetxattr(targets[i], FileSecurity.attribute)
-                if let acl = existing, !acl.isEmpty {
-                    try g.lsetxattr("\(staging)/\(i)", FileSecurity.attribute, acl)
-                } else {
-                    try FileSecurity.apply(g, "\(staging)/\(i)", as: targets[i], directory: false, os: session.os)
-                }
+                try FileSecurity.keep(g, "\(staging)/\(i)", original: existing, as: targets[i], directory: false, os: session.os)
             }
         }
         for (i, c) in changes.enumerated() {
