@@ -131,7 +131,6 @@ public enum Applier {
                     try? g.rmF(temp)
                     throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded; the original is untouched")
                 }
-                try g.lsetxattr(temp, FileSecurity.attribute, try g.lgetxattr(target, FileSecurity.attribute))   // the hive keeps its ACL
                 try g.rename(temp, target)
                 replaced.append(hive)
                 for log in session.integrity[hive]?.dirty == true ? session.integrity[hive]!.logs : [] { try g.rm(log) }
@@ -142,7 +141,6 @@ public enum Applier {
             let local = session.workDirectory + "/record.json"
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
             try g.upload(local, to: recordPath)
-            try FileSecurity.securePrivate(g, state)   // backups, records, staged payloads: SYSTEM and Administrators only
             try session.finishWrites()
         } catch let e as GuestfsError {
             let undone = replaced.isEmpty ? undoFiles(report, session: session) : ""
@@ -231,17 +229,6 @@ public enum Applier {
                 throw RemedyError(.verifyFailed, image: session.imagePath,
                                   "\(ImageSession.windowsPath(targets[i])) read back from the image differs from what was uploaded; no file was replaced")
             }
-            // Each new file gets its security descriptor before it is renamed into place (never Everyone: Full Control,
-            // which ntfs-3g gives a new file): a replaced file keeps the original's, a new one gets remedy's for its place.
-            try FileSecurity.securePrivate(g, staging)
-            for i in staged {
-                let existing = changes[i].before == nil ? nil : try? g.lgetxattr(targets[i], FileSecurity.attribute)
-                if let acl = existing, !acl.isEmpty {
-                    try g.lsetxattr("\(staging)/\(i)", FileSecurity.attribute, acl)
-                } else {
-                    try FileSecurity.apply(g, "\(staging)/\(i)", as: targets[i], directory: false, os: session.os)
-                }
-            }
         }
         for (i, c) in changes.enumerated() {
             let target = targets[i]
@@ -249,7 +236,6 @@ public enum Applier {
                 let backup = "\(backupDir)/files" + target
                 try g.mkdirP((backup as NSString).deletingLastPathComponent)
                 try g.cp(target, backup)
-                try g.lsetxattr(backup, FileSecurity.attribute, FileSecurity.privateState(directory: false).bytes)
                 report.fileBackups[target] = backup
             }
             switch c.op {
@@ -257,16 +243,7 @@ public enum Applier {
                 try g.rm(target)
             case .write:
                 let parent = (target as NSString).deletingLastPathComponent
-                if session.listing(parent) == nil {
-                    var created: [String] = []
-                    var dir = parent
-                    while !dir.isEmpty, dir != "/", session.listing(dir) == nil {
-                        created.append(dir)
-                        dir = (dir as NSString).deletingLastPathComponent
-                    }
-                    try g.mkdirP(parent)
-                    for d in created { try FileSecurity.apply(g, d, directory: true, os: session.os) }
-                }
+                if session.listing(parent) == nil { try g.mkdirP(parent) }
                 try g.rename("\(staging)/\(i)", target)
                 session.noteCreated(target)
                 if c.before == nil { report.injected.append(target) }

@@ -142,19 +142,49 @@ public enum FileSecurity {
         return administered(directory: directory)
     }
 
+    /// The length a descriptor really uses (the end of its owner, group, DACL and SACL): ntfs-3g refuses a value
+    /// with bytes past it, and a stored descriptor can have padding.
+    static func usedLength(_ b: [UInt8]) -> Int? {
+        guard b.count >= 20, b[0] == 1 else { return nil }
+        func u32(_ o: Int) -> Int { (0..<4).reduce(0) { $0 | Int(b[o + $1]) << (8 * $1) } }
+        var end = 20
+        for o in [u32(4), u32(8)] where o != 0 {
+            guard o + 2 <= b.count else { return nil }
+            end = max(end, o + 8 + 4 * Int(b[o + 1]))
+        }
+        for o in [u32(12), u32(16)] where o != 0 {
+            guard o + 4 <= b.count else { return nil }
+            end = max(end, o + Int(b[o + 2]) | Int(b[o + 3]) << 8)
+        }
+        return end <= b.count ? end : nil
+    }
+
+    /// Gives `path` the descriptor `original` (a replaced file's, trimmed to its used length), or remedy's for
+    /// `logical` when there is none or ntfs-3g refuses it.
+    static func keep(_ g: Guestfs, _ path: String, original: [UInt8]?, as logical: String, directory: Bool, os: OSFacts) throws {
+        if let o = original, let n = usedLength(o), (try? g.lsetxattr(path, attribute, Array(o.prefix(n)))) != nil { return }
+        try apply(g, path, as: logical, directory: directory, os: os)
+    }
+
     /// Sets the descriptor remedy gives `path`.
     static func apply(_ g: Guestfs, _ path: String, as logical: String? = nil, directory: Bool, os: OSFacts) throws {
-        try g.lsetxattr(path, attribute, descriptor(for: logical ?? path, directory: directory, os: os).bytes)
+        do {
+            try g.lsetxattr(path, attribute, descriptor(for: logical ?? path, directory: directory, os: os).bytes)
+        } catch let e as GuestfsError {
+            throw RemedyError(.writeFailed, "cannot set the permissions of \(ImageSession.windowsPath(logical ?? path)): \(e.message); nothing was replaced", cause: e)
+        }
     }
 
     /// Every file and directory below (and including) `directory` made SYSTEM and Administrators only: the state
     /// directory after apply wrote its backups and record there.
     static func securePrivate(_ g: Guestfs, _ directory: String) throws {
         guard (try? g.isDir(directory)) == true else { return }
-        try g.lsetxattr(directory, attribute, privateState(directory: true).bytes)
-        for rel in try g.find(directory) where !rel.isEmpty {
-            let path = directory + "/" + rel
-            try g.lsetxattr(path, attribute, privateState(directory: try g.isDir(path)).bytes)
+        for path in [directory] + (try g.find(directory)).filter { !$0.isEmpty }.map({ directory + "/" + $0 }) {
+            do {
+                try g.lsetxattr(path, attribute, privateState(directory: try g.isDir(path)).bytes)
+            } catch let e as GuestfsError {
+                throw RemedyError(.writeFailed, "cannot set the permissions of \(ImageSession.windowsPath(path)): \(e.message)", cause: e)
+            }
         }
     }
 }
