@@ -58,7 +58,7 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
         if starts("vhdxfile") { return .vhdx }
         if le32(0x40) == 0xBEDA_107F { return .vdi }
         if starts("KDMV") {
-            if le64(28) > 0, le64(32) > 0 {
+            if le64(28) > 0, le64(32) > 0, le64(28) < UInt64(size) / 512 {   // an offset past the file (or one that overflows) is not read
                 try? fh.seek(toOffset: le64(28) * 512)
                 let text = String(decoding: (try? fh.read(upToCount: Int(min(le64(32), 2048)) * 512)) ?? Data(), as: UTF8.self)
                 try checkVMDKDescriptor(text, path: path, embedded: true)
