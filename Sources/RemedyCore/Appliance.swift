@@ -331,16 +331,16 @@ final class Watchdog: @unchecked Sendable {
 final class CallWatchdog: GuestfsDeadline, @unchecked Sendable {
     private let lock = NSLock()
     private let token: String
-    private let seconds: TimeInterval
+    private var _seconds: TimeInterval
     private var running: (function: String, since: Date)?
     private var stoppedBecause: String?
     private let timer: DispatchSourceTimer
 
     init(token: String, seconds: TimeInterval) {
         self.token = token
-        self.seconds = seconds
+        _seconds = seconds
         timer = DispatchSource.makeTimerSource(queue: .global())
-        let tick = max(0.1, min(1, seconds / 10))
+        let tick = max(0.1, min(1, seconds / 10))   // later changes of `seconds` are seen at most a second late
         timer.schedule(deadline: .now() + tick, repeating: tick)
         timer.setEventHandler { [weak self] in self?.check() }
         timer.resume()
@@ -358,10 +358,16 @@ final class CallWatchdog: GuestfsDeadline, @unchecked Sendable {
 
     var expired: String? { lock.withLock { stoppedBecause } }
 
+    /// The deadline of each call (changed by tests; the timer ticks at least once a second).
+    var seconds: TimeInterval {
+        get { lock.withLock { _seconds } }
+        set { lock.withLock { _seconds = newValue } }
+    }
+
     private func check() {
         let overrun: String? = lock.withLock {
-            guard stoppedBecause == nil, let r = running, Date().timeIntervalSince(r.since) > seconds else { return nil }
-            let s = seconds < 10 ? String(format: "%.1f", seconds) : String(Int(seconds))
+            guard stoppedBecause == nil, let r = running, Date().timeIntervalSince(r.since) > _seconds else { return nil }
+            let s = _seconds < 10 ? String(format: "%.1f", _seconds) : String(Int(_seconds))
             stoppedBecause = "the appliance call \(r.function) did not finish within \(s) s and the appliance was stopped "
                 + "(the image may make it hang; raise REMEDY_CALL_TIMEOUT on a slow host)"
             return r.function
@@ -370,5 +376,13 @@ final class CallWatchdog: GuestfsDeadline, @unchecked Sendable {
             timer.cancel()
             Watchdog.kill(token: token)
         }
+    }
+}
+
+extension Appliance {
+    /// How long each call may take from now on (see ``ApplianceOptions/callTimeout``).
+    var callTimeout: TimeInterval? {
+        get { (guestfs.deadline as? CallWatchdog)?.seconds }
+        set { if let v = newValue { (guestfs.deadline as? CallWatchdog)?.seconds = v } }
     }
 }

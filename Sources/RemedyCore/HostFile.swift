@@ -32,6 +32,8 @@ public enum HostFile {
 
     public struct Refused: Error, CustomStringConvertible {
         public var description: String
+        /// The file is larger than the limit (it exists and is a regular file).
+        public var tooLarge = false
     }
 
     /// Opens a regular file for reading. `followLinks: false` refuses a symbolic link as the last component (a
@@ -60,12 +62,12 @@ public enum HostFile {
         defer { try? h.close() }
         var st = stat()
         if fstat(h.fileDescriptor, &st) == 0, Int(st.st_size) > limit {
-            throw Refused(description: "\(path) is \(st.st_size) bytes, more than the \(limit) remedy accepts")
+            throw Refused(description: "\(path) is \(st.st_size) bytes, more than the \(limit) remedy accepts", tooLarge: true)
         }
         var out: [UInt8] = []
         while let chunk = try h.read(upToCount: 1 << 20), !chunk.isEmpty {
             out += chunk
-            if out.count > limit { throw Refused(description: "\(path) is more than the \(limit) bytes remedy accepts") }
+            if out.count > limit { throw Refused(description: "\(path) is more than the \(limit) bytes remedy accepts", tooLarge: true) }
         }
         return out
     }

@@ -38,8 +38,10 @@ public struct PayloadInputs: Sendable, Equatable {
                 throw RemedyError(.virtioWinInvalid, "virtio-win not found at \(v): give the virtio-win ISO, an unpacked ISO tree or the packaged tree (/usr/share/virtio-win)")
             }
             if !isDir.boolValue {
-                guard let h = FileHandle(forReadingAtPath: v) else {
-                    throw RemedyError(.virtioWinInvalid, "cannot read the virtio-win ISO \(v): \(String(cString: strerror(errno)))")
+                // A FIFO or device is refused here, not waited on (the user named the path: a link is followed).
+                let h: FileHandle
+                do { h = try HostFile.open(v, followLinks: true) } catch {
+                    throw RemedyError(.virtioWinInvalid, "cannot use the virtio-win ISO: \(error)")
                 }
                 defer { try? h.close() }
                 try? h.seek(toOffset: 0x8001)

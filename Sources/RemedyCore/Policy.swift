@@ -195,11 +195,19 @@ public enum PolicyLoader {
     }
 
     static func read(_ path: String) throws -> String {
+        // Bounded, and a FIFO or device is refused rather than waited on.
+        let bytes: [UInt8]
         do {
-            return try String(contentsOfFile: path, encoding: .utf8)
+            bytes = try HostFile.read(path, followLinks: true, limit: maxPolicyBytes)
+        } catch let e as HostFile.Refused where e.tooLarge {
+            throw RemedyError(.policyInvalid, "\(path): the policy is over \(maxPolicyBytes / 1024) KiB", cause: e)
         } catch {
-            throw RemedyError(.policyNotFound, "cannot read policy \(path): \(error.localizedDescription)", cause: error)
+            throw RemedyError(.policyNotFound, "cannot read the policy: \(error)", cause: error)
         }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw RemedyError(.policyInvalid, "\(path): the policy is not UTF-8 text")
+        }
+        return text
     }
 
     static func resolve(_ path: String, seen: [String]) throws -> Resolved {

@@ -229,40 +229,26 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
         let s = try hiveStates()
         let (primary, logs) = DirtyHive.newFormat(s, split: 2)
         let (oldPrimary, oldLog) = DirtyHive.oldFormat(before: s[0], after: s[2])
-        let seconds = Double(ProcessInfo.processInfo.environment["REMEDY_FUZZ_SECONDS"] ?? "") ?? 4
-        var rng = SystemRandomNumberGenerator()
         let dir = try tempDir()
-        let deadline = Date().addingTimeInterval(seconds)
-        var rounds = 0, recovered = 0, rejected = 0, hivexOpened = 0
-        func mutate(_ b: [UInt8]) -> [UInt8] {
-            var m = b
-            switch Int.random(in: 0..<5, using: &rng) {
-            case 0: m = Array(m.prefix(Int.random(in: 0...m.count, using: &rng)))   // truncated
-            case 1:   // a few random bytes anywhere
-                for _ in 0..<Int.random(in: 1...8, using: &rng) where !m.isEmpty { m[Int.random(in: 0..<m.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
-            case 2:   // header fields: sequence numbers, sizes, offsets
-                for _ in 0..<Int.random(in: 1...4, using: &rng) where m.count > 48 { m[Int.random(in: 4..<48, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
-            case 3:   // a huge 32-bit field somewhere in the first 8 KiB
-                if m.count > 8 {
-                    let at = Int.random(in: 0..<min(m.count - 4, 8192), using: &rng) & ~3
-                    m.replaceSubrange(at..<at + 4, with: [0xFF, 0xFF, 0xFF, 0x7F])
-                }
-            default: m += (0..<Int.random(in: 1...4096, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            }
-            return m
-        }
-        while Date() < deadline {
-            rounds += 1
-            let useOld = rounds % 3 == 0
-            let p = Bool.random(using: &rng) ? mutate(useOld ? oldPrimary : primary) : (useOld ? oldPrimary : primary)
-            let l = useOld ? [("HIVE.LOG", mutate(oldLog))] : logs.map { ($0.name, Bool.random(using: &rng) ? mutate($0.bytes) : $0.bytes) }
+        var recovered = 0, rejected = 0, hivexOpened = 0
+        // Seeded and printed (REMEDY_FUZZ_SEED replays a run); each input bounded in size, time and memory by the harness.
+        let summary = Fuzz.run("hive+logs") { rng in
+            let round = Int.random(in: 0..<1_000_000, using: &rng)
+            let useOld = round % 3 == 0
+            let p = Bool.random(using: &rng) ? Fuzz.mutate(useOld ? oldPrimary : primary, limit: 1 << 20, using: &rng) : (useOld ? oldPrimary : primary)
+            let l = useOld ? [("HIVE.LOG", Fuzz.mutate(oldLog, limit: 1 << 20, using: &rng))]
+                : logs.map { ($0.name, Bool.random(using: &rng) ? Fuzz.mutate($0.bytes, limit: 1 << 20, using: &rng) : $0.bytes) }
             do {
                 let r = try HiveRecovery.recover(primary: p, logs: l)
                 recovered += 1
+                // A replay never produces more than the hive and its logs could hold.
+                guard r.bytes.count <= max(p.count, 4096) + l.reduce(0, { $0 + $1.1.count }) + 4096 else {
+                    return "recovery produced \(r.bytes.count) bytes from \(p.count) + \(l.map(\.1.count)) bytes of input"
+                }
                 _ = try? HiveCheck(r.bytes)
                 // What recovery accepts goes on to hivex, as in remedy.
-                if rounds % 4 == 0 {
-                    let path = dir + "/f\(rounds % 8)"
+                if round % 4 == 0 {
+                    let path = dir + "/f\(round % 8)"
                     FileManager.default.createFile(atPath: path, contents: Data(r.bytes))
                     if let h = try? Hive(path: path) {
                         hivexOpened += 1
@@ -272,10 +258,16 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
                 }
             } catch is RegfError {
                 rejected += 1
+            } catch {
+                return "threw \(type(of: error)), not RegfError"
             }
+            return nil
         }
-        #expect(rounds > 50, "the fuzzer barely ran: \(rounds) rounds")
-        #expect(recovered > 0 && rejected > 0, "mutations should both pass and fail: \(recovered) recovered, \(rejected) rejected")
-        print("registry fuzz: \(rounds) rounds in \(seconds) s, \(recovered) recovered, \(rejected) rejected, \(hivexOpened) opened by hivex")
+        for f in summary.failures.prefix(5) { Issue.record("\(f)") }
+        #expect(summary.rounds > 0)
+        if summary.rounds > 50 {
+            #expect(recovered > 0 && rejected > 0, "mutations should both pass and fail: \(recovered) recovered, \(rejected) rejected")
+        }
+        print("registry fuzz: \(summary.rounds) rounds, \(recovered) recovered, \(rejected) rejected, \(hivexOpened) opened by hivex")
     }
 }

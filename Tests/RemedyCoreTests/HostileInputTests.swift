@@ -103,6 +103,13 @@ import Testing
             return
         }
         #expect("\(e)".contains("FIFO"))
+        // The same FIFO named as the virtio-win ISO: refused by the check before any appliance starts.
+        let iso = Self.withDeadline(60) { try PayloadInputs(virtioWin: dir + "/setup.msi").validate() }
+        guard case .failure(let e2)? = iso, let error = e2 as? RemedyError else {
+            Issue.record("a FIFO as the virtio-win ISO hung or was accepted: \(String(describing: iso))")
+            return
+        }
+        #expect(error.code == .virtioWinInvalid && error.message.contains("FIFO"), "\(error)")
     }
 
     @Test func registryBinaryWithFullwidthDigitsIsAnErrorNotACrash() throws {
