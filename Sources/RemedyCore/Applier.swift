@@ -157,7 +157,9 @@ public enum Applier {
             try Fault.point("record", image: image)
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
             try g.upload(local, to: recordPath)
-            try proveWritten(temps.map { ($0.target, $0.sha) } + fileTargets(report, fileChanges, session: session), session: session)
+            try PhaseTimes.measure("proof-readback") {
+                try proveWritten(temps.map { ($0.target, $0.sha) } + fileTargets(report, fileChanges, session: session), session: session)
+            }
             try g.sync()
             try g.umountAll()
             session.appliance.mounted = nil

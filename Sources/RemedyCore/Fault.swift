@@ -63,7 +63,10 @@ public enum Fault {
 
     static func die() -> Never {
         let pids = lock.withLock { appliances }
-        for p in pids { kill(p, SIGKILL) }
+        // Only processes that are still a qemu (an appliance shut down earlier may have left its pid to another).
+        for p in pids where String(decoding: FileManager.default.contents(atPath: "/proc/\(p)/cmdline") ?? Data(), as: UTF8.self).contains("qemu") {
+            kill(p, SIGKILL)
+        }
         kill(getpid(), SIGKILL)
         while true { pause() }
     }

@@ -127,7 +127,8 @@ final class Overlay {
         try QemuImg.run(["check", "-q", "-f", "qcow2", path], image: base)
         let ranges = try Self.writtenRanges(path, image: base)
         try Fault.point("before-marker", image: base)
-        let marker = Marker(overlay: (path as NSString).lastPathComponent, overlaySize: Self.size(path), overlaySHA256: try Self.sha256(path, image: base),
+        let marker = Marker(overlay: (path as NSString).lastPathComponent, overlaySize: Self.size(path),
+                            overlaySHA256: try PhaseTimes.measure("marker") { try Self.sha256(path, image: base) },
                             ranges: ranges.map { [$0.start, $0.length] }, createdAt: Date())
         let markerFile = Self.markerPath(for: base)
         let temp = markerFile + ".tmp"
@@ -169,9 +170,11 @@ final class Overlay {
             }
             Fault.die()
         }
-        try QemuImg.run(["commit", "-q", "-t", "writeback", "-f", "qcow2", "-d", overlay], image: image)
-        fsyncFile(image)
-        try prove(ranges, overlay: overlay, target: image, format: format)
+        try PhaseTimes.measure("commit") {
+            try QemuImg.run(["commit", "-q", "-t", "writeback", "-f", "qcow2", "-d", overlay], image: image)
+            fsyncFile(image)
+        }
+        try PhaseTimes.measure("proof-commit") { try prove(ranges, overlay: overlay, target: image, format: format) }
         try Fault.point("after-commit", image: image)
         try? fm.removeItem(atPath: markerFile)
         syncDirectory(of: markerFile)
@@ -212,7 +215,7 @@ final class Overlay {
         do {
             try Self.runQemuImg(args, image: base, progress: output.progress)
             Self.fsyncFile(temp)
-            try Self.prove(ranges, overlay: path, target: temp, format: output.format)
+            try PhaseTimes.measure("proof-commit") { try Self.prove(ranges, overlay: path, target: temp, format: output.format) }
             guard rename(temp, output.path) == 0 else {
                 throw RemedyError(.writeFailed, image: base, "cannot rename \(temp) to \(output.path): \(String(cString: strerror(errno)))")
             }
@@ -278,8 +281,9 @@ final class Overlay {
                 bytes = try raw.read(upToCount: Int(w.end - w.start)) ?? Data()
             } else {
                 let bs: Int64 = (w.start % 65536 == 0 && w.end % 65536 == 0) ? 65536 : 512
+                // qemu-img dd (7.2) applies count before skip: count is the block where the read ends.
                 try HostTool.run("/usr/bin/qemu-img", ["dd", "-f", format.qemuName, "-O", "raw", "bs=\(bs)", "skip=\(w.start / bs)",
-                                                       "count=\((w.end - w.start + bs - 1) / bs)", "if=\(target)", "of=\(work)"], image: target)
+                                                       "count=\((w.end + bs - 1) / bs)", "if=\(target)", "of=\(work)"], image: target)
                 bytes = (try? Data(contentsOf: URL(fileURLWithPath: work))) ?? Data()
                 try? FileManager.default.removeItem(atPath: work)
             }
@@ -388,4 +392,23 @@ public enum InPlaceCheck {
                               + "write the result to a new image with --output OUT.qcow2 (or .vmdk, .raw, ...); nothing was written")
         }
     }
+}
+
+/// Seconds spent in the steps of the overlay and the proof, for the benchmark (`REMEDY_TIMINGS=1` prints them).
+public enum PhaseTimes {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var seconds: [String: Double] = [:]
+
+    static func measure<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
+        let start = Date()
+        defer { lock.withLock { seconds[phase, default: 0] += Date().timeIntervalSince(start) } }
+        return try body()
+    }
+
+    /// `phase=seconds` pairs, sorted by phase.
+    public static var summary: String {
+        lock.withLock { seconds.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.2f", $0.value))" }.joined(separator: " ") }
+    }
+
+    public static var requested: Bool { ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["REMEDY_TIMINGS"] ?? "") }
 }

@@ -207,6 +207,7 @@ extension Remedy {
             case .text: print(TextRenderer.report(report), terminator: "")
             case .json: try printJSON(report)
             }
+            if PhaseTimes.requested { FileHandle.standardError.write(Data("remedy: timings: \(PhaseTimes.summary)\n".utf8)) }
             // Blocking findings remain (e.g. hibernated with nothing else to change): the image is not ready, as in batch.
             if blocked { throw ExitCode(2) }
         }
