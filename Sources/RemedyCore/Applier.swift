@@ -59,11 +59,13 @@ public enum RemedyVersion {
     public static let current = "0.1.0-dev"
 }
 
-/// Executes a plan in place. Each hive is edited in a local copy, committed
+/// Executes a plan. Each hive is edited in a local copy, committed
 /// to a new local file, re-opened and verified, then uploaded under a
-/// temporary name beside the original and renamed over it: a crash leaves
-/// either the old hive or the new one, never a mix. The original is kept
-/// under `C:\Windows\remedy\backup\<run>\`.
+/// temporary name beside the original and renamed over it. The original is kept
+/// under `C:\Windows\remedy\backup\<run>\`. All of it goes to the session's
+/// overlay, never to the image: the image changes only when the overlay is
+/// committed after a clean appliance exit (see ``Overlay``), so a failure or a
+/// crash before that leaves the image as it was.
 public enum Applier {
     /// Guest directory where remedy keeps backups and records.
     public static func stateDirectory(systemRoot: String) -> String { systemRoot + "/remedy" }
