@@ -124,6 +124,17 @@ final class Overlay {
     // MARK: in place
 
     private func commit() throws {
+        let marker = try mark()
+        do {
+            try Self.completeCommit(image: base, format: baseFormat, marker: marker)
+        } catch let e as RemedyError {
+            throw RemedyError(e.code, image: base, e.message + "; the checked overlay and its commit marker are kept beside the image: "
+                              + "the next remedy command on this image finishes the commit", cause: e)
+        }
+    }
+
+    /// Checks the overlay and writes the commit marker (fsynced): from here on the commit is always finished.
+    func mark() throws -> Marker {
         try QemuImg.run(["check", "-q", "-f", "qcow2", path], image: base)
         let ranges = try Self.writtenRanges(path, image: base)
         try Fault.point("before-marker", image: base)
@@ -138,12 +149,7 @@ final class Overlay {
         }
         Self.syncDirectory(of: markerFile)
         marked = true
-        do {
-            try Self.completeCommit(image: base, format: baseFormat, marker: marker)
-        } catch let e as RemedyError {
-            throw RemedyError(e.code, image: base, e.message + "; the checked overlay and its commit marker are kept beside the image: "
-                              + "the next remedy command on this image finishes the commit", cause: e)
-        }
+        return marker
     }
 
     /// Commits a marked overlay into the image, proves the written ranges, removes marker and overlay. Also the
