@@ -5,8 +5,10 @@ import Testing
 /// The overlay, its commit marker, the proof and the recovery of an interrupted commit, without an appliance:
 /// writes go into the overlay with qemu-io, and the result is compared with a reference copy that took the same
 /// writes directly (`qemu-img compare`, an independent reader).
-@Suite struct OverlayTests {
+@Suite final class OverlayTests {
     let dir: String
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
 
     init() throws {
         dir = URL(fileURLWithPath: NSTemporaryDirectory() + "/remedy-overlay-\(UUID().uuidString)").standardizedFileURL.path
@@ -135,7 +137,3 @@ import Testing
     }
 }
 
-extension OverlayTests {
-    /// Each test's files are removed when it ends.
-    static func cleanUp(_ dir: String) { try? FileManager.default.removeItem(atPath: dir) }
-}
