@@ -58,7 +58,7 @@ import Testing
     }
 
     /// SYSTEM and SOFTWARE of each image (read-only, one appliance), plus the listing of every file.
-    static func readBack(_ images: [String]) throws -> [(system: String, software: String, files: Set<String>)] {
+    static func readBack(_ images: [String], into work: String = work) throws -> [(system: String, software: String, files: Set<String>)] {
         let g = try Guestfs()
         try g.setBackend("direct")
         try g.setBackendSettings(["force_tcg"])

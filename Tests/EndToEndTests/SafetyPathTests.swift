@@ -139,7 +139,7 @@ import Testing
         // Rollback of a run that has backups but no record restores the hive from its backup.
         let rb = try remedy(["rollback", norecord, "--format", "json"])
         #expect(rb.status == 0, "\(rb.stdout)\(rb.stderr)")
-        let back = try CrashSafetyTests.readBack([norecord])
+        let back = try CrashSafetyTests.readBack([norecord], into: w)
         #expect(try fileBytes(back[0].system) == fileBytes(originalSystem), "SYSTEM restored from the record-less run's backup")
         #expect(back[0].files.contains("windows/system32/config/system") && !back[0].files.contains("windows/remedy"), "remedy's directory is removed")
 
