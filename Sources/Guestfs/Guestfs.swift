@@ -234,6 +234,10 @@ public final class Guestfs {
     public func mountReadOnly(_ device: String, at mountpoint: String) throws { try call("mount_ro") { guestfs_mount_ro($0, device, mountpoint) } }
     public func umountAll() throws { try call("umount_all") { guestfs_umount_all($0) } }
     public func sync() throws { try call("sync") { guestfs_sync($0) } }
+    /// Drops the guest kernel's caches (1 page cache, 2 dentries and inodes, 3 both): later reads come from the drives.
+    public func dropCaches(_ what: Int32 = 3) throws { try call("drop_caches") { guestfs_drop_caches($0, what) } }
+    /// The process id of the appliance's qemu (direct backend).
+    public func pid() throws -> Int32 { try call("get_pid") { guestfs_get_pid($0) } }
 
     /// Resolves a path case-insensitively, as Windows would (the result may not exist yet in its last element).
     public func caseSensitivePath(_ path: String) throws -> String { try string("case_sensitive_path") { guestfs_case_sensitive_path($0, path) } }

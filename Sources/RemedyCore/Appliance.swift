@@ -255,12 +255,16 @@ public final class Appliance {
         return Appliance(guestfs: g, acceleration: accel, launchSeconds: Date().timeIntervalSince(start))
     }
 
-    /// Flushes writes and stops the appliance.
+    private var stopped = false
+
+    /// Flushes writes and stops the appliance; an error unless qemu exited cleanly. Once stopped, does nothing.
     public func shutdown() throws {
+        guard !stopped else { return }
         do {
             try guestfs.shutdown()
+            stopped = true
         } catch let e as GuestfsError {
-            throw RemedyError(.writeFailed, "the appliance failed to flush and stop: \(e.message)", cause: e)
+            throw RemedyError(.writeFailed, "the appliance failed to flush and stop: \(e.message); nothing was committed to the image", cause: e)
         }
     }
 

@@ -59,11 +59,13 @@ public enum RemedyVersion {
     public static let current = "0.1.0-dev"
 }
 
-/// Executes a plan in place. Each hive is edited in a local copy, committed
+/// Executes a plan. Each hive is edited in a local copy, committed
 /// to a new local file, re-opened and verified, then uploaded under a
-/// temporary name beside the original and renamed over it: a crash leaves
-/// either the old hive or the new one, never a mix. The original is kept
-/// under `C:\Windows\remedy\backup\<run>\`.
+/// temporary name beside the original and renamed over it. The original is kept
+/// under `C:\Windows\remedy\backup\<run>\`. All of it goes to the session's
+/// overlay, never to the image: the image changes only when the overlay is
+/// committed after a clean appliance exit (see ``Overlay``), so a failure or a
+/// crash before that leaves the image as it was.
 public enum Applier {
     /// Guest directory where remedy keeps backups and records.
     public static func stateDirectory(systemRoot: String) -> String { systemRoot + "/remedy" }
@@ -110,6 +112,9 @@ public enum Applier {
             try g.mkdirP(backupDir)
             // Files first: each checked against the plan, the original kept, the new one uploaded beside and renamed over.
             try writeFiles(fileChanges, localFiles, session: session, backupDir: backupDir, runID: runID, report: &report)
+            try Fault.point("after-file-writes", image: image)
+            // Every hive's original kept and its new content uploaded beside it and read back, before any is replaced.
+            var temps: [(hive: HiveName, temp: String, target: String, sha: String)] = []
             for (hive, newFile) in prepared {
                 let target = session.hivePaths[hive]!
                 let backup = "\(backupDir)/\(hive.rawValue)"
@@ -127,33 +132,84 @@ public enum Applier {
                 try g.upload(newFile, to: temp)
                 let check = newFile + ".check"
                 try g.download(temp, to: check)
+                if try Fault.point("hive-upload", image: image) { try Data([0x55]).write(to: URL(fileURLWithPath: check)) }
                 guard FileManager.default.contentsEqual(atPath: check, andPath: newFile) else {
                     try? g.rmF(temp)
-                    throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded; the original is untouched")
+                    throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded")
                 }
-                try g.rename(temp, target)
-                replaced.append(hive)
-                for log in session.integrity[hive]?.dirty == true ? session.integrity[hive]!.logs : [] { try g.rm(log) }
+                temps.append((hive, temp, target, try Overlay.sha256(newFile, image: image)))
             }
+            // The record says what this run did before the first hive is replaced (rollback finds it even if the
+            // final record is never written); the final record replaces it.
             let recordPath = "\(state)/log/\(runID).json"
             report.record = recordPath
             try g.mkdirP("\(state)/log")
             let local = session.workDirectory + "/record.json"
+            if !temps.isEmpty {
+                try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
+                try g.upload(local, to: recordPath)
+            }
+            for t in temps {
+                try g.rename(t.temp, t.target)
+                replaced.append(t.hive)
+                for log in session.integrity[t.hive]?.dirty == true ? session.integrity[t.hive]!.logs : [] { try g.rm(log) }
+                try Fault.point("after-hive-write", image: image)
+            }
+            try Fault.point("before-record", image: image)
+            try Fault.point("record", image: image)
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
             try g.upload(local, to: recordPath)
+            try PhaseTimes.measure("proof-readback") {
+                try proveWritten(temps.map { ($0.target, $0.sha) } + fileTargets(report, fileChanges, session: session), session: session)
+            }
+            try g.sync()
+            try g.umountAll()
+            session.appliance.mounted = nil
+        } catch let e as GuestfsError {
+            throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message); " + notWritten(replaced, report), cause: e)
+        } catch let e as RemedyError {
+            throw RemedyError(e.code, image: image, e.message + (e.message.hasSuffix("nothing was written") ? "" : "; " + notWritten(replaced, report)), cause: e.cause)
+        }
+        // The appliance stops (its own, here; a shared one after every image of the batch), then the commit:
+        // its errors say what state the image is in.
+        do {
             try session.finishWrites()
         } catch let e as GuestfsError {
-            let undone = replaced.isEmpty ? undoFiles(report, session: session) : ""
-            let state = replaced.isEmpty
-                ? "no hive was replaced" + undone
-                : "already replaced: " + replaced.map { "\($0.rawValue) (original kept at \(ImageSession.windowsPath(report.backups[$0.rawValue] ?? "?")))" }.joined(separator: ", ")
-                    + "; remedy rollback restores the image"
-            throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message); \(state)", cause: e)
-        } catch let e as RemedyError {
-            if replaced.isEmpty { _ = undoFiles(report, session: session) }
-            throw e.with(image: image)
+            throw RemedyError(.writeFailed, image: image, "flushing the appliance failed: \(e.message); nothing was written to the image", cause: e)
         }
         return report
+    }
+
+    /// What a failed apply left: every write went to the overlay, which is dropped; the image is as it was.
+    static func notWritten(_ replaced: [HiveName], _ report: ApplyReport) -> String {
+        let done = replaced.map(\.rawValue) + (report.injected.isEmpty && report.fileBackups.isEmpty ? [] : ["\(report.injected.count + report.fileBackups.count) file(s)"])
+        return "nothing was written to the image" + (done.isEmpty ? "" : " (\(done.joined(separator: ", ")) had been written to its overlay, now discarded)")
+    }
+
+    /// The guest path and planned SHA-256 of every file this run wrote.
+    static func fileTargets(_ report: ApplyReport, _ changes: [FileChange], session: ImageSession) -> [(String, String)] {
+        var out: [(String, String)] = []
+        for c in changes where c.op == .write {
+            if let path = session.resolveExisting(c.path) { out.append((path, c.sha256)) }
+        }
+        return out
+    }
+
+    /// Proof that the writes are on the disk, not only in the appliance's page cache: everything is synced, the
+    /// guest's caches are dropped, and every hive and file written is read again (from qemu, i.e. the overlay
+    /// file) and its SHA-256 compared with what was planned. The commit then proves the image holds the overlay.
+    static func proveWritten(_ targets: [(path: String, sha: String)], session: ImageSession) throws {
+        let g = session.g
+        try g.sync()
+        try g.dropCaches(3)
+        for t in targets {
+            var got = try g.checksum("sha256", t.path)
+            if try Fault.point("read-back", image: session.imagePath) { got = String(repeating: "0", count: 64) }
+            guard got == t.sha else {
+                throw RemedyError(.verifyFailed, image: session.imagePath,
+                                  "\(ImageSession.windowsPath(t.path)) read back from the disk after a flush is not what was written (SHA-256 \(got), expected \(t.sha))")
+            }
+        }
     }
 
     /// The local bytes of every file change, checked against the planned checksum.

@@ -227,6 +227,8 @@ public final class BatchRunner: @unchecked Sendable {
         public var appliance: ApplianceOptions
         /// virtio-win and payload files, the same for every image.
         public var inputs: PayloadInputs
+        /// Apply mode: where each image's result goes (`--output-dir`), nil to change the images in place.
+        public var output: (@Sendable (String) -> OutputTarget?)?
         public init(mode: Mode, jobs: Int, perAppliance: Int, appliance: ApplianceOptions, inputs: PayloadInputs = PayloadInputs()) {
             self.mode = mode
             self.jobs = jobs
@@ -308,7 +310,8 @@ public final class BatchRunner: @unchecked Sendable {
     func process(_ group: [String], report: (BatchEntry) -> Void) {
         let start = Date()
         for p in group { onStart?(p) }
-        let (appliance, sessions) = ImageSession.openMany(group, writable: options.mode == .apply, options: options.appliance, inputs: options.inputs)
+        let (appliance, sessions) = ImageSession.openMany(group, writable: options.mode == .apply, options: options.appliance, inputs: options.inputs,
+                                                           output: options.output)
         if appliance == nil, group.count > 1, sessions.contains(where: { if case .failure(let e) = $0 { Self.isLaunchFailure(e) } else { false } }) {
             for p in group { process([p], report: report) }
             return
@@ -362,15 +365,41 @@ public final class BatchRunner: @unchecked Sendable {
             do { try appliance.shutdown() } catch { flushError = RemedyError.wrap(error, image: "") }
             appliance.close()
         }
+        // Then each image's overlay is committed (proven) into it, or converted into its output.
         for (session, var entry) in pending {
-            session.close()
-            if let flushError, entry.runID != nil {
+            if let flushError, entry.runID != nil || session.overlay?.output != nil {
                 entry.status = .failed
                 entry.error = .init(code: flushError.code.rawValue, message: "the appliance failed to flush and stop after writing: \(flushError.message)")
+            } else if flushError == nil {
+                do {
+                    try session.complete()
+                } catch {
+                    let e = RemedyError.wrap(error, image: entry.path)
+                    entry.status = .failed
+                    entry.error = .init(code: e.code.rawValue, message: e.message)
+                }
             }
+            session.close()
             report(entry)
         }
         for p in retry { process([p], report: report) }
+    }
+
+    /// `--output-dir`: each image to the same relative path under `out` (with the extension of `format` when one
+    /// is given; qcow sources become qcow2), the directories made as needed.
+    public static func outputs(under out: String, from directory: String, format: DiskFormat?) -> @Sendable (String) -> OutputTarget? {
+        { path in
+            var rel = ImageDiscovery.relative(path, to: directory)
+            let source = (try? DiskFormat.detect(path: path)) ?? .raw
+            var f = format ?? OutputTarget.format(forExtension: path) ?? source
+            if f == .qcow { f = .qcow2 }
+            if format != nil || OutputTarget.format(forExtension: path) == nil {
+                rel = (rel as NSString).deletingPathExtension + "." + (f == .raw ? "raw" : f.rawValue)
+            }
+            let target = out + "/" + rel
+            try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            return OutputTarget(path: target, format: f)
+        }
     }
 
     static func isLaunchFailure(_ e: RemedyError) -> Bool { e.code == .applianceFailed || e.code == .applianceTimeout }

@@ -37,7 +37,8 @@ struct PreparedImage {
     /// its lock: shared to read, exclusive to write, so two remedy processes
     /// never write the same image. An image qemu cannot update in place is
     /// refused for writing with `image-read-only` before any appliance starts.
-    static func prepare(_ path: String, writable: Bool) throws -> PreparedImage {
+    /// An interrupted apply's overlay or commit marker beside the image is finished or discarded first (``Overlay``).
+    static func prepare(_ path: String, writable: Bool, notice: (String) -> Void = { _ in }) throws -> PreparedImage {
         var st = stat()
         guard stat(path, &st) == 0 else {
             throw RemedyError(.imageNotFound, image: path, "cannot access the image: \(String(cString: strerror(errno)))")
@@ -47,7 +48,10 @@ struct PreparedImage {
         }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RemedyError(.imageUnreadable, image: path, "cannot open: \(String(cString: strerror(errno)))") }
-        if flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
+        // An earlier apply that was interrupted left an overlay or a commit marker: finished or discarded first,
+        // under the exclusive lock (so never while another remedy process works on the image).
+        let pending = Overlay.pending(path)
+        if flock(fd, (writable || pending ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             Glibc.close(fd)
             throw RemedyError(.imageLocked, image: path, "the image is locked by another process (another remedy apply?)")
         }
@@ -60,10 +64,14 @@ struct PreparedImage {
                 (image.drivePath, image.driveFormat, image.qemu) = try source.attach()
             } else {
                 let format = try DiskFormat.detect(path: path)
+                if pending {
+                    do { try Overlay.recover(path, format: format, notice: notice) } catch { throw RemedyError.wrap(error, image: path) }
+                }
                 let view = try QemuView.inspect(path, format: format)
                 image = PreparedImage(path: path, format: format, fileSize: Int64(st.st_size), lockFD: fd)
                 (image.drivePath, image.driveFormat, image.qemu) = (view.files[0], format.qemuName, view)
             }
+            if pending && !writable { flock(fd, LOCK_SH) }
             if writable, let reason = image.readOnlyReason {
                 image.source?.cleanup()
                 throw RemedyError(.imageReadOnly, image: path, "remedy cannot apply in place: \(reason); write the result to a new image with --output OUT")
@@ -120,6 +128,10 @@ public final class ImageSession {
     public private(set) var payloadRoots: [String: String] = [:]
     private var resolvedPayloads: PayloadFacts?
     private let ownsAppliance: Bool
+    /// Where the writes of a writable session go (never the image itself); nil for a read-only one.
+    var overlay: Overlay?
+    /// Whether anything was mounted writable (an overlay nobody wrote to is discarded, not committed).
+    private var wroteOverlay = false
     private var openHives: [HiveName: Hive] = [:]
     private var lockFD: Int32 = -1
     /// The OVA/OVF the image was read from (nil for a plain image file).
@@ -128,27 +140,53 @@ public final class ImageSession {
     var g: Guestfs { appliance.guestfs }
 
     /// Opens, inspects and reads the hives of a Windows image, in an appliance of its own.
-    public static func open(image path: String, writable: Bool, options: ApplianceOptions, inputs: PayloadInputs = PayloadInputs()) throws -> ImageSession {
-        let prepared = try PreparedImage.prepare(path, writable: writable)
+    /// A writable session writes into an overlay (see ``Overlay``): into the image after a proven commit, or with
+    /// `output` into a new image, the source only read.
+    public static func open(image path: String, writable: Bool, options: ApplianceOptions, inputs: PayloadInputs = PayloadInputs(),
+                            output: OutputTarget? = nil) throws -> ImageSession {
+        let prepared = try PreparedImage.prepare(path, writable: writable && output == nil, notice: options.notice)
         let appliance: Appliance
+        var overlay: Overlay?
         do {
-            appliance = try Appliance.launch(drives: [prepared.drive(readonly: !writable)] + isoDrives(inputs),
-                                             options: options)
+            if writable { overlay = try makeOverlay(prepared, output: output) }
+            appliance = try Appliance.launch(drives: [drive(prepared, overlay)] + isoDrives(inputs), options: options)
         } catch {
+            overlay?.discard()
             prepared.unlock()
             throw RemedyError.wrap(error, image: path)
         }
         do {
+            try afterLaunch(appliance, image: path)
             let devices = try appliance.guestfs.listDevices()
             let session = try ImageSession(prepared, writable: writable, appliance: appliance, device: devices[0], owns: true)
             session.inputs = inputs
             session.isoDevice = inputs.virtioWinIsImage ? devices.last : nil
+            session.overlay = overlay
             return session
         } catch {
             appliance.close()
+            overlay?.discard()
             prepared.unlock()
             throw RemedyError.wrap(error, image: path)
         }
+    }
+
+    /// A fresh overlay on the image (``PreparedImage/prepare(_:writable:notice:)`` already refused an image qemu
+    /// cannot update in place).
+    static func makeOverlay(_ prepared: PreparedImage, output: OutputTarget?) throws -> Overlay {
+        return try Overlay.create(base: prepared.path, backing: output == nil ? nil : (prepared.source?.qemuSpec ?? prepared.drivePath),
+                                  format: prepared.format, output: output)
+    }
+
+    /// The image as the appliance sees it: its overlay, writable, or the image itself, read-only.
+    static func drive(_ prepared: PreparedImage, _ overlay: Overlay?) -> Drive {
+        if let overlay { return Drive(path: overlay.path, format: "qcow2", readonly: false) }
+        return prepared.drive(readonly: true)
+    }
+
+    static func afterLaunch(_ appliance: Appliance, image: String) throws {
+        if Fault.enabled, let pid = try? appliance.guestfs.pid() { Fault.register(appliance: pid) }
+        try Fault.point("launch", image: image)
     }
 
     /// The virtio-win ISO, attached read-only after the images (one copy for every image of the appliance).
@@ -163,33 +201,46 @@ public final class ImageSession {
     /// the culprit). The caller shuts the appliance down after its writes,
     /// then closes the sessions.
     public static func openMany(_ paths: [String], writable: Bool, options: ApplianceOptions,
-                                inputs: PayloadInputs = PayloadInputs()) -> (appliance: Appliance?, sessions: [Result<ImageSession, RemedyError>]) {
+                                inputs: PayloadInputs = PayloadInputs(),
+                                output: ((String) -> OutputTarget?)? = nil) -> (appliance: Appliance?, sessions: [Result<ImageSession, RemedyError>]) {
         var results = [Result<ImageSession, RemedyError>?](repeating: nil, count: paths.count)
-        var prepared: [(index: Int, image: PreparedImage)] = []
+        var prepared: [(index: Int, image: PreparedImage, overlay: Overlay?)] = []
         for (i, p) in paths.enumerated() {
-            do { prepared.append((i, try PreparedImage.prepare(p, writable: writable))) } catch { results[i] = .failure(RemedyError.wrap(error, image: p)) }
+            let out = writable ? output?(p) : nil
+            do {
+                let img = try PreparedImage.prepare(p, writable: writable && out == nil, notice: options.notice)
+                do {
+                    prepared.append((i, img, writable ? try makeOverlay(img, output: out) : nil))
+                } catch {
+                    img.unlock()
+                    throw error
+                }
+            } catch { results[i] = .failure(RemedyError.wrap(error, image: p)) }
         }
         guard !prepared.isEmpty else { return (nil, results.map { $0! }) }
         let appliance: Appliance
         let devices: [String]
         do {
-            appliance = try Appliance.launch(drives: prepared.map { $0.image.drive(readonly: !writable) }
-                                                + isoDrives(inputs), options: options)
+            appliance = try Appliance.launch(drives: prepared.map { drive($0.image, $0.overlay) } + isoDrives(inputs), options: options)
             devices = try appliance.guestfs.listDevices()
+            try afterLaunch(appliance, image: prepared[0].image.path)
         } catch {
-            for (i, img) in prepared {
+            for (i, img, overlay) in prepared {
+                overlay?.discard()
                 img.unlock()
                 results[i] = .failure(RemedyError.wrap(error, image: img.path))
             }
             return (nil, results.map { $0! })
         }
-        for (n, (i, img)) in prepared.enumerated() {
+        for (n, (i, img, overlay)) in prepared.enumerated() {
             do {
                 let session = try ImageSession(img, writable: writable, appliance: appliance, device: devices[n], owns: false)
                 session.inputs = inputs
                 session.isoDevice = inputs.virtioWinIsImage ? devices.last : nil
+                session.overlay = overlay
                 results[i] = .success(session)
             } catch {
+                overlay?.discard()
                 img.unlock()
                 results[i] = .failure(RemedyError.wrap(error, image: img.path))
             }
@@ -664,6 +715,7 @@ public final class ImageSession {
         appliance.mounted = nil
         try g.mount(install.root, at: "/")
         appliance.mounted = (device, true)
+        wroteOverlay = true
     }
 
     /// After writing: flush and unmount; an appliance of its own is also
@@ -672,14 +724,38 @@ public final class ImageSession {
         try g.sync()
         try g.umountAll()
         appliance.mounted = nil
-        if ownsAppliance { try appliance.shutdown() }
+        if ownsAppliance {
+            try Fault.point("before-shutdown", image: imagePath)
+            try appliance.shutdown()
+            try complete()
+        }
     }
 
-    /// Stops the appliance (if the session owns it) and removes the local working files.
+    /// After the appliance has flushed and exited cleanly: the overlay is committed into the image (proven, see
+    /// ``Overlay``), or converted into the output. An in-place overlay nobody wrote to is dropped. The batch calls
+    /// this for each image after shutting its shared appliance down; `apply --output` calls it also when nothing
+    /// changed (the output is written all the same).
+    public func complete() throws {
+        guard let overlay, !overlay.finished else { return }
+        if ownsAppliance { try appliance.shutdown() }
+        if overlay.output == nil && !wroteOverlay {
+            overlay.discard()
+            return
+        }
+        do {
+            try overlay.finish()
+        } catch {
+            throw RemedyError.wrap(error, image: imagePath)
+        }
+    }
+
+    /// Stops the appliance (if the session owns it) and removes the local working files; an overlay that was not
+    /// committed is removed (the image was not touched).
     public func close() {
         for h in openHives.values { h.close() }
         openHives = [:]
         if ownsAppliance { appliance.close() }
+        overlay?.discard()
         try? FileManager.default.removeItem(atPath: workDirectory)
         if lockFD >= 0 {
             Glibc.close(lockFD)

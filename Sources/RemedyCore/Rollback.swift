@@ -94,19 +94,51 @@ public enum Rollback {
     }
 
     /// The apply records in the image, oldest first.
-    static func records(_ session: ImageSession, state: String) throws -> [ApplyReport] {
+    /// What rollback needs of one apply run (from its record, or from its backup directory alone).
+    struct RunRecord {
+        var runID: String
+        var backups: [String: String] = [:]
+        var injected: [String] = []
+        var movedLogs: [String: String] = [:]
+        var fileBackups: [String: String] = [:]
+    }
+
+    static func records(_ session: ImageSession, state: String) throws -> [RunRecord] {
         let g = session.g
         let logDir = state + "/log"
-        guard try g.isDir(logDir) else { return [] }
-        var out: [ApplyReport] = []
-        for name in try g.ls(logDir).sorted() where name.hasSuffix(".json") {
+        var out: [RunRecord] = []
+        for name in (try g.isDir(logDir) ? try g.ls(logDir) : []).sorted() where name.hasSuffix(".json") {
             let local = session.workDirectory + "/record-" + name
             try g.download(logDir + "/" + name, to: local)
             do {
-                out.append(try RemedyJSON.decoder().decode(ApplyReport.self, from: Data(contentsOf: URL(fileURLWithPath: local))))
+                let a = try RemedyJSON.decoder().decode(ApplyReport.self, from: Data(contentsOf: URL(fileURLWithPath: local)))
+                out.append(RunRecord(runID: a.runID, backups: a.backups, injected: a.injected, movedLogs: a.movedLogs, fileBackups: a.fileBackups))
             } catch {
                 throw RemedyError(.imageUnreadable, image: session.imagePath,
                                   "the remedy record \(ImageSession.windowsPath(logDir + "/" + name)) cannot be read (\(error)); nothing was changed", cause: error)
+            }
+        }
+        // A run whose record was never written (a failure or crash between its first backup and its record)
+        // still has its backups: they are found by scanning, so rollback restores from them and never deletes
+        // a backup it has not restored. Files it injected are not known without the record.
+        let known = Set(out.map(\.runID))
+        let backupDir = state + "/backup"
+        if try g.isDir(backupDir) {
+            for run in try g.ls(backupDir).sorted() where !known.contains(run) {
+                let dir = backupDir + "/" + run
+                guard try g.isDir(dir) else { continue }
+                var r = RunRecord(runID: run)
+                for name in try g.ls(dir) {
+                    if let hive = HiveName.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }), try g.isFile(dir + "/" + name) {
+                        r.backups[hive.rawValue] = dir + "/" + name
+                    }
+                }
+                if try g.isDir(dir + "/files") {
+                    for rel in try g.find(dir + "/files") where try g.isFile(dir + "/files/" + rel) {
+                        r.fileBackups["/" + rel] = dir + "/files/" + rel
+                    }
+                }
+                out.append(r)
             }
         }
         return out.sorted { $0.runID < $1.runID }

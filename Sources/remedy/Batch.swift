@@ -25,6 +25,10 @@ extension Remedy {
         @Flag(help: "Continue the batch recorded in --report: images already done are not redone (failed ones are retried).") var resume = false
         @Option(help: ArgumentHelp("Process shard K of N (stable by path); N alone takes K from JOB_COMPLETION_INDEX.", valueName: "K/N")) var shard: String?
         @Option(help: "text (summary table) or json (the report on stdout).") var format: OutputFormat = .text
+        @Option(help: ArgumentHelp("With --apply: write each remediated image under this directory (same relative path); the sources are only read.", valueName: "dir"))
+        var outputDir: String?
+        @Option(help: ArgumentHelp("Format of the images in --output-dir (default: each source's own).", valueName: "raw|qcow2|vmdk|vhd|vhdx|vdi|qed"))
+        var outputFormat: DiskFormat?
         @OptionGroup var payloads: PayloadFlags
         @OptionGroup var appliance: ApplianceFlags
 
@@ -32,6 +36,7 @@ extension Remedy {
             if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
             if let perAppliance, !(1...200).contains(perAppliance) { throw ValidationError("--per-appliance must be 1 to 200") }
             if resume && report == nil { throw ValidationError("--resume needs --report FILE (the report to continue)") }
+            if outputDir != nil && !apply { throw ValidationError("--output-dir needs --apply") }
         }
 
         func run() throws {
@@ -63,8 +68,12 @@ extension Remedy {
                 let jobs = self.jobs ?? BatchRunner.defaultJobs(applianceMiB: options.memoryMiB ?? 1280)
                 let per = perAppliance ?? min(16, max(1, (todo.count + jobs - 1) / max(jobs, 1)))
                 options.notice = { message in Progress.shared.note(message) }
-                runner = BatchRunner(policy: policy, options: .init(mode: apply ? .apply : .plan, jobs: jobs, perAppliance: per, appliance: options,
-                                                                   inputs: try payloads.inputs()))
+                var runnerOptions = BatchRunner.Options(mode: apply ? .apply : .plan, jobs: jobs, perAppliance: per, appliance: options,
+                                                        inputs: try payloads.inputs())
+                if let outputDir {
+                    runnerOptions.output = BatchRunner.outputs(under: outputDir, from: directory, format: outputFormat)
+                }
+                runner = BatchRunner(policy: policy, options: runnerOptions)
                 Progress.shared.start(total: todo.count, alreadyDone: batchReport.entries.count,
                                       header: "remedy: \(apply ? "applying" : "planning") \(todo.count) image\(todo.count == 1 ? "" : "s") under \(directory)"
                                         + (shard.map { " (shard \($0))" } ?? "") + " with policy \(policy.name): \(jobs) appliance\(jobs == 1 ? "" : "s") at a time, up to \(per) image\(per == 1 ? "" : "s") each"
@@ -87,6 +96,7 @@ extension Remedy {
             interrupt.forEach { $0.cancel() }
             batchReport = shared.finish()
             Progress.shared.end()
+            if PhaseTimes.requested { FileHandle.standardError.write(Data("remedy: timings: \(PhaseTimes.summary)\n".utf8)) }
             if let report {
                 do { try Self.write(batchReport, to: report) } catch { throw fail(error, image: nil, format: format) }
             }

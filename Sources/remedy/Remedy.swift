@@ -49,6 +49,23 @@ struct ApplianceFlags: ParsableArguments {
 
 extension Acceleration: ExpressibleByArgument {}
 
+extension OutputTarget {
+    /// `--output FILE [--output-format F]`: the format from the option or the extension; never the source itself, never over an existing file.
+    static func resolve(_ path: String, format: DiskFormat?, source: String) throws -> OutputTarget {
+        guard let f = format ?? OutputTarget.format(forExtension: path) else {
+            throw RemedyError(.invalidArgument, image: source, "cannot tell the format of \(path) from its extension: add --output-format raw|qcow2|vmdk|vhd|vhdx|vdi|qed")
+        }
+        guard f != .qcow else { throw RemedyError(.invalidArgument, image: source, "--output cannot write qcow (version 1); use qcow2") }
+        let a = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+        let b = URL(fileURLWithPath: source).standardizedFileURL.resolvingSymlinksInPath().path
+        guard a != b else { throw RemedyError(.invalidArgument, image: source, "--output names the source image; omit --output to change it in place") }
+        guard !FileManager.default.fileExists(atPath: path) else {
+            throw RemedyError(.invalidArgument, image: source, "\(path) exists; remove it or choose another --output")
+        }
+        return OutputTarget(path: path, format: f, progress: isatty(2) != 0)
+    }
+}
+
 /// What to inject: virtio-win and payload files.
 struct PayloadFlags: ParsableArguments {
     @Option(name: .customLong("virtio-win"),
@@ -149,11 +166,16 @@ extension Remedy {
         @Option(help: "text or json.") var format: OutputFormat = .text
         @Option(help: ArgumentHelp("A plan saved by `remedy plan --out`; apply only if the image still yields exactly it.", valueName: "file"))
         var plan: String?
+        @Option(help: ArgumentHelp("Write the remediated image to this new file; the source is only read.", valueName: "file"))
+        var output: String?
+        @Option(help: ArgumentHelp("Format of --output (default: from its extension).", valueName: "raw|qcow2|vmdk|vhd|vhdx|vdi|qed"))
+        var outputFormat: DiskFormat?
         @OptionGroup var payloads: PayloadFlags
         @OptionGroup var appliance: ApplianceFlags
 
         func run() throws {
             let report: ApplyReport
+            var blocked = false
             do {
                 let policy = try PolicyLoader.load(self.policy)
                 var expected: RemedyCore.Plan?
@@ -167,13 +189,17 @@ extension Remedy {
                         throw RemedyError(.invalidArgument, "\(planFile) is not a remedy plan: \(error)")
                     }
                 }
-                let session = try ImageSession.open(image: image, writable: true, options: try appliance.options(), inputs: try payloads.inputs())
+                let target = try output.map { try OutputTarget.resolve($0, format: outputFormat, source: image) }
+                let session = try ImageSession.open(image: image, writable: true, options: try appliance.options(), inputs: try payloads.inputs(),
+                                                    output: target)
                 defer { session.close() }
                 let current = try session.plan(policy: policy)
                 if let expected, !expected.sameChanges(as: current) {
                     throw RemedyError(.planMismatch, image: image, "the image no longer yields the saved plan (\(expected.changes.count) changes saved, \(current.changes.count) now); nothing was written, run remedy plan again")
                 }
                 report = try Applier.apply(current, in: session)
+                try session.complete()
+                blocked = !current.blockers.isEmpty
             } catch {
                 throw fail(error, image: image, format: format)
             }
@@ -181,6 +207,9 @@ extension Remedy {
             case .text: print(TextRenderer.report(report), terminator: "")
             case .json: try printJSON(report)
             }
+            if PhaseTimes.requested { FileHandle.standardError.write(Data("remedy: timings: \(PhaseTimes.summary)\n".utf8)) }
+            // Blocking findings remain (e.g. hibernated with nothing else to change): the image is not ready, as in batch.
+            if blocked { throw ExitCode(2) }
         }
     }
 

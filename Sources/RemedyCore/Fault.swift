@@ -1,0 +1,73 @@
+import Foundation
+
+/// A developer hook for the crash and failure tests: `REMEDY_FAULT` names points of apply where remedy dies or fails
+/// on purpose. Unset (the only setting users have), it does nothing. Comma-separated entries:
+///
+/// - `kill:<point>` / `kill:<point>@<n>`: at the point (its n-th occurrence in this process, 1 by default) remedy
+///   kills the appliance's qemu and itself with SIGKILL, as a power cut or the OOM killer would.
+/// - `fail:<point>`: the step fails as a write error would (`write-failed`).
+/// - `corrupt:<point>`: the read-back at the point sees other bytes (`verify-failed`).
+///
+/// Points: `launch` (appliance up), `after-file-writes`, `after-hive-write` (after each hive is renamed into place),
+/// `before-record`, `before-shutdown`, `before-marker`, `mid-commit` (the marker is written and part of the image is
+/// overwritten with other bytes, a torn commit), `after-commit`; for `fail:`/`corrupt:` also `hive-upload`, `record`.
+public enum Fault {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var seen: [String: Int] = [:]
+    /// The qemu processes to take along when remedy kills itself.
+    nonisolated(unsafe) private static var appliances: Set<Int32> = []
+
+    static let spec: [(action: String, point: String, n: Int)] = {
+        guard let text = ProcessInfo.processInfo.environment["REMEDY_FAULT"], !text.isEmpty else { return [] }
+        return text.split(separator: ",").compactMap { entry in
+            let parts = entry.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { return nil }
+            let at = parts[1].split(separator: "@").map(String.init)
+            return (parts[0], at[0], at.count > 1 ? Int(at[1]) ?? 1 : 1)
+        }
+    }()
+
+    static var enabled: Bool { !spec.isEmpty }
+
+    static func register(appliance pid: Int32) {
+        guard enabled, pid > 0 else { return }
+        lock.withLock { _ = appliances.insert(pid) }
+    }
+
+    static func unregister(appliance pid: Int32) {
+        guard enabled else { return }
+        lock.withLock { _ = appliances.remove(pid) }
+    }
+
+    /// Counts the point and returns the action asked for at this occurrence, if any.
+    static func hit(_ point: String) -> String? {
+        guard enabled else { return nil }
+        return lock.withLock {
+            seen[point, default: 0] += 1
+            let n = seen[point]!
+            return spec.first { $0.point == point && $0.n == n }?.action
+        }
+    }
+
+    /// A point of apply: dies here when asked to (`kill:`), throws a write failure (`fail:`); `corrupt:` is returned
+    /// as true for the caller to act on.
+    @discardableResult
+    static func point(_ point: String, image: String? = nil) throws -> Bool {
+        switch hit(point) {
+        case "kill"?: die()
+        case "fail"?: throw RemedyError(.writeFailed, image: image, "injected fault at \(point) (REMEDY_FAULT)")
+        case "corrupt"?: return true
+        default: return false
+        }
+    }
+
+    static func die() -> Never {
+        let pids = lock.withLock { appliances }
+        // Only processes that are still a qemu (an appliance shut down earlier may have left its pid to another).
+        for p in pids where String(decoding: FileManager.default.contents(atPath: "/proc/\(p)/cmdline") ?? Data(), as: UTF8.self).contains("qemu") {
+            kill(p, SIGKILL)
+        }
+        kill(getpid(), SIGKILL)
+        while true { pause() }
+    }
+}
