@@ -384,3 +384,22 @@ final class Overlay {
         guard p.terminationStatus == 0 else { throw RemedyError(.writeFailed, image: image, "qemu-img convert failed (exit \(p.terminationStatus))") }
     }
 }
+
+/// Seconds spent in the steps of the overlay and the proof, for the benchmark (`REMEDY_TIMINGS=1` prints them).
+public enum PhaseTimes {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var seconds: [String: Double] = [:]
+
+    static func measure<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
+        let start = Date()
+        defer { lock.withLock { seconds[phase, default: 0] += Date().timeIntervalSince(start) } }
+        return try body()
+    }
+
+    /// `phase=seconds` pairs, sorted by phase.
+    public static var summary: String {
+        lock.withLock { seconds.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.2f", $0.value))" }.joined(separator: " ") }
+    }
+
+    public static var requested: Bool { ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["REMEDY_TIMINGS"] ?? "") }
+}
