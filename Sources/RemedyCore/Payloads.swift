@@ -257,6 +257,11 @@ enum PayloadResolver {
         // Only the requested drivers' packages are fetched and parsed (`drivers`: INF names without `.inf`).
         let chosen = candidates.filter { !($0.inf == "qemufwcfg.inf" && hasFwcfg) }
             .filter { c in drivers.map { $0.contains(String(c.inf.dropLast(4))) } ?? true }.sorted { $0.inf < $1.inf }
+        // An INF's file name goes into the first-boot script (`pnputil -i -a "...\\<inf>"`): only plain names are taken.
+        if let odd = chosen.first(where: { c in !c.inf.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) } }) {
+            throw RemedyError(.virtioWinInvalid, image: image,
+                              "\(source): the INF file name \(odd.inf.debugDescription) cannot be used (only letters, digits, '.', '_' and '-' are taken)")
+        }
         do {
             try regular(chosen.flatMap(\.files))
         } catch let e as RemedyError {

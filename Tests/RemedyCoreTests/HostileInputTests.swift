@@ -69,6 +69,19 @@ import Testing
         #expect(throws: RemedyError.self) { _ = try SHA256Hex.ofFile(link, followLinks: false) }
     }
 
+    /// An INF's file name goes into the first-boot script (`pnputil -i -a "...\\<inf>"`): a name cmd would
+    /// interpret is refused before anything is read, for each metacharacter.
+    @Test(arguments: ["a&whoami.inf", "a%20b.inf", "a\"b.inf", "a|b.inf", "a<b.inf", "a>b.inf", "a^b.inf", "a!b.inf", "a(b).inf"])
+    func anINFNameCmdWouldInterpretIsRefused(_ name: String) throws {
+        let (tree, _, _) = try Self.treeAndSecret()
+        defer { try? FileManager.default.removeItem(atPath: (tree as NSString).deletingLastPathComponent) }
+        let dir = "\(tree)/viostor/2k16/amd64"
+        try FileManager.default.moveItem(atPath: dir + "/viostor.inf", toPath: dir + "/" + name)
+        let error = #expect(throws: RemedyError.self) { _ = try PayloadResolver.tree(tree, os: Self.os2016(), image: "img.qcow2") }
+        #expect(error?.code == .virtioWinInvalid)
+        #expect(error?.message.contains("INF file name") == true, "\(error?.message ?? "")")
+    }
+
     @Test func aFIFOInATreeFailsFastInsteadOfHanging() throws {
         let (tree, _, _) = try Self.treeAndSecret()
         defer { try? FileManager.default.removeItem(atPath: (tree as NSString).deletingLastPathComponent) }
