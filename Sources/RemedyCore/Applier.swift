@@ -131,6 +131,9 @@ public enum Applier {
                     try? g.rmF(temp)
                     throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded; the original is untouched")
                 }
+                // The hive keeps its security descriptor (ntfs-3g would give the new file Everyone: Full Control).
+                try FileSecurity.set(g, [FileSecurity.keeping(temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
+                                                              directory: false, os: session.os)], image: image)
                 try g.rename(temp, target)
                 replaced.append(hive)
                 for log in session.integrity[hive]?.dirty == true ? session.integrity[hive]!.logs : [] { try g.rm(log) }
@@ -141,8 +144,10 @@ public enum Applier {
             let local = session.workDirectory + "/record.json"
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
             try g.upload(local, to: recordPath)
+            try FileSecurity.securePrivate(g, state, image: image)   // backups, records, staged payloads: SYSTEM and Administrators only
             try session.finishWrites()
         } catch let e as GuestfsError {
+            if !replaced.isEmpty { try? FileSecurity.securePrivate(g, state) }   // the backups stay: not readable by users
             let undone = replaced.isEmpty ? undoFiles(report, session: session) : ""
             let state = replaced.isEmpty
                 ? "no hive was replaced" + undone
@@ -150,7 +155,7 @@ public enum Applier {
                     + "; remedy rollback restores the image"
             throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message); \(state)", cause: e)
         } catch let e as RemedyError {
-            if replaced.isEmpty { _ = undoFiles(report, session: session) }
+            if replaced.isEmpty { _ = undoFiles(report, session: session) } else { try? FileSecurity.securePrivate(g, state) }
             throw e.with(image: image)
         }
         return report
@@ -229,6 +234,27 @@ public enum Applier {
                 throw RemedyError(.verifyFailed, image: session.imagePath,
                                   "\(ImageSession.windowsPath(targets[i])) read back from the image differs from what was uploaded; no file was replaced")
             }
+            // Each new file gets its security descriptor before it is renamed into place (never Everyone: Full Control,
+            // which ntfs-3g gives a new file and does not replace by inheritance): a replaced file keeps the original's,
+            // a new one, and each folder created for one, get remedy's for the place. One appliance call for all.
+            var security: [FileSecurity.Assignment] = []
+            for i in staged {
+                let original = changes[i].before == nil ? nil : try? g.lgetxattr(targets[i], FileSecurity.attribute)
+                security.append(FileSecurity.keeping("\(staging)/\(i)", original: original, as: targets[i], directory: false, os: session.os))
+            }
+            var created: [String] = []
+            for i in staged {
+                let parent = (targets[i] as NSString).deletingLastPathComponent
+                guard session.listing(parent) == nil, !created.contains(parent) else { continue }
+                var dir = parent
+                while !dir.isEmpty, dir != "/", session.listing(dir) == nil, !created.contains(dir) {
+                    created.append(dir)
+                    dir = (dir as NSString).deletingLastPathComponent
+                }
+                try g.mkdirP(parent)
+            }
+            security += created.map { FileSecurity.assignment($0, directory: true, os: session.os) }
+            try FileSecurity.set(g, security, image: session.imagePath)
         }
         for (i, c) in changes.enumerated() {
             let target = targets[i]
@@ -242,9 +268,7 @@ public enum Applier {
             case .delete:
                 try g.rm(target)
             case .write:
-                let parent = (target as NSString).deletingLastPathComponent
-                if session.listing(parent) == nil { try g.mkdirP(parent) }
-                try g.rename("\(staging)/\(i)", target)
+                try g.rename("\(staging)/\(i)", target)   // its folder was created above
                 session.noteCreated(target)
                 if c.before == nil { report.injected.append(target) }
             }
