@@ -322,6 +322,14 @@ public final class Guestfs {
         defer { free(p) }
         return p.withMemoryRebound(to: UInt8.self, capacity: max(size, 1)) { Array(UnsafeBufferPointer(start: $0, count: size)) }
     }
+    /// libguestfs `debug`: a debugging command run by the appliance's daemon (`debug("sh", [command])` runs
+    /// `/bin/sh -c command` in the appliance, where the mounted guest is below `/sysroot`); returns its output.
+    public func debug(_ subcmd: String, _ args: [String]) throws -> String {
+        var cStrings: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
+        cStrings.append(nil)
+        defer { cStrings.forEach { free($0) } }
+        return try string("debug") { h in cStrings.withUnsafeBufferPointer { guestfs_debug(h, subcmd, $0.baseAddress) } }
+    }
     /// Sets an extended attribute of a guest file, not following symlinks.
     public func lsetxattr(_ path: String, _ name: String, _ value: [UInt8]) throws {
         try call("lsetxattr") { h in

@@ -137,6 +137,9 @@ public enum Applier {
                     try? g.rmF(temp)
                     throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded")
                 }
+                // The hive keeps its security descriptor (ntfs-3g would give the new file Everyone: Full Control).
+                try FileSecurity.set(g, [FileSecurity.keeping(temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
+                                                              directory: false, os: session.os)], image: image)
                 temps.append((hive, temp, target, try Overlay.sha256(newFile, image: image)))
             }
             // The record says what this run did before the first hive is replaced (rollback finds it even if the
@@ -159,6 +162,7 @@ public enum Applier {
             try Fault.point("record", image: image)
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
             try g.upload(local, to: recordPath)
+            try FileSecurity.securePrivate(g, state, image: image)   // backups, records, staged payloads: SYSTEM and Administrators only
             try PhaseTimes.measure("proof-readback") {
                 try proveWritten(temps.map { ($0.target, $0.sha) } + fileTargets(report, fileChanges, session: session), session: session)
             }
@@ -285,6 +289,27 @@ public enum Applier {
                 throw RemedyError(.verifyFailed, image: session.imagePath,
                                   "\(ImageSession.windowsPath(targets[i])) read back from the image differs from what was uploaded; no file was replaced")
             }
+            // Each new file gets its security descriptor before it is renamed into place (never Everyone: Full Control,
+            // which ntfs-3g gives a new file and does not replace by inheritance): a replaced file keeps the original's,
+            // a new one, and each folder created for one, get remedy's for the place. One appliance call for all.
+            var security: [FileSecurity.Assignment] = []
+            for i in staged {
+                let original = changes[i].before == nil ? nil : try? g.lgetxattr(targets[i], FileSecurity.attribute)
+                security.append(FileSecurity.keeping("\(staging)/\(i)", original: original, as: targets[i], directory: false, os: session.os))
+            }
+            var created: [String] = []
+            for i in staged {
+                let parent = (targets[i] as NSString).deletingLastPathComponent
+                guard session.listing(parent) == nil, !created.contains(parent) else { continue }
+                var dir = parent
+                while !dir.isEmpty, dir != "/", session.listing(dir) == nil, !created.contains(dir) {
+                    created.append(dir)
+                    dir = (dir as NSString).deletingLastPathComponent
+                }
+                try g.mkdirP(parent)
+            }
+            security += created.map { FileSecurity.assignment($0, directory: true, os: session.os) }
+            try FileSecurity.set(g, security, image: session.imagePath)
         }
         for (i, c) in changes.enumerated() {
             let target = targets[i]
@@ -298,24 +323,11 @@ public enum Applier {
             case .delete:
                 try g.rm(target)
             case .write:
-                let parent = (target as NSString).deletingLastPathComponent
-                if session.listing(parent) == nil { try g.mkdirP(parent) }
-                try g.rename("\(staging)/\(i)", target)
+                try g.rename("\(staging)/\(i)", target)   // its folder was created above
                 session.noteCreated(target)
                 if c.before == nil { report.injected.append(target) }
             }
         }
-    }
-
-    /// Puts files back as they were after a failed apply (best effort); says what it did.
-    static func undoFiles(_ report: ApplyReport, session: ImageSession) -> String {
-        guard !report.injected.isEmpty || !report.fileBackups.isEmpty else { return "" }
-        let g = session.g
-        var failed = 0
-        for path in report.injected where (try? g.rmF(path)) == nil { failed += 1 }
-        for (path, backup) in report.fileBackups where (try? g.cp(backup, path)) == nil { failed += 1 }
-        try? g.sync()
-        return failed == 0 ? "; the files already written were removed again" : "; \(failed) file(s) could not be put back: run remedy rollback"
     }
 
     /// Edits local copies of the hives: for each hive the plan touches, a new

@@ -134,7 +134,7 @@ public enum FileSecurity {
     /// The descriptor for a guest path remedy creates.
     public static func descriptor(for path: String, directory: Bool, os: OSFacts) -> Descriptor {
         let p = path.lowercased(), root = os.systemRoot.lowercased()
-        if p == root + "/remedy" || p.hasPrefix(root + "/remedy/") { return privateState(directory: directory) }
+        if p == root + "/remedy" || p.hasPrefix(root + "/remedy/") || p.hasPrefix(root + "/system32/config/") { return privateState(directory: directory) }
         for place in ["/system32/drivers/", "/inf/", "/system32/driverstore/", "/drivers/", "/syswow64/drivers/"]
         where p.hasPrefix(root + place) || p + "/" == root + place {
             return windowsSystem(directory: directory, os: os)
@@ -159,32 +159,79 @@ public enum FileSecurity {
         return end <= b.count ? end : nil
     }
 
-    /// Gives `path` the descriptor `original` (a replaced file's, trimmed to its used length), or remedy's for
-    /// `logical` when there is none or ntfs-3g refuses it.
-    static func keep(_ g: Guestfs, _ path: String, original: [UInt8]?, as logical: String, directory: Bool, os: OSFacts) throws {
-        if let o = original, let n = usedLength(o), (try? g.lsetxattr(path, attribute, Array(o.prefix(n)))) != nil { return }
-        try apply(g, path, as: logical, directory: directory, os: os)
+    /// One descriptor to give a guest path: `bytes` first; `fallback` when ntfs-3g refuses `bytes` (a kept original).
+    struct Assignment {
+        var path: String
+        var bytes: [UInt8]
+        var fallback: [UInt8]? = nil
     }
 
-    /// Sets the descriptor remedy gives `path`.
-    static func apply(_ g: Guestfs, _ path: String, as logical: String? = nil, directory: Bool, os: OSFacts) throws {
-        do {
-            try g.lsetxattr(path, attribute, descriptor(for: logical ?? path, directory: directory, os: os).bytes)
-        } catch let e as GuestfsError {
-            throw RemedyError(.writeFailed, "cannot set the permissions of \(ImageSession.windowsPath(logical ?? path)): \(e.message); nothing was replaced", cause: e)
+    /// The assignment that gives `path` (a new file or folder that will be `logical`) remedy's descriptor for its place.
+    static func assignment(_ path: String, as logical: String? = nil, directory: Bool, os: OSFacts) -> Assignment {
+        Assignment(path: path, bytes: descriptor(for: logical ?? path, directory: directory, os: os).bytes)
+    }
+
+    /// The assignment that gives `path` the descriptor `original` (a replaced file's, trimmed to its used length), or
+    /// remedy's for `logical` when there is none or ntfs-3g refuses it.
+    static func keeping(_ path: String, original: [UInt8]?, as logical: String, directory: Bool, os: OSFacts) -> Assignment {
+        let own = descriptor(for: logical, directory: directory, os: os).bytes
+        guard let o = original, let n = usedLength(o) else { return Assignment(path: path, bytes: own) }
+        return Assignment(path: path, bytes: Array(o.prefix(n)), fallback: own)
+    }
+
+    /// The guest's `/` inside the appliance, where libguestfs mounts it and `debug sh` sees it.
+    static let applianceRoot = "/sysroot"
+
+    /// `path` quoted for sh: single quotes, a `'` as `'\''`.
+    static func shQuoted(_ path: String) -> String { "'" + path.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+
+    static func hex(_ b: [UInt8]) -> String { "0x" + b.map { String(format: "%02x", $0) }.joined() }
+
+    static func setCommand(_ path: String, _ bytes: [UInt8]) -> String {
+        "setfattr -h -n \(attribute) -v \(hex(bytes)) \(shQuoted(applianceRoot + path))"
+    }
+
+    /// Sets many descriptors in one appliance call per ~64 KiB of shell text (a call costs a round trip; libguestfs's
+    /// `lsetxattr` cannot carry a descriptor: it passes the value as a C string, cut at its first zero byte, and
+    /// ntfs-3g answers EINVAL). `setfattr` in the appliance takes the bytes as hex. The command stops at the first
+    /// failure and the error names the files of the batch.
+    static func set(_ g: Guestfs, _ items: [Assignment], image: String? = nil) throws {
+        var batch: [String] = [], size = 0, names: [String] = []
+        func flush() throws {
+            guard !batch.isEmpty else { return }
+            defer { batch = []; size = 0; names = [] }
+            try run(g, batch.joined(separator: " && "), about: names, image: image)
         }
+        for item in items {
+            var command = setCommand(item.path, item.bytes)
+            if let f = item.fallback { command = "{ \(command) 2>/dev/null || \(setCommand(item.path, f)); }" }
+            if size + command.count > 64 * 1024 { try flush() }
+            batch.append(command)
+            size += command.count + 4
+            names.append(item.path)
+        }
+        try flush()
     }
 
-    /// Every file and directory below (and including) `directory` made SYSTEM and Administrators only: the state
-    /// directory after apply wrote its backups and record there.
-    static func securePrivate(_ g: Guestfs, _ directory: String) throws {
-        guard (try? g.isDir(directory)) == true else { return }
-        for path in [directory] + (try g.find(directory)).filter { !$0.isEmpty }.map({ directory + "/" + $0 }) {
-            do {
-                try g.lsetxattr(path, attribute, privateState(directory: try g.isDir(path)).bytes)
-            } catch let e as GuestfsError {
-                throw RemedyError(.writeFailed, "cannot set the permissions of \(ImageSession.windowsPath(path)): \(e.message)", cause: e)
+    /// Every file and folder below (and including) `directory` made SYSTEM's and Administrators' only (the state
+    /// directory after apply wrote its backups and record there), in one appliance call.
+    static func securePrivate(_ g: Guestfs, _ directory: String, image: String? = nil) throws {
+        let root = shQuoted(applianceRoot + directory)
+        let set = "-exec setfattr -h -n \(attribute) -v"
+        try run(g, "if [ -d \(root) ]; then find \(root) -type d \(set) \(hex(privateState(directory: true).bytes)) {} + && "
+                + "find \(root) ! -type d \(set) \(hex(privateState(directory: false).bytes)) {} +; fi", about: [directory], image: image)
+    }
+
+    private static func run(_ g: Guestfs, _ command: String, about paths: [String], image: String?) throws {
+        let marker = "remedy-acl-done"
+        let what = paths.prefix(3).map(ImageSession.windowsPath).joined(separator: ", ") + (paths.count > 3 ? " and \(paths.count - 3) more" : "")
+        do {
+            let out = try g.debug("sh", ["\(command) && echo \(marker)"])
+            guard out.contains(marker) else {
+                throw RemedyError(.writeFailed, image: image, "cannot set the permissions of \(what): \(out.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
+        } catch let e as GuestfsError {
+            throw RemedyError(.writeFailed, image: image, "cannot set the permissions of \(what): \(e.message)", cause: e)
         }
     }
 }

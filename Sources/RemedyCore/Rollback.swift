@@ -74,16 +74,25 @@ public enum Rollback {
                     try? g.rmF(temp)
                     throw RemedyError(.verifyFailed, image: image, "the copy of \(ImageSession.windowsPath(backup)) differs from the backup; \(hive.rawValue) was not restored")
                 }
+                try FileSecurity.set(g, [FileSecurity.keeping(temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
+                                                              directory: false, os: session.os)], image: image)   // the hive's own descriptor
                 try g.rename(temp, target)
             }
             // Transaction logs of recovered hives go back beside their hive (the oldest record has the originals).
             var logsBack: [String: String] = [:]
             for r in records { for (original, kept) in r.movedLogs where logsBack[original] == nil { logsBack[original] = kept } }
-            for (original, kept) in logsBack.sorted(by: { $0.key < $1.key }) { try g.cp(kept, original) }
+            // A file cp creates gets ntfs-3g's Everyone: Full Control: each one put back keeps the descriptor it has, or gets remedy's.
+            var security: [FileSecurity.Assignment] = []
+            func putBack(_ kept: String, _ path: String) throws {
+                security.append(FileSecurity.keeping(path, original: try? g.lgetxattr(path, FileSecurity.attribute), as: path, directory: false, os: session.os))
+                try g.cp(kept, path)
+            }
+            for (original, kept) in logsBack.sorted(by: { $0.key < $1.key }) { try putBack(kept, original) }
             // Files remedy replaced go back from their oldest copy; files it added are removed.
             var filesBack: [String: String] = [:]
             for r in records { for (path, kept) in r.fileBackups where filesBack[path] == nil { filesBack[path] = kept } }
-            for (path, kept) in filesBack.sorted(by: { $0.key < $1.key }) { try g.cp(kept, path) }
+            for (path, kept) in filesBack.sorted(by: { $0.key < $1.key }) { try putBack(kept, path) }
+            try FileSecurity.set(g, security, image: image)
             for path in records.flatMap(\.injected) where filesBack[path] == nil { try g.rmF(path) }
             try g.rmRf(state)
             try session.finishWrites()

@@ -86,6 +86,7 @@ extension EndToEndTests {
             // First-boot runner, registered as a startup script.
             #expect(try text("/Windows/remedy/firstboot/scripts/20-virtio-drivers.cmd").contains("pnputil -i -a \"%SystemRoot%\\Drivers\\VirtIO\\viostor.inf\""))
             #expect(try text("/Windows/remedy/firstboot/run.cmd").contains("PendingFileRenameOperations"))
+            try NTFSSecurity.check(g, host: host)   // nothing remedy wrote is writable by users; its state is not readable by them
             #expect(try text("/Windows/System32/GroupPolicy/Machine/Scripts/scripts.ini").contains("0CmdLine=C:\\Windows\\remedy\\firstboot\\run.cmd"))
             #expect(try text("/Windows/System32/GroupPolicy/gpt.ini").contains("{42B5FAAE-6536-11D2-AE5A-0000F87571E3}"))
             // Cloudbase-Init: staged with its first-boot step, or configured in place where it is installed.

@@ -1,3 +1,4 @@
+import Foundation
 @testable import RemedyCore
 import Testing
 
@@ -30,5 +31,23 @@ import Testing
         #expect(folder.owner == .trustedInstaller && !folder.dacl.contains { $0.sid == .users && $0.mask & 0x2 != 0 })
         let gpo = FileSecurity.descriptor(for: "/Windows/System32/GroupPolicy/gpt.ini", directory: false, os: os)
         #expect(gpo.dacl.contains { $0.sid == .users && $0.mask == FileSecurity.Mask.readExecute } && gpo.owner == .administrators)
+    }
+
+    /// The shell text apply sends to the appliance: every path single-quoted under /sysroot, the bytes as hex; a
+    /// path with a quote cannot end the quoting (run through sh here, the argument comes back unchanged).
+    @Test func theSetfattrCommandQuotesPathsAndCarriesTheBytes() throws {
+        let path = "/Windows/remedy/it's a \"x\" $(id) `id` & y"
+        let command = FileSecurity.setCommand(path, [0x01, 0x00, 0xff])
+        #expect(command.hasPrefix("setfattr -h -n system.ntfs_acl -v 0x0100ff '/sysroot/Windows/remedy/it'\\''s a"))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "printf '%s' " + FileSecurity.shQuoted("/sysroot" + path)]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        p.waitUntilExit()
+        #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) == "/sysroot" + path)
+        #expect(FileSecurity.descriptor(for: "/Windows/System32/config/SYSTEM.LOG1", directory: false, os: RunnerScriptTests.os).dacl
+                    .allSatisfy { $0.sid == .system || $0.sid == .administrators })
     }
 }

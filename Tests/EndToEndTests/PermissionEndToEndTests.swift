@@ -1,0 +1,64 @@
+import Foundation
+import Guestfs
+import RemedyCore
+import Testing
+
+/// Permissions on their own image (one Server 2016 image, one apply, one rollback): what apply writes gets an
+/// explicit security descriptor, the hive it replaces keeps the one it had (the image builder's, with an Everyone
+/// ACE remedy never writes), and rollback puts the hive back with it. Read back
+/// with libguestfs (`lgetxattr` returns the attribute's bytes as they are) and decoded by `NTFSSecurity`.
+@Suite(.serialized) struct PermissionEndToEndTests {
+    static func appliance(_ image: String, readonly: Bool) throws -> Guestfs {
+        let g = try Guestfs()
+        try g.setBackend("direct")
+        try g.setBackendSettings(["force_tcg"])
+        try g.addDrive(image, format: "raw", readonly: readonly)
+        try g.launch()
+        let root = try #require(try g.inspectOS().first)
+        if readonly { try g.mountReadOnly(root, at: "/") } else { try g.mount(root, at: "/") }
+        return g
+    }
+
+    static func acl(_ g: Guestfs, _ path: String) throws -> [UInt8] { try g.lgetxattr(try g.caseSensitivePath(path), "system.ntfs_acl") }
+
+    @Test func whatApplyWritesHasAnExplicitACLAndReplacedHivesKeepTheirs() throws {
+        let dir = NSTemporaryDirectory() + "/remedy-acl-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let image = dir + "/w2016.raw", virtio = dir + "/vw", msi = dir + "/CloudbaseInitSetup_x64.msi"
+        FileManager.default.createFile(atPath: msi, contents: Data("placeholder for CloudbaseInitSetup_x64.msi\r\n".utf8))
+        let made = try remedy(["dev", "make-image", "--os", "2016", "--format", "raw", "--static-nics", "1", "-o", image])
+        try #require(made.status == 0, "\(made.stderr)")
+        let vw = try remedy(["dev", "make-virtio-win", "--os", "2k16", virtio])
+        try #require(vw.status == 0, "\(vw.stderr)")
+
+        let hive = "/Windows/System32/config/SYSTEM"
+        var before: [UInt8] = []
+        let applied = try remedy(["apply", image, "--policy", "openstack-kvm", "--virtio-win", virtio, "--payload", "cloudbase-init=\(msi)"])
+        try #require(applied.status == 0, "\(applied.stderr)")
+        do {
+            let g = try Self.appliance(image, readonly: true)
+            defer { g.close() }
+            try NTFSSecurity.check(g, host: "w2016")
+            // The image builder's files all have the descriptor ntfs-3g gave them (Everyone: Full Control, which remedy
+            // never writes): the replaced hive must still have exactly that, like cmd.exe, which apply does not touch.
+            before = try Self.acl(g, "/Windows/System32/cmd.exe")
+            try #require(try NTFSSecurity.decode(before).dacl.contains { $0.sid == NTFSSecurity.everyone }, "the builder's descriptor: \(before)")
+            #expect(try Self.acl(g, hive) == before, "the replaced SYSTEM hive did not keep its descriptor")
+            // A folder apply created for new files, and a file in it.
+            let store = try Self.acl(g, "/Windows/Drivers/VirtIO")
+            #expect(try NTFSSecurity.decode(store).owner == NTFSSecurity.trustedInstaller)
+            let everyone = try NTFSSecurity.decode(try Self.acl(g, "/Windows/remedy/firstboot/run.cmd")).dacl.filter { $0.sid == NTFSSecurity.everyone }
+            #expect(everyone.isEmpty, "run.cmd: \(everyone)")
+        }
+
+        let rolled = try remedy(["rollback", image])
+        try #require(rolled.status == 0, "\(rolled.stderr)")
+        do {
+            let g = try Self.appliance(image, readonly: true)
+            defer { g.close() }
+            #expect(try Self.acl(g, hive) == before, "the hive rollback put back does not have the descriptor it had")
+            #expect((try? g.caseSensitivePath("/Windows/remedy")).map { (try? g.exists($0)) == true } != true)
+        }
+    }
+}
