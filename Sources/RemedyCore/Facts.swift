@@ -88,6 +88,15 @@ public struct ESPFacts: Sendable, Equatable, Codable {
     public static let fallbackIA32 = "/EFI/Boot/bootia32.efi"
 
     public func file(_ path: String) -> GuestFile? { files[path.lowercased()] }
+
+    /// The ESP as a planned change of volume `esp` leaves it.
+    public mutating func apply(_ c: FileChange) {
+        guard c.volume == "esp" else { return }
+        switch c.op {
+        case .write: files[c.path.lowercased()] = GuestFile(path: c.path, size: c.size, sha256: c.sha256)
+        case .delete: files[c.path.lowercased()] = nil
+        }
+    }
 }
 
 public struct FilesystemFacts: Sendable, Equatable, Codable {
