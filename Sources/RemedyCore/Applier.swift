@@ -76,8 +76,9 @@ public enum Applier {
         var report = ApplyReport(runID: runID, remedyVersion: RemedyVersion.current, startedAt: now, plan: plan,
                                  backups: [:], record: nil, acceleration: session.appliance.acceleration.rawValue)
         let changes = plan.changes
-        let fileChanges = plan.fileChanges
-        guard !changes.isEmpty || !fileChanges.isEmpty else { return report }
+        let fileChanges = plan.fileChanges.filter { $0.volume == nil }
+        let espChanges = plan.fileChanges.filter { $0.volume != nil }
+        guard !changes.isEmpty || !fileChanges.isEmpty || !espChanges.isEmpty else { return report }
         // A blocker about what was given to inject (a wrong-architecture installer, a required virtio-win left out) is an
         // input the run cannot use; other blockers are for the cloud's registration and do not stop the edit.
         if let b = plan.blockers.first(where: { $0.id.hasPrefix("payload-") || $0.id.hasPrefix("virtio-win") }) {
@@ -112,6 +113,7 @@ public enum Applier {
             try g.mkdirP(backupDir)
             // Files first: each checked against the plan, the original kept, the new one uploaded beside and renamed over.
             try writeFiles(fileChanges, localFiles, session: session, backupDir: backupDir, runID: runID, report: &report)
+            try writeESP(espChanges, session: session, backupDir: backupDir, report: &report)
             try Fault.point("after-file-writes", image: image)
             // Every hive's original kept and its new content uploaded beside it and read back, before any is replaced.
             var temps: [(hive: HiveName, temp: String, target: String, sha: String)] = []
@@ -214,6 +216,100 @@ public enum Applier {
                                   "\(ImageSession.windowsPath(t.path)) read back from the disk after a flush is not what was written (SHA-256 \(got), expected \(t.sha))")
             }
         }
+    }
+
+    /// Prefix of a plan `source` that is another file on the EFI system partition.
+    static let espSource = "image:esp:"
+
+    /// File changes on the EFI system partition (`volume: esp`, a copy of another file of the ESP): each target and
+    /// source checked against the plan, the files replaced backed up under `<backupDir>/esp` on the Windows volume
+    /// (recorded as `esp:<path>`), then each copy made beside its target, checked and renamed over it. Leaves the
+    /// Windows filesystem mounted read-write.
+    static func writeESP(_ changes: [FileChange], session: ImageSession, backupDir: String, report: inout ApplyReport) throws {
+        guard !changes.isEmpty else { return }
+        let g = session.g
+        let image = session.imagePath
+        guard let esp = session.volume.esp else {
+            throw RemedyError(.planMismatch, image: image, "the plan writes to the EFI system partition, which this image does not have (the image changed since it was planned)")
+        }
+        // 1. Check (read-only) and copy out what will be replaced.
+        try session.mountESP(esp.device, writable: false)
+        var sources: [String] = []
+        var targets: [String] = []
+        var kept: [Int: String] = [:]
+        for (i, c) in changes.enumerated() {
+            guard c.volume == "esp", c.op == .write, let source = c.source, source.hasPrefix(espSource) else {
+                throw RemedyError(.planMismatch, image: image, "the plan has a file change on volume \(c.volume ?? "?") remedy cannot make (\(c.path)); nothing was written there")
+            }
+            let from = String(source.dropFirst(espSource.count))
+            guard let real = try? g.caseSensitivePath(from), (try? g.isFile(real)) == true, try g.checksum("sha256", real) == c.sha256 else {
+                throw RemedyError(.planMismatch, image: image, "the EFI system partition's \(from) is not the file the plan copies (SHA-256 \(c.sha256)); "
+                                  + "the image changed since it was planned")
+            }
+            sources.append(real)
+            let existing = (try? g.caseSensitivePath(c.path)).flatMap { (try? g.isFile($0)) == true ? $0 : nil }
+            let now = try existing.map { try g.checksum("sha256", $0) }
+            guard now == c.before else {
+                throw RemedyError(.planMismatch, image: image, "the EFI system partition's \(c.path) is \(now.map { "SHA-256 \($0)" } ?? "absent"), the plan expected "
+                                  + "\(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned)")
+            }
+            targets.append(existing ?? c.path)
+            if let existing {
+                let local = session.workDirectory + "/esp-backup-\(i)"
+                try g.download(existing, to: local)
+                kept[i] = local
+            }
+        }
+        // 2. Backups onto the Windows volume, in the run's backup directory.
+        try session.remountWritable()
+        for (i, local) in kept.sorted(by: { $0.key < $1.key }) {
+            let backup = "\(backupDir)/esp" + targets[i]
+            try g.mkdirP((backup as NSString).deletingLastPathComponent)
+            try g.upload(local, to: backup)
+            report.fileBackups["esp:" + targets[i]] = backup
+        }
+        // 3. The copies, on the ESP.
+        try session.mountESP(esp.device, writable: true)
+        for (i, c) in changes.enumerated() {
+            let target = targets[i]
+            try g.mkdirP((target as NSString).deletingLastPathComponent)
+            let temp = target + ".remedy-new"
+            try g.cp(sources[i], temp)
+            guard try g.checksum("sha256", temp) == c.sha256 else {
+                try? g.rmF(temp)
+                throw RemedyError(.verifyFailed, image: image, "the copy of \(sources[i]) on the EFI system partition differs from it; \(target) was not replaced")
+            }
+            try g.rename(temp, target)
+            if c.before == nil { report.injected.append("esp:" + target) }
+        }
+        try g.sync()
+        try session.remountWritable()
+    }
+
+    /// Puts back files of the EFI system partition (keys `esp:<path>`, backups on the Windows volume) and removes the
+    /// ones remedy added. Starts and ends with the Windows filesystem mounted read-write.
+    static func restoreESP(_ backups: [String: String], remove: [String], session: ImageSession) throws {
+        guard !backups.isEmpty || !remove.isEmpty else { return }
+        guard let esp = session.volume.esp else {
+            throw RemedyError(.planMismatch, image: session.imagePath, "the record names files of an EFI system partition this image does not have")
+        }
+        let g = session.g
+        try session.remountWritable()
+        var locals: [(path: String, local: String)] = []
+        for (n, (key, backup)) in backups.sorted(by: { $0.key < $1.key }).enumerated() {
+            let local = session.workDirectory + "/esp-restore-\(n)"
+            try g.download(backup, to: local)
+            locals.append((String(key.dropFirst(4)), local))
+        }
+        try session.mountESP(esp.device, writable: true)
+        for (path, local) in locals {
+            let temp = path + ".remedy-restore"
+            try g.upload(local, to: temp)
+            try g.rename(temp, path)
+        }
+        for key in remove where backups[key] == nil { try g.rmF(String(key.dropFirst(4))) }
+        try g.sync()
+        try session.remountWritable()
     }
 
     /// The local bytes of every file change, checked against the planned checksum.

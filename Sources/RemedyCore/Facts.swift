@@ -55,14 +55,47 @@ public struct VolumeFacts: Sendable, Equatable, Codable {
     public var bootManager: String?
     /// Whether the disk was inspected for the above (false for facts built without an appliance).
     public var inspected: Bool
+    /// The boot files on the EFI system partition (UEFI images whose ESP holds `bootmgfw.efi`); nil otherwise.
+    public var esp: ESPFacts?
 
     public init(hibernated: Bool = false, encrypted: [String] = [], filesystems: [FilesystemFacts] = [], bootManager: String? = nil,
-                inspected: Bool = false) {
+                inspected: Bool = false, esp: ESPFacts? = nil) {
+        self.esp = esp
         self.hibernated = hibernated
         self.encrypted = encrypted
         self.filesystems = filesystems
         self.bootManager = bootManager
         self.inspected = inspected
+    }
+}
+
+/// The boot loaders on the EFI system partition: `\EFI\Microsoft\Boot\bootmgfw.efi` (Windows Boot Manager) and the
+/// removable-media fallback loaders `\EFI\Boot\bootx64.efi` / `bootia32.efi` that firmware starts when NVRAM holds no
+/// boot entry (a new VM). Paths are guest paths on the ESP (`/EFI/Boot/bootx64.efi`), as stored when present.
+public struct ESPFacts: Sendable, Equatable, Codable {
+    /// The ESP's filesystem in the appliance (`/dev/sda2`).
+    public var device: String
+    /// `bootmgfw.efi`, `bootx64.efi`, `bootia32.efi` when present, keyed by the lowercased guest path.
+    public var files: [String: GuestFile]
+
+    public init(device: String, files: [String: GuestFile] = [:]) {
+        self.device = device
+        self.files = files
+    }
+
+    public static let bootManager = "/EFI/Microsoft/Boot/bootmgfw.efi"
+    public static let fallbackX64 = "/EFI/Boot/bootx64.efi"
+    public static let fallbackIA32 = "/EFI/Boot/bootia32.efi"
+
+    public func file(_ path: String) -> GuestFile? { files[path.lowercased()] }
+
+    /// The ESP as a planned change of volume `esp` leaves it.
+    public mutating func apply(_ c: FileChange) {
+        guard c.volume == "esp" else { return }
+        switch c.op {
+        case .write: files[c.path.lowercased()] = GuestFile(path: c.path, size: c.size, sha256: c.sha256)
+        case .delete: files[c.path.lowercased()] = nil
+        }
     }
 }
 

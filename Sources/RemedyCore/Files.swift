@@ -75,6 +75,7 @@ public struct FileSnapshot: Sendable, Equatable, Codable {
     public func covers(_ path: String) -> Bool { files[Self.key(path)] != nil }
 
     public mutating func apply(_ c: FileChange) {
+        guard c.volume == nil else { return }
         switch c.op {
         case .write:
             files[Self.key(c.path)] = .some(GuestFile(path: c.path, size: c.size, sha256: c.sha256, text: c.content, encoding: c.encoding))
@@ -104,9 +105,13 @@ public struct FileChange: Sendable, Equatable, Codable {
     public var size: Int64
     public var sha256: String
     public var before: String?
+    /// The filesystem `path` is on when it is not the Windows volume: `esp` (the EFI system partition). Omitted for
+    /// the Windows volume. A `source` of `image:esp:<path>` is another file on that filesystem.
+    public var volume: String?
 
     public init(op: Op = .write, path: String, source: String? = nil, content: String? = nil, encoding: TextEncoding? = nil,
-                size: Int64, sha256: String, before: String?) {
+                size: Int64, sha256: String, before: String?, volume: String? = nil) {
+        self.volume = volume
         self.op = op
         self.path = path
         self.source = source

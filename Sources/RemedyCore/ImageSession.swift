@@ -119,7 +119,7 @@ public final class ImageSession {
     /// Hibernation and encryption as inspection found them.
     public var volume: VolumeFacts {
         VolumeFacts(hibernated: install.hibernated, encrypted: install.encrypted, filesystems: install.filesystems,
-                    bootManager: install.bootManager, inspected: true)
+                    bootManager: install.bootManager, inspected: true, esp: install.esp)
     }
     /// What the user gave to inject, and where the virtio-win ISO is in the appliance.
     public internal(set) var inputs = PayloadInputs()
@@ -716,6 +716,16 @@ public final class ImageSession {
         try g.mount(install.root, at: "/")
         appliance.mounted = (device, true)
         wroteOverlay = true
+    }
+
+    /// Mounts the EFI system partition `filesystem` at `/` instead of the Windows filesystem (apply and rollback
+    /// of `esp` file changes); ``mountReadOnly()`` / ``remountWritable()`` mount Windows again.
+    func mountESP(_ filesystem: String, writable: Bool) throws {
+        precondition(!writable || self.writable, "a writable ESP mount on a read-only session")
+        directories = [:]
+        try g.umountAll()
+        appliance.mounted = nil
+        if writable { try g.mount(filesystem, at: "/") } else { try g.mountReadOnly(filesystem, at: "/") }
     }
 
     /// After writing: flush and unmount; an appliance of its own is also

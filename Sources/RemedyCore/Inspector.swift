@@ -20,6 +20,8 @@ public struct WindowsInstall: Sendable, Equatable {
     public var filesystems: [FilesystemFacts] = []
     /// Where the boot manager of this disk is (`/dev/sda1:/bootmgr`), when it is on the disk.
     public var bootManager: String?
+    /// The boot loaders on the EFI system partition (UEFI only).
+    public var esp: ESPFacts?
 }
 
 /// Targeted inspection: finds the Windows installation on one disk by
@@ -78,12 +80,27 @@ public enum WindowsInspector {
         }
         let table = (try? g.partitionTableType(device)) ?? "unknown"
         let boot = bootManager(g, filesystems: seen, uefi: table == "gpt")
+        let esp = table == "gpt" ? boot.flatMap { espFacts(g, filesystem: String($0.prefix { $0 != ":" })) } : nil
         try g.umountAll()
         try g.mountReadOnly(windows.fs, at: "/")
         return WindowsInstall(device: device, root: windows.fs, systemRoot: windows.systemRoot, partitionTable: table,
                               hibernated: hibernated(g), encrypted: encrypted,
                               filesystems: seen.map { FilesystemFacts(device: $0.fs, type: $0.type, windows: $0.fs == windows.fs) },
-                              bootManager: boot)
+                              bootManager: boot, esp: esp)
+    }
+
+    /// Checksums of the boot loaders on the ESP `filesystem` (mounted read-only here): the Windows Boot Manager and
+    /// the fallback loaders a firmware with an empty NVRAM starts.
+    static func espFacts(_ g: Guestfs, filesystem: String) -> ESPFacts? {
+        try? g.umountAll()
+        guard (try? g.mountReadOnly(filesystem, at: "/")) != nil else { return nil }
+        var facts = ESPFacts(device: filesystem)
+        for wanted in [ESPFacts.bootManager, ESPFacts.fallbackX64, ESPFacts.fallbackIA32] {
+            guard let path = try? g.caseSensitivePath(wanted), (try? g.isFile(path)) == true,
+                  let size = try? g.fileSize(path), let sum = try? g.checksum("sha256", path) else { continue }
+            facts.files[wanted.lowercased()] = GuestFile(path: path, size: size, sha256: sum)
+        }
+        return facts
     }
 
     /// The boot manager Windows starts from, looked for on this disk only: on

@@ -55,7 +55,7 @@ public enum Planner {
             actions += mine
             findings += result.findings
             state.registry = state.registry.applying(mine.flatMap(\.changes))
-            for f in mine.flatMap(\.files) { state.files.apply(f) }
+            for f in mine.flatMap(\.files) { state.files.apply(f); state.volume.esp?.apply(f) }
         }
         var properties: [String: String] = [:]
         var unsettled: [String] = []

@@ -128,7 +128,8 @@ public enum TextRenderer {
                     let from = f.source.map { "from \($0)" } ?? "generated, \(f.content.map { $0.split(whereSeparator: \.isNewline).count } ?? 0) lines"
                     what = (f.before == nil ? "new file, " : "replace, ") + "\(f.size) bytes, \(from)"
                 }
-                out += "    " + t("\(ImageSession.windowsPath(f.path))  \(what)") + "\n"
+                let place = f.volume.map { "\($0):" + f.path.replacingOccurrences(of: "/", with: "\\") } ?? ImageSession.windowsPath(f.path)
+                out += "    " + t("\(place)  \(what)") + "\n"
             }
         }
         return out

@@ -91,9 +91,12 @@ public enum Rollback {
             // Files remedy replaced go back from their oldest copy; files it added are removed.
             var filesBack: [String: String] = [:]
             for r in records { for (path, kept) in r.fileBackups where filesBack[path] == nil { filesBack[path] = kept } }
-            for (path, kept) in filesBack.sorted(by: { $0.key < $1.key }) { try putBack(kept, path) }
+            for (path, kept) in filesBack.sorted(by: { $0.key < $1.key }) where !path.hasPrefix("esp:") { try putBack(kept, path) }
             try FileSecurity.set(g, security, image: image)
-            for path in records.flatMap(\.injected) where filesBack[path] == nil { try g.rmF(path) }
+            for path in records.flatMap(\.injected) where filesBack[path] == nil && !path.hasPrefix("esp:") { try g.rmF(path) }
+            // Files of the EFI system partition (`esp:<path>`), from their backups on the Windows volume.
+            try Applier.restoreESP(filesBack.filter { $0.key.hasPrefix("esp:") },
+                                   remove: records.flatMap(\.injected).filter { $0.hasPrefix("esp:") }, session: session)
             try g.rmRf(state)
             try session.finishWrites()
         } catch let e as GuestfsError {

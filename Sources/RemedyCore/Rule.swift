@@ -71,7 +71,7 @@ public struct BuiltinRule: Sendable {
     public static let all: [BuiltinRule] = [
         NicDhcpRule.builtin, IdeBootRule.builtin, InputDevicesRule.builtin, PvCleanupRule.builtin,
         CrashSettingsRule.builtin, RemoteAccessRule.builtin, DriverRestrictionsRule.builtin, ImageMetadataRule.builtin,
-        ImageAcceptanceRule.builtin, VirtioDriversRule.builtin, MultiQueueRule.builtin,
+        ImageAcceptanceRule.builtin, VirtioDriversRule.builtin, MultiQueueRule.builtin, UefiFallbackRule.builtin,
     ]
 
     public static func named(_ id: String) -> BuiltinRule? {

@@ -119,7 +119,7 @@ public enum ImageFactory {
             try g.mkdirP("/EFI/Boot")
             let efi = MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386, subsystem: 10)
             if !w.states.contains(.bootOnOtherDisk) { try g.write("/EFI/Microsoft/Boot/bootmgfw.efi", efi) }
-            try g.write("/EFI/Boot/bootx64.efi", efi)
+            try g.write("/EFI/Boot/bootx64.efi", w.states.contains(.staleUefiFallback) ? efi + Array("an older boot loader".utf8) : efi)
             let bcd = "\(work)/BCD"
             try HiveContent(rootName: "ROOT", fileName: "\\EFI\\Microsoft\\Boot\\BCD").write(to: bcd)
             try g.upload(bcd, to: "/EFI/Microsoft/Boot/BCD")

@@ -170,6 +170,8 @@ public enum PhonyState: String, Sendable, Codable, CaseIterable {
     case rssDisabled = "rss-disabled"
     /// Cloudbase-Init installed (its service), with the plugin state of the machine the image was cloned from.
     case cloudbaseInitInstalled = "cloudbase-init-installed"
+    /// UEFI: the ESP's fallback loader \EFI\Boot\bootx64.efi is not the Windows Boot Manager (an older, different file).
+    case staleUefiFallback = "stale-uefi-fallback"
 }
 
 /// A declarative phony Windows installation: real NTFS, real hives, a
@@ -437,7 +439,8 @@ public struct PhonyWindows: Sendable, Codable {
             h.set("\(svc)\\VBoxMouse", Self.service(3, 1, "System32\\drivers\\VBoxMouse.sys", group: "Pointer Port"))
         case .cloudbaseInitInstalled:
             h.set("\(svc)\\cloudbase-init", Self.service(2, 16, "\"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\Python\\Scripts\\cloudbase-init.exe\" --config-file \"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\conf\\cloudbase-init.conf\""))
-        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk, .dataPartition, .rssDisabled:
+        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk, .dataPartition, .rssDisabled,
+             .staleUefiFallback:
             break   // written with the baseline or in SOFTWARE
         }
     }
