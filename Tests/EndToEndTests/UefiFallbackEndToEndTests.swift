@@ -36,7 +36,8 @@ import Testing
         #expect(before.count == 2 && before[0] != before[1], "the fixture's bootx64.efi should differ from bootmgfw.efi: \(before)")
 
         let applied = try remedy(["apply", image, "--policy", "huawei-ims"])
-        #expect(applied.status == 0, "\(applied.stderr)")
+        // 0, or 2 when blocking findings remain (this phony disk is smaller than the cloud's 40 GB minimum).
+        #expect(applied.status == 0 || applied.status == 2, "\(applied.stderr)")
         #expect(applied.stdout.contains("esp:\\EFI\\Boot\\bootx64.efi  replace"), "\(applied.stdout)")
         #expect(!applied.stdout.contains("policy-conflict"), "\(applied.stdout)")
         let after = try guestfish(image, sums)
