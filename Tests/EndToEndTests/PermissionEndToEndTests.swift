@@ -35,7 +35,8 @@ import Testing
         let hive = "/Windows/System32/config/SYSTEM"
         var before: [UInt8] = []
         let applied = try remedy(["apply", image, "--policy", "openstack-kvm", "--virtio-win", virtio, "--payload", "cloudbase-init=\(msi)"])
-        try #require(applied.status == 0, "\(applied.stderr)")
+        // 0, or 2 when blocking findings remain (this phony disk is smaller than the cloud's 40 GB minimum).
+        try #require(applied.status == 0 || applied.status == 2, "\(applied.stderr)")
         do {
             let g = try Self.appliance(image, readonly: true)
             defer { g.close() }
