@@ -186,5 +186,29 @@ extension EndToEndTests {
         let err = try json(t.stdout)
         #expect(err["code"] as? String == "unsafe-image", "\(t.stdout)")
         #expect((err["message"] as? String)?.contains("disk1.vmdk") == true, "\(t.stdout)")
+
+        // apply reads the OVA's system disk from inside the tar and writes a new image; the OVA stays as it was, the
+        // result re-plans with nothing left to change and reads back through another path (hivexget on its SYSTEM).
+        let out = f.dir + "/ova-two/vm-fixed.qcow2"
+        let a = try remedy(["apply", ova, "--output", out, "--format", "json"])
+        #expect(a.status == 0 || a.status == 2, "\(a.stderr)")
+        #expect(try fileBytes(ova) == before)
+        #expect(FileManager.default.fileExists(atPath: out) && !FileManager.default.fileExists(atPath: out + ".tmp"))
+        #expect(try DiskFormat.detect(path: out) == .qcow2)
+        let again = try remedy(["plan", out, "--format", "json"])
+        #expect(((try json(again.stdout))["actions"] as? [[String: Any]])?.isEmpty == true, "\(again.stdout.prefix(600))")
+        let g = try Guestfs()
+        try g.setBackend("direct")
+        try g.setBackendSettings(["force_tcg"])
+        try g.addDrive(out, format: "qcow2", readonly: true)
+        try g.launch()
+        defer { g.close() }
+        let root = try #require(try g.inspectOS().first)
+        try g.mountReadOnly(root, at: "/")
+        let local = f.dir + "/ova-two/readback-SYSTEM"
+        try g.download(try g.caseSensitivePath("/Windows/System32/config/SYSTEM"), to: local)
+        let key = "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\\(Fixtures.guidA)"
+        let dhcp = try Self.sh("hivexget \"$1\" \"$2\" EnableDHCP", [local, key]).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(dhcp == "1", "EnableDHCP \(dhcp)")
     }
 }
