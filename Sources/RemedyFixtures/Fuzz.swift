@@ -118,8 +118,11 @@ public enum Fuzz {
 
     /// A line-level mutation of a text: lines repeated, dropped, swapped, or given a token from `tokens`.
     public static func mutateLines(_ text: String, tokens: [String], limit: Int, using rng: inout SeededGenerator) -> String {
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        for _ in 0..<Int.random(in: 1...4, using: &rng) where !lines.isEmpty {
+        // Split on the byte: "\r\n" is one Character in Swift, so splitting the String on "\n" would leave a CRLF text
+        // (every real INF) one line, and repeating that line would grow the input by 200x per round before the cut.
+        var lines = text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        var size = text.utf8.count
+        for _ in 0..<Int.random(in: 1...4, using: &rng) where !lines.isEmpty && size <= limit {
             let i = Int.random(in: 0..<lines.count, using: &rng)
             switch Int.random(in: 0..<6, using: &rng) {
             case 0: lines.insert(contentsOf: Array(repeating: lines[i], count: Int.random(in: 1...50, using: &rng)), at: i)
@@ -132,6 +135,7 @@ public enum Fuzz {
             case 4: lines[i] = String(repeating: lines[i], count: Int.random(in: 2...200, using: &rng))
             default: lines[i] = tokens[Int.random(in: 0..<tokens.count, using: &rng)]
             }
+            size = lines.reduce(lines.count) { $0 + $1.utf8.count }
         }
         let out = lines.joined(separator: "\n")
         return out.utf8.count <= limit ? out : String(decoding: Array(out.utf8.prefix(limit)), as: UTF8.self)
