@@ -29,7 +29,31 @@ public struct ImageRequest: Sendable {
 /// Builds phony disk images: every requested image in one appliance launch
 /// (raw disks attached side by side), then converted with qemu-img.
 public enum ImageFactory {
-    public static func build(_ requests: [ImageRequest], options: ApplianceOptions) throws {
+    /// Builds `requests` in `appliances` launches that run at the same time (contiguous shares of the list; each
+    /// image gets the disk signature and partition GUID of its index in the whole list, as with one launch).
+    /// TCG runs an appliance on one core: two launches fill a two-core machine.
+    public static func build(_ requests: [ImageRequest], options: ApplianceOptions, appliances: Int = 1) throws {
+        let n = max(1, min(appliances, requests.count))
+        guard n > 1 else { return try build(requests[...], firstIndex: 0, options: options) }
+        let per = (requests.count + n - 1) / n
+        let errors = ErrorBox()
+        DispatchQueue.concurrentPerform(iterations: n) { k in
+            let lo = k * per, hi = min(requests.count, lo + per)
+            guard lo < hi else { return }
+            do { try build(requests[lo..<hi], firstIndex: lo, options: options) } catch { errors.set(error) }
+        }
+        if let e = errors.first { throw e }
+    }
+
+    private final class ErrorBox: @unchecked Sendable {
+        private let lock = NSLock()
+        private var error: (any Error)?
+        func set(_ e: any Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
+        var first: (any Error)? { lock.lock(); defer { lock.unlock() }; return error }
+    }
+
+    static func build(_ slice: ArraySlice<ImageRequest>, firstIndex: Int, options: ApplianceOptions) throws {
+        let requests = Array(slice)
         guard !requests.isEmpty else { return }
         let fm = FileManager.default
         let work = NSTemporaryDirectory() + "/remedy-factory-\(UUID().uuidString)"
@@ -56,7 +80,7 @@ public enum ImageFactory {
         for (i, r) in requests.enumerated() {
             let dev = devices[i]
             switch r.disk {
-            case .windows(let w): try buildWindows(w, on: dev, g: g, work: "\(work)/w\(i)", index: i)
+            case .windows(let w): try buildWindows(w, on: dev, g: g, work: "\(work)/w\(i)", index: firstIndex + i)
             case .dataDisk: try buildDataDisk(on: dev, g: g)
             case .linux: try buildLinux(on: dev, g: g)
             }

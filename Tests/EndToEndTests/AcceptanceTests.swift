@@ -8,7 +8,7 @@ import Testing
 /// The cloud's image rules and the states Windows can leave an image in:
 /// one phony image per rule, planned in one batch; dirty, unrecoverable,
 /// hibernated and encrypted images applied in another.
-extension EndToEndTests {
+@Suite(.serialized) struct AcceptanceTests {
     static func ids(_ e: BatchEntry, severity: Finding.Severity? = nil) -> Set<String> {
         Set(e.findings.filter { (severity == nil || $0.severity == severity) && !Fixtures.noInputFindings.contains($0.id) }.map(\.id))
     }
@@ -18,7 +18,7 @@ extension EndToEndTests {
         let reportPath = f.dir + "/accept.json"
         let r = try remedy(["batch", f.acceptDir, "--report", reportPath, "--jobs", "2"])
         #expect(r.status == 2, "\(r.stderr)")   // changes pending nowhere but nothing failed: some need manual work
-        let report = try Self.report(reportPath)
+        let report = try readReport(reportPath)
         var by: [String: BatchEntry] = [:]
         for e in report.entries { by[(e.path as NSString).lastPathComponent] = e }
         #expect(by.count == 9, "\(by.keys.sorted())")
@@ -70,11 +70,11 @@ extension EndToEndTests {
         let reportPath = f.dir + "/integrity.json"
         let r = try remedy(["batch", f.integrityDir, "--apply", "--report", reportPath])
         #expect(r.status == 1, "\(r.stderr)")
-        let report = try Self.report(reportPath)
-        #expect(Self.statuses(report) == [
+        let report = try readReport(reportPath)
+        #expect(reportStatuses(report) == [
             "dirty.qcow2": "fixed", "unrecoverable.qcow2": "failed:hive-unrecoverable",
             "hibernated.qcow2": "failed:hibernated", "bitlocker-system.qcow2": "failed:encrypted",
-        ], "\(Self.statuses(report))")
+        ], "\(reportStatuses(report))")
         for n in untouched { #expect(try fileBytes("\(f.integrityDir)/\(n)") == before[n], "\(n) was changed") }
         #expect(report.entries.first { $0.path.hasSuffix("hibernated.qcow2") }?.error?.message.contains("powercfg /h off") == true)
 

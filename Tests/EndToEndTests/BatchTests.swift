@@ -5,14 +5,7 @@ import Testing
 /// `remedy batch`: many images, shared appliances, failures isolated,
 /// shards in separate processes, resumption. Part of the serialized
 /// end-to-end suite.
-extension EndToEndTests {
-    static func report(_ path: String) throws -> BatchReport {
-        try RemedyJSON.decoder().decode(BatchReport.self, from: fileBytes(path))
-    }
-
-    static func statuses(_ r: BatchReport) -> [String: String] {
-        Dictionary(uniqueKeysWithValues: r.entries.map { (($0.path as NSString).lastPathComponent, $0.status.rawValue + ($0.error.map { ":" + $0.code } ?? "")) })
-    }
+@Suite(.serialized) struct BatchTests {
 
     static let expectedPlan = [
         "win-a.qcow2": "pending", "win-b.vhdx": "pending", "win-clean.qcow2": "compliant",
@@ -26,10 +19,10 @@ extension EndToEndTests {
         let r = try remedy(["batch", f.batchDir, "--report", reportPath, "--format", "json", "--jobs", "2"])
         #expect(r.status == 1, "\(r.stderr)")
         let printed = try RemedyJSON.decoder().decode(BatchReport.self, from: Data(r.stdout.utf8))
-        let saved = try Self.report(reportPath)
+        let saved = try readReport(reportPath)
         #expect(printed == saved)
         #expect(saved.schema == "remedy.batch/1" && saved.mode == "plan")
-        #expect(Self.statuses(saved) == Self.expectedPlan, "\(Self.statuses(saved))")
+        #expect(reportStatuses(saved) == Self.expectedPlan, "\(reportStatuses(saved))")
         #expect(saved.skipped.map { ($0.path as NSString).lastPathComponent } == ["README.txt"])
         let a = try #require(saved.entries.first { $0.path.hasSuffix("win-a.qcow2") })
         #expect(a.os?.product == "Windows Server 2012 R2 Datacenter" && a.format == "qcow2")
@@ -57,7 +50,7 @@ extension EndToEndTests {
         }
         group.wait()
         for k in 0..<2 { #expect(results[k]?.status == 1 || results[k]?.status == 2, "shard \(k): \(results[k]?.stderr ?? "did not run")") }
-        let shards = try reports.map { try Self.report($0) }
+        let shards = try reports.map { try readReport($0) }
         #expect(shards.map(\.shard) == ["0/2", "1/2"])
         let paths = shards.map { Set($0.entries.map(\.path)) }
         #expect(paths[0].isDisjoint(with: paths[1]))
@@ -66,7 +59,7 @@ extension EndToEndTests {
         let merged = try remedy(["report", "merge", reports[0], reports[1]])
         #expect(merged.status == 1, "\(merged.stderr)")
         let m = try RemedyJSON.decoder().decode(BatchReport.self, from: Data(merged.stdout.utf8))
-        #expect(Self.statuses(m) == Self.expectedPlan, "\(Self.statuses(m))")
+        #expect(reportStatuses(m) == Self.expectedPlan, "\(reportStatuses(m))")
         #expect(m.skipped.count == 1)
     }
 
@@ -80,16 +73,16 @@ extension EndToEndTests {
         close(fd)
         #expect(first.status == 1, "\(first.stderr)")
         #expect(first.stdout.contains("fixed         2") && first.stdout.contains("failed        1"), "\(first.stdout)")
-        let r1 = try Self.report(reportPath)
-        #expect(Self.statuses(r1) == ["apply-1.qcow2": "fixed", "apply-2.qcow2": "failed:image-locked", "apply-3.qcow2": "fixed"])
+        let r1 = try readReport(reportPath)
+        #expect(reportStatuses(r1) == ["apply-1.qcow2": "fixed", "apply-2.qcow2": "failed:image-locked", "apply-3.qcow2": "fixed"])
         let runIDs = r1.entries.compactMap(\.runID)
         #expect(runIDs.count == 2)
 
         let second = try remedy(["batch", f.applyDir, "--apply", "--report", reportPath, "--resume"])
         #expect(second.status == 0, "\(second.stderr)")
         #expect(second.stderr.contains("applying 1 image") && second.stderr.contains("2 already done"), "\(second.stderr)")
-        let r2 = try Self.report(reportPath)
-        #expect(Self.statuses(r2) == ["apply-1.qcow2": "fixed", "apply-2.qcow2": "fixed", "apply-3.qcow2": "fixed"])
+        let r2 = try readReport(reportPath)
+        #expect(reportStatuses(r2) == ["apply-1.qcow2": "fixed", "apply-2.qcow2": "fixed", "apply-3.qcow2": "fixed"])
         #expect(Set(r2.entries.compactMap(\.runID)).isSuperset(of: runIDs), "finished images were redone")
 
         // Every image is now compliant.

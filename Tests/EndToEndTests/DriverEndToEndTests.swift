@@ -9,7 +9,7 @@ import Testing
 /// phony 2008 (x86), 2008 R2, 2012 R2, 2016 and 2022 images from a fake
 /// virtio-win ISO built by the suite: planned, applied in one shared
 /// appliance, read back from the images, planned again.
-extension EndToEndTests {
+@Suite(.serialized) struct DriverEndToEndTests {
     /// hostname -> (virtio-win directory, arch directory, Windows 8 or later, Cloudbase-Init already installed).
     static let driverImages: [String: (os: String, arch: String, win8: Bool, cloudbaseInstalled: Bool)] = [
         "D-2008": ("2k8", "x86", false, false), "D-2008R2": ("2k8R2", "amd64", false, false),
@@ -23,7 +23,7 @@ extension EndToEndTests {
 
         let planned = try remedy(["batch", f.driversDir, "--report", planReport] + inputs)
         #expect(planned.status == 2, "\(planned.stderr)")
-        let plan = try Self.report(planReport)
+        let plan = try readReport(planReport)
         #expect(plan.entries.count == 5 && plan.entries.allSatisfy { $0.status == .pending }, "\(plan.entries.map { "\($0.path) \($0.status) \($0.error?.message ?? "")" })")
         for e in plan.entries {
             let files = e.actions.flatMap(\.files).map(\.path)
@@ -34,7 +34,7 @@ extension EndToEndTests {
 
         let applied = try remedy(["batch", f.driversDir, "--apply", "--report", applyReport] + inputs)
         #expect(applied.status == 0, "\(applied.stderr)")
-        let done = try Self.report(applyReport)
+        let done = try readReport(applyReport)
         #expect(done.entries.allSatisfy { $0.status == .fixed }, "\(done.entries.map { "\($0.path) \($0.status) \($0.error?.message ?? "")" })")
         // apply did exactly what plan showed.
         for e in done.entries {
@@ -44,7 +44,7 @@ extension EndToEndTests {
 
         let again = try remedy(["batch", f.driversDir, "--report", againReport] + inputs)
         #expect(again.status == 0, "\(again.stderr)")
-        let clean = try Self.report(againReport)
+        let clean = try readReport(againReport)
         #expect(clean.entries.allSatisfy { $0.status == .compliant && $0.actions.isEmpty },
                 "\(clean.entries.flatMap { e in e.actions.map { "\(e.path): \($0.description)" } })")
 

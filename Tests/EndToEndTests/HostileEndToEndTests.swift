@@ -7,7 +7,9 @@ import Testing
 /// Issue 12 with the real appliance: a Rock Ridge symbolic link in a virtio-win ISO, an appliance call that hangs,
 /// and a failed inspection that must not leave the customer's hives in the temporary directory. One launch for
 /// the first two, one `remedy plan` for the last.
-extension EndToEndTests {
+// The ISO test reads the image the driver tests refuse to write (its suite serializes them); the inspection test
+// plans the truncated image EndToEndTests applies. The suites run in parallel; each image stays with one of them.
+extension DriverEndToEndTests {
     @Test func anISOSymlinkIsRefusedAndAHangingCallIsStopped() throws {
         let f = try Fixtures.get()
         let dir = f.dir + "/hostile-iso"
@@ -57,6 +59,9 @@ extension EndToEndTests {
         #expect(after.map { RemedyError.wrap($0, image: f.driversWrongOS).code } == .applianceTimeout, "\(String(describing: after))")
     }
 
+}
+
+extension EndToEndTests {
     @Test func aFailedInspectionLeavesNoWorkDirectoryBehind() throws {
         let f = try Fixtures.get()
         let tmp = f.dir + "/private-tmp-\(UUID().uuidString)"

@@ -7,7 +7,7 @@ import Testing
 /// in ONE batch appliance and read back in ONE independent guestfs launch
 /// (hivexget on the downloaded SYSTEM hive); an OVA planned with its
 /// descriptor's facts. Part of the serialized end-to-end suite.
-extension EndToEndTests {
+@Suite(.serialized) struct IntakeEndToEndTests {
     static func intakeBase(_ f: Fixtures) -> String { f.dir + "/intake-base.qcow2" }
 
     static func qemuImg(_ args: [String]) throws {
@@ -109,8 +109,8 @@ extension EndToEndTests {
         let reportPath = f.dir + "/formats-report.json"
         let r = try remedy(["batch", dir, "--apply", "--report", reportPath, "--format", "json", "--jobs", "1", "--per-appliance", "16"])
         #expect(r.status != 0, "\(r.stderr)")
-        let report = try Self.report(reportPath)
-        let statuses = Self.statuses(report)
+        let report = try readReport(reportPath)
+        let statuses = reportStatuses(report)
         for (name, _, _) in inPlace {
             let entry = try #require(report.entries.first { $0.path.hasSuffix("/" + name) }, "\(name) missing: \(statuses)")
             #expect(entry.runID != nil && (entry.status == .fixed || entry.status == .needsManual), "\(name): \(statuses[name] ?? "?") \(entry.error?.message ?? "")")

@@ -79,7 +79,7 @@ enum PeerDifferences {
     }
 }
 
-extension EndToEndTests {
+@Suite(.serialized) struct PeerDifferentialTests {
     @Test func whatVirtV2VWritesForTheStorageDriverRemedyWritesToo() throws {
         let f = try Fixtures.get()
         let v2vTool = "/usr/bin/virt-v2v-in-place"

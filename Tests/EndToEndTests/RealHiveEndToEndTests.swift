@@ -8,7 +8,7 @@ import Testing
 /// Images built around real Windows SYSTEM hives (regipy's Windows 7 with two static NICs, 8.1 and 10 1709, each with
 /// the phony SOFTWARE of its release): planned, applied in one shared appliance, planned again, and read back with
 /// libguestfs and hivexregedit (not remedy's reader).
-extension EndToEndTests {
+@Suite(.serialized) struct RealHiveEndToEndTests {
     /// `hivexregedit --export HIVE KEY`.
     static func regExport(_ hive: String, _ key: String) throws -> String {
         let p = Process()
@@ -31,7 +31,7 @@ extension EndToEndTests {
 
         let applied = try remedy(["batch", f.realDir, "--apply", "--report", applyReport] + inputs)
         #expect(applied.status == 0, "\(applied.stderr)")
-        let done = try Self.report(applyReport)
+        let done = try readReport(applyReport)
         #expect(done.entries.count == 3 && done.entries.allSatisfy { $0.status == .fixed },
                 "\(done.entries.map { "\($0.path) \($0.status) \($0.error?.message ?? "")" })")
         for e in done.entries {
@@ -41,7 +41,7 @@ extension EndToEndTests {
 
         let again = try remedy(["batch", f.realDir, "--report", againReport] + inputs)
         #expect(again.status == 0, "\(again.stderr)")
-        let clean = try Self.report(againReport)
+        let clean = try readReport(againReport)
         #expect(clean.entries.allSatisfy { $0.status == .compliant && $0.actions.isEmpty },
                 "\(clean.entries.flatMap { e in e.actions.map { "\(e.path): \($0.description)" } })")
 

@@ -73,7 +73,7 @@ import Testing
         let r = try remedy(["batch", faults, "--apply", "--jobs", "1", "--report", report] + inputs,
                            environment: ["REMEDY_FAULT": "corrupt:hive-upload@1,fail:after-hive-write@1,corrupt:read-back@1"])
         #expect(r.status == 1, "\(r.stderr)")
-        let entries = try EndToEndTests.report(report).entries
+        let entries = try readReport(report).entries
         let codes = Dictionary(uniqueKeysWithValues: entries.map { (($0.path as NSString).lastPathComponent, $0.error?.code ?? $0.status.rawValue) })
         #expect(codes == ["f1.qcow2": "verify-failed", "f2.qcow2": "write-failed", "f3.qcow2": "verify-failed", "logfile.qcow2": "write-failed"],
                 "\(codes) \(entries.map { $0.error?.message ?? "" })")

@@ -162,7 +162,8 @@ struct Fixtures: Sendable {
                                                                nics: [.staticIP(guidB, "192.168.9.9")])),
                                          path: m.path, format: m.format))
         }
-        try ImageFactory.build(requests, options: options)
+        // Two appliances at once: every end-to-end suite waits for these images, and TCG runs one appliance per core.
+        try ImageFactory.build(requests, options: options, appliances: 2)
         FileManager.default.createFile(atPath: f.garbage, contents: Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }))
         for (from, to) in [(f.garbage, "junk.vmdk"), (f.linux, "linux.img"), (f.truncatedHive, "a/truncated.raw")] {
             try FileManager.default.copyItem(atPath: from, toPath: "\(f.batchDir)/\(to)")
@@ -223,4 +224,14 @@ func json(_ text: String) throws -> [String: Any] {
         throw CocoaError(.coderReadCorrupt)
     }
     return obj
+}
+
+/// A batch report written by `remedy batch --report`.
+func readReport(_ path: String) throws -> BatchReport {
+    try RemedyJSON.decoder().decode(BatchReport.self, from: fileBytes(path))
+}
+
+/// file name -> `status[:error code]`, for one line of comparison.
+func reportStatuses(_ r: BatchReport) -> [String: String] {
+    Dictionary(uniqueKeysWithValues: r.entries.map { (($0.path as NSString).lastPathComponent, $0.status.rawValue + ($0.error.map { ":" + $0.code } ?? "")) })
 }
