@@ -15,6 +15,7 @@ extension Remedy {
         @OptionGroup var appliance: ApplianceFlags
 
         func run() throws {
+            try requireVirtioINFFixtures(for: "remedy demo")
             let options = try appliance.options()
             let spec = PhonyWindows(release: .server2016, hostname: "WIN-SAMPLE", nics: [
                 .staticIP("{3F2504E0-4F89-41D3-9A0C-0305E82C3301}", "10.1.2.10", gateway: "10.1.2.1"),
@@ -46,5 +47,16 @@ extension Remedy {
                 try plan.run()
             }
         }
+    }
+}
+
+/// The fake virtio-win serves the real INF files of a source checkout (`Tests/Fixtures/virtio-win`); an installed
+/// binary has no checkout beside it. Say so before any work, rather than stopping half-way.
+func requireVirtioINFFixtures(for command: String) throws {
+    var isDir: ObjCBool = false
+    let dir = FakeVirtioWin.realINFDirectory
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+        FileHandle.standardError.write(Data("remedy: error: \(command) needs the virtio-win INF files of a remedy source checkout (Tests/Fixtures/virtio-win), not found at \(dir): set REMEDY_VIRTIO_INF_FIXTURES to that folder, or run it with swift run in the checkout\n".utf8))
+        throw ExitCode.failure
     }
 }

@@ -34,6 +34,7 @@ extension Remedy.Dev {
         @Argument(help: "Directory to write.") var directory: String
 
         func run() throws {
+            try requireVirtioINFFixtures(for: "remedy dev make-virtio-win")
             let dirs = osList.map { $0.split(separator: ",").map(String.init) } ?? FakeVirtioWin.allOSDirectories
             try FakeVirtioWin.write(at: directory, layout: layout, osDirectories: dirs)
             if let iso { try FakeVirtioWin.makeISO(from: directory, to: iso) }

@@ -181,14 +181,20 @@ struct CommandResult {
 
 /// Runs the built `remedy` executable.
 func remedy(_ args: [String], environment: [String: String] = [:]) throws -> CommandResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: remedyExecutable())
-    p.arguments = args
     var env = ProcessInfo.processInfo.environment
     env["REMEDY_ACCEL"] = "tcg"
     env["REMEDY_ACCEL_CACHE"] = NSTemporaryDirectory() + "/remedy-tests-accel.json"
     for (k, v) in environment { env[k] = v }
-    p.environment = env
+    return try runProgram(remedyExecutable(), args, environment: env)
+}
+
+/// Runs a program with exactly `environment`, in `directory` (default: the current one), and collects its output.
+func runProgram(_ executable: String, _ args: [String], environment: [String: String], directory: String? = nil) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    p.environment = environment
+    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
