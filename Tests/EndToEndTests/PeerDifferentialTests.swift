@@ -93,28 +93,19 @@ enum PeerDifferences {
 
         // virt-v2v: Debian ships no rhsrvany.exe (it refuses Windows without one): a stand-in file, as Benchmarks/run.sh does.
         try Data("MZ".utf8).write(to: URL(fileURLWithPath: dir + "/virt-tools/rhsrvany.exe"))
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: v2vTool)
-        p.arguments = ["-i", "disk", v2vImage]
         var env = ProcessInfo.processInfo.environment
         env["VIRTIO_WIN"] = f.virtioTree
         env["VIRT_TOOLS_DATA_DIR"] = dir + "/virt-tools"
         env["LIBGUESTFS_BACKEND"] = "direct"
         env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
-        p.environment = env
         let log = dir + "/v2v.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
-        p.waitUntilExit()
-        try handle.close()
-        try #require(p.terminationStatus == 0, "virt-v2v-in-place failed (\(p.terminationStatus)); see \(log)")
+        let status = try runInOwnGroup(v2vTool, ["-i", "disk", v2vImage], environment: env, log: log, timeout: 1200)
+        try #require(status == 0, "virt-v2v-in-place failed (\(status)); see \(log)")
 
         // remedy, same image, same virtio-win.
         let r = try remedy(["apply", remedyImage, "--virtio-win", f.virtioTree])
-        try #require(r.status == 0, "\(r.stderr)")
+        // 0, or 2 when blocking findings remain (this phony disk is under the cloud's 40 GB minimum).
+        try #require(r.status == 0 || r.status == 2, "\(r.stderr)")
 
         // Read the three SYSTEM hives back in one launch, exported with hivexregedit.
         let g = try Guestfs()

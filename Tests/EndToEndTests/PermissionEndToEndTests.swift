@@ -51,6 +51,23 @@ import Testing
             #expect(try NTFSSecurity.decode(store).owner == NTFSSecurity.trustedInstaller)
             let everyone = try NTFSSecurity.decode(try Self.acl(g, "/Windows/remedy/firstboot/run.cmd")).dacl.filter { $0.sid == NTFSSecurity.everyone }
             #expect(everyone.isEmpty, "run.cmd: \(everyone)")
+            // openstack-kvm's guest-agent option: virtio-win's 64-bit agent MSI staged under remedy's directory and the
+            // balloon service beside the drivers, byte for byte, each with a first-boot step that installs it.
+            func sha(_ guest: String) -> String? {
+                guard let p = try? g.caseSensitivePath(guest), (try? g.isFile(p)) == true else { return nil }
+                return try? g.checksum("sha256", p)
+            }
+            func text(_ guest: String) -> String {
+                (try? g.caseSensitivePath(guest)).flatMap { try? g.readFile($0) }.map { TextEncoding.decode($0).0 } ?? ""
+            }
+            let msiPath = "/Windows/remedy/payloads/guest-agent/qemu-ga-x86_64.msi"
+            #expect(sha(msiPath) == (try SHA256Hex.ofFile(virtio + "/guest-agent/qemu-ga-x86_64.msi").sha256), "the guest agent MSI")
+            #expect(sha("/Windows/Drivers/VirtIO/blnsvr.exe") == (try SHA256Hex.ofFile(virtio + "/Balloon/2k16/amd64/blnsvr.exe").sha256))
+            #expect(text("/Windows/remedy/firstboot/scripts/40-qemu-guest-agent.cmd")
+                        .contains("msiexec /i \"C:\\Windows\\remedy\\payloads\\guest-agent\\qemu-ga-x86_64.msi\" /norestart /qn"))
+            #expect(text("/Windows/remedy/firstboot/scripts/41-balloon-service.cmd").contains("\"C:\\Windows\\Drivers\\VirtIO\\blnsvr.exe\" -i"))
+            let msiEveryone = try NTFSSecurity.decode(try Self.acl(g, msiPath)).dacl.filter { $0.sid == NTFSSecurity.everyone }
+            #expect(msiEveryone.isEmpty, "the staged MSI: \(msiEveryone)")
         }
 
         let rolled = try remedy(["rollback", image])
@@ -60,6 +77,8 @@ import Testing
             defer { g.close() }
             #expect(try Self.acl(g, hive) == before, "the hive rollback put back does not have the descriptor it had")
             #expect((try? g.caseSensitivePath("/Windows/remedy")).map { (try? g.exists($0)) == true } != true)
+            #expect((try? g.caseSensitivePath("/Windows/Drivers/VirtIO/blnsvr.exe")).map { (try? g.exists($0)) == true } != true,
+                    "rollback left the injected blnsvr.exe")
         }
     }
 }

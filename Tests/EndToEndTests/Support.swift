@@ -241,3 +241,56 @@ func readReport(_ path: String) throws -> BatchReport {
 func reportStatuses(_ r: BatchReport) -> [String: String] {
     Dictionary(uniqueKeysWithValues: r.entries.map { (($0.path as NSString).lastPathComponent, $0.status.rawValue + ($0.error.map { ":" + $0.code } ?? "")) })
 }
+
+/// Runs a program that may leave helpers behind, in a process group of its own, output to `log`, and waits for the
+/// program itself with waitpid. Foundation's `Process` on Linux sees an exit only when every process holding its
+/// inherited socket has gone, and passes on the calling thread's blocked signals: virt-v2v-in-place started that way
+/// could not stop its qemu-nbd (SIGTERM blocked), which then held the socket and hung `waitUntilExit` for ever.
+/// After the program exits, whatever is left of its group is killed.
+/// Returns the exit status (128 + signal for a signal; -1 on timeout, the group killed).
+func runInOwnGroup(_ executable: String, _ arguments: [String], environment: [String: String], log: String, timeout: Double) throws -> Int32 {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    // The calling thread (a libdispatch worker) blocks most signals, and a child inherits that mask: virt-v2v then
+    // cannot stop its qemu-nbd with SIGTERM. The child starts with no signal blocked and default dispositions.
+    var none = sigset_t(), all = sigset_t()
+    sigemptyset(&none)
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &none)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    posix_spawnattr_setpgroup(&attr, 0)
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { for p in argv + envp { free(p) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, executable, &actions, &attr, argv, envp)
+    guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+    let deadline = Date().addingTimeInterval(timeout)
+    var status: Int32 = 0
+    var result: Int32 = -1
+    while true {
+        let w = waitpid(pid, &status, WNOHANG)
+        if w == pid {
+            let signal = status & 0x7F
+            result = signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+            break
+        }
+        if w < 0 && errno != EINTR { break }
+        if Date() > deadline {
+            kill(-pid, SIGKILL)
+            _ = waitpid(pid, &status, 0)
+            break
+        }
+        usleep(200_000)
+    }
+    kill(-pid, SIGKILL)   // helpers it left behind (same group)
+    return result
+}
