@@ -474,6 +474,8 @@ public final class ImageSession {
     public func facts(policy: Policy) throws -> ImageFacts {
         // Only the INFs of the drivers the policy injects are fetched and parsed.
         if resolvedPayloads == nil, let rule = policy.rule("virtio-drivers") as? VirtioDriversRule { virtioDrivers = Set(rule.drivers) }
+        // Only the programs the guest-agent rule installs (none without it).
+        if resolvedPayloads == nil { virtioTools = (policy.rule("guest-agent") as? GuestAgentRule)?.tools ?? [] }
         let payloads = try resolvePayloads()
         var facts = try facts(for: Planner.requirements(policy: policy, os: os, payloads: payloads))
         facts.payloads = payloads
@@ -485,6 +487,8 @@ public final class ImageSession {
     /// tree, or from the ISO mounted read-only in the appliance, one mount for all files) and the payload files.
     /// INF names (without `.inf`) of the virtio-win drivers to read, or nil for all (set from the policy).
     var virtioDrivers: Set<String>?
+    /// The programs beside the drivers to read from virtio-win (guest agent MSI, balloon service; set from the policy).
+    var virtioTools: Set<VirtioWin.Tool> = []
 
     public func resolvePayloads() throws -> PayloadFacts {
         if let done = resolvedPayloads { return done }
@@ -517,7 +521,7 @@ public final class ImageSession {
                     }
                     defer { if mounted { try? g.umountAll() } }
                     return try PayloadResolver.virtio(
-                        source: source, kind: "iso", os: os, drivers: virtioDrivers,
+                        source: source, kind: "iso", os: os, drivers: virtioDrivers, tools: virtioTools,
                         list: {
                             if let known = entry.listing { return known }
                             try mount()
@@ -539,7 +543,7 @@ public final class ImageSession {
                 }
             } else {
                 payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
-                facts.virtio = try PayloadResolver.tree(source, os: os, drivers: virtioDrivers, image: imagePath)
+                facts.virtio = try PayloadResolver.tree(source, os: os, drivers: virtioDrivers, tools: virtioTools, image: imagePath)
             }
         }
         resolvedPayloads = facts

@@ -238,10 +238,13 @@ enum PayloadResolver {
     /// (called once, with every file needed).
     /// `regular` checks, before anything is read, that each chosen path is a regular file in the source (not a
     /// symbolic link, FIFO or device): it throws `virtio-win-invalid` naming the first one that is not.
-    static func virtio(source: String, kind: String, os: OSFacts, drivers: Set<String>? = nil, list: () throws -> [String],
-                       regular: ([String]) throws -> Void = { _ in },
+    /// `tools`: the programs beside the drivers to take (the guest agent MSI, the balloon service), none unless asked
+    /// for; one the source lacks is left nil in the facts (the rule that wanted it reports it).
+    static func virtio(source: String, kind: String, os: OSFacts, drivers: Set<String>? = nil, tools: Set<VirtioWin.Tool> = [],
+                       list: () throws -> [String], regular: ([String]) throws -> Void = { _ in },
                        fetch: ([String]) throws -> Void, cache: String, image: String) throws -> VirtioFacts {
-        let listing = VirtioWin.list(try list())
+        let paths = try list()
+        let listing = VirtioWin.list(paths)
         guard !listing.packages.isEmpty else {
             throw RemedyError(.virtioWinInvalid, image: image, "\(source) holds no virtio-win drivers (no <Driver>/<os>/<arch>/*.inf, drivers/by-driver or drivers/by-os directories)")
         }
@@ -262,25 +265,38 @@ enum PayloadResolver {
             throw RemedyError(.virtioWinInvalid, image: image,
                               "\(source): the INF file name \(odd.inf.debugDescription) cannot be used (only letters, digits, '.', '_' and '-' are taken)")
         }
+        // The tools asked for, where this source has them (names from a fixed list, every path component plain).
+        var toolPaths: [VirtioWin.Tool: String] = [:]
+        for tool in VirtioWin.Tool.allCases where tools.contains(tool) {
+            toolPaths[tool] = VirtioWin.toolPath(tool, in: paths, key: key)
+        }
+        let driverFiles = chosen.flatMap(\.files)
+        let wanted = driverFiles + VirtioWin.Tool.allCases.compactMap { toolPaths[$0] }.filter { !driverFiles.contains($0) }
         do {
-            try regular(chosen.flatMap(\.files))
+            try regular(wanted)
         } catch let e as RemedyError {
             throw e.with(image: image)
         }
-        try fetch(chosen.flatMap(\.files).filter { HostFile.kind(atPath: "\(cache)/\($0)") == nil })
+        try fetch(wanted.filter { HostFile.kind(atPath: "\(cache)/\($0)") == nil })
+        // A file of the source as the plan refers to it, checksummed.
+        func payloadFile(_ rel: String) throws -> PayloadFile {
+            // Never through a link, never a FIFO or device: the media is not trusted (the check above ran in
+            // the source; this one holds for the very file read).
+            let local = "\(cache)/\(rel)"
+            let (sha, size): (String, Int64)
+            do { (sha, size) = try SHA256Hex.ofFile(local, followLinks: false, code: .virtioWinInvalid) } catch let e as RemedyError {
+                throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(rel) cannot be used: \(e.message); only regular files are taken from virtio-win")
+            }
+            return PayloadFile(name: (rel as NSString).lastPathComponent.lowercased(), source: "virtio-win:\(rel)", size: size, sha256: sha)
+        }
         for c in chosen {
             var files: [PayloadFile] = []
             var infText = ""
             for rel in c.files {
-                // Never through a link, never a FIFO or device: the media is not trusted (the check above ran in
-                // the source; this one holds for the very file read).
                 let local = "\(cache)/\(rel)"
-                let (sha, size): (String, Int64)
-                do { (sha, size) = try SHA256Hex.ofFile(local, followLinks: false, code: .virtioWinInvalid) } catch let e as RemedyError {
-                    throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(rel) cannot be used: \(e.message); only regular files are taken from virtio-win")
-                }
-                let name = (rel as NSString).lastPathComponent.lowercased()
-                files.append(PayloadFile(name: name, source: "virtio-win:\(rel)", size: size, sha256: sha))
+                let file = try payloadFile(rel)
+                let name = file.name
+                files.append(file)
                 if name == c.inf {
                     let data: [UInt8]
                     do { data = try HostFile.read(local, followLinks: false, limit: Limits.infFile) } catch {
@@ -299,13 +315,14 @@ enum PayloadResolver {
             packages.append(DriverPackage(inf: inf, files: files, infSHA256: files.first { $0.name == c.inf }?.sha256 ?? ""))
         }
         let version = packages.map(\.inf.version).max { compareVersions($0, $1) < 0 } ?? ""
-        return VirtioFacts(source: source, kind: kind, selected: key, available: listing.available, packages: packages, driverVersion: version)
+        return VirtioFacts(source: source, kind: kind, selected: key, available: listing.available, packages: packages, driverVersion: version,
+                           guestAgent: try toolPaths[.guestAgent].map(payloadFile), balloonService: try toolPaths[.balloonService].map(payloadFile))
     }
 
     /// The drivers from a virtio-win tree on the host (the unpacked ISO or the packaged tree): listed with lstat,
     /// the chosen files checked to be regular files before anything is read.
-    static func tree(_ source: String, os: OSFacts, drivers: Set<String>? = nil, image: String) throws -> VirtioFacts {
-        try virtio(source: source, kind: "tree", os: os, drivers: drivers, list: { try listDirectory(source) },
+    static func tree(_ source: String, os: OSFacts, drivers: Set<String>? = nil, tools: Set<VirtioWin.Tool> = [], image: String) throws -> VirtioFacts {
+        try virtio(source: source, kind: "tree", os: os, drivers: drivers, tools: tools, list: { try listDirectory(source) },
                    regular: { try requireRegular($0, root: source, source: source) }, fetch: { _ in }, cache: source, image: image)
     }
 

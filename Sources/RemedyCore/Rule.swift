@@ -72,6 +72,7 @@ public struct BuiltinRule: Sendable {
         NicDhcpRule.builtin, IdeBootRule.builtin, InputDevicesRule.builtin, PvCleanupRule.builtin,
         CrashSettingsRule.builtin, RemoteAccessRule.builtin, DriverRestrictionsRule.builtin, ImageMetadataRule.builtin,
         ImageAcceptanceRule.builtin, VirtioDriversRule.builtin, MultiQueueRule.builtin, UefiFallbackRule.builtin,
+        GuestAgentRule.builtin,
     ]
 
     public static func named(_ id: String) -> BuiltinRule? {

@@ -14,9 +14,11 @@ enum FakeTrees {
         return dir
     }()
 
+    /// Every driver, and the guest agent MSI and balloon service too.
     static func resolve(_ layout: String, _ os: OSFacts) throws -> VirtioFacts {
         let source = root + "/" + layout
-        return try PayloadResolver.virtio(source: source, kind: "tree", os: os, list: { try PayloadResolver.listDirectory(source) },
+        return try PayloadResolver.virtio(source: source, kind: "tree", os: os, tools: Set(VirtioWin.Tool.allCases),
+                                          list: { try PayloadResolver.listDirectory(source) },
                                           fetch: { _ in }, cache: source, image: "test.img")
     }
 }

@@ -120,7 +120,7 @@ rules:
     @Test func builtInPoliciesLoad() throws {
         let p = try PolicyLoader.load("huawei-ims")
         #expect(p.name == "huawei-ims")
-        #expect(p.rules.map(\.id) == ["nic-dhcp", "pv-cleanup", "input-devices", "ide-boot", "crash-settings", "uefi-fallback", "driver-restrictions", "virtio-drivers", "multi-queue", "cloudbase-init", "image-acceptance", "image-metadata"])
+        #expect(p.rules.map(\.id) == ["nic-dhcp", "pv-cleanup", "input-devices", "ide-boot", "crash-settings", "uefi-fallback", "driver-restrictions", "virtio-drivers", "guest-agent", "multi-queue", "cloudbase-init", "image-acceptance", "image-metadata"])
         #expect(p.versions.contains("10.0"))
     }
 

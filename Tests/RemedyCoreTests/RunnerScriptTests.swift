@@ -138,7 +138,11 @@ struct WineCmd {
                                             source: NSTemporaryDirectory() + "/t.yaml")
         let plan = try w.plan(policy)
         let scripts = plan.fileChanges.filter { $0.path.hasSuffix(".cmd") }
-        #expect(scripts.count >= 4, "\(scripts.map(\.path))")
+        #expect(scripts.count >= 6, "\(scripts.map(\.path))")
+        // The guest agent's and the balloon service's steps are among them (openstack-kvm turns them on).
+        for step in ["40-qemu-guest-agent.cmd", "41-balloon-service.cmd"] {
+            #expect(scripts.contains { $0.path == "/Windows/remedy/firstboot/scripts/" + step }, "\(step) not checked: \(scripts.map(\.path))")
+        }
         for s in scripts {
             let found = CmdLint.problems(try #require(s.content), name: s.path)
             #expect(found.isEmpty, "\(found)")
@@ -171,6 +175,65 @@ struct WineCmd {
         let step = FirstBoot.step(Self.os, name: "30-x.cmd", body: "@echo off\nrem uninstall Tools %~x & calc\nexit /b 0\n", files: FileSnapshot())
         let text = step.first { $0.path.hasSuffix("30-x.cmd") }?.content ?? ""
         #expect(text == "@echo off\r\nrem uninstall Tools __x _ calc\r\nexit /b 0\r\n", "\(text)")
+    }
+
+    /// The guest agent's and the balloon service's steps as the rule writes them, run as the runner runs a step
+    /// (`cmd /d /c`) by Wine's cmd: msiexec gets the staged MSI and writes its log where the step says, a failing
+    /// installer's exit code is the step's (the runner retries it), and once the services exist the steps end with 0
+    /// without running an installer. (The runner's own handling of exit codes is the test below.)
+    @Test(.enabled(if: WineCmd.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil, "needs wine64 (.ci/setup installs it)"))
+    func theGuestAgentStepsRunTheInstallersUntilTheServicesExist() throws {
+        try #require(WineCmd.binary != nil, "wine64 is not installed: .ci/setup installs it")
+        let w = try LocalWindows(PhonyWindows(release: .server2016, states: [.noAutoReboot]))
+        var facts = try w.facts(Planner.requirements(policy: try PolicyLoader.load("openstack-kvm"), os: w.os))
+        facts.os.systemRoot = "/RemedyTest"
+        facts.payloads.virtio = try FakeTrees.resolve("iso", facts.os)
+        let result = GuestAgentRule(agent: true, balloon: true, required: false).evaluate(facts)
+        #expect(result.actions.map(\.target) == ["qemu-guest-agent", "balloon-service"])
+
+        let wine = try WineCmd()
+        defer { wine.close() }
+        let fm = FileManager.default
+        // Written as apply writes them: generated files from their content, copies from the (fake) virtio-win tree.
+        for c in result.actions.flatMap(\.files) {
+            let path = wine.driveC + c.path
+            try fm.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            if let bytes = c.contentBytes {
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+            } else {
+                let rel = try #require(c.source.flatMap { $0.hasPrefix("virtio-win:") ? String($0.dropFirst("virtio-win:".count)) : nil })
+                try fm.copyItem(atPath: FakeTrees.root + "/iso/" + rel, toPath: path)
+            }
+        }
+        let staged = wine.driveC + "/RemedyTest/remedy/payloads/guest-agent"
+        #expect(fm.fileExists(atPath: staged + "/qemu-ga-x86_64.msi") && fm.fileExists(atPath: wine.driveC + "/RemedyTest/Drivers/VirtIO/blnsvr.exe"))
+        // Each step as the runner starts it, its exit code printed after it.
+        let steps = "C:\\RemedyTest\\remedy\\firstboot\\scripts\\"
+        try FirstBoot.crlf("""
+            @echo off
+            cmd /d /c ""\(steps)40-qemu-guest-agent.cmd""
+            echo step 40 exited with %ERRORLEVEL%
+            cmd /d /c ""\(steps)41-balloon-service.cmd""
+            echo step 41 exited with %ERRORLEVEL%
+
+            """).write(toFile: wine.driveC + "/RemedyTest/boot.cmd", atomically: true, encoding: .utf8)
+        func boot() throws -> String { try wine.run(["cmd", "/c", "C:\\RemedyTest\\boot.cmd"], in: wine.driveC) }
+        func code(_ out: String, _ step: Int) -> Int? {
+            out.split(whereSeparator: \.isNewline).first { $0.hasPrefix("step \(step) exited with ") }
+                .flatMap { Int($0.dropFirst("step \(step) exited with ".count).trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+
+        // The fake MSI and the fake blnsvr.exe fail: each step exits with its installer's failure.
+        let first = try boot()
+        #expect(fm.fileExists(atPath: staged + "/install.log"), "msiexec wrote no log where the step said:\n\(first)")
+        #expect(code(first, 40).map { $0 != 0 } == true && code(first, 41).map { $0 != 0 } == true, "\(first)")
+
+        // The services exist now (as if installed by hand): both steps end with 0, and msiexec does not run (no new log).
+        try fm.removeItem(atPath: staged + "/install.log")
+        for svc in ["QEMU-GA", "BalloonService"] { try wine.run(["sc", "create", svc, "binPath=", "C:\\windows\\system32\\cmd.exe"], in: wine.driveC) }
+        let second = try boot()
+        #expect(code(second, 40) == 0 && code(second, 41) == 0, "\(second)")
+        #expect(!fm.fileExists(atPath: staged + "/install.log"), "msiexec ran again:\n\(second)")
     }
 
     /// The runner's control flow, run by Wine's cmd: a step that asks for a restart (3010) restarts Windows before the

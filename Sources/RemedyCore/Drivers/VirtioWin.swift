@@ -137,6 +137,64 @@ public enum VirtioWin {
         return "\(dir.name)/\(os.arch == "i386" ? "x86" : "amd64")"
     }
 
+    /// Programs virtio-win ships beside the drivers, installed at first boot by the `guest-agent` rule.
+    public enum Tool: String, Sendable, CaseIterable, Codable {
+        /// The QEMU guest agent installer: `guest-agent/qemu-ga-<arch>.msi`.
+        case guestAgent = "qemu-ga"
+        /// The balloon service: `blnsvr.exe` in the Balloon driver's directory for the OS and architecture.
+        case balloonService = "blnsvr"
+    }
+
+    /// The guest-agent MSI names for an architecture, preferred first (`qemu-ga-x86_64.msi` as virtio-win ships it
+    /// now; `qemu-ga-x64.msi` / `qemu-ga-x86.msi` in older trees).
+    public static func guestAgentNames(_ arch: String) -> [String] {
+        arch == "i386" ? ["qemu-ga-i386.msi", "qemu-ga-x86.msi"] : ["qemu-ga-x86_64.msi", "qemu-ga-x64.msi"]
+    }
+
+    /// A path whose every component is a plain name (letters, digits, `.`, `_`, `-`): the only ones a tool is taken from.
+    static func plain(_ path: String) -> Bool {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        return !parts.isEmpty && parts.allSatisfy { part in
+            !part.isEmpty && part != "." && part != ".." && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+        }
+    }
+
+    /// Where a source (relative paths, `/`-separated) has `tool` for the OS/arch directory `key` (`2k16/amd64`), or nil.
+    /// The guest agent: a `guest-agent/` directory's MSI for the architecture (the shallowest one). The balloon service:
+    /// `blnsvr.exe` in a directory of that OS and architecture, the Balloon driver's own (`Balloon/2k16/amd64`,
+    /// `drivers/by-driver/Balloon/2k16/amd64`) before a combined one (`drivers/by-os/amd64/2k16`).
+    public static func toolPath(_ tool: Tool, in paths: [String], key: String) -> String? {
+        let keyParts = key.split(separator: "/").map(String.init)
+        guard keyParts.count == 2 else { return nil }
+        let arch = keyParts[1] == "x86" ? "i386" : "x86_64"
+        switch tool {
+        case .guestAgent:
+            let names = guestAgentNames(arch)
+            let found = paths.filter { p in
+                let parts = p.lowercased().split(separator: "/").map(String.init)
+                return plain(p) && parts.count >= 2 && parts[parts.count - 2] == "guest-agent" && names.contains(parts[parts.count - 1])
+            }
+            func rank(_ p: String) -> (Int, Int, String) {
+                (names.firstIndex(of: (p as NSString).lastPathComponent.lowercased()) ?? names.count, p.split(separator: "/").count, p)
+            }
+            return found.min { rank($0) < rank($1) }
+        case .balloonService:
+            let found = paths.filter { p in
+                guard plain(p), !skipped(p), (p as NSString).lastPathComponent.lowercased() == "blnsvr.exe" else { return false }
+                let parts = (p as NSString).deletingLastPathComponent.split(separator: "/").map(String.init)
+                guard let os = parts.first(where: { osDirectory(named: $0) != nil }).flatMap(osDirectory(named:)),
+                      let archPart = parts.last(where: { ["amd64", "x86", "i386"].contains($0.lowercased()) }) else { return false }
+                return os.name == keyParts[0] && (archPart.lowercased() == "amd64" ? "amd64" : "x86") == keyParts[1]
+            }
+            func rank(_ p: String) -> (Int, Int, Int, String) {
+                let dir = (p as NSString).deletingLastPathComponent
+                let own = dir.lowercased().split(separator: "/").contains("balloon")
+                return (own ? 0 : 1, combined(dir) ? 1 : 0, p.split(separator: "/").count, p)
+            }
+            return found.min { rank($0) < rank($1) }
+        }
+    }
+
     /// A human description of an inspected Windows, for errors.
     public static func describe(_ os: OSFacts) -> String {
         "\(os.product) (NT \(os.version)\(os.build.map { " build \($0)" } ?? ""), \(os.variant.isEmpty ? "Server" : os.variant), \(os.arch))"
@@ -156,14 +214,22 @@ public struct VirtioFacts: Sendable, Equatable, Codable {
     public var packages: [DriverPackage]
     /// The driver version of the selected packages (from the INFs' DriverVer), the highest one.
     public var driverVersion: String
+    /// The QEMU guest agent MSI for the image's architecture (`guest-agent/qemu-ga-x86_64.msi`), when it was asked
+    /// for and the source has it.
+    public var guestAgent: PayloadFile?
+    /// The balloon service (`Balloon/2k16/amd64/blnsvr.exe`) of the selected directory, when it was asked for and the source has it.
+    public var balloonService: PayloadFile?
 
-    public init(source: String, kind: String, selected: String, available: [String], packages: [DriverPackage], driverVersion: String) {
+    public init(source: String, kind: String, selected: String, available: [String], packages: [DriverPackage], driverVersion: String,
+                guestAgent: PayloadFile? = nil, balloonService: PayloadFile? = nil) {
         self.source = source
         self.kind = kind
         self.selected = selected
         self.available = available
         self.packages = packages
         self.driverVersion = driverVersion
+        self.guestAgent = guestAgent
+        self.balloonService = balloonService
     }
 
     public func package(_ inf: String) -> DriverPackage? { packages.first { $0.inf.name == inf.lowercased() } }
