@@ -98,28 +98,34 @@ public struct GuestAgentRule: Rule {
             return result
         }
         var files = facts.files
-        func step(_ name: String, _ lines: [String]) -> [FileChange] {
-            let changes = FirstBoot.step(os, name: name, body: lines.joined(separator: "\n"), files: files)
+        /// One program: its file copied to `target`, and a first-boot step that runs `commands` unless `service` exists.
+        func install(_ file: PayloadFile, to target: String, _ description: String, actionTarget: String, step: String,
+                     service: String, what: String, commands: [String]) -> Action {
+            var action = Action(rule: id, description: description, target: actionTarget, changes: [])
+            if let c = FileChange.copy(target, from: file, in: files) { action.files.append(c) }
+            for c in action.files { files.apply(c) }
+            let body = [
+                "@echo off", "setlocal EnableExtensions DisableDelayedExpansion",
+                "rem remedy: install \(what) from \(file.source) (SHA-256 \(file.sha256))",
+                "sc query \(service) >nul 2>&1",
+                "if not errorlevel 1 exit /b 0",
+            ] + commands + [""]
+            let changes = FirstBoot.step(os, name: step, body: body.joined(separator: "\n"), files: files)
             for c in changes { files.apply(c) }
-            return changes
+            action.files += changes
+            return action
         }
         if wantAgent {
             if let msi = virtio.guestAgent {
                 let staged = Self.stagedMSI(os)
                 if let quotedMSI = Cmd.quoted(ImageSession.windowsPath(staged)), let quotedLog = Cmd.quoted(ImageSession.windowsPath(Self.installLog(os))) {
-                    var action = Action(rule: id, description: "stage \(msi.name) from virtio-win and install the QEMU guest agent at first boot",
-                                        target: "qemu-guest-agent", changes: [])
-                    if let c = FileChange.copy(staged, from: msi, in: files) { action.files.append(c) }
-                    for c in action.files { files.apply(c) }
                     // msiexec's own exit code goes to the runner: 3010 and 1641 restart Windows, another failure is retried.
-                    action.files += step(Self.agentStep, [
-                        "@echo off", "setlocal EnableExtensions DisableDelayedExpansion",
-                        "rem remedy: install the QEMU guest agent from \(msi.source) (SHA-256 \(msi.sha256))",
-                        "sc query \(Self.agentService) >nul 2>&1",
-                        "if not errorlevel 1 exit /b 0",
-                        "msiexec /i \(quotedMSI) /norestart /qn /l+*vx \(quotedLog)",
-                        "exit /b %ERRORLEVEL%", "",
-                    ])
+                    let action = install(msi, to: staged, "stage \(msi.name) from virtio-win and install the QEMU guest agent at first boot",
+                                         actionTarget: "qemu-guest-agent", step: Self.agentStep, service: Self.agentService,
+                                         what: "the QEMU guest agent", commands: [
+                                             "msiexec /i \(quotedMSI) /norestart /qn /l+*vx \(quotedLog)",
+                                             "exit /b %ERRORLEVEL%",
+                                         ])
                     if !action.isEmpty { result.actions.append(action) }
                     result.properties["hw_qemu_guest_agent"] = "yes"
                 } else {
@@ -138,22 +144,16 @@ public struct GuestAgentRule: Rule {
             if let exe = virtio.balloonService {
                 let target = Self.balloonTarget(os)
                 if let quotedExe = Cmd.quoted(ImageSession.windowsPath(target)) {
-                    var action = Action(rule: id, description: "copy blnsvr.exe from virtio-win \(virtio.selected) and install the balloon service at first boot",
-                                        target: "balloon-service", changes: [])
-                    if let c = FileChange.copy(target, from: exe, in: files) { action.files.append(c) }
-                    for c in action.files { files.apply(c) }
                     // blnsvr.exe -i registers BalloonService to run from the file it was started from.
-                    action.files += step(Self.balloonStep, [
-                        "@echo off", "setlocal EnableExtensions DisableDelayedExpansion",
-                        "rem remedy: install the VirtIO balloon service from \(exe.source) (SHA-256 \(exe.sha256))",
-                        "sc query \(Self.balloonServiceName) >nul 2>&1",
-                        "if not errorlevel 1 exit /b 0",
-                        "\(quotedExe) -i",
-                        "set \"RC=%ERRORLEVEL%\"",
-                        "if not \"%RC%\"==\"0\" exit /b %RC%",
-                        "sc start \(Self.balloonServiceName) >nul 2>&1",
-                        "exit /b 0", "",
-                    ])
+                    let action = install(exe, to: target, "copy blnsvr.exe from virtio-win \(virtio.selected) and install the balloon service at first boot",
+                                         actionTarget: "balloon-service", step: Self.balloonStep, service: Self.balloonServiceName,
+                                         what: "the VirtIO balloon service", commands: [
+                                             "\(quotedExe) -i",
+                                             "set \"RC=%ERRORLEVEL%\"",
+                                             "if not \"%RC%\"==\"0\" exit /b %RC%",
+                                             "sc start \(Self.balloonServiceName) >nul 2>&1",
+                                             "exit /b 0",
+                                         ])
                     if !action.isEmpty { result.actions.append(action) }
                 } else {
                     result.findings.append(unquotable(target))
