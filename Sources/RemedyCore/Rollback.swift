@@ -59,10 +59,9 @@ public enum Rollback {
                 }
                 report.restored[hive.rawValue] = backup
             }
-            var firstBackups: [String: String] = [:]
-            for r in records { for (path, kept) in r.fileBackups where firstBackups[path] == nil { firstBackups[path] = kept } }
+            let (firstBackups, injected) = Self.fileFates(records)
             report.restoredFiles = firstBackups
-            report.removed = records.flatMap(\.injected).filter { firstBackups[$0] == nil } + [state]
+            report.removed = injected + [state]
             guard !dryRun else { return report }
 
             try session.remountWritable()
@@ -89,20 +88,34 @@ public enum Rollback {
             }
             for (original, kept) in logsBack.sorted(by: { $0.key < $1.key }) { try putBack(kept, original) }
             // Files remedy replaced go back from their oldest copy; files it added are removed.
-            var filesBack: [String: String] = [:]
-            for r in records { for (path, kept) in r.fileBackups where filesBack[path] == nil { filesBack[path] = kept } }
+            let filesBack = firstBackups
             for (path, kept) in filesBack.sorted(by: { $0.key < $1.key }) where !path.hasPrefix("esp:") { try putBack(kept, path) }
             try FileSecurity.set(g, security, image: image)
-            for path in records.flatMap(\.injected) where filesBack[path] == nil && !path.hasPrefix("esp:") { try g.rmF(path) }
+            for path in injected where !path.hasPrefix("esp:") { try g.rmF(path) }
             // Files of the EFI system partition (`esp:<path>`), from their backups on the Windows volume.
             try Applier.restoreESP(filesBack.filter { $0.key.hasPrefix("esp:") },
-                                   remove: records.flatMap(\.injected).filter { $0.hasPrefix("esp:") }, session: session)
+                                   remove: injected.filter { $0.hasPrefix("esp:") }, session: session)
             try g.rmRf(state)
             try session.finishWrites()
         } catch let e as GuestfsError {
             throw RemedyError(.writeFailed, image: image, "rollback failed: \(e.message); run remedy rollback again to finish", cause: e)
         }
         return report
+    }
+
+    /// What becomes of each file the runs touched, decided by the oldest run that touched it: a file that run
+    /// replaced goes back from that run's copy; a file it injected is removed, even when a later run replaced it
+    /// (that later copy is remedy's own file, not the original). Returns path -> copy to put back, and the paths
+    /// to remove (in record order, each once).
+    static func fileFates(_ records: [RunRecord]) -> (restore: [String: String], remove: [String]) {
+        var restore: [String: String] = [:]
+        var remove: [String] = []
+        var seen = Set<String>()
+        for r in records {
+            for path in r.injected where !seen.contains(path) { seen.insert(path); remove.append(path) }
+            for (path, kept) in r.fileBackups.sorted(by: { $0.key < $1.key }) where !seen.contains(path) { seen.insert(path); restore[path] = kept }
+        }
+        return (restore, remove)
     }
 
     /// The apply records in the image, oldest first.

@@ -158,6 +158,10 @@ public enum ImageFactory {
             try g.mkdirP(dir)
         }
         try g.write("/Windows/System32/cmd.exe", MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386))
+        for (path, bytes) in w.stateFiles.sorted(by: { $0.key < $1.key }) {
+            try g.mkdirP((path as NSString).deletingLastPathComponent)
+            try g.write(path, bytes)
+        }
         if w.firmware == .bios && !w.states.contains(.bootOnOtherDisk) {
             try g.write("/bootmgr", Array("phony bootmgr".utf8))
             try g.mkdirP("/Boot")

@@ -172,6 +172,10 @@ public enum PhonyState: String, Sendable, Codable, CaseIterable {
     case cloudbaseInitInstalled = "cloudbase-init-installed"
     /// UEFI: the ESP's fallback loader \EFI\Boot\bootx64.efi is not the Windows Boot Manager (an older, different file).
     case staleUefiFallback = "stale-uefi-fallback"
+    /// Local Group Policy already runs a computer startup script (as gpedit leaves it): `GroupPolicy\gpt.ini`
+    /// (scripts extension listed, Version=3) and `GroupPolicy\Machine\Scripts\scripts.ini` (UTF-16LE with a BOM)
+    /// with `0CmdLine=inventory.cmd`, the script in `Machine\Scripts\Startup\`.
+    case startupScript = "startup-script"
 }
 
 /// A declarative phony Windows installation: real NTFS, real hives, a
@@ -227,6 +231,19 @@ public struct PhonyWindows: Sendable, Codable {
         self.extraSoftware = extraSoftware
         self.damage = damage
         self.diskMiB = diskMiB
+    }
+
+    /// Files a state leaves on the Windows volume: guest path -> bytes.
+    public var stateFiles: [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
+        if states.contains(.startupScript) {
+            let gp = "/Windows/System32/GroupPolicy"
+            out[gp + "/gpt.ini"] = Array("[General]\r\ngPCFunctionalityVersion=2\r\ngPCMachineExtensionNames=[{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}]\r\nVersion=3\r\n".utf8)
+            let ini = "\r\n[Startup]\r\n0CmdLine=inventory.cmd\r\n0Parameters=/quiet\r\n"
+            out[gp + "/Machine/Scripts/scripts.ini"] = [0xFF, 0xFE] + ini.utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+            out[gp + "/Machine/Scripts/Startup/inventory.cmd"] = Array("@echo off\r\nsysteminfo > C:\\inventory.txt\r\n".utf8)
+        }
+        return out
     }
 
     public func systemHive(mountedDevice: [UInt8]) -> HiveContent {
@@ -440,8 +457,8 @@ public struct PhonyWindows: Sendable, Codable {
         case .cloudbaseInitInstalled:
             h.set("\(svc)\\cloudbase-init", Self.service(2, 16, "\"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\Python\\Scripts\\cloudbase-init.exe\" --config-file \"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\conf\\cloudbase-init.conf\""))
         case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk, .dataPartition, .rssDisabled,
-             .staleUefiFallback:
-            break   // written with the baseline or in SOFTWARE
+             .staleUefiFallback, .startupScript:
+            break   // written with the baseline, in SOFTWARE or as files
         }
     }
 }
