@@ -15,6 +15,23 @@ enum FakeTrees {
     }()
 
     /// Every driver, and the guest agent MSI and balloon service too.
+    /// Resolves the ISO tree with a fetch that copies each requested file into a fresh cache, and returns what was fetched.
+    static func resolveFetching(_ os: OSFacts, drivers: Set<String>, tools: Set<VirtioWin.Tool> = []) throws -> (VirtioFacts, [String]) {
+        let source = root + "/iso"
+        let cache = NSTemporaryDirectory() + "/remedy-fetch-\(UUID().uuidString)"
+        var fetched: [String] = []
+        let v = try PayloadResolver.virtio(
+            source: source, kind: "tree", os: os, drivers: drivers, tools: tools, list: { try PayloadResolver.listDirectory(source) },
+            fetch: { paths in
+                fetched += paths
+                for p in paths {
+                    try FileManager.default.createDirectory(atPath: cache + "/" + (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                    try FileManager.default.copyItem(atPath: source + "/" + p, toPath: cache + "/" + p)
+                }
+            }, cache: cache, image: "test.img")
+        return (v, fetched)
+    }
+
     static func resolve(_ layout: String, _ os: OSFacts) throws -> VirtioFacts {
         let source = root + "/" + layout
         return try PayloadResolver.virtio(source: source, kind: "tree", os: os, tools: Set(VirtioWin.Tool.allCases),
@@ -471,18 +488,7 @@ enum FakeTrees {
     @Test func onlyTheRequestedDriversAreFetchedAndParsed() throws {
         let os = OSFacts(root: "/dev/sda1", product: "Windows Server 2016", variant: "Server", majorVersion: 10, minorVersion: 0,
                          build: "14393", arch: "x86_64", hostname: nil, systemRoot: "/Windows", currentControlSet: "ControlSet001", controlSets: [])
-        let source = FakeTrees.root + "/iso"
-        let cache = NSTemporaryDirectory() + "/remedy-fetch-\(UUID().uuidString)"
-        var fetched: [String] = []
-        let v = try PayloadResolver.virtio(
-            source: source, kind: "tree", os: os, drivers: ["viostor", "vioscsi"], list: { try PayloadResolver.listDirectory(source) },
-            fetch: { paths in
-                fetched += paths
-                for p in paths {
-                    try FileManager.default.createDirectory(atPath: cache + "/" + (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                    try FileManager.default.copyItem(atPath: source + "/" + p, toPath: cache + "/" + p)
-                }
-            }, cache: cache, image: "test.img")
+        let (v, fetched) = try FakeTrees.resolveFetching(os, drivers: ["viostor", "vioscsi"])
         #expect(v.packages.map(\.inf.name) == ["vioscsi.inf", "viostor.inf"])
         #expect(!fetched.isEmpty && fetched.allSatisfy { $0.lowercased().contains("viostor") || $0.lowercased().contains("vioscsi") }, "\(fetched)")
     }

@@ -51,20 +51,8 @@ import Testing
 
     @Test func onlyTheToolsAskedForAreFetched() throws {
         let os = try LocalWindows(PhonyWindows(release: .server2016)).os
-        let source = FakeTrees.root + "/iso"
         func resolve(_ tools: Set<VirtioWin.Tool>) throws -> (VirtioFacts, [String]) {
-            let cache = NSTemporaryDirectory() + "/remedy-fetch-\(UUID().uuidString)"
-            var fetched: [String] = []
-            let v = try PayloadResolver.virtio(
-                source: source, kind: "tree", os: os, drivers: ["viostor"], tools: tools, list: { try PayloadResolver.listDirectory(source) },
-                fetch: { paths in
-                    fetched += paths
-                    for p in paths {
-                        try FileManager.default.createDirectory(atPath: cache + "/" + (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                        try FileManager.default.copyItem(atPath: source + "/" + p, toPath: cache + "/" + p)
-                    }
-                }, cache: cache, image: "test.img")
-            return (v, fetched)
+            try FakeTrees.resolveFetching(os, drivers: ["viostor"], tools: tools)
         }
         let (none, fetchedNone) = try resolve([])
         #expect(none.guestAgent == nil && none.balloonService == nil)
