@@ -48,6 +48,8 @@ struct PreparedImage {
         }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RemedyError(.imageUnreadable, image: path, "cannot open: \(String(cString: strerror(errno)))") }
+        // A block device's stat size is 0: its size is where its end is.
+        let fileSize = (st.st_mode & S_IFMT) == S_IFBLK ? max(0, Int64(lseek(fd, 0, SEEK_END))) : Int64(st.st_size)
         // An earlier apply that was interrupted left an overlay or a commit marker: finished or discarded first,
         // under the exclusive lock (so never while another remedy process works on the image).
         let pending = Overlay.pending(path)
@@ -59,7 +61,7 @@ struct PreparedImage {
             var image: PreparedImage
             if let kind = ImageSource.Kind(path: path) {
                 let source = try ImageSource.resolve(path, kind: kind)
-                image = PreparedImage(path: path, format: source.format, fileSize: Int64(st.st_size), lockFD: fd)
+                image = PreparedImage(path: path, format: source.format, fileSize: fileSize, lockFD: fd)
                 image.source = source
                 (image.drivePath, image.driveFormat, image.qemu) = try source.attach()
             } else {
@@ -68,7 +70,7 @@ struct PreparedImage {
                     do { try Overlay.recover(path, format: format, notice: notice) } catch { throw RemedyError.wrap(error, image: path) }
                 }
                 let view = try QemuView.inspect(path, format: format)
-                image = PreparedImage(path: path, format: format, fileSize: Int64(st.st_size), lockFD: fd)
+                image = PreparedImage(path: path, format: format, fileSize: fileSize, lockFD: fd)
                 (image.drivePath, image.driveFormat, image.qemu) = (view.files[0], format.qemuName, view)
             }
             if pending && !writable { flock(fd, LOCK_SH) }

@@ -60,13 +60,38 @@ final class Overlay {
     }
 
     static func overlayPath(beside file: String) -> String {
-        let dir = (file as NSString).deletingLastPathComponent
-        return (dir.isEmpty ? "." : dir) + "/." + (file as NSString).lastPathComponent + ".remedy-overlay.qcow2"
+        let (dir, name) = stateLocation(for: file)
+        return dir + "/." + name + ".remedy-overlay.qcow2"
     }
 
     static func markerPath(for image: String) -> String {
+        let (dir, name) = stateLocation(for: image)
+        return dir + "/." + name + ".remedy-commit"
+    }
+
+    /// Where the overlay and the commit marker of an image live: beside a file, in its directory. A block device's
+    /// directory is /dev, a tmpfs that a power cut empties (and with it the marker that makes an interrupted commit
+    /// finishable), so theirs live in remedy's state directory, `REMEDY_STATE_DIR` (default `/var/lib/remedy`),
+    /// under `block-devices/`, named after the device path as given (not with symlinks resolved: a
+    /// `/dev/disk/by-id/...` or LVM path stays the same across reboots where `/dev/sdb` may not).
+    static func stateLocation(for image: String) -> (directory: String, name: String) {
+        if isBlockDevice(image) {
+            let absolute = ((image.hasPrefix("/") ? image : FileManager.default.currentDirectoryPath + "/" + image) as NSString).standardizingPath
+            let name = "blockdev" + absolute.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
+            return (blockDeviceStateDirectory, name)
+        }
         let dir = (image as NSString).deletingLastPathComponent
-        return (dir.isEmpty ? "." : dir) + "/." + (image as NSString).lastPathComponent + ".remedy-commit"
+        return (dir.isEmpty ? "." : dir, (image as NSString).lastPathComponent)
+    }
+
+    static var blockDeviceStateDirectory: String {
+        let base = ProcessInfo.processInfo.environment["REMEDY_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/lib/remedy"
+        return (base as NSString).appendingPathComponent("block-devices")
+    }
+
+    static func isBlockDevice(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
     }
 
     static func temporaryOutput(_ output: String) -> String { output + ".tmp" }
@@ -94,6 +119,16 @@ final class Overlay {
             path = overlayPath(beside: output.path)
             backing = qemuBacking ?? URL(fileURLWithPath: base).standardizedFileURL.path
             try? fm.removeItem(atPath: temporaryOutput(output.path))
+        } else if isBlockDevice(base) {
+            path = overlayPath(beside: base)
+            backing = ((base.hasPrefix("/") ? base : fm.currentDirectoryPath + "/" + base) as NSString).standardizingPath
+            do {
+                try fm.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                                       attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw RemedyError(.writeFailed, image: base, "cannot create remedy's state directory for block devices "
+                                  + "\((path as NSString).deletingLastPathComponent) (REMEDY_STATE_DIR): \(error.localizedDescription); the image is unchanged", cause: error)
+            }
         } else {
             path = overlayPath(beside: base)
             backing = (base as NSString).lastPathComponent   // relative: the overlay lives beside its image

@@ -82,6 +82,18 @@ import Testing
         return out
     }
 
+    /// A loop device over a raw copy of `image` (root and a free loop device needed), or nil with a notice.
+    static func loopDevice(copyOf image: String) -> String? {
+        let raw = work + "/device.raw"
+        guard getuid() == 0,
+              let c = try? runProgram("/usr/bin/qemu-img", ["convert", "-O", "raw", image, raw], environment: [:]), c.status == 0,
+              let l = try? runProgram("/usr/sbin/losetup", ["-f", "--show", raw], environment: [:]), l.status == 0 else {
+            print("CrashSafetyTests: no loop device here (not root, or none free): the block-device step is not run")
+            return nil
+        }
+        return l.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// hivexregedit (an independent reader) exports the whole hive without an error.
     static func sound(_ hive: String) -> Bool {
         let p = Process()
@@ -146,10 +158,36 @@ import Testing
         let r5 = try remedy(["batch", dir, "--format", "json"] + inputs)
         #expect(r5.status == 0, "re-plan is clean: \(r5.stdout)")
 
-        // 5. Rollback of b (whose first run was killed mid-commit) gives back the original hives and file set.
+        // 5. A block device (a loop device over a raw copy), killed mid-commit: its overlay and marker live in the
+        // state directory (REMEDY_STATE_DIR), not in /dev (a tmpfs a power cut empties), and the next command on the
+        // same device path finishes the commit. Needs root and a free loop device; otherwise this step says so.
+        let device = Self.loopDevice(copyOf: original)
+        defer { if let device { _ = try? runProgram("/usr/sbin/losetup", ["-d", device], environment: [:]) } }
+        if let device {
+            let state = Self.work + "/state"
+            let env = ["REMEDY_STATE_DIR": state]
+            let dirInState = state + "/block-devices/"
+            let r = try remedy(["apply", device] + inputs, environment: env.merging(["REMEDY_FAULT": "kill:mid-commit"]) { $1 })
+            #expect(r.status == SIGKILL, "\(r.stderr)")
+            let kept = (try? FileManager.default.contentsOfDirectory(atPath: dirInState)) ?? []
+            #expect(kept.contains { $0.hasSuffix(".remedy-commit") } && kept.contains { $0.hasSuffix(".remedy-overlay.qcow2") },
+                    "the block device's marker and overlay are in \(dirInState): \(kept)")
+            let inDev = (try? FileManager.default.contentsOfDirectory(atPath: "/dev"))?.filter { $0.contains(".remedy-") } ?? []
+            #expect(inDev.isEmpty, "nothing of remedy's in /dev: \(inDev)")
+            let plan = try remedy(["plan", device, "--format", "json"] + inputs, environment: env)
+            #expect(plan.status == 0 && plan.stderr.contains("finishing the commit"), "\(plan.stderr)")
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: dirInState)) ?? ["?"]).isEmpty, "marker and overlay removed after the proven commit")
+            let applied = try Self.readBack([device], into: Self.work + "/dev-applied")
+            #expect(Self.sound(applied[0].system) && Self.sound(applied[0].software), "the device's hives are sound")
+            #expect(applied[0].files.contains { $0.hasSuffix("/viostor.sys") }, "the device got its drivers")
+            let rbd = try remedy(["rollback", device], environment: env)
+            #expect(rbd.status == 0, "\(rbd.stderr)")
+        }
+
+        // 6. Rollback of b (whose first run was killed mid-commit) gives back the original hives and file set.
         let rb = try remedy(["rollback", path("b.qcow2")])
         #expect(rb.status == 0, "\(rb.stderr)")
-        let back = try Self.readBack([original] + names.map(path))
+        let back = try Self.readBack([original] + names.map(path) + (device.map { [$0] } ?? []))
         for (i, n) in (["original"] + names).enumerated() {
             #expect(Self.sound(back[i].system) && Self.sound(back[i].software), "\(n): a hive hivexregedit cannot read")
         }
@@ -157,6 +195,11 @@ import Testing
         #expect(try fileBytes(back[2].software) == fileBytes(back[0].software), "b SOFTWARE is the original")
         #expect(back[2].files == back[0].files, "b: the original's files, no injected one: \(back[2].files.symmetricDifference(back[0].files).sorted().prefix(20))")
         #expect(back[1].files.contains { $0.hasSuffix("/viostor.sys") }, "a got its drivers")
+        if device != nil, let d = back.last {
+            #expect(try fileBytes(d.system) == fileBytes(back[0].system) && fileBytes(d.software) == fileBytes(back[0].software),
+                    "the block device's hives are the original after rollback")
+            #expect(d.files == back[0].files, "the block device: the original's files after rollback")
+        }
         try? FileManager.default.removeItem(atPath: Self.work)
     }
 }
