@@ -19,14 +19,18 @@ let package = Package(
 
         // Safe Swift wrappers: nothing above these sees a C pointer.
         .target(name: "Guestfs", dependencies: ["CGuestfs"]),
-        .target(name: "Hivex", dependencies: ["CHivex"]),
+        .target(name: "Hivex", dependencies: ["CHivex", "RegistryFormat"]),
 
-        // The registry file format in pure Swift: base blocks, checksums, transaction logs and their
-        // replay. It parses untrusted bytes on the host, so it never trusts a field (and is fuzzed).
+        // Registry values and the registry file format in pure Swift: base blocks, checksums, transaction logs and
+        // their replay. It parses untrusted bytes on the host, so it never trusts a field (and is fuzzed).
         .target(name: "RegistryFormat"),
 
-        // Policy model, inspection facts, pure planner, applier, renderers.
-        .target(name: "RemedyCore", dependencies: ["Guestfs", "Hivex", "RegistryFormat", "Yams"]),
+        // Facts in, plan out: facts, plan, policy model, rules, virtio-win drivers (INF), planner, renderers. Pure:
+        // it cannot import Guestfs or Hivex, and reads no file (the engine loads every input beforehand).
+        .target(name: "RemedyPlanning", dependencies: ["RegistryFormat"]),
+
+        // The engine: images, the appliance, inspection, loading policies and payloads, apply, rollback, batch.
+        .target(name: "RemedyCore", dependencies: ["RemedyPlanning", "Guestfs", "Hivex", "RegistryFormat", "Yams"]),
 
         // Phony Windows images and hives built from declarative descriptions (tests, demo, benchmarks).
         .target(name: "RemedyFixtures", dependencies: ["RemedyCore", "RegistryFormat", "Guestfs", "Hivex"]),
@@ -41,8 +45,8 @@ let package = Package(
         ),
 
         .testTarget(name: "HivexTests", dependencies: ["Hivex", "RegistryFormat", "RemedyFixtures"]),
-        .testTarget(name: "RemedyCoreTests", dependencies: ["RemedyCore", "RemedyFixtures", "Hivex"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["RemedyCore", "RemedyFixtures", "Guestfs", "Hivex"]),
+        .testTarget(name: "RemedyCoreTests", dependencies: ["RemedyCore", "RemedyPlanning", "RemedyFixtures", "Hivex"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["RemedyCore", "RemedyPlanning", "RemedyFixtures", "Guestfs", "Hivex"]),
     ],
     swiftLanguageModes: [.v6]
 )
