@@ -32,14 +32,27 @@ let package = Package(
         // The engine: images, the appliance, inspection, loading policies and payloads, apply, rollback, batch.
         .target(name: "RemedyCore", dependencies: ["RemedyPlanning", "Guestfs", "Hivex", "RegistryFormat", "Yams"]),
 
-        // Phony Windows images and hives built from declarative descriptions (tests, demo, benchmarks).
+        // The test kit: phony Windows images and hives built from declarative descriptions, a fake virtio-win, the
+        // fuzz harness. Linked by the tests and remedy-dev only, never by the shipped remedy.
         .target(name: "RemedyFixtures", dependencies: ["RemedyCore", "RegistryFormat", "Guestfs", "Hivex"]),
 
-        // The thin command-line front end.
-        .executableTarget(
-            name: "remedy",
+        // The command line's commands (plan, apply, rollback, batch, report, convert, hive, policies, explain).
+        .target(
+            name: "RemedyCLI",
             dependencies: [
-                "RemedyCore", "RemedyFixtures", "RegistryFormat",
+                "RemedyCore", "RegistryFormat",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // The shipped program: the command line, without the test kit.
+        .executableTarget(name: "remedy", dependencies: ["RemedyCLI"]),
+
+        // Developer tools, not shipped: the demo, phony images, a fake virtio-win (they need the test kit).
+        .executableTarget(
+            name: "remedy-dev",
+            dependencies: [
+                "RemedyCLI", "RemedyCore", "RemedyFixtures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

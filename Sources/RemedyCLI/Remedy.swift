@@ -2,7 +2,13 @@ import ArgumentParser
 import Foundation
 import RemedyCore
 
-@main
+/// The entry points of the command line: `remedy` runs it; `remedy-dev demo` runs plan and apply as a user would.
+package enum RemedyCommandLine {
+    package static func main() { Remedy.main() }
+    package static func plan(_ arguments: [String]) throws { try Remedy.Plan.parse(arguments).run() }
+    package static func apply(_ arguments: [String]) throws { try Remedy.Apply.parse(arguments).run() }
+}
+
 struct Remedy: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "remedy",
@@ -14,29 +20,31 @@ struct Remedy: ParsableCommand {
         Exit codes: 0 success / nothing to change, 2 changes pending (plan), 1 error.
         """,
         version: RemedyVersion.current,
-        subcommands: [Plan.self, Apply.self, Rollback.self, Batch.self, Report.self, Convert.self, HiveCommand.self, Policies.self, Explain.self, Demo.self, Dev.self]
+        subcommands: [Plan.self, Apply.self, Rollback.self, Batch.self, Report.self, Convert.self, HiveCommand.self, Policies.self, Explain.self]
     )
 }
 
-enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+package enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json
 }
 
 /// Options every command that launches the appliance takes.
-struct ApplianceFlags: ParsableArguments {
+package struct ApplianceFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Appliance acceleration: auto probes KVM and falls back to TCG (remembered); also $REMEDY_ACCEL.", valueName: "auto|kvm|tcg"))
-    var accel: Acceleration?
+    package var accel: Acceleration?
 
     @Option(help: ArgumentHelp("Seconds a KVM launch may take before KVM is judged not to work here (default 30; $REMEDY_KVM_TIMEOUT).", valueName: "seconds"))
-    var kvmTimeout: Double?
+    package var kvmTimeout: Double?
 
     @Option(help: ArgumentHelp("Seconds any appliance launch may take before it is stopped (default 600; $REMEDY_LAUNCH_TIMEOUT).", valueName: "seconds"))
-    var launchTimeout: Double?
+    package var launchTimeout: Double?
 
     @Option(help: ArgumentHelp("Appliance memory in MiB ($REMEDY_MEMSIZE).", valueName: "MiB"))
-    var memsize: Int?
+    package var memsize: Int?
 
-    func options() throws -> ApplianceOptions {
+    package init() {}
+
+    package func options() throws -> ApplianceOptions {
         var o = try ApplianceOptions.fromEnvironment()
         if let accel { o.acceleration = accel }
         if let kvmTimeout { o.kvmTimeout = kvmTimeout }
@@ -48,6 +56,7 @@ struct ApplianceFlags: ParsableArguments {
 }
 
 extension Acceleration: ExpressibleByArgument {}
+extension DiskFormat: ExpressibleByArgument {}
 
 extension OutputTarget {
     /// `--output FILE [--output-format F]`: the format from the option or the extension; never the source itself, never over an existing file.
@@ -94,7 +103,7 @@ struct PayloadFlags: ParsableArguments {
 }
 
 /// Prints an error for the user (one line on stderr; a JSON document on stdout with --format json) and exits 1.
-func fail(_ error: Error, image: String?, format: OutputFormat) -> ExitCode {
+package func fail(_ error: Error, image: String?, format: OutputFormat) -> ExitCode {
     let remedyError: RemedyError
     if let e = error as? RemedyError {
         remedyError = image.map { e.image == nil ? RemedyError(e.code, image: $0, e.message, cause: e.cause) : e } ?? e

@@ -1,9 +1,10 @@
 import ArgumentParser
 import Foundation
+import RemedyCLI
 import RemedyCore
 import RemedyFixtures
 
-extension Remedy {
+extension RemedyDev {
     struct Demo: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Build a sample phony Windows Server 2016 image (static NICs, VMware Tools, IDE path off) and plan it.",
@@ -15,7 +16,7 @@ extension Remedy {
         @OptionGroup var appliance: ApplianceFlags
 
         func run() throws {
-            try requireVirtioINFFixtures(for: "remedy demo")
+            try requireVirtioINFFixtures(for: "remedy-dev demo")
             let options = try appliance.options()
             let spec = PhonyWindows(release: .server2016, hostname: "WIN-SAMPLE", nics: [
                 .staticIP("{3F2504E0-4F89-41D3-9A0C-0305E82C3301}", "10.1.2.10", gateway: "10.1.2.1"),
@@ -32,19 +33,18 @@ extension Remedy {
             let virtio = dir + "/virtio-win"
             let msi = dir + "/CloudbaseInitSetup_x64.msi"
             try FakeVirtioWin.write(at: virtio, layout: .isoTree, osDirectories: ["2k16"])
-            FileManager.default.createFile(atPath: msi, contents: Data("remedy demo: a placeholder, not the Cloudbase-Init installer\r\n".utf8))
+            _ = FileManager.default.createFile(atPath: msi, contents: Data("remedy demo: a placeholder, not the Cloudbase-Init installer\r\n".utf8))
             var flags: [String] = ["--virtio-win", virtio, "--payload", "cloudbase-init=\(msi)"]
             if let a = appliance.accel { flags += ["--accel", a.rawValue] }
             if let t = appliance.kvmTimeout { flags += ["--kvm-timeout", "\(t)"] }
             if let m = appliance.memsize { flags += ["--memsize", "\(m)"] }
-            let plan = try Plan.parse([output] + flags)
-            do { try plan.run() } catch let e as ExitCode where e.rawValue == 2 {
+            do { try RemedyCommandLine.plan([output] + flags) } catch let e as ExitCode where e.rawValue == 2 {
                 guard apply else { throw e }
                 print("\n--- apply ---")
                 // apply exits 2 when blocking findings remain (the demo disk is small): the demo goes on.
-                do { try Apply.parse([output] + flags).run() } catch let e as ExitCode where e.rawValue == 2 {}
+                do { try RemedyCommandLine.apply([output] + flags) } catch let e as ExitCode where e.rawValue == 2 {}
                 print("\n--- plan after apply ---")
-                try plan.run()
+                try RemedyCommandLine.plan([output] + flags)
             }
         }
     }

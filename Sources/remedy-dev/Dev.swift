@@ -1,27 +1,27 @@
 import ArgumentParser
 import Foundation
+import RemedyCLI
 import RemedyCore
 import RemedyFixtures
 
-extension Remedy {
-    /// Developer tools: building phony images for tests, demos and benchmarks.
-    struct Dev: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Developer tools (phony images).",
-            shouldDisplay: false,
-            subcommands: [MakeImage.self, MakeVirtioWin.self]
-        )
-    }
+/// remedy's developer tools, not shipped: the demo, and phony images and a fake virtio-win for tests, demos and
+/// benchmarks. They need the test kit (RemedyFixtures), which the shipped `remedy` does not link.
+@main
+struct RemedyDev: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remedy-dev",
+        abstract: "remedy's developer tools: the demo, phony Windows images and a fake virtio-win (not installed).",
+        subcommands: [Demo.self, MakeImage.self, MakeVirtioWin.self]
+    )
 }
 
 extension WindowsRelease: ExpressibleByArgument {}
 extension Firmware: ExpressibleByArgument {}
 extension Arch: ExpressibleByArgument {}
-extension DiskFormat: ExpressibleByArgument {}
 extension PhonyState: ExpressibleByArgument {}
 extension FakeVirtioWin.Layout: ExpressibleByArgument {}
 
-extension Remedy.Dev {
+extension RemedyDev {
     struct MakeVirtioWin: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "make-virtio-win",
@@ -34,7 +34,7 @@ extension Remedy.Dev {
         @Argument(help: "Directory to write.") var directory: String
 
         func run() throws {
-            try requireVirtioINFFixtures(for: "remedy dev make-virtio-win")
+            try requireVirtioINFFixtures(for: "remedy-dev make-virtio-win")
             let dirs = osList.map { $0.split(separator: ",").map(String.init) } ?? FakeVirtioWin.allOSDirectories
             try FakeVirtioWin.write(at: directory, layout: layout, osDirectories: dirs)
             if let iso { try FakeVirtioWin.makeISO(from: directory, to: iso) }
@@ -43,7 +43,7 @@ extension Remedy.Dev {
     }
 }
 
-extension Remedy.Dev {
+extension RemedyDev {
     struct MakeImage: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "make-image",
