@@ -144,7 +144,7 @@ public enum Applier {
     static func fileTargets(_ report: ApplyReport, _ changes: [FileChange], session: ImageSession) -> [(String, String)] {
         var out: [(String, String)] = []
         for c in changes where c.op == .write {
-            if let path = session.resolveExisting(c.path) { out.append((path, c.sha256)) }
+            if let path = session.guestDirectories.resolveExisting(c.path) { out.append((path, c.sha256)) }
         }
         return out
     }
@@ -297,13 +297,13 @@ public enum Applier {
         let g = session.g
         var targets: [String] = []
         for c in changes {
-            let existing = session.resolveExisting(c.path)
+            let existing = session.guestDirectories.resolveExisting(c.path)
             let now = try existing.flatMap { (try g.isFile($0)) ? try g.checksum("sha256", $0) : nil }
             guard now == c.before else {
                 throw RemedyError(.planMismatch, image: session.imagePath, "\(ImageSession.windowsPath(c.path)) is \(now.map { "SHA-256 \($0)" } ?? "absent"), "
                                   + "the plan expected \(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned); nothing was written")
             }
-            targets.append(existing ?? session.resolveForWriting(c.path))
+            targets.append(existing ?? session.guestDirectories.resolveForWriting(c.path))
         }
         // Stage: file N of the plan is `N` in the tar and in the staging directory.
         let bundle = session.workDirectory + "/upload"
@@ -344,9 +344,9 @@ public enum Applier {
             var created: [String] = []
             for i in staged {
                 let parent = (targets[i] as NSString).deletingLastPathComponent
-                guard session.listing(parent) == nil, !created.contains(parent) else { continue }
+                guard session.guestDirectories.listing(parent) == nil, !created.contains(parent) else { continue }
                 var dir = parent
-                while !dir.isEmpty, dir != "/", session.listing(dir) == nil, !created.contains(dir) {
+                while !dir.isEmpty, dir != "/", session.guestDirectories.listing(dir) == nil, !created.contains(dir) {
                     created.append(dir)
                     dir = (dir as NSString).deletingLastPathComponent
                 }
@@ -368,7 +368,7 @@ public enum Applier {
                 try g.rm(target)
             case .write:
                 try g.rename("\(staging)/\(i)", target)   // its folder was created above
-                session.noteCreated(target)
+                session.guestDirectories.noteCreated(target)
                 if c.before == nil { report.injected.append(target) }
             }
         }

@@ -3,95 +3,6 @@ import Guestfs
 import Hivex
 import RegistryFormat
 
-/// An image file checked and locked, ready to be attached to an appliance.
-///
-/// What qemu opens is decided from qemu's own parse (``QemuView``): the
-/// content decides the format (never the name), qemu-img info with that
-/// format must show a self-contained image (no backing file, no external data
-/// file, VMDK extents only in the image's own directory), and the appliance
-/// is then given exactly that canonical path and format (``drive``). An OVA or
-/// OVF (``ImageSource``) is resolved to its system disk first.
-struct PreparedImage {
-    var path: String
-    var format: DiskFormat
-    var fileSize: Int64
-    var lockFD: Int32
-    /// What the appliance attaches: the canonical path qemu-img checked (or, for an OVA, a
-    /// private read-only overlay over the disk inside it) and its qemu format name.
-    var drivePath: String = ""
-    var driveFormat: String = ""
-    /// qemu's view of the disk.
-    var qemu: QemuView?
-    /// The OVA/OVF the disk came from (nil for a plain image file).
-    var source: ImageSource?
-    /// Whether qemu can write the image file in place (an apply without `--output`).
-    var writableInPlace: Bool { readOnlyReason == nil }
-    /// Why it cannot (nil when it can).
-    var readOnlyReason: String? {
-        if source != nil { return "it is an \(source!.kind.rawValue.uppercased()) (its disk is read, never written)" }
-        return qemu?.readOnlyReason
-    }
-
-    /// Checks the file (exists, regular, a disk format remedy accepts, what
-    /// qemu opens for it, writable in place by qemu if `writable`) and takes
-    /// its lock: shared to read, exclusive to write, so two remedy processes
-    /// never write the same image. An image qemu cannot update in place is
-    /// refused for writing with `image-read-only` before any appliance starts.
-    /// An interrupted apply's overlay or commit marker beside the image is finished or discarded first (``Overlay``).
-    static func prepare(_ path: String, writable: Bool, notice: (String) -> Void = { _ in }) throws -> PreparedImage {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
-            throw RemedyError(.imageNotFound, image: path, "cannot access the image: \(String(cString: strerror(errno)))")
-        }
-        guard (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFBLK else {
-            throw RemedyError(.imageUnreadable, image: path, "not a regular file or block device")
-        }
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RemedyError(.imageUnreadable, image: path, "cannot open: \(String(cString: strerror(errno)))") }
-        // An earlier apply that was interrupted left an overlay or a commit marker: finished or discarded first,
-        // under the exclusive lock (so never while another remedy process works on the image).
-        let pending = Overlay.pending(path)
-        if flock(fd, (writable || pending ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
-            Glibc.close(fd)
-            throw RemedyError(.imageLocked, image: path, "the image is locked by another process (another remedy apply?)")
-        }
-        do {
-            var image: PreparedImage
-            if let kind = ImageSource.Kind(path: path) {
-                let source = try ImageSource.resolve(path, kind: kind)
-                image = PreparedImage(path: path, format: source.format, fileSize: Int64(st.st_size), lockFD: fd)
-                image.source = source
-                (image.drivePath, image.driveFormat, image.qemu) = try source.attach()
-            } else {
-                let format = try DiskFormat.detect(path: path)
-                if pending {
-                    do { try Overlay.recover(path, format: format, notice: notice) } catch { throw RemedyError.wrap(error, image: path) }
-                }
-                let view = try QemuView.inspect(path, format: format)
-                image = PreparedImage(path: path, format: format, fileSize: Int64(st.st_size), lockFD: fd)
-                (image.drivePath, image.driveFormat, image.qemu) = (view.files[0], format.qemuName, view)
-            }
-            if pending && !writable { flock(fd, LOCK_SH) }
-            if writable, let reason = image.readOnlyReason {
-                image.source?.cleanup()
-                throw RemedyError(.imageReadOnly, image: path, "remedy cannot apply in place: \(reason); write the result to a new image with --output OUT")
-            }
-            return image
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
-    }
-
-    /// The drive to attach.
-    func drive(readonly: Bool) -> Drive { Drive(path: drivePath, format: driveFormat, readonly: readonly) }
-
-    func unlock() {
-        Glibc.close(lockFD)
-        source?.cleanup()
-    }
-}
-
 /// One image in an appliance: inspected, its hives downloaded to a private
 /// local directory. Plan and apply both start here, so they see the same
 /// facts. Nothing is written to the image unless ``remountWritable()`` is
@@ -130,6 +41,8 @@ public final class ImageSession {
     private let ownsAppliance: Bool
     /// Where the writes of a writable session go (never the image itself); nil for a read-only one.
     var overlay: Overlay?
+    /// The guest's directory listings while one mount lasts (apply updates it as it writes).
+    let guestDirectories: GuestDirectoryCache
     /// Whether anything was mounted writable (an overlay nobody wrote to is discarded, not committed).
     private var wroteOverlay = false
     private var openHives: [HiveName: Hive] = [:]
@@ -253,6 +166,7 @@ public final class ImageSession {
         self.format = prepared.format
         self.writable = writable
         self.appliance = appliance
+        self.guestDirectories = GuestDirectoryCache(appliance: appliance)
         self.device = device
         self.ownsAppliance = owns
         let work = try Self.makeWorkDirectory()
@@ -284,26 +198,26 @@ public final class ImageSession {
             }
             let local = workDirectory + "/" + hive.rawValue
             do {
-                try Self.checkSize(g, guestPath, limit: RegistryLimits.maxHiveFile, what: "the \(hive.rawValue) hive")
+                try HiveReader.checkSize(g, guestPath, limit: RegistryLimits.maxHiveFile, what: "the \(hive.rawValue) hive")
                 try g.download(guestPath, to: local)
             } catch let e as GuestfsError {
                 throw RemedyError(.hiveUnreadable, "cannot read the \(hive.rawValue) hive (\(guestPath)): \(e.message)", cause: e)
             }
             hivePaths[hive] = guestPath
             localHives[hive] = local
-            integrity[hive] = try Self.recoverIfDirty(hive, local: local, guestPath: guestPath, g: g, workDirectory: workDirectory)
+            integrity[hive] = try HiveReader.recoverIfDirty(hive, local: local, guestPath: guestPath, g: g, workDirectory: workDirectory)
         }
-        let system = try Self.openHive(.system, localHives[.system]!, guest: hivePaths[.system]!)
-        let software = try Self.openHive(.software, localHives[.software]!, guest: hivePaths[.software]!)
+        let system = try HiveReader.openHive(.system, localHives[.system]!, guest: hivePaths[.system]!)
+        let software = try HiveReader.openHive(.software, localHives[.software]!, guest: hivePaths[.software]!)
         openHives = [.system: system, .software: software]
         // SAM is read, never written (local accounts, for the administrator-account check); an unreadable one is left out.
         if let sam = try? g.caseSensitivePath("\(systemRoot)/System32/config/SAM"), (try? g.isFile(sam)) == true,
-           (try? Self.checkSize(g, sam, limit: RegistryLimits.maxHiveFile, what: "the SAM hive")) != nil,
+           (try? HiveReader.checkSize(g, sam, limit: RegistryLimits.maxHiveFile, what: "the SAM hive")) != nil,
            (try? g.download(sam, to: workDirectory + "/SAM")) != nil, let hive = try? Hive(path: workDirectory + "/SAM") {
             openHives[.sam] = hive
         }
 
-        let (controlSets, current) = try Self.controlSets(system, guest: hivePaths[.system]!)
+        let (controlSets, current) = try HiveReader.controlSets(system, guest: hivePaths[.system]!)
         let arch: String = {
             guard let cmd = try? g.caseSensitivePath("\(systemRoot)/System32/cmd.exe"), let a = try? g.fileArchitecture(cmd) else { return "unknown" }
             return a
@@ -314,69 +228,6 @@ public final class ImageSession {
         built = true
     }
 
-    /// Downloads the hive's transaction logs and, when the hive is dirty,
-    /// replays them into the local copy (the original is kept beside it as
-    /// `HIVE.orig`). hivex would open a dirty hive silently, with stale data,
-    /// and its commit would mark it clean so Windows ignores the logs.
-    static func recoverIfDirty(_ hive: HiveName, local: String, guestPath: String, g: Guestfs, workDirectory: String) throws -> HiveIntegrity {
-        let dir = (guestPath as NSString).deletingLastPathComponent
-        let file = (guestPath as NSString).lastPathComponent.lowercased()
-        let logNames = ((try? g.ls(dir)) ?? []).filter { ["\(file).log", "\(file).log1", "\(file).log2"].contains($0.lowercased()) }.sorted()
-        var logs: [(name: String, bytes: [UInt8])] = []
-        var logPaths: [String] = []
-        for name in logNames {
-            let guest = dir + "/" + name
-            guard (try? g.isFile(guest)) == true else { continue }
-            let localLog = workDirectory + "/" + name
-            do {
-                try checkSize(g, guest, limit: RegistryLimits.maxLogFile, what: "the \(hive.rawValue) transaction log")
-                try g.download(guest, to: localLog)
-            } catch let e as GuestfsError {
-                throw RemedyError(.hiveUnreadable, "cannot read the \(hive.rawValue) transaction log \(guest): \(e.message)", cause: e)
-            }
-            logs.append((name, (try? HostFile.read(localLog, followLinks: false, limit: RegistryLimits.maxLogFile)) ?? []))
-            logPaths.append(guest)
-        }
-        let bytes = (try? HostFile.read(local, followLinks: false, limit: RegistryLimits.maxHiveFile)) ?? []
-        let base: BaseBlock
-        do {
-            base = try BaseBlock(bytes)
-        } catch let e as RegfError {
-            throw RemedyError(.hiveUnreadable, "the \(hive.rawValue) hive (\(guestPath)) is not a valid registry hive: \(e.message)", cause: e)
-        }
-        var info = HiveIntegrity(hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence, secondarySequence: base.secondarySequence,
-                                 checksumValid: base.checksumValid, logs: logPaths, replayed: [], highestLogSequence: 0)
-        guard base.isDirty else {
-            info.highestLogSequence = (try? HiveRecovery.recover(primary: bytes, logs: logs).highestLogSequence) ?? 0
-            return info
-        }
-        do {
-            let r = try HiveRecovery.recover(primary: bytes, logs: logs)
-            // The replayed hive is checked before it is written: bounded, and sound bins.
-            if let problem = try HiveCheck(r.bytes).problems.first {
-                throw RegfError("the replayed hive is not sound: \(problem)")
-            }
-            try FileManager.default.moveItem(atPath: local, toPath: local + ".orig")
-            guard FileManager.default.createFile(atPath: local, contents: Data(r.bytes)) else {
-                throw RemedyError(.writeFailed, "cannot write the recovered \(hive.rawValue) hive locally")
-            }
-            info.replayed = r.applied
-            info.highestLogSequence = r.highestLogSequence
-            return info
-        } catch let e as RegfError {
-            throw RemedyError(.hiveUnrecoverable, "the \(hive.rawValue) hive (\(guestPath)) was not cleanly closed by Windows and cannot be recovered: \(e.message); "
-                              + "nothing was changed (boot the VM once and shut it down cleanly, then export it again)", cause: e)
-        }
-    }
-
-    /// Refuses to download a guest file larger than `limit` (its size from the appliance, before any byte is read).
-    static func checkSize(_ g: Guestfs, _ path: String, limit: Int, what: String) throws {
-        let size = try g.fileSize(path)
-        guard size <= Int64(limit) else {
-            throw RemedyError(.hiveUnreadable, "\(what) (\(path)) is \(size) bytes, more than remedy accepts (\(limit) bytes): not a real hive")
-        }
-    }
-
     static func makeWorkDirectory() throws -> String {
         var template = Array((NSTemporaryDirectory() + "/remedy.XXXXXX").utf8CString)
         guard let p = mkdtemp(&template) else {
@@ -385,82 +236,10 @@ public final class ImageSession {
         return String(cString: p)
     }
 
-    static func openHive(_ hive: HiveName, _ local: String, guest: String) throws -> Hive {
-        do {
-            return try Hive(path: local)
-        } catch let e as HivexError {
-            throw RemedyError(.hiveUnreadable, "the \(hive.rawValue) hive (\(guest)) is not a valid registry hive: \(String(cString: strerror(e.errno)))", cause: e)
-        }
-    }
-
-    /// ControlSet00N keys and their roles from `SYSTEM\Select`.
-    static func controlSets(_ system: Hive, guest: String) throws -> ([ControlSet], String) {
-        do {
-            let root = try system.root()
-            guard let select = try system.child(of: root, named: "Select") else {
-                throw RemedyError(.hiveUnreadable, "the SYSTEM hive (\(guest)) has no Select key: cannot tell which control set Windows boots")
-            }
-            var roleOf: [Int: [ControlSet.Role]] = [:]
-            var current = 0
-            for role in ControlSet.Role.allCases {
-                if case .dword(let n)? = try system.value(of: select, named: role.rawValue), n > 0 {
-                    roleOf[Int(n), default: []].append(role)
-                    if role == .current { current = Int(n) }
-                }
-            }
-            guard current > 0 else {
-                throw RemedyError(.hiveUnreadable, "the SYSTEM hive (\(guest)) has no valid Select\\Current value")
-            }
-            var sets: [ControlSet] = []
-            for child in try system.children(of: root) {
-                let name = try system.name(of: child)
-                let lower = name.lowercased()
-                guard lower.hasPrefix("controlset"), let n = Int(lower.dropFirst(10)), lower.count == 13 else { continue }
-                sets.append(ControlSet(name: name, roles: roleOf[n] ?? []))
-            }
-            let currentName = String(format: "ControlSet%03d", current)
-            guard sets.contains(where: { $0.name.lowercased() == currentName.lowercased() }) else {
-                throw RemedyError(.hiveUnreadable, "Select\\Current names \(currentName), which is not in the SYSTEM hive (\(guest))")
-            }
-            return (sets.sorted { $0.name < $1.name }, sets.first { $0.name.lowercased() == currentName.lowercased() }!.name)
-        } catch let e as HivexError {
-            throw RemedyError(.hiveUnreadable, "the SYSTEM hive (\(guest)) is damaged: \(e)", cause: e)
-        }
-    }
-
     /// Reads the subtrees the requirements name into plain values.
     public func facts(for requirements: [RegistryRequirement]) throws -> ImageFacts {
-        ImageFacts(image: imageInfo, os: os, registry: try Self.snapshot(openHives, requirements, image: imagePath),
+        ImageFacts(image: imageInfo, os: os, registry: try HiveReader.snapshot(openHives, requirements, image: imagePath),
                    hives: integrity.values.sorted { $0.hive < $1.hive }, volume: volume)
-    }
-
-    /// Reads requirements from open hives into a snapshot.
-    static func snapshot(_ hives: [HiveName: Hive], _ requirements: [RegistryRequirement], image: String) throws -> RegistrySnapshot {
-        var snapshot = RegistrySnapshot()
-        for r in requirements {
-            guard let hive = hives[r.hive] else {
-                if r.hive == .sam {   // optional: an image without a readable SAM reads as one without accounts
-                    snapshot.insert(.sam, r.path, nil)
-                    continue
-                }
-                throw RemedyError(.hiveUnreadable, image: image, "the \(r.hive.rawValue) hive is not read by remedy yet")
-            }
-            do {
-                let node = try hive.node(at: r.path.description)
-                snapshot.insert(r.hive, r.path, try node.map { try read(hive, $0, depth: r.depth) })
-            } catch let e as HivexError {
-                throw RemedyError(.hiveUnreadable, image: image, "reading \(r.hive.rawValue)\\\(r.path): \(e)", cause: e)
-            }
-        }
-        return snapshot
-    }
-
-    static func read(_ hive: Hive, _ node: HiveNode, depth: Int) throws -> RegistryKey {
-        var key = RegistryKey(name: try hive.name(of: node), values: try hive.values(of: node))
-        if depth > 0 {
-            key.subkeys = try hive.children(of: node).map { try read(hive, $0, depth: depth - 1) }
-        }
-        return key
     }
 
     /// Plans the policy against this image.
@@ -615,10 +394,10 @@ public final class ImageSession {
         var snapshot = FileSnapshot()
         guard !requirements.isEmpty else { return snapshot }
         try mountReadOnly()
-        directories = [:]
+        guestDirectories.reset()
         for r in requirements {
             let key = FileSnapshot.key(r.path)
-            guard let path = resolveExisting(r.path), (try? g.isFile(path)) == true else {
+            guard let path = guestDirectories.resolveExisting(r.path), (try? g.isFile(path)) == true else {
                 snapshot.files[key] = .some(nil)
                 continue
             }
@@ -637,73 +416,10 @@ public final class ImageSession {
         return snapshot
     }
 
-    /// Directory listings of this session's filesystem: lowercased guest path -> (stored path, lowercased name -> stored name),
-    /// nil for a directory that does not exist. Kept while one mount lasts; writes update it.
-    var directories: [String: (path: String, names: [String: String])?] = [:]
-
-    /// A directory's listing, from the cache or one `ls`.
-    func listing(_ dir: String) -> (path: String, names: [String: String])? {
-        let key = dir.lowercased()
-        if let known = directories[key] { return known }
-        var result: (path: String, names: [String: String])?
-        if dir == "/" || dir.isEmpty {
-            result = ("", [:])
-        } else if let parent = listing((dir as NSString).deletingLastPathComponent),
-                  let stored = parent.names[(dir as NSString).lastPathComponent.lowercased()] {
-            result = (parent.path + "/" + stored, [:])
-        }
-        if var r = result {
-            let names = (try? g.ls(r.path.isEmpty ? "/" : r.path)) ?? []
-            for n in names { r.names[n.lowercased()] = n }
-            result = r
-        }
-        directories[key] = .some(result)
-        return result
-    }
-
-    /// The stored spelling of an existing guest path (NTFS is case-insensitive to Windows, not to the appliance), or nil.
-    func resolveExisting(_ path: String) -> String? {
-        guard let dir = listing((path as NSString).deletingLastPathComponent),
-              let name = dir.names[(path as NSString).lastPathComponent.lowercased()] else { return nil }
-        return dir.path + "/" + name
-    }
-
-    /// A path to write: the existing directories' stored spelling, the rest as given.
-    func resolveForWriting(_ path: String) -> String {
-        var parts = path.split(separator: "/").map(String.init)
-        var tail: [String] = []
-        while !parts.isEmpty {
-            if let p = resolveExisting("/" + parts.joined(separator: "/")) {
-                return ([p] + tail).joined(separator: "/")
-            }
-            tail.insert(parts.removeLast(), at: 0)
-        }
-        return "/" + tail.joined(separator: "/")
-    }
-
-    /// Records a file (and its directories) created by this session in the listing cache.
-    func noteCreated(_ path: String) {
-        var child = path
-        var dir = (path as NSString).deletingLastPathComponent
-        while true {
-            let key = dir.lowercased()
-            let name = (child as NSString).lastPathComponent
-            if case .some(.some(var l)) = directories[key] {
-                l.names[name.lowercased()] = l.names[name.lowercased()] ?? name
-                directories[key] = .some(l)
-                break
-            }
-            directories[key] = .some((dir, [name.lowercased(): name]))
-            if dir == "/" || dir.isEmpty { break }
-            child = dir
-            dir = (dir as NSString).deletingLastPathComponent
-        }
-    }
-
     /// Mounts this image's Windows filesystem at `/`, read-only, unless it already is (in either mode).
     func mountReadOnly() throws {
         guard appliance.mounted?.device != device else { return }
-        directories = [:]
+        guestDirectories.reset()
         try g.umountAll()
         appliance.mounted = nil
         try g.mountReadOnly(install.root, at: "/")
@@ -714,7 +430,7 @@ public final class ImageSession {
     func remountWritable() throws {
         precondition(writable, "remountWritable on a read-only session")
         if let m = appliance.mounted, m.device == device, m.writable { return }
-        directories = [:]
+        guestDirectories.reset()
         try g.umountAll()
         appliance.mounted = nil
         try g.mount(install.root, at: "/")
@@ -726,7 +442,7 @@ public final class ImageSession {
     /// of `esp` file changes); ``mountReadOnly()`` / ``remountWritable()`` mount Windows again.
     func mountESP(_ filesystem: String, writable: Bool) throws {
         precondition(!writable || self.writable, "a writable ESP mount on a read-only session")
-        directories = [:]
+        guestDirectories.reset()
         try g.umountAll()
         appliance.mounted = nil
         if writable { try g.mount(filesystem, at: "/") } else { try g.mountReadOnly(filesystem, at: "/") }
@@ -783,53 +499,3 @@ public final class ImageSession {
     /// A guest path as Windows shows it (`C:\Windows\...`).
     public static func windowsPath(_ guest: String) -> String { GuestPath.windows(guest) }
 }
-
-/// What remedy has read from virtio-win ISOs in this process: each ISO's listing and a local copy of the files
-/// taken from it, keyed by the ISO's path, size and modification time. One lock serialises reading an ISO, so
-/// two appliances of a batch never fetch the same directory at once. The copies are removed when the process ends.
-final class ISOCache: @unchecked Sendable {
-    static let shared = ISOCache()
-
-    final class Entry {
-        let root: String
-        var listing: [String]?
-        /// Paths checked to be regular files in the ISO.
-        var regular = Set<String>()
-        init(root: String) { self.root = root }
-    }
-
-    private let lock = NSLock()
-    private var entries: [String: Entry] = [:]
-    private static let directory: String? = {
-        var template = Array((NSTemporaryDirectory() + "/remedy-virtio-win.XXXXXX").utf8CString)
-        guard let p = mkdtemp(&template) else { return nil }
-        atexit { ISOCache.removeDirectory() }
-        return String(cString: p)
-    }()
-
-    static func removeDirectory() {
-        if let d = directory { try? FileManager.default.removeItem(atPath: d) }
-    }
-
-    func with<T>(iso path: String, _ body: (Entry) throws -> T) throws -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
-        let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-        let key = "\(URL(fileURLWithPath: path).standardizedFileURL.path)|\(size)|\(modified)"
-        let entry: Entry
-        if let known = entries[key] {
-            entry = known
-        } else {
-            guard let base = Self.directory else {
-                throw RemedyError(.writeFailed, "cannot create a temporary directory for the virtio-win ISO: \(String(cString: strerror(errno)))")
-            }
-            entry = Entry(root: "\(base)/\(entries.count)")
-            try FileManager.default.createDirectory(atPath: entry.root, withIntermediateDirectories: true)
-            entries[key] = entry
-        }
-        return try body(entry)
-    }
-}
-
