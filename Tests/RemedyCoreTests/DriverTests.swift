@@ -220,7 +220,7 @@ enum FakeTrees {
 
     @Test func anISOListingIsSplitIntoFilesWithoutAskingAboutEachEntry() {
         let listing = ["viostor", "viostor/2k16", "viostor/2k16/amd64", "viostor/2k16/amd64/viostor.inf", "viostor.txt", "empty"]
-        #expect(Set(ImageSession.leaves(listing)) == ["viostor/2k16/amd64/viostor.inf", "viostor.txt", "empty"])
+        #expect(Set(ISOReader.leaves(listing)) == ["viostor/2k16/amd64/viostor.inf", "viostor.txt", "empty"])
     }
 
     @Test func clientWindowsAndServerWindowsDoNotShare() {
