@@ -19,30 +19,47 @@ let package = Package(
 
         // Safe Swift wrappers: nothing above these sees a C pointer.
         .target(name: "Guestfs", dependencies: ["CGuestfs"]),
-        .target(name: "Hivex", dependencies: ["CHivex"]),
+        .target(name: "Hivex", dependencies: ["CHivex", "RegistryFormat"]),
 
-        // The registry file format in pure Swift: base blocks, checksums, transaction logs and their
-        // replay. It parses untrusted bytes on the host, so it never trusts a field (and is fuzzed).
+        // Registry values and the registry file format in pure Swift: base blocks, checksums, transaction logs and
+        // their replay. It parses untrusted bytes on the host, so it never trusts a field (and is fuzzed).
         .target(name: "RegistryFormat"),
 
-        // Policy model, inspection facts, pure planner, applier, renderers.
-        .target(name: "RemedyCore", dependencies: ["Guestfs", "Hivex", "RegistryFormat", "Yams"]),
+        // Facts in, plan out: facts, plan, policy model, rules, virtio-win drivers (INF), planner, renderers. Pure:
+        // it cannot import Guestfs or Hivex, and reads no file (the engine loads every input beforehand).
+        .target(name: "RemedyPlanning", dependencies: ["RegistryFormat"]),
 
-        // Phony Windows images and hives built from declarative descriptions (tests, demo, benchmarks).
+        // The engine: images, the appliance, inspection, loading policies and payloads, apply, rollback, batch.
+        .target(name: "RemedyCore", dependencies: ["RemedyPlanning", "Guestfs", "Hivex", "RegistryFormat", "Yams"]),
+
+        // The test kit: phony Windows images and hives built from declarative descriptions, a fake virtio-win, the
+        // fuzz harness. Linked by the tests and remedy-dev only, never by the shipped remedy.
         .target(name: "RemedyFixtures", dependencies: ["RemedyCore", "RegistryFormat", "Guestfs", "Hivex"]),
 
-        // The thin command-line front end.
-        .executableTarget(
-            name: "remedy",
+        // The command line's commands (plan, apply, rollback, batch, report, convert, hive, policies, explain).
+        .target(
+            name: "RemedyCLI",
             dependencies: [
-                "RemedyCore", "RemedyFixtures", "RegistryFormat",
+                "RemedyCore", "RegistryFormat",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // The shipped program: the command line, without the test kit.
+        .executableTarget(name: "remedy", dependencies: ["RemedyCLI"]),
+
+        // Developer tools, not shipped: the demo, phony images, a fake virtio-win (they need the test kit).
+        .executableTarget(
+            name: "remedy-dev",
+            dependencies: [
+                "RemedyCLI", "RemedyCore", "RemedyFixtures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "HivexTests", dependencies: ["Hivex", "RegistryFormat", "RemedyFixtures"]),
-        .testTarget(name: "RemedyCoreTests", dependencies: ["RemedyCore", "RemedyFixtures", "Hivex"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["RemedyCore", "RemedyFixtures", "Guestfs", "Hivex"]),
+        .testTarget(name: "RemedyCoreTests", dependencies: ["RemedyCore", "RemedyPlanning", "RemedyFixtures", "Hivex"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["RemedyCore", "RemedyPlanning", "RemedyFixtures", "Guestfs", "Hivex"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -30,7 +30,9 @@ export REMEDY_ACCEL="$accel" LIBGUESTFS_BACKEND=direct REMEDY_TIMINGS=1
 
 echo "building remedy (release)..." >&2
 swift build -c release --product remedy >&2
+swift build -c release --product remedy-dev >&2
 remedy=$(swift build -c release --show-bin-path)/remedy
+remedy_dev=$(swift build -c release --show-bin-path)/remedy-dev
 # The binary reads policies at run time: measure against a snapshot, not a tree that may change meanwhile.
 rm -rf "$work/Policies" "$work/Payloads"; cp -r Policies "$work/Policies"; cp -r Payloads "$work/Payloads"
 export REMEDY_POLICIES="$work/Policies" REMEDY_PAYLOADS_DIR="$work/Payloads"
@@ -64,7 +66,7 @@ mul() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a * b }'; }
 median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
 echo "making phony images in $work ..." >&2
-"$remedy" dev make-image --os 2016 --static-nics 2 --state vmware-tools --state ide-disabled --format qcow2 -o "$work/base.qcow2" >&2
+"$remedy_dev" make-image --os 2016 --static-nics 2 --state vmware-tools --state ide-disabled --format qcow2 -o "$work/base.qcow2" >&2
 fresh() {  # fresh DIR N: N copies of the base image
   rm -rf "$1"; mkdir -p "$1"
   for i in $(seq -w 1 "$2"); do cp --sparse=always "$work/base.qcow2" "$1/img-$i.qcow2"; done
@@ -94,7 +96,7 @@ fi
 
 # 2b. With a virtio-win ISO (remedy's fake one: real layout and INFs, small binaries; only the chosen OS directory
 # is read from it, so a real ISO costs the size of that directory more) and a Cloudbase-Init payload.
-"$remedy" dev make-virtio-win --iso "$work/virtio-win.iso" "$work/virtio-win" > /dev/null
+"$remedy_dev" make-virtio-win --iso "$work/virtio-win.iso" "$work/virtio-win" > /dev/null
 head -c 1048576 /dev/urandom > "$work/CloudbaseInitSetup_x64.msi"
 inputs=(--virtio-win "$work/virtio-win.iso" --payload "cloudbase-init=$work/CloudbaseInitSetup_x64.msi")
 t=()

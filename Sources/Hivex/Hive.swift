@@ -1,5 +1,10 @@
 import CHivex
 import Glibc
+// The values a hive holds are RegistryFormat's (pure) types; users of Hivex see them as before.
+@_exported import enum RegistryFormat.RegistryValue
+@_exported import enum RegistryFormat.RegistryValueType
+@_exported import struct RegistryFormat.HiveValue
+@_exported import struct RegistryFormat.RawHiveValue
 
 /// An error reported by libhivex: the C function, the file, and errno.
 public struct HivexError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -26,36 +31,6 @@ public struct HivexError: Error, CustomStringConvertible, Sendable, Equatable {
 /// A key inside an open hive. Only meaningful for the hive that produced it.
 public struct HiveNode: Hashable, Sendable {
     fileprivate let raw: Int
-}
-
-/// One named value, decoded.
-public struct HiveValue: Hashable, Sendable {
-    public var name: String
-    public var value: RegistryValue
-    public init(name: String, value: RegistryValue) {
-        self.name = name
-        self.value = value
-    }
-}
-
-/// One named value exactly as stored: its type number and its data bytes,
-/// undecoded. Values remedy does not change are written back in this form,
-/// so nothing passes through a lossy decoder (a REG_MULTI_SZ with an empty
-/// string inside, a REG_SZ with bytes after its NUL or an unpaired surrogate).
-public struct RawHiveValue: Hashable, Sendable {
-    public var name: String
-    public var type: UInt32
-    public var data: [UInt8]
-    public init(name: String, type: UInt32, data: [UInt8]) {
-        self.name = name
-        self.type = type
-        self.data = data
-    }
-    public init(_ v: HiveValue) {
-        self.init(name: v.name, type: v.value.type, data: v.value.encoded)
-    }
-    /// The decoded form (for reading; never written back).
-    public var decoded: RegistryValue { .decode(type: type, data: data) }
 }
 
 /// A registry hive file opened with libhivex.

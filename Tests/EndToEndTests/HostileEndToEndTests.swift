@@ -1,6 +1,7 @@
 import Foundation
 import Guestfs
 @testable import RemedyCore
+@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
 

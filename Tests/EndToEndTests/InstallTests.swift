@@ -51,10 +51,17 @@ import Testing
         let version = try runProgram(program, ["--version"], environment: Self.cleanEnvironment, directory: tmp + "/elsewhere")
         #expect(version.status == 0 && !version.stdout.isEmpty)
 
-        // demo and dev make-virtio-win need the INF files of a checkout: without them, a clean error and no work.
+        // The installed program is the product without the test kit: no demo, no dev tools (they are remedy-dev's).
+        for gone in ["demo", "dev"] {
+            let r = try runProgram(program, [gone], environment: Self.cleanEnvironment, directory: tmp + "/elsewhere")
+            #expect(r.status == 64, "remedy \(gone): \(r.status) \(r.stdout) \(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: top + "/bin/remedy-dev"))
+
+        // remedy-dev's demo and make-virtio-win need the INF files of a checkout: without them, a clean error and no work.
         var noFixtures = Self.cleanEnvironment
         noFixtures["REMEDY_VIRTIO_INF_FIXTURES"] = tmp + "/no-such-folder"
-        let fake = try runProgram(program, ["dev", "make-virtio-win", tmp + "/virtio"], environment: noFixtures, directory: tmp + "/elsewhere")
+        let fake = try runProgram(remedyDevExecutable(), ["make-virtio-win", tmp + "/virtio"], environment: noFixtures, directory: tmp + "/elsewhere")
         #expect(fake.status == 1 && fake.stderr.contains("REMEDY_VIRTIO_INF_FIXTURES") && !FileManager.default.fileExists(atPath: tmp + "/virtio"),
                 "\(fake.status): \(fake.stderr)")
 

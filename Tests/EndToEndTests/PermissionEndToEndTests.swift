@@ -27,9 +27,9 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let image = dir + "/w2016.raw", virtio = dir + "/vw", msi = dir + "/CloudbaseInitSetup_x64.msi"
         FileManager.default.createFile(atPath: msi, contents: Data("placeholder for CloudbaseInitSetup_x64.msi\r\n".utf8))
-        let made = try remedy(["dev", "make-image", "--os", "2016", "--format", "raw", "--static-nics", "1", "-o", image])
+        let made = try remedyDev(["make-image", "--os", "2016", "--format", "raw", "--static-nics", "1", "-o", image])
         try #require(made.status == 0, "\(made.stderr)")
-        let vw = try remedy(["dev", "make-virtio-win", "--os", "2k16", virtio])
+        let vw = try remedyDev(["make-virtio-win", "--os", "2k16", virtio])
         try #require(vw.status == 0, "\(vw.stderr)")
 
         let hive = "/Windows/System32/config/SYSTEM"

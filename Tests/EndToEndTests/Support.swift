@@ -188,6 +188,15 @@ func remedy(_ args: [String], environment: [String: String] = [:]) throws -> Com
     return try runProgram(remedyExecutable(), args, environment: env)
 }
 
+/// Runs the built `remedy-dev` executable (the developer tools: phony images, a fake virtio-win).
+func remedyDev(_ args: [String], environment: [String: String] = [:]) throws -> CommandResult {
+    var env = ProcessInfo.processInfo.environment
+    env["REMEDY_ACCEL"] = "tcg"
+    env["REMEDY_ACCEL_CACHE"] = NSTemporaryDirectory() + "/remedy-tests-accel.json"
+    for (k, v) in environment { env[k] = v }
+    return try runProgram(remedyDevExecutable(), args, environment: env)
+}
+
 /// Runs a program with exactly `environment`, in `directory` (default: the current one), and collects its output.
 func runProgram(_ executable: String, _ args: [String], environment: [String: String], directory: String? = nil) throws -> CommandResult {
     let p = Process()
@@ -212,15 +221,20 @@ func runProgram(_ executable: String, _ args: [String], environment: [String: St
     return CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
 }
 
-func remedyExecutable() -> String {
+func remedyExecutable() -> String { builtExecutable("remedy") }
+
+/// The developer tools, built beside `remedy` (`swift build` builds both; .ci/setup runs it).
+func remedyDevExecutable() -> String { builtExecutable("remedy-dev") }
+
+func builtExecutable(_ name: String) -> String {
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
     for _ in 0..<4 {
-        let candidate = dir.appendingPathComponent("remedy").path
+        let candidate = dir.appendingPathComponent(name).path
         if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         dir = dir.deletingLastPathComponent()
     }
-    return ".build/debug/remedy"
+    return ".build/debug/\(name)"
 }
 
 func fileBytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }

@@ -1,5 +1,6 @@
 import Foundation
 @testable import RemedyCore
+@testable import RemedyPlanning
 import Testing
 
 /// Every Cloudbase-Init configuration remedy writes, checked against the names in Cloudbase-Init's own source

@@ -1,6 +1,7 @@
 import Foundation
 import Hivex
 @testable import RemedyCore
+@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
 
@@ -219,7 +220,7 @@ enum FakeTrees {
 
     @Test func anISOListingIsSplitIntoFilesWithoutAskingAboutEachEntry() {
         let listing = ["viostor", "viostor/2k16", "viostor/2k16/amd64", "viostor/2k16/amd64/viostor.inf", "viostor.txt", "empty"]
-        #expect(Set(ImageSession.leaves(listing)) == ["viostor/2k16/amd64/viostor.inf", "viostor.txt", "empty"])
+        #expect(Set(ISOReader.leaves(listing)) == ["viostor/2k16/amd64/viostor.inf", "viostor.txt", "empty"])
     }
 
     @Test func clientWindowsAndServerWindowsDoNotShare() {
@@ -635,7 +636,7 @@ enum FakeTrees {
         let path = try Self.cleanHive("SYSTEM_WIN_10_1709")
         let hive = try Hive(path: path)
         defer { hive.close() }
-        let (sets, current) = try ImageSession.controlSets(hive, guest: "SYSTEM")
+        let (sets, current) = try HiveReader.controlSets(hive, guest: "SYSTEM")
         let os = OSFacts(root: "/dev/sda2", product: "Windows 10 Pro", variant: "Client", majorVersion: 10, minorVersion: 0, build: "16299",
                          arch: "x86_64", hostname: nil, systemRoot: "/Windows", currentControlSet: current, controlSets: sets)
         var payloads = PayloadFacts()
@@ -643,7 +644,7 @@ enum FakeTrees {
         #expect(payloads.virtio?.selected == "w10/amd64")
         let rule = VirtioDriversRule(drivers: VirtioDriversRule.defaultDrivers, required: false, knownIssues: [])
         var facts = ImageFacts(image: ImageInfo(path: path, format: "raw", fileSize: 0), os: os,
-                               registry: try ImageSession.snapshot([.system: hive], rule.requirements(for: os, payloads: payloads).filter { $0.hive == .system }, image: path))
+                               registry: try HiveReader.snapshot([.system: hive], rule.requirements(for: os, payloads: payloads).filter { $0.hive == .system }, image: path))
         facts.payloads = payloads
         for r in rule.fileRequirements(for: facts) { facts.files.files[FileSnapshot.key(r.path)] = .some(nil) }
         #expect(VirtioDriversRule.usedOemNumbers(facts) == Set(0...11))

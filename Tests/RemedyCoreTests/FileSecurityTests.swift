@@ -1,5 +1,6 @@
 import Foundation
 @testable import RemedyCore
+@testable import RemedyPlanning
 import Testing
 
 @Suite struct FileSecurityTests {

@@ -1,5 +1,6 @@
 import Foundation
 @testable import RemedyCore
+@testable import RemedyPlanning
 import Testing
 
 /// Image intake on the host: format detection never traps, qemu's own view

@@ -1,5 +1,6 @@
 import Foundation
 @testable import RemedyCore
+@testable import RemedyPlanning
 import Testing
 
 /// The overlay, its commit marker, the proof and the recovery of an interrupted commit, without an appliance:

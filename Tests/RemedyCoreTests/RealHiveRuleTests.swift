@@ -1,6 +1,7 @@
 import Foundation
 import Hivex
 @testable import RemedyCore
+@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import Hivex
 @testable import RemedyCore
+@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
 
@@ -23,7 +24,7 @@ struct LocalWindows {
         try spec.samHive().write(to: hives[.sam]!)
         let system = try Hive(path: hives[.system]!)
         defer { system.close() }
-        let (sets, current) = try ImageSession.controlSets(system, guest: "SYSTEM")
+        let (sets, current) = try HiveReader.controlSets(system, guest: "SYSTEM")
         os = OSFacts(root: "/dev/sda2", product: spec.release.productName, variant: "Server",
                      majorVersion: spec.release.version.major, minorVersion: spec.release.version.minor, build: spec.release.build,
                      arch: spec.arch.rawValue, hostname: spec.hostname, systemRoot: "/Windows", currentControlSet: current, controlSets: sets,
@@ -35,7 +36,7 @@ struct LocalWindows {
         defer { open.values.forEach { $0.close() } }
         for (name, path) in hives { open[name] = try Hive(path: path) }
         return ImageFacts(image: ImageInfo(path: dir, format: "raw", fileSize: 0), os: os,
-                          registry: try ImageSession.snapshot(open, requirements, image: dir))
+                          registry: try HiveReader.snapshot(open, requirements, image: dir))
     }
 
     /// The image's files as far as tests put them there (and apply writes them).

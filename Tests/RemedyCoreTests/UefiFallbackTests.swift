@@ -1,5 +1,6 @@
 import Foundation
 @testable import RemedyCore
+@testable import RemedyPlanning
 import Testing
 
 /// `uefi-fallback` on facts: the fallback loader of the ESP becomes a copy of bootmgfw.efi when missing or different.
