@@ -16,6 +16,10 @@ struct PreparedImage {
     var format: DiskFormat
     var fileSize: Int64
     var lockFD: Int32
+    /// The locks on the other files qemu opens for the image (its VMDK extents), taken as the image's own: a
+    /// descriptor may name any file of its directory, another image of a batch too, and two images that share a
+    /// file are then never written at the same time, nor one read while the other writes it.
+    var extentLockFDs: [Int32] = []
     /// What the appliance attaches: the canonical path qemu-img checked (or, for an OVA, a
     /// private read-only overlay over the disk inside it) and its qemu format name.
     var drivePath: String = ""
@@ -70,10 +74,12 @@ struct PreparedImage {
                 let view = try QemuView.inspect(path, format: format)
                 image = PreparedImage(path: path, format: format, fileSize: Int64(st.st_size), lockFD: fd)
                 (image.drivePath, image.driveFormat, image.qemu) = (view.files[0], format.qemuName, view)
+                image.extentLockFDs = try lockExtents(Array(view.files.dropFirst()), exclusive: writable, image: path)
             }
             if pending && !writable { flock(fd, LOCK_SH) }
             if writable, let reason = image.readOnlyReason {
                 image.source?.cleanup()
+                for fd in image.extentLockFDs { Glibc.close(fd) }
                 throw RemedyError(.imageReadOnly, image: path, "remedy cannot apply in place: \(reason); write the result to a new image with --output OUT")
             }
             return image
@@ -83,11 +89,28 @@ struct PreparedImage {
         }
     }
 
+    /// Locks every extent file like the image itself (shared to read, exclusive to write), or none of them.
+    static func lockExtents(_ files: [String], exclusive: Bool, image: String) throws -> [Int32] {
+        var fds: [Int32] = []
+        for f in files {
+            let fd = Glibc.open(f, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0, flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 else {
+                let why = fd < 0 ? "cannot be opened: \(String(cString: strerror(errno)))" : "is locked by another process or another image that uses it"
+                if fd >= 0 { Glibc.close(fd) }
+                for d in fds { Glibc.close(d) }
+                throw RemedyError(fd < 0 ? .imageUnreadable : .imageLocked, image: image, "the image's extent \(f) \(why)")
+            }
+            fds.append(fd)
+        }
+        return fds
+    }
+
     /// The drive to attach.
     func drive(readonly: Bool) -> Drive { Drive(path: drivePath, format: driveFormat, readonly: readonly) }
 
     func unlock() {
         Glibc.close(lockFD)
+        for fd in extentLockFDs { Glibc.close(fd) }
         source?.cleanup()
     }
 }
@@ -134,6 +157,7 @@ public final class ImageSession {
     private var wroteOverlay = false
     private var openHives: [HiveName: Hive] = [:]
     private var lockFD: Int32 = -1
+    private var extentLockFDs: [Int32] = []
     /// The OVA/OVF the image was read from (nil for a plain image file).
     public private(set) var source: ImageSource?
 
@@ -310,6 +334,7 @@ public final class ImageSession {
         }()
         os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
+        extentLockFDs = prepared.extentLockFDs
         source = prepared.source
         built = true
     }
@@ -472,15 +497,20 @@ public final class ImageSession {
 
     /// Everything the policy's rules need: registry subtrees, payloads, files in the image.
     public func facts(policy: Policy) throws -> ImageFacts {
-        // Only the INFs of the drivers the policy injects are fetched and parsed.
-        if resolvedPayloads == nil, let rule = policy.rule("virtio-drivers") as? VirtioDriversRule { virtioDrivers = Set(rule.drivers) }
-        // Only the programs the guest-agent rule installs (none without it).
-        if resolvedPayloads == nil { virtioTools = (policy.rule("guest-agent") as? GuestAgentRule)?.tools ?? [] }
+        try Fault.hang("plan", image: imagePath, guestfs: g)
+        if resolvedPayloads == nil { (virtioDrivers, virtioTools) = Self.virtioSelection(policy) }
         let payloads = try resolvePayloads()
         var facts = try facts(for: Planner.requirements(policy: policy, os: os, payloads: payloads))
         facts.payloads = payloads
         facts.files = try fileFacts(Planner.fileRequirements(policy: policy, facts: facts))
         return facts
+    }
+
+    /// What a policy takes from virtio-win: the INFs of the drivers its `virtio-drivers` rule injects (none
+    /// without the rule: no INF is fetched or parsed), and the programs its `guest-agent` rule installs (none without it).
+    static func virtioSelection(_ policy: Policy) -> (drivers: Set<String>, tools: Set<VirtioWin.Tool>) {
+        ((policy.rule("virtio-drivers") as? VirtioDriversRule).map { Set($0.drivers) } ?? [],
+         (policy.rule("guest-agent") as? GuestAgentRule)?.tools ?? [])
     }
 
     /// Reads the inputs into payload facts once: the virtio-win drivers for this Windows (from the host
@@ -775,6 +805,8 @@ public final class ImageSession {
             Glibc.close(lockFD)
             lockFD = -1
         }
+        for fd in extentLockFDs { Glibc.close(fd) }
+        extentLockFDs = []
         source?.cleanup()
     }
 
