@@ -79,6 +79,15 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
                     try checkVMDKDescriptor(text, path: path)
                 }
             }
+            // qemu also looks for a parent in the 10 KiB at byte 512 of every sparse extent (`vmdk_parent_open`,
+            // `desc_offset` 0x200), wherever the header puts the descriptor.
+            if size > 512 {
+                try? fh.seek(toOffset: base + 512)
+                let area = (try? fh.read(upToCount: Int(min(size - 512, 10 * 1024)))) ?? Data()
+                if String(decoding: area, as: UTF8.self).contains("parentFileNameHint") {
+                    throw RemedyError(.unsafeImage, image: path, "the VMDK is a snapshot (it names a parent disk); consolidate it first")
+                }
+            }
             return .vmdk
         }
         if starts("# Disk DescriptorFile") {

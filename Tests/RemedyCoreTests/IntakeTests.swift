@@ -180,6 +180,10 @@ import Testing
         let plain = try write("plain-long.vmdk", descriptor(nbd, extra: String(repeating: pad, count: 10)))
         #expect(try Data(contentsOf: URL(fileURLWithPath: plain)).count > 80 << 10)
         #expect(code { _ = try DiskFormat.detect(path: plain) } == "unsafe-image")
+        // qemu looks for a parent at byte 512 of a sparse extent whatever the header's descriptor offset says.
+        let parent = try write("parent-at-512.vmdk", sparseHeader(capacity: 2048, descriptorOffset: 0, descriptorSize: 0,
+                                                                 tail: Data("parentCID=1\nparentFileNameHint=\"\(secret)\"\n".utf8)))
+        #expect(code { _ = try DiskFormat.detect(path: parent) } == "unsafe-image")
     }
 
     @Test func headerReaderNeverTrapsOnAnyBytes() throws {
