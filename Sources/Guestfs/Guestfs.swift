@@ -318,7 +318,7 @@ public final class Guestfs {
     public func lgetxattr(_ path: String, _ name: String) throws -> [UInt8] {
         let h = try h("lgetxattr")
         var size = 0
-        guard let p = guestfs_lgetxattr(h, path, name, &size) else { throw lastError("lgetxattr") }
+        guard let p = timed("lgetxattr", { guestfs_lgetxattr(h, path, name, &size) }) else { throw lastError("lgetxattr") }
         defer { free(p) }
         return p.withMemoryRebound(to: UInt8.self, capacity: max(size, 1)) { Array(UnsafeBufferPointer(start: $0, count: size)) }
     }

@@ -106,6 +106,8 @@ enum FakeTrees {
             ("HKR, \"Parameters\", \"BusType\"", "HKR, \"..\\Tcpip\", \"Start\""),
             ("AddService = viostor,", "AddService = Tcpip\\..\\x,"),
             ("ServiceBinary  = %12%\\viostor.sys", "ServiceBinary  = %12%\\tcpip.sys"),
+            // The event source is the service's own: another name would write another component's source key.
+            ("scsi_Service_Inst, scsi_EventLog_Inst", "scsi_Service_Inst, scsi_EventLog_Inst, System, Tcpip"),
         ]
         for (from, to) in tampered {
             #expect(good.contains(from), "\(from)")
@@ -117,6 +119,15 @@ enum FakeTrees {
                 #expect(line > 0)
             }
         }
+        // `AddService = Tcpip` with the package's binary parses (virtio-win itself names services apart from their
+        // files: VirtioSerial runs vioser.sys); the rule refuses it against an image that has Tcpip
+        // (DriverRuleTests.anINFCannotTakeOverAServiceTheImageHas).
+        let tcpip = try parse(good.replacingOccurrences(of: "AddService = viostor,", with: "AddService = Tcpip,"))
+        #expect(tcpip.functionService?.name == "Tcpip" && tcpip.functionService?.binaryFile == "viostor.sys")
+        // Where the service comes from, for the plan.
+        let svc = try #require(try parse(good).functionService)
+        #expect(svc.servicesSection == "scsi_inst.Services" && svc.addServiceLine.map { $0 > 0 } == true && svc.directiveLines?.count == 5,
+                "\(svc)")
     }
 
     @Test func kmdfDriversUseTheirNTInstallSections() throws {
@@ -153,29 +164,30 @@ enum FakeTrees {
     }
 
     /// Issue 12 item 10: models parsing was quadratic (40,000 lines took 117 s). A 40,000-line INF with 20,000
-    /// distinct models and 20,000 strings parses completely (the time goes to the notes/benchmarks, not an assertion).
+    /// distinct models and 20,000 strings parses completely, and parsing scales linearly: four times the models
+    /// take well under 16 times as long (a quadratic parser takes 16 times; the best of three runs of each size).
     @Test func aFortyThousandLineINFParses() throws {
-        var text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k22")
-        text = text.replacingOccurrences(of: "[VioStor.NTamd64.10.0]\r\n", with: "[VioStor.NTamd64.10.0]\r\n" + (0..<20_000).map {
-            "%D\($0)% = scsi_inst, PCI\\VEN_1AF4&DEV_\(String($0, radix: 16))&SUBSYS_00021AF4&REV_00, PCI\\VEN_1AF4&DEV_\(String($0, radix: 16))\r\n"
-        }.joined())
-        text += (0..<20_000).map { "D\($0) = \"Device \($0)\"\r\n" }.joined()
-        #expect(text.unicodeScalars.filter { $0 == "\n" }.count > 40_000)
-        let t0 = Date()
-        let file = INFFile(text: text)
-        print("INFFile: \(Date().timeIntervalSince(t0)) s, \(file.section("Strings").count) strings")
-        let start = Date()
-        let inf = try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 10, osMinor: 0, build: 20348)
-        print("40,000-line INF parsed in \(Date().timeIntervalSince(start)) s")
-        let quarter = text.components(separatedBy: "\r\n").enumerated().filter { $0.offset % 4 == 0 || $0.offset < 200 }.map(\.element).joined(separator: "\r\n")
-        let t1 = Date()
-        _ = INFFile(text: quarter)
-        print("a quarter of it: \(Date().timeIntervalSince(t1)) s")
+        func text(_ n: Int) -> String {
+            var text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k22")
+            text = text.replacingOccurrences(of: "[VioStor.NTamd64.10.0]\r\n", with: "[VioStor.NTamd64.10.0]\r\n" + (0..<n).map {
+                "%D\($0)% = scsi_inst, PCI\\VEN_1AF4&DEV_\(String($0, radix: 16))&SUBSYS_00021AF4&REV_00, PCI\\VEN_1AF4&DEV_\(String($0, radix: 16))\r\n"
+            }.joined())
+            return text + (0..<n).map { "D\($0) = \"Device \($0)\"\r\n" }.joined()
+        }
+        let full = text(20_000), quarter = text(5_000)
+        #expect(full.unicodeScalars.filter { $0 == "\n" }.count > 40_000)
+        func parse(_ t: String) throws -> DriverINF {
+            try DriverINF(name: "viostor.inf", text: t, arch: "x86_64", osMajor: 10, osMinor: 0, build: 20348)
+        }
+        let inf = try parse(full)
         #expect(inf.models.count == 20_001)
         // Two generated IDs equal the real ones (DEV_1001, DEV_1042 in hex), so 20,000 distinct of each kind.
         #expect(inf.hardwareIDs.count == 20_001 && inf.compatibleIDs.count == 20_000)
         #expect(inf.models.contains { $0.description == "Device 19999" && $0.configuration == "scsi_inst" })
         #expect(inf.services.count == 1)
+        let tFull = try Scaling.best { _ = try parse(full) }, tQuarter = try Scaling.best { _ = try parse(quarter) }
+        print("INF of 40,000 lines parsed in \(tFull) s, of 10,000 lines in \(tQuarter) s")
+        #expect(Scaling.linear(tFull, tQuarter), "4x the lines took \(tFull / tQuarter) times as long (\(tFull) s vs \(tQuarter) s)")
     }
 
     @Test func syntaxCommentsQuotesContinuationsAndStrings() {
@@ -342,6 +354,11 @@ enum FakeTrees {
             }
             #expect(plan.actions.contains { $0.description == "viostor: values from viostor.inf [scsi_Service_Inst] AddReg = [pnpsafe_pci_addreg], lines 92, 93, 94" },
                     "\(plan.actions.map(\.description))")
+            // The service's own values too, naming the INF, its AddService line and the service-install section's lines.
+            let service = plan.actions.first { $0.description.hasPrefix("viostor: service ") }
+            #expect(service?.description == "viostor: service Type, Start, ErrorControl, ImagePath from viostor.inf line 70 AddService = viostor in "
+                    + "[scsi_inst.Services], [scsi_Service_Inst] lines 73, 74, 75, 76, 77", "\(plan.actions.map(\.description))")
+            #expect(service.map { a in a.changes.contains { $0.name == "ImagePath" } && a.changes.contains { $0.name == "Start" } } == true)
             #expect(plan.actions.contains { $0.target == "OemInfMap" })
             #expect(plan.fileChanges.contains { $0.path == "/Windows/System32/DriverStore/FileRepository/\(label)/viostor.sys" })
             #expect(plan.fileChanges.contains { $0.path == "/Windows/INF/\(inf)" })
@@ -372,6 +389,45 @@ enum FakeTrees {
         #expect(!plan.changes.contains { $0.after == .expandString("%13%\\viostor.sys") })
         try w.apply(plan)
         #expect(try w.plan(policy).actions.isEmpty)
+    }
+
+    /// Issue 12 item 11 (review): a tampered INF whose AddService names an existing service of the image (`Tcpip`)
+    /// with the package's own binary would have rewritten that service's Type, Start and ImagePath. A package
+    /// installs only its own services: a service the image has must already run the package's file.
+    @Test func anINFCannotTakeOverAServiceTheImageHas() throws {
+        var spec = PhonyWindows(release: .server2016, states: [.noAutoReboot])
+        spec.extraSystem["{cs}\\Services\\Tcpip"] = ["Start": .dword(1), "Type": .dword(1), "ErrorControl": .dword(1),
+                                                  "ImagePath": .expandString("System32\\drivers\\tcpip.sys")]
+        var w = try LocalWindows(spec)
+        w.payloads.virtio = try FakeTrees.resolve("iso", w.os)
+        let policy = try PolicyLoader.load("huawei-ims")
+        // The real packages pass (virtio-win's own services, new to the image).
+        let clean = try w.plan(policy)
+        #expect(!clean.findings.contains { $0.id == "virtio-driver-foreign-service" })
+        #expect(clean.changes.contains { $0.key.description.hasSuffix("Services\\viostor") && $0.name == "ImagePath" })
+
+        let i = try #require(w.payloads.virtio?.packages.firstIndex { $0.inf.name == "viostor.inf" })
+        let text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k16")
+        #expect(text.contains("AddService = viostor,"))
+        w.payloads.virtio!.packages[i].inf = try DriverINF(name: "viostor.inf", text: text.replacingOccurrences(of: "AddService = viostor,", with: "AddService = Tcpip,"),
+                                                          arch: "x86_64", osMajor: 10, osMinor: 0, build: 14393)
+        let plan = try w.plan(policy)
+        let finding = try #require(plan.findings.first { $0.id == "virtio-driver-foreign-service" })
+        #expect(finding.severity == .blocker && finding.message.contains("Tcpip") && finding.message.contains("viostor.inf"), "\(finding.message)")
+        #expect(!plan.changes.contains { $0.key.description.contains("Services\\Tcpip") && $0.name != nil && ["Start", "Type", "ImagePath", "ErrorControl"].contains($0.name!) },
+                "\(plan.changes.filter { $0.key.description.contains("Services\\Tcpip") })")
+        #expect(!plan.changes.contains { $0.key.description.contains("EventLog\\System\\Tcpip") })
+        #expect(!plan.fileChanges.contains { $0.path.hasPrefix("/Windows/Drivers/VirtIO/viostor") })
+        // vioscsi, its own, is still injected.
+        #expect(plan.changes.contains { $0.key.description.hasSuffix("Services\\vioscsi") && $0.name == "Start" })
+
+        // A service of the same name that runs a file of the same name (an older viostor) is the package's own.
+        var older = spec
+        older.extraSystem["{cs}\\Services\\viostor"] = ["Start": .dword(3), "Type": .dword(1), "ErrorControl": .dword(1),
+                                                     "ImagePath": .expandString("\\SystemRoot\\System32\\DriverStore\\FileRepository\\viostor.inf_amd64_0123\\viostor.sys")]
+        var o = try LocalWindows(older)
+        o.payloads.virtio = try FakeTrees.resolve("iso", o.os)
+        #expect(!(try o.plan(policy)).findings.contains { $0.id == "virtio-driver-foreign-service" })
     }
 
     @Test func aWorkingDriverTheImageHasIsKept() throws {
@@ -602,6 +658,27 @@ enum FakeTrees {
         #expect(left.count == 2 && left.allSatisfy { $0.message.contains("no unattended uninstall command") }, "\(left.map(\.message))")
         try w.apply(plan)
         #expect(try w.plan(policy).actions.isEmpty)
+    }
+
+    /// Issue 12 item 4: the guest's DisplayName goes into the uninstall step's `rem` line; a line break in it must
+    /// not start a command of its own (the step runs as SYSTEM).
+    @Test func aDisplayNameCannotAddACommandToTheUninstallStep() throws {
+        let code = "{A4F5A2B1-7E2B-4B0D-9C1A-0C9F2C6E1A11}"
+        var spec = PhonyWindows(release: .server2016, states: [.noAutoReboot, .vmwareTools])
+        spec.extraSoftware["Microsoft\\Windows\\CurrentVersion\\Uninstall\\\(code)"] = [
+            "DisplayName": .string("VMware Tools\r\n& whoami > C:\\pwned.txt\n%PATH%! rem"),
+            "UninstallString": .expandString("MsiExec.exe /I\(code)"),
+        ]
+        var w = try LocalWindows(spec)
+        let policy = try PolicyLoader.parse("name: t\ndescription: d\nextends: huawei-ims\nparameters:\n  uninstall-old-tools: true\n",
+                                            source: NSTemporaryDirectory() + "/t.yaml")
+        let plan = try w.plan(policy)
+        let script = try #require(plan.fileChanges.first { $0.path.contains("/firstboot/scripts/30-uninstall-vmware-") }?.content)
+        let lines = script.components(separatedBy: .newlines).map { $0.trimmingCharacters(in: .whitespaces) }
+        #expect(!lines.contains { $0.hasPrefix("&") || $0.lowercased().contains("whoami") && !$0.lowercased().hasPrefix("rem ") }, "\(script)")
+        #expect(lines.contains("rem remedy: uninstall VMware Tools__ whoami _ C:\\pwned.txt__PATH__ rem _vmware_"), "\(script)")
+        #expect(CmdLint.problems(FirstBoot.crlf(script), name: "uninstall") == [])
+        #expect(script.contains("MsiExec.exe /X\(code) /qn /norestart"))
     }
 }
 

@@ -50,8 +50,9 @@ import Testing
         mbr[510] = 0x55
         mbr[511] = 0xAA
         var vmdk = header(Array("KDMV".utf8))
+        // Sparse header (little-endian UInt64s): capacity @12, grainSize @20, descriptorOffset @28, descriptorSize @36.
         vmdk.replaceSubrange(28..<36, with: [1, 0, 0, 0, 0, 0, 0, 0])
-        vmdk.replaceSubrange(32..<40, with: [1, 0, 0, 0, 0, 0, 0, 0])
+        vmdk.replaceSubrange(36..<44, with: [1, 0, 0, 0, 0, 0, 0, 0])
         let bases: [[UInt8]] = [
             header([0x51, 0x46, 0x49, 0xFB, 0, 0, 0, 3]), header(Array("QED\0".utf8)), header(Array("vhdxfile".utf8)), vdi, vmdk,
             Array("# Disk DescriptorFile\nversion=1\nparentCID=ffffffff\nRW 8 FLAT \"x.raw\" 0\n".utf8), header(Array("conectix".utf8), size: 1024),

@@ -66,6 +66,37 @@ import Testing
         #expect(fetchedBoth.filter { $0.hasSuffix("blnsvr.exe") } == ["Balloon/2k16/amd64/blnsvr.exe"], "\(fetchedBoth)")
     }
 
+    /// Issue 12 item 10: a policy without `virtio-drivers` (here: the guest agent only) fetches and parses no INF at
+    /// all (it used to read every driver of the directory); the guest agent and the balloon service still get theirs.
+    @Test func aPolicyWithoutVirtioDriversReadsNoINF() throws {
+        let p = try policy("""
+            name: t
+            description: d
+            rules:
+              - id: guest-agent
+            """)
+        #expect(p.rule("virtio-drivers") == nil)
+        let (drivers, tools) = ImageSession.virtioSelection(p)
+        #expect(drivers.isEmpty && tools == Self.both)
+        var w = try LocalWindows(PhonyWindows(release: .server2016, states: [.noAutoReboot]))
+        let (v, fetched) = try FakeTrees.resolveFetching(w.os, drivers: drivers, tools: tools)
+        #expect(v.packages.isEmpty)
+        #expect(Set(fetched) == ["guest-agent/qemu-ga-x86_64.msi", "Balloon/2k16/amd64/blnsvr.exe"], "\(fetched)")
+        w.payloads.virtio = v
+        let plan = try w.plan(p)
+        #expect(plan.fileChanges.contains { $0.path == Self.msiPath } && plan.fileChanges.contains { $0.path == Self.blnsvr },
+                "\(plan.fileChanges.map(\.path))")
+        // With the rule, only its drivers.
+        let withDrivers = try policy("""
+            name: t
+            description: d
+            rules:
+              - id: virtio-drivers
+                with: {drivers: [viostor]}
+            """)
+        #expect(ImageSession.virtioSelection(withDrivers).drivers == ["viostor"] && ImageSession.virtioSelection(withDrivers).tools.isEmpty)
+    }
+
     @Test func theToolsAreTakenOnlyAsRegularFilesWithPlainNames() throws {
         let (tree, secret, marker) = try HostileInputTests.treeAndSecret()
         defer { try? FileManager.default.removeItem(atPath: (tree as NSString).deletingLastPathComponent) }

@@ -173,14 +173,15 @@ import Testing
 
     @Test func aCombinedDirectoryOfTenThousandFilesIsListedInLinearTime() throws {
         // 5,000 INF+SYS pairs in the ISO's storage-only combined directory, plus a per-driver directory.
-        var paths: [String] = []
-        for i in 0..<5_000 {
-            paths += ["amd64/2k16/drv\(i).inf", "amd64/2k16/drv\(i).sys"]
+        func paths(_ n: Int) -> [String] {
+            var paths: [String] = []
+            for i in 0..<n {
+                paths += ["amd64/2k16/drv\(i).inf", "amd64/2k16/drv\(i).sys"]
+            }
+            return paths + ["viostor/2k16/amd64/viostor.inf", "viostor/2k16/amd64/viostor.sys", "amd64/2k16/viostor.inf", "amd64/2k16/viostor.sys"]
         }
-        paths += ["viostor/2k16/amd64/viostor.inf", "viostor/2k16/amd64/viostor.sys", "amd64/2k16/viostor.inf", "amd64/2k16/viostor.sys"]
-        let start = Date()
-        let listing = VirtioWin.list(paths)
-        let seconds = Date().timeIntervalSince(start)
+        let full = paths(5_000), quarter = paths(1_250)
+        let listing = VirtioWin.list(full)
         let packages = try #require(listing.packages["2k16/amd64"])
         #expect(packages.count == 5_001)
         #expect(packages.allSatisfy { $0.files.count == 2 })
@@ -188,8 +189,28 @@ import Testing
         #expect(drv.files == ["amd64/2k16/drv4242.inf", "amd64/2k16/drv4242.sys"])
         // The driver's own directory wins over the combined one.
         #expect(packages.first { $0.inf == "viostor.inf" }?.directory == "viostor/2k16/amd64")
-        print("virtio-win listing: \(paths.count) files in \(String(format: "%.2f", seconds)) s")
+        // Linear: four times the files take well under 16 times as long (the quadratic listing took 300 s for these).
+        let tFull = Scaling.best { _ = VirtioWin.list(full) }, tQuarter = Scaling.best { _ = VirtioWin.list(quarter) }
+        print("virtio-win listing: \(full.count) files in \(String(format: "%.3f", tFull)) s, \(quarter.count) in \(String(format: "%.3f", tQuarter)) s")
+        #expect(Scaling.linear(tFull, tQuarter), "4x the files took \(tFull / tQuarter) times as long (\(tFull) s vs \(tQuarter) s)")
     }
+}
+
+/// Scaling checks that fail on a quadratic regression without being timing tests: the time for 4N inputs against
+/// the time for N (best of three runs each, so a busy machine's pauses mostly drop out). Linear work gives about 4,
+/// quadratic 16; the bound is 8. Runs too short to measure (the N run under 20 ms) are measured against 20 ms.
+enum Scaling {
+    static func best(_ runs: Int = 3, _ body: () throws -> Void) rethrows -> TimeInterval {
+        var best = TimeInterval.infinity
+        for _ in 0..<runs {
+            let t = Date()
+            try body()
+            best = min(best, Date().timeIntervalSince(t))
+        }
+        return best
+    }
+
+    static func linear(_ fourN: TimeInterval, _ n: TimeInterval) -> Bool { fourN / max(n, 0.02) < 8 }
 }
 
 /// Issue 12, item 8: strings from an image are printed for people with their control characters visible, never

@@ -101,6 +101,33 @@ import Testing
         #expect(view.writableInPlace)
     }
 
+    /// Issue 12 review: a descriptor may name as its extent another image of the same directory (another customer's
+    /// disk in a batch directory). The extent is locked as the image is: two images that share a file are never
+    /// written at the same time, nor one read while the other is written.
+    @Test func anExtentIsLockedLikeTheImage() throws {
+        var other = Data(count: 4096)
+        other[510] = 0x55
+        other[511] = 0xAA
+        let raw = try write("other-customer.raw", other)
+        let vmdk = try write("names-other.vmdk", descriptor("RW 8 FLAT \"other-customer.raw\" 0"))
+        // Writing the VMDK holds the other image: it can be neither written nor read meanwhile.
+        let writing = try PreparedImage.prepare(vmdk, writable: true)
+        #expect(writing.extentLockFDs.count == 1)
+        #expect(code { _ = try PreparedImage.prepare(raw, writable: true) } == "image-locked")
+        #expect(code { _ = try PreparedImage.prepare(raw, writable: false) } == "image-locked")
+        writing.unlock()
+        // Writing the other image keeps the VMDK from being opened; reading both at once is fine.
+        let raw1 = try PreparedImage.prepare(raw, writable: true)
+        #expect(code { _ = try PreparedImage.prepare(vmdk, writable: false) } == "image-locked")
+        raw1.unlock()
+        let r1 = try PreparedImage.prepare(raw, writable: false)
+        let r2 = try PreparedImage.prepare(vmdk, writable: false)
+        r1.unlock()
+        r2.unlock()
+        let again = try PreparedImage.prepare(raw, writable: true)
+        again.unlock()
+    }
+
     @Test func protocolAndParentExtentsAreRefused() throws {
         for (name, text) in [
             ("json.vmdk", descriptor("RW 8 FLAT \"json:{\\\"driver\\\":\\\"file\\\",\\\"filename\\\":\\\"\(secret)\\\"}\" 0")),
@@ -130,10 +157,34 @@ import Testing
         let p = try write("huge.vmdk", sparseHeader(capacity: 2048, descriptorOffset: UInt64.max - 3, descriptorSize: UInt64.max))
         #expect(try DiskFormat.detect(path: p) == .vmdk)
         try expectRefused(p, "unsupported-format")
-        // The descriptor size is read at offset 36 (not 32, the high half of the offset).
-        let q = try write("size.vmdk", sparseHeader(capacity: 2048, descriptorOffset: 1, descriptorSize: 0,
+        // The descriptor at offset 1 (sector), size 1, read as such (the size is at byte 36, not 32, the high half of
+        // the offset): its extent naming a host file is seen and refused before qemu-img is asked.
+        let q = try write("size.vmdk", sparseHeader(capacity: 2048, descriptorOffset: 1, descriptorSize: 1,
                                                     tail: descriptor("RW 8 FLAT \"\(secret)\" 0")))
-        #expect(try DiskFormat.detect(path: q) == .vmdk)
+        #expect(code { _ = try DiskFormat.detect(path: q) } == "unsafe-image")
+    }
+
+    /// qemu (`vmdk_read_desc`) reads a capacity-0 embedded descriptor from its offset to the end of the file, at most
+    /// 1 MiB, whatever descriptorSize says; and a plain descriptor's first 1 MiB. The first look reads as much, so
+    /// qemu-img never opens an extent (here nbd://) that remedy has not looked at.
+    @Test func descriptorsAreReadAsFarAsQemuReadsThem() throws {
+        let nbd = "RW 8 FLAT \"nbd://127.0.0.1:1/x\" 0"
+        // descriptorSize 0: the old check skipped the text.
+        let zero = try write("size0.vmdk", sparseHeader(capacity: 0, descriptorOffset: 1, descriptorSize: 0, tail: descriptor(nbd)))
+        #expect(code { _ = try DiskFormat.detect(path: zero) } == "unsafe-image")
+        // descriptorSize 1 (512 bytes), the extent line 8 KiB further on.
+        let pad = String(repeating: "# padding padding padding padding padding padding padding padding\n", count: 128)
+        let long = try write("size1.vmdk", sparseHeader(capacity: 0, descriptorOffset: 1, descriptorSize: 1,
+                                                        tail: descriptor(nbd, extra: pad), total: 64 << 10))
+        #expect(code { _ = try DiskFormat.detect(path: long) } == "unsafe-image")
+        // A plain descriptor whose extent line is past the first 64 KiB.
+        let plain = try write("plain-long.vmdk", descriptor(nbd, extra: String(repeating: pad, count: 10)))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: plain)).count > 80 << 10)
+        #expect(code { _ = try DiskFormat.detect(path: plain) } == "unsafe-image")
+        // qemu looks for a parent at byte 512 of a sparse extent whatever the header's descriptor offset says.
+        let parent = try write("parent-at-512.vmdk", sparseHeader(capacity: 2048, descriptorOffset: 0, descriptorSize: 0,
+                                                                 tail: Data("parentCID=1\nparentFileNameHint=\"\(secret)\"\n".utf8)))
+        #expect(code { _ = try DiskFormat.detect(path: parent) } == "unsafe-image")
     }
 
     @Test func headerReaderNeverTrapsOnAnyBytes() throws {
@@ -256,6 +307,19 @@ import Testing
         #expect(format == "qcow2" && FileManager.default.fileExists(atPath: drive) && !view.writableInPlace)
         #expect(view.virtualSize == 1 << 20)
         source.cleanup()
+        // A VMDK member's extents must be the member's own raw node, compared as parsed JSON (qemu's spelling, keys in
+        // any order), never as text: a name that merely contains `"offset": N` is another file.
+        let (off, size, file) = (source.diskOffset!, source.diskSize!, source.diskPath)
+        #expect(source.isMemberSpec("json:{\"offset\": \(off), \"driver\": \"raw\", \"size\": \(size), \"file\": {\"driver\": \"file\", \"filename\": \"\(file)\"}}"))
+        for forged in [
+            "json:{\"offset\": \(off), \"driver\": \"raw\", \"size\": \(size), \"file\": {\"driver\": \"file\", \"filename\": \"\(secret)\"}}",
+            "json:{\"driver\": \"file\", \"filename\": \"\(secret)\", \"x-\\\"offset\\\": \(off)\": 1}",
+            "json:{\"offset\": \(off), \"driver\": \"raw\", \"size\": \(size), \"file\": {\"driver\": \"nbd\", \"filename\": \"\(file)\"}}",
+            "json:{\"offset\": \(off + 512), \"driver\": \"raw\", \"size\": \(size), \"file\": {\"driver\": \"file\", \"filename\": \"\(file)\"}}",
+            "/tmp/x \"offset\": \(off)",
+        ] {
+            #expect(!source.isMemberSpec(forged), "\(forged)")
+        }
         #expect(!FileManager.default.fileExists(atPath: drive))
         // Tampered disk: the manifest names it.
         try sh("cd \"$1\" && printf X > disk1.raw.new && cat disk1.raw >> disk1.raw.new && head -c 1048576 disk1.raw.new > disk1.raw && tar --format=ustar -cf bad.ova vm.ovf vm.mf disk1.raw", [d])

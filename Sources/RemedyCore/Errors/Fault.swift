@@ -1,4 +1,5 @@
 import Foundation
+import Guestfs
 
 /// A developer hook for the crash and failure tests: `REMEDY_FAULT` names points of apply where remedy dies or fails
 /// on purpose. Unset (the only setting users have), it does nothing. Comma-separated entries:
@@ -7,6 +8,9 @@ import Foundation
 ///   kills the appliance's qemu and itself with SIGKILL, as a power cut or the OOM killer would.
 /// - `fail:<point>`: the step fails as a write error would (`write-failed`).
 /// - `corrupt:<point>`: the read-back at the point sees other bytes (`verify-failed`).
+/// - `hang:<point>:<image file name>`: at the point, every time for that image (as a hostile image would), an
+///   appliance call hangs (the appliance's `sleep 600`): the per-call deadline (`REMEDY_CALL_TIMEOUT`) must stop it.
+///   Points: `plan` (the start of planning, after inspection).
 ///
 /// Points: `launch` (appliance up), `after-file-writes`, `after-hive-write` (after each hive is renamed into place),
 /// `before-record`, `before-shutdown`, `before-marker`, `mid-commit` (the marker is written and part of the image is
@@ -17,13 +21,18 @@ public enum Fault {
     /// The qemu processes to take along when remedy kills itself.
     nonisolated(unsafe) private static var appliances: Set<Int32> = []
 
-    static let spec: [(action: String, point: String, n: Int)] = {
+    static let spec: [(action: String, point: String, n: Int, image: String?)] = {
         guard let text = ProcessInfo.processInfo.environment["REMEDY_FAULT"], !text.isEmpty else { return [] }
         return text.split(separator: ",").compactMap { entry in
             let parts = entry.split(separator: ":", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { return nil }
+            if parts[0] == "hang" {
+                let at = parts[1].split(separator: ":", maxSplits: 1).map(String.init)
+                guard at.count == 2 else { return nil }
+                return (parts[0], at[0], 0, at[1])
+            }
             let at = parts[1].split(separator: "@").map(String.init)
-            return (parts[0], at[0], at.count > 1 ? Int(at[1]) ?? 1 : 1)
+            return (parts[0], at[0], at.count > 1 ? Int(at[1]) ?? 1 : 1, nil)
         }
     }()
 
@@ -45,8 +54,15 @@ public enum Fault {
         return lock.withLock {
             seen[point, default: 0] += 1
             let n = seen[point]!
-            return spec.first { $0.point == point && $0.n == n }?.action
+            return spec.first { $0.point == point && $0.n == n && $0.image == nil }?.action
         }
+    }
+
+    /// A point where a hostile image could make an appliance call hang (`hang:<point>:<image file name>`): the
+    /// call is made, under the call deadline like every other.
+    static func hang(_ point: String, image: String, guestfs g: Guestfs) throws {
+        guard enabled, spec.contains(where: { $0.action == "hang" && $0.point == point && $0.image == (image as NSString).lastPathComponent }) else { return }
+        try g.sleep(600)
     }
 
     /// A point of apply: dies here when asked to (`kill:`), throws a write failure (`fail:`); `corrupt:` is returned

@@ -68,20 +68,31 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
         if starts("KDMV") {
             // Sparse extent header: capacity @12, grainSize @20, descriptorOffset @28, descriptorSize @36 (sectors).
             // Any bytes are possible here: every product is checked for overflow and bounded by the file's size.
-            let offset = le64(28), count = le64(36)
-            if offset > 0, count > 0 {
+            // The text is read as qemu reads it (`vmdk_read_desc`): from the offset to the end of the file, at most
+            // 1 MiB, whatever descriptorSize says (with capacity 0 qemu ignores the size and takes all of it).
+            let offset = le64(28)
+            if offset > 0 {
                 let (byteOffset, overflow) = offset.multipliedReportingOverflow(by: 512)
                 if !overflow, byteOffset < size {
                     try? fh.seek(toOffset: base + byteOffset)
-                    let text = String(decoding: (try? fh.read(upToCount: Int(min(count, 2048)) * 512)) ?? Data(), as: UTF8.self)
+                    let text = String(decoding: (try? fh.read(upToCount: Int(min(size - byteOffset, descriptorReadLimit)))) ?? Data(), as: UTF8.self)
                     try checkVMDKDescriptor(text, path: path)
+                }
+            }
+            // qemu also looks for a parent in the 10 KiB at byte 512 of every sparse extent (`vmdk_parent_open`,
+            // `desc_offset` 0x200), wherever the header puts the descriptor.
+            if size > 512 {
+                try? fh.seek(toOffset: base + 512)
+                let area = (try? fh.read(upToCount: Int(min(size - 512, 10 * 1024)))) ?? Data()
+                if String(decoding: area, as: UTF8.self).contains("parentFileNameHint") {
+                    throw RemedyError(.unsafeImage, image: path, "the VMDK is a snapshot (it names a parent disk); consolidate it first")
                 }
             }
             return .vmdk
         }
         if starts("# Disk DescriptorFile") {
             try? fh.seek(toOffset: base)
-            let text = String(decoding: (try? fh.read(upToCount: 64 * 1024)) ?? Data(), as: UTF8.self)
+            let text = String(decoding: (try? fh.read(upToCount: Int(min(size, descriptorReadLimit)))) ?? Data(), as: UTF8.self)
             try checkVMDKDescriptor(text, path: path)
             return .vmdk
         }
@@ -103,6 +114,9 @@ public enum DiskFormat: String, Sendable, Codable, CaseIterable {
         }
         return .raw
     }
+
+    /// How much of a VMDK descriptor qemu reads (`vmdk_read_desc`: 1 MiB), embedded or plain.
+    static let descriptorReadLimit: UInt64 = 1 << 20
 
     /// A first, conservative look at a VMDK descriptor (plain or embedded in
     /// a sparse extent), before qemu-img is even asked: a parent, or an extent

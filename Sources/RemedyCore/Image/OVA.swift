@@ -148,7 +148,7 @@ public struct ImageSource: Sendable {
         let data = ((top["format-specific"] as? [String: Any])?["data"] as? [String: Any]) ?? [:]
         // qemu must open the member and nothing else: every extent it names is the member's own raw node.
         for extent in (data["extents"] as? [[String: Any]]) ?? [] {
-            guard let name = extent["filename"] as? String, name.hasPrefix("json:"), name.contains("\"offset\": \(diskOffset!)") else {
+            guard let name = extent["filename"] as? String, isMemberSpec(name) else {
                 throw RemedyError(.unsafeImage, image: path, "the disk in the OVA names another file (\(extent["filename"] ?? "?"))")
             }
         }
@@ -158,6 +158,18 @@ public struct ImageSource: Sendable {
         let overlay = dir + "/disk.qcow2"
         try QemuImg.run(["create", "-q", "-f", "qcow2", "-b", qemuSpec, "-F", format.qemuName, overlay], image: path)
         return (overlay, "qcow2", view)
+    }
+
+    /// Whether a file name qemu reports (`json:{...}`) is exactly the member's raw node remedy gave it: driver raw at
+    /// the member's offset and size over the OVA file itself, parsed (not matched as text).
+    func isMemberSpec(_ name: String) -> Bool {
+        guard name.hasPrefix("json:"), let offset = diskOffset, let size = diskSize,
+              let object = try? JSONSerialization.jsonObject(with: Data(name.dropFirst(5).utf8)) as? [String: Any],
+              Set(object.keys) == ["driver", "offset", "size", "file"], object["driver"] as? String == "raw",
+              (object["offset"] as? NSNumber)?.uint64Value == UInt64(offset), (object["size"] as? NSNumber)?.uint64Value == UInt64(size),
+              let file = object["file"] as? [String: Any], Set(file.keys) == ["driver", "filename"], file["driver"] as? String == "file",
+              let filename = file["filename"] as? String else { return false }
+        return filename == diskPath
     }
 
     /// Removes the temporary overlay (if any).

@@ -14,6 +14,10 @@ struct PreparedImage {
     var format: DiskFormat
     var fileSize: Int64
     var lockFD: Int32
+    /// The locks on the other files qemu opens for the image (its VMDK extents), taken as the image's own: a
+    /// descriptor may name any file of its directory, another image of a batch too, and two images that share a
+    /// file are then never written at the same time, nor one read while the other writes it.
+    var extentLockFDs: [Int32] = []
     /// What the appliance attaches: the canonical path qemu-img checked (or, for an OVA, a
     /// private read-only overlay over the disk inside it) and its qemu format name.
     var drivePath: String = ""
@@ -69,11 +73,13 @@ struct PreparedImage {
                 }
                 let view = try QemuView.inspect(path, format: format)
                 image = PreparedImage(path: path, format: format, fileSize: fileSize, lockFD: fd)
+                image.extentLockFDs = try lockExtents(Array(view.files.dropFirst()), exclusive: writable, image: path)
                 (image.drivePath, image.driveFormat, image.qemu) = (view.files[0], format.qemuName, view)
             }
             if pending && !writable { flock(fd, LOCK_SH) }
             if writable, let reason = image.readOnlyReason {
                 image.source?.cleanup()
+                for fd in image.extentLockFDs { Glibc.close(fd) }
                 throw RemedyError(.imageReadOnly, image: path, "remedy cannot apply in place: \(reason); write the result to a new image with --output OUT")
             }
             return image
@@ -83,11 +89,28 @@ struct PreparedImage {
         }
     }
 
+    /// Locks every extent file like the image itself (shared to read, exclusive to write), or none of them.
+    static func lockExtents(_ files: [String], exclusive: Bool, image: String) throws -> [Int32] {
+        var fds: [Int32] = []
+        for f in files {
+            let fd = Glibc.open(f, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0, flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 else {
+                let why = fd < 0 ? "cannot be opened: \(String(cString: strerror(errno)))" : "is locked by another process or another image that uses it"
+                if fd >= 0 { Glibc.close(fd) }
+                for d in fds { Glibc.close(d) }
+                throw RemedyError(fd < 0 ? .imageUnreadable : .imageLocked, image: image, "the image's extent \(f) \(why)")
+            }
+            fds.append(fd)
+        }
+        return fds
+    }
+
     /// The drive to attach.
     func drive(readonly: Bool) -> Drive { Drive(path: drivePath, format: driveFormat, readonly: readonly) }
 
     func unlock() {
         Glibc.close(lockFD)
+        for fd in extentLockFDs { Glibc.close(fd) }
         source?.cleanup()
     }
 }

@@ -47,6 +47,7 @@ public final class ImageSession {
     private var wroteOverlay = false
     private var openHives: [HiveName: Hive] = [:]
     private var lockFD: Int32 = -1
+    private var extentLockFDs: [Int32] = []
     /// The OVA/OVF the image was read from (nil for a plain image file).
     public private(set) var source: ImageSource?
 
@@ -224,6 +225,7 @@ public final class ImageSession {
         }()
         os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
+        extentLockFDs = prepared.extentLockFDs
         source = prepared.source
         built = true
     }
@@ -249,12 +251,17 @@ public final class ImageSession {
         return plan
     }
 
+    /// What a policy takes from virtio-win: the INFs of the drivers its `virtio-drivers` rule injects (none
+    /// without the rule: no INF is fetched or parsed), and the programs its `guest-agent` rule installs (none without it).
+    static func virtioSelection(_ policy: Policy) -> (drivers: Set<String>, tools: Set<VirtioWin.Tool>) {
+        ((policy.rule("virtio-drivers") as? VirtioDriversRule).map { Set($0.drivers) } ?? [],
+         (policy.rule("guest-agent") as? GuestAgentRule)?.tools ?? [])
+    }
+
     /// Everything the policy's rules need: registry subtrees, payloads, files in the image.
     public func facts(policy: Policy) throws -> ImageFacts {
-        // Only the INFs of the drivers the policy injects are fetched and parsed.
-        if resolvedPayloads == nil, let rule = policy.rule("virtio-drivers") as? VirtioDriversRule { virtioDrivers = Set(rule.drivers) }
-        // Only the programs the guest-agent rule installs (none without it).
-        if resolvedPayloads == nil { virtioTools = (policy.rule("guest-agent") as? GuestAgentRule)?.tools ?? [] }
+        try Fault.hang("plan", image: imagePath, guestfs: g)
+        if resolvedPayloads == nil { (virtioDrivers, virtioTools) = Self.virtioSelection(policy) }
         let payloads = try resolvePayloads()
         var facts = try facts(for: Planner.requirements(policy: policy, os: os, payloads: payloads))
         facts.payloads = payloads
@@ -442,6 +449,8 @@ public final class ImageSession {
             Glibc.close(lockFD)
             lockFD = -1
         }
+        for fd in extentLockFDs { Glibc.close(fd) }
+        extentLockFDs = []
         source?.cleanup()
     }
 

@@ -204,6 +204,15 @@ public struct DriverINF: Sendable, Equatable, Codable {
         public var flags: UInt32
         /// The service-install section (`scsi_Service_Inst`).
         public var section: String = ""
+        /// Where the service comes from: the `AddService` line and the section holding it (`scsi_inst.Services`),
+        /// and the lines of the service-install section's directives (ServiceType, StartType, ServiceBinary...).
+        public var addServiceLine: Int?
+        public var servicesSection: String?
+        public var directiveLines: [Int]?
+        /// The file name the service runs (`viostor.sys`), lowercased: the package's own file (checked at parse time).
+        public var binaryFile: String {
+            binary.split(whereSeparator: { $0 == "\\" || $0 == "/" }).last.map { String($0).lowercased() } ?? ""
+        }
         /// The service-install section's AddReg lines: HKR is the service key.
         public var addReg: [INFRegistryWrite] = []
         /// The AddService event-log install: log (`System`), event source name, and its AddReg lines (HKR is
@@ -407,6 +416,10 @@ public struct DriverINF: Sendable, Equatable, Codable {
                 var svc = Service(name: svcName, type: type, start: start, errorControl: errorControl,
                                   group: inf.value(inst, "LoadOrderGroup"), binary: binary, imagePath: Self.imagePath(binary),
                                   displayName: inf.value(inst, "DisplayName"), flags: flags, section: inst)
+                svc.addServiceLine = add.number
+                svc.servicesSection = inf.sectionOrder.first { $0.lowercased() == "\(section).Services".lowercased() } ?? "\(section).Services"
+                let directives: Set<String> = ["servicetype", "starttype", "errorcontrol", "servicebinary", "loadordergroup", "displayname"]
+                svc.directiveLines = inf.section(inst).filter { $0.key.map { directives.contains($0.lowercased()) } ?? false }.map(\.number)
                 for reg in inf.lines(inst, "AddReg") {
                     for name in reg.fields where !name.isEmpty {
                         svc.addReg += try Self.addReg(inf, section: name, service: svcName, eventLog: false)
@@ -418,6 +431,11 @@ public struct DriverINF: Sendable, Equatable, Codable {
                     let source = add.fields.count > 5 && !add.fields[5].isEmpty ? add.fields[5] : svcName
                     guard ["system", "application", "security"].contains(log.lowercased()), Self.validServiceName(source) else {
                         throw ParseError.refused(line: add.number, "AddService's event log '\(log)\\\(source)' is not the System, Application or Security log of a valid source")
+                    }
+                    // The event source is the service's own (every virtio-win INF leaves it to the default, the service
+                    // name): another name would write another component's event source key.
+                    guard source.lowercased() == svcName.lowercased() else {
+                        throw ParseError.refused(line: add.number, "AddService's event source '\(source)' is not the service's own ('\(svcName)')")
                     }
                     var writes: [INFRegistryWrite] = []
                     for reg in inf.lines(logSection, "AddReg") {

@@ -146,7 +146,8 @@ public struct PvCleanupRule: Rule {
         for (i, tool) in tools(facts).enumerated() {
             if uninstall, let quiet = tool.quiet {
                 // 1605: the product is not installed (any more); 3010: it is gone after a restart.
-                let body = ["@echo off", "rem remedy: uninstall \(tool.display) (\(tool.platform.name))", quiet,
+                // The display name is the guest's: only as a comment's safe characters (a line break in it would start a command).
+                let body = ["@echo off", "rem remedy: uninstall \(Cmd.comment(tool.display)) (\(tool.platform.name))", quiet,
                             "if %ERRORLEVEL%==1605 exit /b 0", "exit /b %ERRORLEVEL%", ""].joined(separator: "\n")
                 let step = FirstBoot.step(facts.os, name: Self.stepName(i, tool.platform.name), body: body, files: files)
                 for c in step { files.apply(c) }

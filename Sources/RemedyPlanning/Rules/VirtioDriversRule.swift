@@ -170,6 +170,15 @@ public struct VirtioDriversRule: Rule {
         let published = os.isWindows8OrLater ? publishedNames(facts) : [:]
         var extraActions: [Action] = []
         for p in chosen {
+            // A package writes only its own services: a service the image already has must run the package's file.
+            if p.bootCritical, let foreign = Self.foreignService(p, facts) {
+                result.findings.append(Finding(
+                    id: "virtio-driver-foreign-service", rule: id, severity: .blocker,
+                    message: "\(p.inf.name) from virtio-win \(virtio.selected) cannot be injected: \(foreign); an INF may install only its own "
+                        + "services, so the package is not used (is the virtio-win media tampered with?)",
+                    measured: foreign, requirement: "services of \(p.inf.name) new or running its own file"))
+                continue
+            }
             var action = Action(rule: id, description: "inject \(p.inf.name) \(p.inf.version) (\(p.inf.driverClass)) from virtio-win \(virtio.selected)",
                                 target: String(p.inf.name.dropLast(4)), changes: [])
             for f in p.files {
@@ -189,7 +198,10 @@ public struct VirtioDriversRule: Rule {
                    let c = FileChange.copy(target, from: f, in: files) {
                     action.files.append(c)
                 }
-                action.changes += serviceChanges(p, facts)
+                let service = serviceChanges(p, facts)
+                if !service.isEmpty, let svc = p.inf.functionService {
+                    extraActions.append(Action(rule: id, description: Self.serviceOrigin(svc, p), target: svc.name, changes: service))
+                }
                 action.changes += os.isWindows8OrLater ? driverDatabaseChanges(p, facts, published: published) : criticalDeviceChanges(p, facts)
                 if os.isWindows8OrLater {
                     for f in p.files {
@@ -264,6 +276,39 @@ public struct VirtioDriversRule: Rule {
             }
         }
         return out
+    }
+
+    /// Where a service's Type, Start, ErrorControl, ImagePath come from, for the plan: the INF, its AddService line
+    /// and the service-install section's lines (`viostor: service from viostor.inf line 87 AddService = viostor in
+    /// [scsi_inst.Services], [scsi_Service_Inst] lines 90, 91, 92, 93, 94`).
+    static func serviceOrigin(_ svc: DriverINF.Service, _ p: DriverPackage) -> String {
+        let add = svc.addServiceLine.map { " line \($0)" } ?? ""
+        let lines = (svc.directiveLines ?? []).map(String.init).joined(separator: ", ")
+        return "\(svc.name): service Type, Start, ErrorControl, ImagePath from \(p.inf.name)\(add) AddService = \(svc.name) in "
+            + "[\(svc.servicesSection ?? "?")], [\(svc.section)]" + (lines.isEmpty ? "" : " lines \(lines)")
+    }
+
+    /// The first service of the package that is not its own in this image: one the image already has (in any
+    /// control set) whose ImagePath runs another file than the package's ServiceBinary (`Tcpip` running tcpip.sys
+    /// for an INF whose binary is viostor.sys). A new service, or one running a file of the same name (an older
+    /// build of the same driver), is the package's. virtio-win's own INFs name some services apart from their
+    /// files (VirtioSerial runs vioser.sys, VirtRng viorng.sys), so the name alone does not decide. Described, or nil.
+    static func foreignService(_ p: DriverPackage, _ facts: ImageFacts) -> String? {
+        for svc in p.inf.services {
+            for cs in facts.os.orderedControlSets {
+                guard let key = facts.registry.key(.system, WindowsKeys.service(cs.name, svc.name)) else { continue }
+                let image: String = switch key.value("ImagePath") {
+                case .string(let s)?, .expandString(let s)?: s
+                default: "System32\\drivers\\\(svc.name).sys"   // Windows' default for a driver without one
+                }
+                let file = image.split(whereSeparator: { $0 == "\\" || $0 == "/" }).last.map { String($0).lowercased() } ?? ""
+                let runs = file.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+                if runs != svc.binaryFile {
+                    return "its AddService names the service \(svc.name), which \(cs.name) already has running \(image), not \(svc.binaryFile)"
+                }
+            }
+        }
+        return nil
     }
 
     /// The service-install section's AddReg (HKR = the service key) and the event-log install's (HKR =
