@@ -395,7 +395,8 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
         let deadline = Date().addingTimeInterval(Double(ProcessInfo.processInfo.environment["REMEDY_FUZZ_SECONDS"] ?? "") ?? 2)
         var rounds = 0, parsed = 0, rejected = 0
         let noise = Array(":-[]{}#&*!|>'\"%@`,?\n\t \\$".utf8)
-        while Date() < deadline {
+        // At least 60 rounds (every mutation kind of every policy several times), however slow a loaded machine is.
+        while Date() < deadline || rounds < 60 {
             rounds += 1
             var bytes = Array(sources[rounds % sources.count].utf8)
             switch rounds % 4 {
@@ -417,6 +418,6 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
                      "name: t\ndescription: d\nrules:\n" + String(repeating: "  - id: nic-dhcp\n", count: 5000)] {
             do { _ = try PolicyLoader.parse(text, source: "fuzz.yaml"); parsed += 1 } catch is RemedyError { rejected += 1 }
         }
-        #expect(rounds > 20 && rejected > 0, "\(rounds) rounds, \(parsed) parsed, \(rejected) rejected")
+        #expect(rejected > 0, "\(rounds) rounds, \(parsed) parsed, \(rejected) rejected")
     }
 }
