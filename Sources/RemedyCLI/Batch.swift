@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import RemedyCore
 
 extension Remedy {
@@ -85,14 +86,12 @@ extension Remedy {
 
             let shared = ReportBox(batchReport)
             let reportPath = report
-            runner.onStart = { path in Progress.shared.started(path) }
-            runner.onEntry = { entry in
+            let interrupt = Self.onInterrupt { runner.cancel() }
+            _ = runner.run(todo, onStart: { path in Progress.shared.started(path) }) { entry in
                 Progress.shared.finished(entry)
                 let snapshot = shared.append(entry)
                 if let reportPath { try? Self.write(snapshot, to: reportPath) }
             }
-            let interrupt = Self.onInterrupt { runner.cancel() }
-            _ = runner.run(todo)
             interrupt.forEach { $0.cancel() }
             batchReport = shared.finish()
             Progress.shared.end()
@@ -207,20 +206,19 @@ extension Remedy {
 }
 
 /// The report being built while images finish on several threads.
-final class ReportBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var report: BatchReport
-    init(_ report: BatchReport) { self.report = report }
+final class ReportBox: Sendable {
+    private let report: Mutex<BatchReport>
+    init(_ report: BatchReport) { self.report = Mutex(report) }
 
     func append(_ entry: BatchEntry) -> BatchReport {
-        lock.withLock {
+        report.withLock { report in
             report.entries.append(entry)
             return report
         }
     }
 
     func finish() -> BatchReport {
-        lock.withLock {
+        report.withLock { report in
             report.entries.sort { $0.path < $1.path }
             report.finishedAt = Date()
             return report

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A stand-in for the virtio-win driver distribution: the real directory
 /// layouts (an unpacked ISO, and the packaged `/usr/share/virtio-win` tree),
@@ -328,26 +329,22 @@ public enum FakeVirtioWin {
         }
     }
 
-    nonisolated(unsafe) private static var realCache: [String: String] = [:]
-    private static let realLock = NSLock()
+    private static let realCache = Mutex<[String: String]>([:])
 
     static func realINF(_ name: String, _ t: Target) -> String {
         let build = build(forOSDirectory: t.os)
         // The Win11 build is 64-bit only (w11 and 2k25 have no x86 directory).
         let dir = build == "win11" ? "win11/amd64" : "win10/\(t.arch)"
         let path = realINFDirectory + "/" + dir + "/" + name + ".inf"
-        realLock.lock()
-        var text = realCache[path]
-        if text == nil {
+        var out = realCache.withLock { cache in
+            if let known = cache[path] { return known }
             guard let data = FileManager.default.contents(atPath: path) else {
-                realLock.unlock()
                 preconditionFailure("FakeVirtioWin: the real virtio-win INF \(path) is missing (set REMEDY_VIRTIO_INF_FIXTURES to Tests/Fixtures/virtio-win)")
             }
-            text = String(decoding: data, as: UTF8.self)
-            realCache[path] = text
+            let text = String(decoding: data, as: UTF8.self)
+            cache[path] = text
+            return text
         }
-        realLock.unlock()
-        var out = text!
         if build == "legacy" {
             // stampinf with the plain architecture, and the KMDF version of that Windows.
             out = out.replacingOccurrences(of: "NT\(t.arch).10.0", with: "NT\(t.arch)")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Guestfs
 import Hivex
 import RegistryFormat
@@ -45,11 +46,10 @@ public enum ImageFactory {
         if let e = errors.first { throw e }
     }
 
-    private final class ErrorBox: @unchecked Sendable {
-        private let lock = NSLock()
-        private var error: (any Error)?
-        func set(_ e: any Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
-        var first: (any Error)? { lock.lock(); defer { lock.unlock() }; return error }
+    private final class ErrorBox: @unchecked Sendable {   // holds any Error, which need not be Sendable
+        private let error = Mutex<(any Error)?>(nil)
+        func set(_ e: any Error) { error.withLock { if $0 == nil { $0 = e } } }
+        var first: (any Error)? { error.withLock { $0 } }
     }
 
     static func build(_ slice: ArraySlice<ImageRequest>, firstIndex: Int, options: ApplianceOptions) throws {

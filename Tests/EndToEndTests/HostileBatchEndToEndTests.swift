@@ -21,7 +21,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let name = "x\(Self.escapes)\nAll checks passed.qcow2"
         let path = dir + "/" + name
-        FileManager.default.createFile(atPath: path, contents: Data(String(repeating: "not a disk image\n", count: 256).utf8))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(String(repeating: "not a disk image\n", count: 256).utf8)))
 
         let plan = try remedy(["plan", path])
         #expect(plan.status == 1, "\(plan.stderr)")

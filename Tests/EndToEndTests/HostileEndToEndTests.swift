@@ -18,7 +18,7 @@ extension DriverEndToEndTests {
         try FakeVirtioWin.write(at: dir + "/tree", layout: .isoTree, osDirectories: ["2k16"])
         let marker = "HOST-SECRET-\(UUID().uuidString)"
         let secret = dir + "/secret.txt"
-        FileManager.default.createFile(atPath: secret, contents: Data(marker.utf8))
+        #expect(FileManager.default.createFile(atPath: secret, contents: Data(marker.utf8)))
         let victim = "viostor/2k16/amd64/viostor.sys"
         try FileManager.default.removeItem(atPath: dir + "/tree/" + victim)
         try FileManager.default.createSymbolicLink(atPath: dir + "/tree/" + victim, withDestinationPath: secret)

@@ -155,7 +155,7 @@ struct Fixtures: Sendable {
         try FakeVirtioWin.makeISO(from: f.virtioTree, to: f.virtioISO)
         try FakeVirtioWin.write(at: f.virtioPackaged, layout: .packaged)
         try FakeVirtioWin.write(at: f.virtioOnly2k19, layout: .isoTree, osDirectories: ["2k19"])
-        FileManager.default.createFile(atPath: f.cloudbaseMSI, contents: Data("placeholder for CloudbaseInitSetup_x64.msi\r\n".utf8))
+        try Data("placeholder for CloudbaseInitSetup_x64.msi\r\n".utf8).write(to: URL(fileURLWithPath: f.cloudbaseMSI))
         for m in f.matrix {
             requests.append(ImageRequest(.windows(PhonyWindows(release: m.release, arch: m.arch, firmware: m.firmware,
                                                                hostname: "M-\(m.release.rawValue.uppercased())",
@@ -164,7 +164,7 @@ struct Fixtures: Sendable {
         }
         // Two appliances at once: every end-to-end suite waits for these images, and TCG runs one appliance per core.
         try ImageFactory.build(requests, options: options, appliances: 2)
-        FileManager.default.createFile(atPath: f.garbage, contents: Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }))
+        try Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }).write(to: URL(fileURLWithPath: f.garbage))
         for (from, to) in [(f.garbage, "junk.vmdk"), (f.linux, "linux.img"), (f.truncatedHive, "a/truncated.raw")] {
             try FileManager.default.copyItem(atPath: from, toPath: "\(f.batchDir)/\(to)")
         }

@@ -16,7 +16,7 @@ func tempDir() throws -> String {
         let bytes = BlankHive.bytes(rootName: "ROOT")
         #expect(bytes.count == 8192)
         #expect(Array(bytes[0..<4]) == Array("regf".utf8))
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
         let hive = try Hive(path: path)
         #expect(try hive.name(of: hive.root()) == "ROOT")
         #expect(try hive.children(of: hive.root()).isEmpty)
@@ -36,14 +36,14 @@ func tempDir() throws -> String {
         let dir = try tempDir()
         var bytes = BlankHive.bytes()
         bytes[508] ^= 0x55
-        FileManager.default.createFile(atPath: dir + "/bad", contents: Data(bytes))
+        #expect(FileManager.default.createFile(atPath: dir + "/bad", contents: Data(bytes)))
         #expect(throws: HivexError.self) { try Hive(path: dir + "/bad") }
     }
 
     @Test func truncatedAndGarbageFilesAreRejectedWithThePath() throws {
         let dir = try tempDir()
-        FileManager.default.createFile(atPath: dir + "/short", contents: Data(BlankHive.bytes().prefix(3000)))
-        FileManager.default.createFile(atPath: dir + "/garbage", contents: Data((0..<9000).map { UInt8(truncatingIfNeeded: $0 &* 31) }))
+        #expect(FileManager.default.createFile(atPath: dir + "/short", contents: Data(BlankHive.bytes().prefix(3000))))
+        #expect(FileManager.default.createFile(atPath: dir + "/garbage", contents: Data((0..<9000).map { UInt8(truncatingIfNeeded: $0 &* 31) })))
         for name in ["short", "garbage"] {
             do {
                 _ = try Hive(path: dir + "/" + name)
@@ -126,7 +126,7 @@ func tempDir() throws -> String {
     func fileRecognisesTheMachineType(machine: MinimalPE.Machine, kind: String, arch: String) throws {
         let dir = try tempDir()
         let path = dir + "/cmd.exe"
-        FileManager.default.createFile(atPath: path, contents: Data(MinimalPE.bytes(machine: machine)))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(MinimalPE.bytes(machine: machine))))
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/file")
         p.arguments = ["-b", path]

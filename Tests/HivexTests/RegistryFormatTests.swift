@@ -37,7 +37,7 @@ func bins(_ hive: [UInt8]) -> ArraySlice<UInt8> {
 
 func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryValue? {
     let path = try tempDir() + "/h"
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
     let hive = try Hive(path: path)
     defer { hive.close() }
     return try hive.node(at: key).flatMap { try hive.value(of: $0, named: name) }
@@ -249,7 +249,7 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
                 // What recovery accepts goes on to hivex, as in remedy.
                 if round % 4 == 0 {
                     let path = dir + "/f\(round % 8)"
-                    FileManager.default.createFile(atPath: path, contents: Data(r.bytes))
+                    #expect(FileManager.default.createFile(atPath: path, contents: Data(r.bytes)))
                     if let h = try? Hive(path: path) {
                         hivexOpened += 1
                         _ = try? h.node(at: "ControlSet001\\Control\\CrashControl").map { try h.values(of: $0) }

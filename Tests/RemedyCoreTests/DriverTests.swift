@@ -272,7 +272,7 @@ enum FakeTrees {
     @Test func aDirectoryWithoutDriversIsRejected() throws {
         let empty = NSTemporaryDirectory() + "/remedy-empty-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: empty + "/docs", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: empty + "/docs/readme.txt", contents: Data("x".utf8))
+        #expect(FileManager.default.createFile(atPath: empty + "/docs/readme.txt", contents: Data("x".utf8)))
         #expect(throws: RemedyError.self) {
             _ = try PayloadResolver.virtio(source: empty, kind: "tree", os: os(.server2016), list: { try PayloadResolver.listDirectory(empty) },
                                            fetch: { _ in }, cache: empty, image: "x")
@@ -582,7 +582,7 @@ enum FakeTrees {
     }
 
     func plan(_ rule: PayloadRule, _ w: LocalWindows) throws -> Plan {
-        var w = w
+        let w = w
         return try w.plan(Policy(name: "t", description: "", source: "t", extends: [], versions: [], architectures: [], parameters: [:], rules: [rule]))
     }
 
@@ -669,7 +669,7 @@ enum FakeTrees {
             "DisplayName": .string("VMware Tools\r\n& whoami > C:\\pwned.txt\n%PATH%! rem"),
             "UninstallString": .expandString("MsiExec.exe /I\(code)"),
         ]
-        var w = try LocalWindows(spec)
+        let w = try LocalWindows(spec)
         let policy = try PolicyLoader.parse("name: t\ndescription: d\nextends: huawei-ims\nparameters:\n  uninstall-old-tools: true\n",
                                             source: NSTemporaryDirectory() + "/t.yaml")
         let plan = try w.plan(policy)
@@ -694,7 +694,7 @@ enum FakeTrees {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/xz")
         p.arguments = ["-dc", fixtures.appendingPathComponent("\(name).xz").path]
-        FileManager.default.createFile(atPath: out, contents: nil)
+        #expect(FileManager.default.createFile(atPath: out, contents: nil))
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
         try p.run()
         p.waitUntilExit()

@@ -61,7 +61,7 @@ import Testing
         let s = Fuzz.run("disk-format") { rng in
             let path = dir + "/img"
             let bytes = Fuzz.mutate(bases[Int.random(in: 0..<bases.count, using: &rng)], limit: 64 << 10, using: &rng)
-            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
             do { _ = try DiskFormat.detect(path: path) } catch is RemedyError {} catch { return "threw \(type(of: error)): \(error)" }
             return nil
         }
@@ -117,7 +117,7 @@ import Testing
         let s = Fuzz.run("manifest") { rng in
             let base = bases[Int.random(in: 0..<bases.count, using: &rng)]
             let text = Fuzz.mutateLines(base.text, tokens: tokens, limit: 128 << 10, using: &rng)
-            FileManager.default.createFile(atPath: base.folder + "/manifest.yaml", contents: Data(text.utf8))
+            #expect(FileManager.default.createFile(atPath: base.folder + "/manifest.yaml", contents: Data(text.utf8)))
             do { _ = try PayloadManifest.load(base.folder + "/manifest.yaml") } catch is RemedyError {} catch {
                 return "threw \(type(of: error)): \(error)"
             }

@@ -112,7 +112,7 @@ import Testing
             #expect(error?.message.contains(victim) == true && error?.message.contains("symbolic link") == true, "\(error?.message ?? "")")
             #expect(error.map { !"\($0)".contains(marker) } ?? true)
             try FileManager.default.removeItem(atPath: path)
-            FileManager.default.createFile(atPath: path, contents: saved)
+            #expect(FileManager.default.createFile(atPath: path, contents: saved))
         }
         // A FIFO in place of the MSI fails at once instead of blocking the read.
         let fifo = "\(tree)/guest-agent/qemu-ga-x86_64.msi"
@@ -126,14 +126,14 @@ import Testing
         // A guest-agent directory that is a link is not descended into; one with a name outside [A-Za-z0-9._-] is not used.
         let hostDir = (secret as NSString).deletingLastPathComponent + "/host-guest-agent"
         try FileManager.default.createDirectory(atPath: hostDir, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: hostDir + "/qemu-ga-x86_64.msi", contents: Data(marker.utf8))
+        #expect(FileManager.default.createFile(atPath: hostDir + "/qemu-ga-x86_64.msi", contents: Data(marker.utf8)))
         try FileManager.default.removeItem(atPath: "\(tree)/guest-agent")
         try FileManager.default.createSymbolicLink(atPath: "\(tree)/guest-agent", withDestinationPath: hostDir)
         #expect(try PayloadResolver.tree(tree, os: os, drivers: ["viostor"], tools: Self.both, image: "img.qcow2").guestAgent == nil)
         try FileManager.default.removeItem(atPath: "\(tree)/guest-agent")
         for odd in ["guest agent&x", "a%b"] {
             try FileManager.default.createDirectory(atPath: "\(tree)/\(odd)/guest-agent", withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: "\(tree)/\(odd)/guest-agent/qemu-ga-x86_64.msi", contents: saved)
+            #expect(FileManager.default.createFile(atPath: "\(tree)/\(odd)/guest-agent/qemu-ga-x86_64.msi", contents: saved))
         }
         #expect(try PayloadResolver.tree(tree, os: os, drivers: ["viostor"], tools: Self.both, image: "img.qcow2").guestAgent == nil)
         #expect(VirtioWin.toolPath(.guestAgent, in: ["x/../guest-agent/qemu-ga-x86_64.msi", "guest-agent/qemu-ga-x86_64.msi.lnk"], key: "2k16/amd64") == nil)

@@ -21,7 +21,7 @@ import Testing
         let dir = NSTemporaryDirectory() + "/remedy-hostile-\(UUID().uuidString)"
         try FakeVirtioWin.write(at: dir + "/tree", layout: .isoTree, osDirectories: ["2k16"])
         let marker = "HOST-SECRET-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: dir + "/secret", contents: Data(marker.utf8))
+        #expect(FileManager.default.createFile(atPath: dir + "/secret", contents: Data(marker.utf8)))
         return (dir + "/tree", dir + "/secret", marker)
     }
 
@@ -52,7 +52,7 @@ import Testing
             #expect(error?.image == "img.qcow2")
             #expect(error.map { !"\($0)".contains(marker) } ?? true)
             try FileManager.default.removeItem(atPath: path)
-            FileManager.default.createFile(atPath: path, contents: saved)
+            #expect(FileManager.default.createFile(atPath: path, contents: saved))
         }
         // A linked driver directory is an entry, not descended into: its files (the host's) are never taken.
         let hostDir = (secret as NSString).deletingLastPathComponent + "/hostdir"

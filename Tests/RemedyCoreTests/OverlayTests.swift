@@ -115,6 +115,35 @@ import Testing
         #expect(throws: RemedyError.self) { try Overlay.prove(ranges, overlay: o.path, target: base, format: .raw) }
     }
 
+    /// The read-back reads a folder this run created in one `checksums_out` call, which runs coreutils' sha256sum
+    /// over `find -type f` in the folder. Its real output, made here the same way, is what the parser gets: files by
+    /// their path below the folder; escaped names (sha256sum's leading backslash) left out, so that those are read
+    /// one by one.
+    @Test func theOneCallReadBackParsesSha256sumAsItPrintsIt() throws {
+        let folder = dir + "/sums"
+        try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
+        let files = ["viostor.sys": "a", "name with spaces.inf": "b", "back\\slash.cat": "c", "new\nline.dll": "d", "sub/inner.sys": "e"]
+        for (name, text) in files { FileManager.default.createFile(atPath: folder + "/" + name, contents: Data(text.utf8)) }
+        let out = try run("/bin/sh", ["-c", "cd \"$1\" && find . -type f -print0 | xargs -0 sha256sum", "sh", folder])
+        let parsed = Applier.parseChecksums(out)
+        let sha = { (text: String) in try self.run("/bin/sh", ["-c", "printf %s \"$1\" | sha256sum | cut -c1-64", "sh", text]).trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(parsed == ["viostor.sys": try sha("a"), "name with spaces.inf": try sha("b"), "sub/inner.sys": try sha("e")], "\(out)")
+    }
+
+    /// Which folders the read-back reads in one call: the topmost new folder above enough written files; never a
+    /// folder that existed before, never one with few files.
+    @Test func theReadBackReadsOnlyNewFoldersWithManyFiles() {
+        let virtio = (1...7).map { "/Windows/Drivers/VirtIO/f\($0).sys" }
+        let firstboot = ["/Windows/remedy/firstboot/run.cmd"] + (1...5).map { "/Windows/remedy/firstboot/scripts/\($0).cmd" }
+        let other = ["/Windows/System32/drivers/viostor.sys", "/Windows/System32/config/SYSTEM", "/Windows/remedy/payloads/x/a.msi"]
+        let new: Set<String> = ["/Windows/Drivers/VirtIO", "/Windows/remedy/firstboot", "/Windows/remedy/firstboot/scripts",
+                                "/Windows/remedy/payloads", "/Windows/remedy/payloads/x"]
+        let folders = Applier.foldersToRead(virtio + firstboot + other, newDirectories: new)
+        #expect(folders.map(\.folder) == ["/Windows/Drivers/VirtIO", "/Windows/remedy/firstboot"])
+        #expect(folders.map { Set($0.paths) } == [Set(virtio), Set(firstboot)])
+        #expect(Applier.foldersToRead(Array(virtio.prefix(5)), newDirectories: new).isEmpty)
+    }
+
     @Test func outputIsOneConversionOfTheOverlayAndTheSourceIsOnlyRead() throws {
         let (base, reference) = try makeBase(.qcow2)
         let sourceBytes = try Data(contentsOf: URL(fileURLWithPath: base))

@@ -165,7 +165,7 @@ rules:
 @Suite struct DiskFormatTests {
     func write(_ bytes: [UInt8]) throws -> String {
         let path = NSTemporaryDirectory() + "/remedy-fmt-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
         return path
     }
 

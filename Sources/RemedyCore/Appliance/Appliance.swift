@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Guestfs
 
 /// How the appliance VM is accelerated.
@@ -273,48 +274,42 @@ public final class Appliance {
 
 /// The remembered-TCG note is said once per process, not once per launch.
 enum CachedNotice {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var said = false
+    private static let said = Mutex(false)
 
     static func once() -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        if said { return false }
-        said = true
-        return true
+        said.withLock { said in
+            if said { return false }
+            said = true
+            return true
+        }
     }
 }
 
 /// Kills the qemu process whose command line carries `token` when the
 /// deadline passes, unless cancelled first.
-final class Watchdog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var cancelled = false
-    private var didFire = false
+final class Watchdog: Sendable {
+    private struct State {
+        var cancelled = false
+        var fired = false
+    }
+    private let state = Mutex(State())
     private let token: String
 
     init(token: String, seconds: TimeInterval) {
         self.token = token
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
-            lock.lock()
-            let go = !cancelled
-            if go { didFire = true }
-            lock.unlock()
+            let go = state.withLock { s in
+                guard !s.cancelled else { return false }
+                s.fired = true
+                return true
+            }
             if go { Self.kill(token: token) }
         }
     }
 
-    func cancel() {
-        lock.lock()
-        cancelled = true
-        lock.unlock()
-    }
+    func cancel() { state.withLock { $0.cancelled = true } }
 
-    var fired: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return didFire
-    }
+    var fired: Bool { state.withLock { $0.fired } }
 
     static func kill(token: String) {
         let me = getpid()

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One image's outcome in a batch.
 public struct BatchEntry: Sendable, Equatable, Codable {
@@ -217,7 +218,7 @@ public enum ImageDiscovery {
 /// holding up to `perAppliance` images (launch time dominates small jobs, so
 /// images share appliances). One bad image never stops the batch: it is
 /// reported and the rest go on; a launch failure is retried image by image.
-public final class BatchRunner: @unchecked Sendable {
+public final class BatchRunner: Sendable {
     public enum Mode: String, Sendable { case plan, apply }
 
     public struct Options: Sendable {
@@ -240,12 +241,15 @@ public final class BatchRunner: @unchecked Sendable {
 
     public let policy: Policy
     public let options: Options
-    /// Called (serially) as each image finishes.
-    public var onEntry: (@Sendable (BatchEntry) -> Void)?
-    /// Called (serially) as an image starts.
-    public var onStart: (@Sendable (String) -> Void)?
-    private let lock = NSLock()
-    private var cancelled = false
+    /// The work left and the entries so far, shared by the appliances' threads.
+    private struct State {
+        var cancelled = false
+        var queue: [[String]] = []
+        var results: [BatchEntry] = []
+    }
+    private let state = Mutex(State())
+    /// Held while a caller's callback runs, so that callbacks run one at a time.
+    private let callbacks = Mutex(())
 
     public init(policy: Policy, options: Options) {
         self.policy = policy
@@ -253,8 +257,8 @@ public final class BatchRunner: @unchecked Sendable {
     }
 
     /// Stops starting new appliances; images in a running appliance finish.
-    public func cancel() { lock.withLock { cancelled = true } }
-    public var isCancelled: Bool { lock.withLock { cancelled } }
+    public func cancel() { state.withLock { $0.cancelled = true } }
+    public var isCancelled: Bool { state.withLock { $0.cancelled } }
 
     /// Jobs that fit this machine: one per core, and no more than memory allows
     /// (an appliance takes about its memory size plus qemu's overhead).
@@ -270,11 +274,10 @@ public final class BatchRunner: @unchecked Sendable {
         return max(1, min(cores, byMemory))
     }
 
-    private var queue: [[String]] = []
-    private var results: [BatchEntry] = []
-
-    /// Processes `images`; returns their entries in completion order.
-    public func run(_ images: [String]) -> [BatchEntry] {
+    /// Processes `images`; returns their entries in completion order. `onStart` is called as an image starts and
+    /// `onEntry` as one finishes, from the appliances' threads, one call at a time.
+    public func run(_ images: [String], onStart: @escaping @Sendable (String) -> Void = { _ in },
+                    onEntry: @escaping @Sendable (BatchEntry) -> Void = { _ in }) -> [BatchEntry] {
         guard !images.isEmpty else { return [] }
         let jobs = max(1, min(options.jobs, images.count))
         let per = max(1, options.perAppliance)
@@ -282,38 +285,39 @@ public final class BatchRunner: @unchecked Sendable {
         let groupCount = max(jobs, (images.count + per - 1) / per)
         var groups = [[String]](repeating: [], count: groupCount)
         for (i, img) in images.enumerated() { groups[i % groupCount].append(img) }
-        lock.withLock {
-            queue = groups.filter { !$0.isEmpty }
-            results = []
+        state.withLock {
+            $0.queue = groups.filter { !$0.isEmpty }
+            $0.results = []
         }
+        let started: @Sendable (String) -> Void = { path in self.callbacks.withLock { _ in onStart(path) } }
         DispatchQueue.concurrentPerform(iterations: jobs) { _ in
             while let group = self.nextGroup() {
-                self.process(group) { entry in
-                    self.lock.withLock { self.results.append(entry) }
-                    self.onEntry?(entry)
+                self.process(group, onStart: started) { entry in
+                    self.state.withLock { $0.results.append(entry) }
+                    self.callbacks.withLock { _ in onEntry(entry) }
                 }
             }
         }
-        return lock.withLock { results }
+        return state.withLock { $0.results }
     }
 
     private func nextGroup() -> [String]? {
-        lock.withLock {
-            guard !cancelled, !queue.isEmpty else { return nil }
-            return queue.removeFirst()
+        state.withLock {
+            guard !$0.cancelled, !$0.queue.isEmpty else { return nil }
+            return $0.queue.removeFirst()
         }
     }
 
     /// One appliance for a group of images; on a launch failure each image
     /// gets its own try. An image's duration is its share of the launch and
     /// inspection plus its own planning (and applying).
-    func process(_ group: [String], report: (BatchEntry) -> Void) {
+    func process(_ group: [String], onStart: (String) -> Void = { _ in }, report: (BatchEntry) -> Void) {
         let start = Date()
-        for p in group { onStart?(p) }
+        for p in group { onStart(p) }
         let (appliance, sessions) = ImageSession.openMany(group, writable: options.mode == .apply, options: options.appliance, inputs: options.inputs,
                                                            output: options.output)
         if appliance == nil, group.count > 1, sessions.contains(where: { if case .failure(let e) = $0 { Self.isLaunchFailure(e) } else { false } }) {
-            for p in group { process([p], report: report) }
+            for p in group { process([p], report: report) }   // already started
             return
         }
         let share = Date().timeIntervalSince(start) / Double(group.count)

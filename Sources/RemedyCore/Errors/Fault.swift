@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Guestfs
 
 /// A developer hook for the crash and failure tests: `REMEDY_FAULT` names points of apply where remedy dies or fails
@@ -16,10 +17,9 @@ import Guestfs
 /// `before-record`, `before-shutdown`, `before-marker`, `mid-commit` (the marker is written and part of the image is
 /// overwritten with other bytes, a torn commit), `after-commit`; for `fail:`/`corrupt:` also `hive-upload`, `record`.
 public enum Fault {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var seen: [String: Int] = [:]
+    private static let seen = Mutex<[String: Int]>([:])
     /// The qemu processes to take along when remedy kills itself.
-    nonisolated(unsafe) private static var appliances: Set<Int32> = []
+    private static let appliances = Mutex<Set<Int32>>([])
 
     static let spec: [(action: String, point: String, n: Int, image: String?)] = {
         guard let text = ProcessInfo.processInfo.environment["REMEDY_FAULT"], !text.isEmpty else { return [] }
@@ -40,22 +40,22 @@ public enum Fault {
 
     static func register(appliance pid: Int32) {
         guard enabled, pid > 0 else { return }
-        lock.withLock { _ = appliances.insert(pid) }
+        appliances.withLock { _ = $0.insert(pid) }
     }
 
     static func unregister(appliance pid: Int32) {
         guard enabled else { return }
-        lock.withLock { _ = appliances.remove(pid) }
+        appliances.withLock { _ = $0.remove(pid) }
     }
 
     /// Counts the point and returns the action asked for at this occurrence, if any.
     static func hit(_ point: String) -> String? {
         guard enabled else { return nil }
-        return lock.withLock {
+        let n = seen.withLock { seen in
             seen[point, default: 0] += 1
-            let n = seen[point]!
-            return spec.first { $0.point == point && $0.n == n && $0.image == nil }?.action
+            return seen[point]!
         }
+        return spec.first { $0.point == point && $0.n == n && $0.image == nil }?.action
     }
 
     /// A point where a hostile image could make an appliance call hang (`hang:<point>:<image file name>`): the
@@ -78,7 +78,7 @@ public enum Fault {
     }
 
     static func die() -> Never {
-        let pids = lock.withLock { appliances }
+        let pids = appliances.withLock { $0 }
         // Only processes that are still a qemu (an appliance shut down earlier may have left its pid to another).
         for p in pids where String(decoding: FileManager.default.contents(atPath: "/proc/\(p)/cmdline") ?? Data(), as: UTF8.self).contains("qemu") {
             kill(p, SIGKILL)

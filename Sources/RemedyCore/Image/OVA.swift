@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -230,24 +231,24 @@ public struct ImageSource: Sendable {
 }
 
 /// A temporary directory shared by copies of an ``ImageSource``, removed once.
-final class WorkDirectory: @unchecked Sendable {
-    private let lock = NSLock()
-    private var path: String?
+final class WorkDirectory: Sendable {
+    private let path = Mutex<String?>(nil)
 
     func make(image: String) throws -> String {
-        try lock.withLock {
+        try path.withLock { path in
             if let path { return path }
             var template = Array((NSTemporaryDirectory() + "/remedy-ova-XXXXXX").utf8CString)
             guard let p = mkdtemp(&template) else {
                 throw RemedyError(.writeFailed, image: image, "cannot make a temporary directory: \(String(cString: strerror(errno)))")
             }
-            path = String(cString: p)
-            return path!
+            let made = String(cString: p)
+            path = made
+            return made
         }
     }
 
     func remove() {
-        lock.withLock {
+        path.withLock { path in
             if let path { try? FileManager.default.removeItem(atPath: path) }
             path = nil
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Where `apply --output` writes, and in which format (qemu's name).
 public struct OutputTarget: Sendable, Equatable {
@@ -76,8 +77,7 @@ final class Overlay {
     /// `/dev/disk/by-id/...` or LVM path stays the same across reboots where `/dev/sdb` may not).
     static func stateLocation(for image: String) -> (directory: String, name: String) {
         if isBlockDevice(image) {
-            let absolute = ((image.hasPrefix("/") ? image : FileManager.default.currentDirectoryPath + "/" + image) as NSString).standardizingPath
-            let name = "blockdev" + absolute.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
+            let name = "blockdev" + absolutePath(image).replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
             return (blockDeviceStateDirectory, name)
         }
         let dir = (image as NSString).deletingLastPathComponent
@@ -87,6 +87,11 @@ final class Overlay {
     static var blockDeviceStateDirectory: String {
         let base = ProcessInfo.processInfo.environment["REMEDY_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/lib/remedy"
         return (base as NSString).appendingPathComponent("block-devices")
+    }
+
+    /// The path made absolute against the working directory and tidied (`.`, `..`, `//`), symlinks left as given.
+    static func absolutePath(_ path: String) -> String {
+        ((path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path) as NSString).standardizingPath
     }
 
     static func isBlockDevice(_ path: String) -> Bool {
@@ -121,7 +126,7 @@ final class Overlay {
             try? fm.removeItem(atPath: temporaryOutput(output.path))
         } else if isBlockDevice(base) {
             path = overlayPath(beside: base)
-            backing = ((base.hasPrefix("/") ? base : fm.currentDirectoryPath + "/" + base) as NSString).standardizingPath
+            backing = absolutePath(base)
             do {
                 try fm.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
                                        attributes: [.posixPermissions: 0o700])
@@ -422,18 +427,20 @@ final class Overlay {
 
 /// Seconds spent in the steps of the overlay and the proof, for the benchmark (`REMEDY_TIMINGS=1` prints them).
 public enum PhaseTimes {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var seconds: [String: Double] = [:]
+    private static let seconds = Mutex<[String: Double]>([:])
 
     static func measure<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
         let start = Date()
-        defer { lock.withLock { seconds[phase, default: 0] += Date().timeIntervalSince(start) } }
+        defer {
+            let elapsed = Date().timeIntervalSince(start)
+            seconds.withLock { $0[phase, default: 0] += elapsed }
+        }
         return try body()
     }
 
     /// `phase=seconds` pairs, sorted by phase.
     public static var summary: String {
-        lock.withLock { seconds.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.2f", $0.value))" }.joined(separator: " ") }
+        seconds.withLock { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.2f", $0.value))" }.joined(separator: " ") }
     }
 
     public static var requested: Bool { ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["REMEDY_TIMINGS"] ?? "") }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// What qemu itself will open for an image, and whether it can write it,
 /// from `qemu-img info --output=json --backing-chain -f FORMAT` (always an
@@ -141,16 +142,14 @@ public struct QemuView: Sendable, Equatable {
     }
 }
 
-final class LockedFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var v = false
-    func set() { lock.withLock { v = true } }
-    var value: Bool { lock.withLock { v } }
+final class LockedFlag: Sendable {
+    private let v = Mutex(false)
+    func set() { v.withLock { $0 = true } }
+    var value: Bool { v.withLock { $0 } }
 }
 
-final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var v = Data()
-    func set(_ d: Data) { lock.withLock { v = d } }
-    var value: Data { lock.withLock { v } }
+final class LockedData: Sendable {
+    private let v = Mutex(Data())
+    func set(_ d: Data) { v.withLock { $0 = d } }
+    var value: Data { v.withLock { $0 } }
 }
