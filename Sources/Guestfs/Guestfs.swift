@@ -372,6 +372,18 @@ public final class Guestfs {
         }
     }
 
+    /// Up to `count` bytes of a device from `offset` (a partition table's sectors).
+    public func preadDevice(_ device: String, count: Int, offset: Int64) throws -> [UInt8] {
+        let h = try h("pread_device")
+        var size = 0
+        guard let p = timed("pread_device", { guestfs_pread_device(h, device, Int32(count), offset, &size) }) else { throw lastError("pread_device") }
+        defer { free(p) }
+        return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+    }
+
+    /// Makes the kernel read the device's partition table again (after it was written with ``pwriteDevice``).
+    public func blockdevRereadpt(_ device: String) throws { try call("blockdev_rereadpt") { guestfs_blockdev_rereadpt($0, device) } }
+
     /// Raw byte write into a device at an offset (used to stamp disk signatures).
     public func pwriteDevice(_ device: String, _ bytes: [UInt8], offset: Int64) throws {
         try call("pwrite_device") { h in

@@ -125,7 +125,7 @@ public enum HiveRecovery {
         if out.count < BaseBlock.size { out += [UInt8](repeating: 0, count: BaseBlock.size - out.count) }
         var start = base
         // LOG1 before LOG2, as Windows reads them; ordered by the sequence their entries start at.
-        var ordered = logs.sorted { ($0.entries.first?.sequence ?? $0.base.primarySequence, $0.name) < ($1.entries.first?.sequence ?? $1.base.primarySequence, $1.name) }
+        let ordered = logs.sorted { ($0.entries.first?.sequence ?? $0.base.primarySequence, $0.name) < ($1.entries.first?.sequence ?? $1.base.primarySequence, $1.name) }
         if !base.checksumValid {
             // The primary base block is unusable: take the one the latest log carries.
             guard let latest = logs.max(by: { $0.base.primarySequence < $1.base.primarySequence }), let source = logBaseBytes(latest) else {

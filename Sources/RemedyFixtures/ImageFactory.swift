@@ -104,39 +104,39 @@ public enum ImageFactory {
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         let ntfs: String
         var mounted: [UInt8]
+        // The partition table is written as bytes (PartitionTables), not with parted: the disk is `diskMiB` MiB.
+        let sectors = Int64(w.diskMiB) * 2048
         switch w.firmware {
         case .bios:
-            try g.partInit(dev, type: "mbr")
-            if w.damage == .bitLockerDataVolume || w.states.contains(.dataPartition) {
-                let sectors = try g.blockdevSize(dev) / 512
-                try g.partAdd(dev, startSector: 2048, endSector: sectors - 32 * 2048 - 1)
-                try g.partAdd(dev, startSector: sectors - 32 * 2048, endSector: -1)
-                if w.damage == .bitLockerDataVolume {
-                    try writeBitLockerHeader(g, partition: dev + "2")
-                } else {
-                    try g.mkfs("ntfs", dev + "2", label: "Data")
-                }
-            } else {
-                try g.partAdd(dev, startSector: 2048, endSector: -1)
-            }
-            try g.partSetBootable(dev, partition: 1, bootable: true)
-            try g.partSetMBRID(dev, partition: 1, id: 0x07)
             // A fixed disk signature, as MountedDevices refers to it.
             let signature: [UInt8] = [0x52, 0x4D, 0x44, UInt8(0x30 + index % 10)]
-            try g.pwriteDevice(dev, signature, offset: 440)
+            let twoVolumes = w.damage == .bitLockerDataVolume || w.states.contains(.dataPartition)
+            let partitions: [PartitionTables.MBRPartition] = twoVolumes
+                ? [.init(start: 2048, end: sectors - 32 * 2048 - 1, bootable: true), .init(start: sectors - 32 * 2048, end: sectors - 1)]
+                : [.init(start: 2048, end: sectors - 1, bootable: true)]
+            try g.pwriteDevice(dev, PartitionTables.mbr(partitions, signature: signature), offset: 0)
+            try g.blockdevRereadpt(dev)
+            if w.damage == .bitLockerDataVolume {
+                try writeBitLockerHeader(g, partition: dev + "2")
+            } else if twoVolumes {
+                try g.mkfs("ntfs", dev + "2", label: "Data")
+            }
             ntfs = dev + "1"
             var entry = signature
             let offset: UInt64 = 2048 * 512
             for b in 0..<8 { entry.append(UInt8(truncatingIfNeeded: offset >> (8 * UInt64(b)))) }
             mounted = entry
         case .uefi:
-            try g.partInit(dev, type: "gpt")
-            try g.partAdd(dev, startSector: 2048, endSector: 2048 + 32 * 2048 - 1)
-            try g.partAdd(dev, startSector: 2048 + 32 * 2048, endSector: -34)
-            try g.partSetGPTType(dev, partition: 1, guid: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
-            try g.partSetGPTType(dev, partition: 2, guid: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7")
             let partGUID = String(format: "6E6F6E79-7265-6D65-6479-%012X", index)
-            try g.partSetGPTGUID(dev, partition: 2, guid: partGUID)
+            let table = PartitionTables.gpt([
+                .init(start: 2048, end: 2048 + 32 * 2048 - 1, type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+                      guid: String(format: "6E6F6E79-6573-7000-0000-%012X", index), name: "EFI system partition"),
+                .init(start: 2048 + 32 * 2048, end: sectors - 34, type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", guid: partGUID,
+                      name: "Basic data partition"),
+            ], sectors: sectors, diskGUID: String(format: "6E6F6E79-6469-736B-0000-%012X", index))
+            try g.pwriteDevice(dev, table.primary, offset: 0)
+            try g.pwriteDevice(dev, table.backup, offset: table.backupOffset)
+            try g.blockdevRereadpt(dev)
             try g.mkfs("vfat", dev + "1", label: "SYSTEM")
             try g.mount(dev + "1", at: "/")
             try g.mkdirP("/EFI/Microsoft/Boot")

@@ -3,11 +3,12 @@ import RemedyCore
 import RemedyFixtures
 import Testing
 
-/// Issue 12 through the `remedy` binary, on inputs of their own (never the shared fixtures):
+/// Issue 12 through the `remedy` binary, on inputs of their own (three small images of the shared build that no
+/// other suite touches):
 /// - item 8: a host file name with terminal escapes reaches neither `remedy: error:` nor the batch progress and
 ///   summary raw (no appliance: the file is refused before any launch);
 /// - item 12: a batch moves on when an image makes an appliance call hang: that image fails with
-///   `appliance-timeout`, the others of its appliance are planned (one build launch, three batch launches).
+///   `appliance-timeout`, the others of its appliance are planned (three batch launches).
 @Suite(.serialized) struct HostileBatchEndToEndTests {
     static let work = NSTemporaryDirectory() + "/remedy-hostile-batch-\(getpid())"
     static let escapes = "\u{1B}[2J\u{1B}]0;owned\u{07}"
@@ -45,12 +46,7 @@ import Testing
     }
 
     @Test func aBatchMovesOnWhenAnImageMakesACallHang() throws {
-        let dir = Self.work + "/hang"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try ImageFactory.build(["a", "b", "c"].map {
-            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot], diskMiB: 128)), path: "\(dir)/\($0).qcow2", format: .qcow2)
-        }, options: Fixtures.options)
+        let dir = try Fixtures.get().hangDir   // a, b and c.qcow2, this test's alone
         // b.qcow2's plan makes the appliance sleep (REMEDY_FAULT, the developer hook), as a hostile image could make a
         // call hang; every call has 30 s. One appliance for the three: b's hang stops it, c gets an appliance of its
         // own, and b, alone again, hangs again and fails.

@@ -5,18 +5,22 @@ import Testing
 
 /// Permissions on their own image (one Server 2016 image, one apply, one rollback): what apply writes gets an
 /// explicit security descriptor, the hive it replaces keeps the one it had (the image builder's, with an Everyone
-/// ACE remedy never writes), and rollback puts the hive back with it. Read back
-/// with libguestfs (`lgetxattr` returns the attribute's bytes as they are) and decoded by `NTFSSecurity`.
+/// ACE remedy never writes), and rollback puts the hive back with it. Read back with libguestfs (`lgetxattr` returns
+/// the attribute's bytes as they are; one read-only launch for a host-side copy of the applied image and the rolled
+/// back one) and decoded by `NTFSSecurity`.
 @Suite(.serialized) struct PermissionEndToEndTests {
-    static func appliance(_ image: String, readonly: Bool) throws -> Guestfs {
+    /// One read-only appliance carrying `images` (raw); the Windows volume of `images[0]` is mounted.
+    static func appliance(_ images: [String]) throws -> (g: Guestfs, roots: [String]) {
         let g = try Guestfs()
         try g.setBackend("direct")
         try g.setBackendSettings(["force_tcg"])
-        try g.addDrive(image, format: "raw", readonly: readonly)
+        for image in images { try g.addDrive(image, format: "raw", readonly: true) }
         try g.launch()
-        let root = try #require(try g.inspectOS().first)
-        if readonly { try g.mountReadOnly(root, at: "/") } else { try g.mount(root, at: "/") }
-        return g
+        let devices = try g.listDevices()
+        let found = try g.inspectOS()
+        let roots = try devices.map { d in try #require(found.first { $0.hasPrefix(d) }, "no Windows on \(d)") }
+        try g.mountReadOnly(roots[0], at: "/")
+        return (g, roots)
     }
 
     static func acl(_ g: Guestfs, _ path: String) throws -> [UInt8] { try g.lgetxattr(try g.caseSensitivePath(path), "system.ntfs_acl") }
@@ -37,9 +41,15 @@ import Testing
         let applied = try remedy(["apply", image, "--policy", "openstack-kvm", "--virtio-win", virtio, "--payload", "cloudbase-init=\(msi)"])
         // 0, or 2 when blocking findings remain (this phony disk is smaller than the cloud's 40 GB minimum).
         try #require(applied.status == 0 || applied.status == 2, "\(applied.stderr)")
+        // The applied image is copied on the host, then rolled back; one appliance reads both.
+        let appliedCopy = dir + "/w2016-applied.raw"
+        let copied = try runProgram("/bin/cp", ["--sparse=always", image, appliedCopy], environment: ProcessInfo.processInfo.environment)
+        try #require(copied.status == 0, "\(copied.stderr)")
+        let rolled = try remedy(["rollback", image])
+        try #require(rolled.status == 0, "\(rolled.stderr)")
+        let (g, roots) = try Self.appliance([appliedCopy, image])
+        defer { g.close() }
         do {
-            let g = try Self.appliance(image, readonly: true)
-            defer { g.close() }
             try NTFSSecurity.check(g, host: "w2016")
             // The image builder's files all have the descriptor ntfs-3g gave them (Everyone: Full Control, which remedy
             // never writes): the replaced hive must still have exactly that, like cmd.exe, which apply does not touch.
@@ -70,11 +80,9 @@ import Testing
             #expect(msiEveryone.isEmpty, "the staged MSI: \(msiEveryone)")
         }
 
-        let rolled = try remedy(["rollback", image])
-        try #require(rolled.status == 0, "\(rolled.stderr)")
         do {
-            let g = try Self.appliance(image, readonly: true)
-            defer { g.close() }
+            try g.umountAll()
+            try g.mountReadOnly(roots[1], at: "/")
             #expect(try Self.acl(g, hive) == before, "the hive rollback put back does not have the descriptor it had")
             #expect((try? g.caseSensitivePath("/Windows/remedy")).map { (try? g.exists($0)) == true } != true)
             #expect((try? g.caseSensitivePath("/Windows/Drivers/VirtIO/blnsvr.exe")).map { (try? g.exists($0)) == true } != true,

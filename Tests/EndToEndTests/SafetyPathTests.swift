@@ -18,13 +18,9 @@ import Testing
         try? FileManager.default.removeItem(atPath: w)
         let faults = w + "/faults", outs = w + "/outputs"
         for d in [faults, outs] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
-        let base = w + "/base.qcow2", hib = w + "/hibernated.qcow2"
-        try ImageFactory.build([
-            ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [.staticIP(Fixtures.guidA, "10.1.2.3")],
-                                               states: [.vmwareTools, .noAutoReboot], diskMiB: 41 * 1024)), path: base, format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot], damage: .hibernated, diskMiB: 41 * 1024)),
-                         path: hib, format: .qcow2),
-        ], options: Fixtures.options)
+        // From the shared build: the base is only copied, the hibernated image only refused.
+        let fixtures = try Fixtures.get()
+        let base = fixtures.ownBase2016, hib = fixtures.ownHibernated
         let virtio = w + "/virtio-win"
         try FakeVirtioWin.write(at: virtio, layout: .isoTree)
         let inputs = ["--virtio-win", virtio]

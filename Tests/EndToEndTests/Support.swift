@@ -36,6 +36,18 @@ struct Fixtures: Sendable {
     static let realImages: [(hive: RealSystemHive, file: String)] = [(.windows7, "real-w7.qcow2"), (.windows81, "real-w81.qcow2"), (.windows10v1709, "real-w10-1709.qcow2")]
     /// release -> image, for the inspection matrix (several formats).
     let matrix: [(release: WindowsRelease, arch: Arch, firmware: Firmware, path: String, format: DiskFormat)]
+    /// Images of the suites that work on images of their own, built here rather than in a launch each:
+    /// Server 2016, a static NIC (10.1.2.3), VMware Tools, 41 GiB: CrashSafetyTests and SafetyPathTests copy it.
+    let ownBase2016: String
+    /// A hibernated Server 2016 (SafetyPathTests; never written).
+    let ownHibernated: String
+    /// RollbackPathTests' two images (written by it): a 2016 with a startup script, a 2012 R2 with Xen PV drivers.
+    let rollbackA: String
+    let rollbackB: String
+    /// A Server 2022 UEFI image whose `\EFI\Boot\bootx64.efi` is stale (UefiFallbackEndToEndTests writes it).
+    let uefiStale: String
+    /// Three small Server 2016 images for HostileBatchEndToEndTests' hanging call (`a`, `b`, `c`.qcow2).
+    let hangDir: String
 
     static let brokenStates: Set<PhonyState> = [.vmwareTools, .xenPV, .parallelsTools, .virtualBoxAdditions, .ideDisabled, .deviceInstallRestricted]
     /// What the plans of tests that give no virtio-win and no Cloudbase-Init MSI also say (warnings about those inputs).
@@ -87,7 +99,13 @@ struct Fixtures: Sendable {
             virtioOnly2k19: "\(dir)/virtio-win-2k19",
             cloudbaseMSI: "\(dir)/CloudbaseInitSetup_x64.msi",
             realDir: "\(dir)/real",
-            matrix: matrix.map { (release: $0.0, arch: $0.1, firmware: $0.2, path: $0.3, format: $0.4) })
+            matrix: matrix.map { (release: $0.0, arch: $0.1, firmware: $0.2, path: $0.3, format: $0.4) },
+            ownBase2016: "\(dir)/own/base-2016.qcow2",
+            ownHibernated: "\(dir)/own/hibernated-2016.qcow2",
+            rollbackA: "\(dir)/own/rollback-a.qcow2",
+            rollbackB: "\(dir)/own/rollback-b.qcow2",
+            uefiStale: "\(dir)/own/u2022.raw",
+            hangDir: "\(dir)/own/hang")
         var requests = [
             ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [
                 .staticIP(guidA, "10.1.2.10", gateway: "10.1.2.1"),
@@ -161,6 +179,18 @@ struct Fixtures: Sendable {
                                                                hostname: "M-\(m.release.rawValue.uppercased())",
                                                                nics: [.staticIP(guidB, "192.168.9.9")])),
                                          path: m.path, format: m.format))
+        }
+        // Last, so that every image above keeps its index (its disk signature and GUIDs).
+        requests += [
+            ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [.staticIP(guidA, "10.1.2.3")], states: [.vmwareTools, .noAutoReboot], diskMiB: big)),
+                         path: f.ownBase2016, format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot], damage: .hibernated, diskMiB: big)), path: f.ownHibernated, format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [.staticIP(guidA, "10.7.7.7")], states: [.vmwareTools, .startupScript])),
+                         path: f.rollbackA, format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.8.8.8")], states: [.xenPV])), path: f.rollbackB, format: .qcow2),
+            ImageRequest(.windows(PhonyWindows(release: .server2022, firmware: .uefi, states: [.staleUefiFallback])), path: f.uefiStale),
+        ] + ["a", "b", "c"].map {
+            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot])), path: "\(f.hangDir)/\($0).qcow2", format: .qcow2)
         }
         // Two appliances at once: every end-to-end suite waits for these images, and TCG runs one appliance per core.
         try ImageFactory.build(requests, options: options, appliances: 2)

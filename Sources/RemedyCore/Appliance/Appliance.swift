@@ -243,7 +243,7 @@ public final class Appliance {
         let watchdog = Watchdog(token: token, seconds: deadline)
         let start = Date()
         do {
-            try g.launch()
+            try PhaseTimes.measure("launch") { try g.launch() }
             watchdog.cancel()
         } catch let e as GuestfsError {
             watchdog.cancel()
@@ -352,7 +352,11 @@ final class CallWatchdog: GuestfsDeadline, @unchecked Sendable {
     }
 
     func end() {
-        lock.withLock { running = nil }
+        let call = lock.withLock { () -> (function: String, since: Date)? in
+            defer { running = nil }
+            return running
+        }
+        if let call, PhaseTimes.requested { PhaseTimes.add("call:" + call.function, Date().timeIntervalSince(call.since)) }
     }
 
     var expired: String? { lock.withLock { stoppedBecause } }

@@ -64,7 +64,7 @@ public enum Applier {
             try writeESP(espChanges, session: session, backupDir: backupDir, report: &report)
             try Fault.point("after-file-writes", image: image)
             // Every hive's new content uploaded beside it and read back, before any is replaced.
-            var temps: [(hive: HiveName, temp: String, target: String, backup: String, sha: String)] = []
+            var temps: [(hive: HiveName, temp: String, target: String, backup: String, sha: String, size: Int64)] = []
             for (hive, newFile) in prepared {
                 let target = session.hivePaths[hive]!
                 let backup = "\(backupDir)/\(hive.rawValue)"
@@ -85,7 +85,8 @@ public enum Applier {
                 // The hive keeps its security descriptor (ntfs-3g would give the new file Everyone: Full Control).
                 try FileSecurity.set(g, [FileSecurity.keeping(temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
                                                               directory: false, os: session.os)], image: image)
-                temps.append((hive, temp, target, backup, try Overlay.sha256(newFile, image: image)))
+                let size = ((try? FileManager.default.attributesOfItem(atPath: newFile))?[.size] as? NSNumber)?.int64Value ?? Int64.max
+                temps.append((hive, temp, target, backup, try Overlay.sha256(newFile, image: image), size))
             }
             // The record says what this run did before the first hive is replaced (rollback finds it even if the
             // final record is never written); the final record replaces it.
@@ -116,12 +117,10 @@ public enum Applier {
             try FileSecurity.securePrivate(g, state, image: image)   // backups, records, staged payloads: SYSTEM and Administrators only
             try g.sync()   // the writes flushed to the disk, as before any unmount; then the proof reads them back
             try PhaseTimes.measure("proof-readback") {
-                try proveWritten(temps.map { ($0.target, $0.sha) } + fileTargets(report, fileChanges, session: session), session: session,
+                try proveWritten(temps.map { ($0.target, $0.sha, $0.size) } + fileTargets(report, fileChanges, session: session), session: session,
                                  newDirectories: newDirectories.filter { !(backupDir + "/").hasPrefix($0 + "/") })
             }
-            try g.sync()
-            try g.umountAll()
-            session.appliance.mounted = nil
+            // finishWrites (below) syncs and unmounts: the proof only read.
         } catch let e as GuestfsError {
             throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message); " + notWritten(replaced, report), cause: e)
         } catch let e as RemedyError {
@@ -143,29 +142,30 @@ public enum Applier {
         return "nothing was written to the image" + (done.isEmpty ? "" : " (\(done.joined(separator: ", ")) had been written to its overlay, now discarded)")
     }
 
-    /// The guest path and planned SHA-256 of every file this run wrote.
-    static func fileTargets(_ report: ApplyReport, _ changes: [FileChange], session: ImageSession) -> [(String, String)] {
-        var out: [(String, String)] = []
+    /// The guest path, planned SHA-256 and size of every file this run wrote.
+    static func fileTargets(_ report: ApplyReport, _ changes: [FileChange], session: ImageSession) -> [(String, String, Int64)] {
+        var out: [(String, String, Int64)] = []
         for c in changes where c.op == .write {
-            if let path = session.guestDirectories.resolveExisting(c.path) { out.append((path, c.sha256)) }
+            if let path = session.guestDirectories.resolveExisting(c.path) { out.append((path, c.sha256, c.size)) }
         }
         return out
     }
 
-    /// Proof that the writes are on the disk, not only in the appliance's page cache: everything is synced, the
+    /// Proof that the writes are on the disk, not only in the appliance's page cache: the caller has synced, the
     /// guest's caches are dropped, and every hive and file written is read again (from qemu, i.e. the overlay
     /// file) and its SHA-256 compared with what was planned. The commit then proves the image holds the overlay.
     ///
-    /// Every read is an appliance call, and calls are what cost under TCG: a single file's checksum about 0.1 s,
-    /// `checksums_out` over a folder about 0.5 s whatever it holds (it starts find, xargs and sha256sum in the
-    /// appliance). So a folder this run created (`newDirectories`: nothing but this run's files is below it), taken
-    /// at its top, is read in one call when it holds at least ``folderReadMinimum`` of the files (`Drivers\VirtIO`,
-    /// remedy's `firstboot`), and every other file (a hive, a driver in `System32\drivers`, a small new folder) is
-    /// read alone; no call reads a file this run did not write. A file the one-call listing does not show as
-    /// expected is read alone again.
-    static func proveWritten(_ targets: [(path: String, sha: String)], session: ImageSession, newDirectories: Set<String> = []) throws {
-        let g = session.g
-        try g.sync()   // nothing left to flush when the caller has synced
+    /// Every read is an appliance call, and calls are what cost under TCG: `checksum` of one file about 0.1 s (it
+    /// starts sha256sum in the appliance), `checksums_out` over a folder about 0.5 s whatever it holds (find, xargs
+    /// and sha256sum), `pread` of a file up to ``smallReadLimit`` about 0.02 s (guestfsd reads it itself; the host
+    /// hashes the bytes). So a folder this run created (`newDirectories`: nothing but this run's files is below it),
+    /// taken at its top, is read in one call when it holds at least ``folderReadMinimum`` of the files
+    /// (`Drivers\VirtIO`, remedy's `firstboot`); every other file (a driver in `System32\drivers`, an INF, a
+    /// DriverStore copy) is read whole with `pread` when it is small, and checksummed alone otherwise (a hive); no
+    /// call reads a file this run did not write. A file whose read does not match is checksummed alone again, and
+    /// that checksum is the verdict.
+    static func proveWritten(_ targets: [(path: String, sha: String, size: Int64)], session: ImageSession, newDirectories: Set<String> = []) throws {
+        let g = session.g   // the caller has synced: drop the caches, then read from the disk
         try PhaseTimes.measure("readback-drop-caches") { try g.dropCaches(3) }
         var read: [String: String] = [:]
         for (top, paths) in Self.foldersToRead(targets.map(\.path), newDirectories: newDirectories) {
@@ -176,7 +176,12 @@ public enum Applier {
             for path in paths { read[path] = listed[String(path.dropFirst(top.count + 1))] }
         }
         for t in targets {
-            var got = try read[t.path].flatMap { $0 == t.sha ? $0 : nil } ?? g.checksum("sha256", t.path)
+            var matched = read[t.path].flatMap { $0 == t.sha ? $0 : nil }
+            if matched == nil, t.size <= Self.smallReadLimit {
+                let bytes = try PhaseTimes.measure("readback-small") { try g.pread(t.path, count: Int(t.size) + 1, offset: 0) }
+                if bytes.count == t.size, Self.hexDigest(bytes) == t.sha { matched = t.sha }
+            }
+            var got = try matched ?? PhaseTimes.measure("readback-checksum") { try g.checksum("sha256", t.path) }
             if try Fault.point("read-back", image: session.imagePath) { got = String(repeating: "0", count: 64) }
             guard got == t.sha else {
                 throw RemedyError(.verifyFailed, image: session.imagePath,
@@ -185,9 +190,21 @@ public enum Applier {
         }
     }
 
-    /// Below this many written files, a new folder's files are read one by one (0.1 s each) rather than in one
-    /// `checksums_out` call (0.5 s).
-    static let folderReadMinimum = 6
+    /// Below this many written files, a new folder's files are read one by one (`pread`, 0.02 s each when small)
+    /// rather than in one `checksums_out` call (0.5 s).
+    static let folderReadMinimum = 16
+
+    /// Files up to this size are read back whole with one `pread` (the protocol carries 2 MiB and more in a reply).
+    static let smallReadLimit: Int64 = 2 * 1024 * 1024 - 4096
+
+    /// Lower-case hexadecimal SHA-256 of `bytes`.
+    static func hexDigest(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for b in SHA256.hash(data: bytes) { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
 
     /// The new folders to read in one call each: the topmost of `newDirectories` above each path, with the paths
     /// below it, where there are at least ``folderReadMinimum`` of them.
@@ -380,13 +397,8 @@ public enum Applier {
             try g.tarIn(tar, to: staging)
             let sums = session.workDirectory + "/upload.sha256"
             try g.checksumsOut("sha256", staging, to: sums)
-            var got: [Int: String] = [:]
-            for line in ((try? String(contentsOfFile: sums, encoding: .utf8)) ?? "").split(separator: "\n") {
-                let parts = line.split(separator: " ", maxSplits: 1)
-                guard parts.count == 2, let n = Int((String(parts[1]).trimmingCharacters(in: .whitespaces) as NSString).lastPathComponent) else { continue }
-                got[n] = String(parts[0])
-            }
-            for i in staged where got[i] != changes[i].sha256 {
+            let got = Applier.parseChecksums((try? String(contentsOfFile: sums, encoding: .utf8)) ?? "")
+            for i in staged where got[String(i)] != changes[i].sha256 {
                 throw RemedyError(.verifyFailed, image: session.imagePath,
                                   "\(ImageSession.windowsPath(targets[i])) read back from the image differs from what was uploaded; no file was replaced")
             }

@@ -438,9 +438,21 @@ public enum PhaseTimes {
         return try body()
     }
 
-    /// `phase=seconds` pairs, sorted by phase.
+    /// Adds `elapsed` to `phase` and counts it (`REMEDY_TIMINGS=1` prints each appliance call's total as
+    /// `call:NAME=seconds` and its count as `calls:NAME=n`).
+    static func add(_ phase: String, _ elapsed: Double) {
+        seconds.withLock {
+            $0[phase, default: 0] += elapsed
+            if phase.hasPrefix("call:") { $0["calls:" + phase.dropFirst(5), default: 0] += 1 }
+        }
+    }
+
+    /// `phase=seconds` pairs, sorted by phase (counts as whole numbers).
     public static var summary: String {
-        seconds.withLock { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.2f", $0.value))" }.joined(separator: " ") }
+        seconds.withLock {
+            $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.key.hasPrefix("calls:") ? String(Int($0.value)) : String(format: "%.2f", $0.value))" }
+                .joined(separator: " ")
+        }
     }
 
     public static var requested: Bool { ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["REMEDY_TIMINGS"] ?? "") }

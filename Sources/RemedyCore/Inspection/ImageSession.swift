@@ -220,8 +220,10 @@ public final class ImageSession {
 
         let (controlSets, current) = try HiveReader.controlSets(system, guest: hivePaths[.system]!)
         let arch: String = {
-            guard let cmd = try? g.caseSensitivePath("\(systemRoot)/System32/cmd.exe"), let a = try? g.fileArchitecture(cmd) else { return "unknown" }
-            return a
+            guard let cmd = try? g.caseSensitivePath("\(systemRoot)/System32/cmd.exe") else { return "unknown" }
+            // The PE header's machine field (one pread), or libguestfs's `file` when it does not say.
+            if let head = try? g.pread(cmd, count: 4096, offset: 0), let a = WindowsInspector.peArchitecture(head) { return a }
+            return (try? g.fileArchitecture(cmd)) ?? "unknown"
         }()
         os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
