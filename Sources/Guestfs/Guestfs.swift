@@ -250,17 +250,17 @@ public final class Guestfs {
     public func rmF(_ path: String) throws { try call("rm_f") { guestfs_rm_f($0, path) } }
     /// A small guest file's content (the protocol limit is a few MB).
     public func readFile(_ path: String) throws -> [UInt8] {
-        let h = try h("read_file")
-        var size = 0
-        guard let p = timed("read_file", { guestfs_read_file(h, path, &size) }) else { throw lastError("read_file") }
-        defer { free(p) }
-        return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+        try buffer("read_file") { guestfs_read_file($0, path, &$1) }
     }
     /// Up to `count` bytes of a guest file from `offset`.
     public func pread(_ path: String, count: Int, offset: Int64) throws -> [UInt8] {
-        let h = try h("pread")
+        try buffer("pread") { guestfs_pread($0, path, Int32(count), offset, &$1) }
+    }
+    /// The bytes of a buffer a call returns with its size (read_file, pread, pread_device), copied and freed.
+    private func buffer(_ function: String, _ body: (OpaquePointer, inout Int) -> UnsafeMutablePointer<CChar>?) throws -> [UInt8] {
+        let h = try h(function)
         var size = 0
-        guard let p = timed("pread", { guestfs_pread(h, path, Int32(count), offset, &size) }) else { throw lastError("pread") }
+        guard let p = timed(function, { body(h, &size) }) else { throw lastError(function) }
         defer { free(p) }
         return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
     }
@@ -374,11 +374,7 @@ public final class Guestfs {
 
     /// Up to `count` bytes of a device from `offset` (a partition table's sectors).
     public func preadDevice(_ device: String, count: Int, offset: Int64) throws -> [UInt8] {
-        let h = try h("pread_device")
-        var size = 0
-        guard let p = timed("pread_device", { guestfs_pread_device(h, device, Int32(count), offset, &size) }) else { throw lastError("pread_device") }
-        defer { free(p) }
-        return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+        try buffer("pread_device") { guestfs_pread_device($0, device, Int32(count), offset, &$1) }
     }
 
     /// Makes the kernel read the device's partition table again (after it was written with ``pwriteDevice``).

@@ -17,20 +17,7 @@ import Testing
     }
 
     @discardableResult
-    func run(_ tool: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tool)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else { throw RemedyError(.writeFailed, "\(tool) \(args): \(text)") }
-        return text
-    }
+    func run(_ tool: String, _ args: [String]) throws -> String { try runTool(tool, args) }
 
     static let writes = ["write -q -P 0xab 1M 64k", "write -q -P 0x11 3M 200k", "write -q -z 8M 64k", "write -q -P 0x77 40M 4k"]
 
@@ -170,3 +157,19 @@ import Testing
     }
 }
 
+/// Runs a host tool and returns what it printed (standard output and error); throws when it exits non-zero.
+@discardableResult
+func runTool(_ tool: String, _ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    guard p.terminationStatus == 0 else { throw RemedyError(.writeFailed, "\(tool) \(args): \(text)") }
+    return text
+}

@@ -16,21 +16,6 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     }
 
-    func run(_ tool: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tool)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        #expect(p.terminationStatus == 0, "\(tool) \(args): \(text)")
-        return text
-    }
-
     /// A sparse disk of `mib` MiB with `writes` (bytes at offsets) in it.
     func disk(_ name: String, mib: Int, _ writes: [(bytes: [UInt8], offset: Int64)]) throws -> String {
         let path = dir + "/" + name
@@ -46,7 +31,7 @@ import Testing
     }
 
     func sfdisk(_ path: String) throws -> [String: Any] {
-        let doc = try JSONSerialization.jsonObject(with: Data(try run("/usr/sbin/sfdisk", ["--json", path]).utf8)) as? [String: Any]
+        let doc = try JSONSerialization.jsonObject(with: Data(try runTool("/usr/sbin/sfdisk", ["--json", path]).utf8)) as? [String: Any]
         return try #require(doc?["partitiontable"] as? [String: Any])
     }
 
@@ -75,7 +60,7 @@ import Testing
         ], sectors: sectors, diskGUID: "6E6F6E79-6469-736B-0000-000000000007")
         let path = try disk("gpt.raw", mib: 300, [(table.primary, 0), (table.backup, table.backupOffset)])
         // sgdisk checks both headers, their CRCs and the entries' CRC.
-        let verify = try run("/usr/sbin/sgdisk", ["--verify", path])
+        let verify = try runTool("/usr/sbin/sgdisk", ["--verify", path])
         #expect(verify.contains("No problems found"), "\(verify)")
         let t = try sfdisk(path)
         #expect(t["label"] as? String == "gpt")
@@ -102,7 +87,7 @@ import Testing
             let bytes = MinimalPE.bytes(machine: machine)
             #expect(WindowsInspector.peArchitecture(bytes) == arch)
             let path = try disk("cmd-\(arch).exe", mib: 0, [(bytes, 0)])
-            #expect(try run("/usr/bin/file", ["-b", path]).contains(fileSays))
+            #expect(try runTool("/usr/bin/file", ["-b", path]).contains(fileSays))
         }
         #expect(WindowsInspector.peArchitecture(Array("MZ not a PE file".utf8) + [UInt8](repeating: 0, count: 100)) == nil)
     }
