@@ -138,8 +138,8 @@ import Testing
         let file = dir + "/small.sys"
         #expect(FileManager.default.createFile(atPath: file, contents: Data(bytes)))
         let expected = try run("/usr/bin/sha256sum", [file]).prefix(64)
-        #expect(Applier.hexDigest(bytes) == String(expected))
-        #expect(Applier.hexDigest([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256Hex.of(bytes) == String(expected))
+        #expect(SHA256Hex.of([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     }
 
     @Test func outputIsOneConversionOfTheOverlayAndTheSourceIsOnlyRead() throws {

@@ -157,8 +157,8 @@ public enum Applier {
     ///
     /// Every read is an appliance call, and calls are what cost under TCG: `checksum` of one file about 0.1 s (it
     /// starts sha256sum in the appliance), `checksums_out` over a folder about 0.5 s whatever it holds (find, xargs
-    /// and sha256sum), `pread` of a file up to ``smallReadLimit`` about 0.02 s (guestfsd reads it itself; the host
-    /// hashes the bytes). So a folder this run created (`newDirectories`: nothing but this run's files is below it),
+    /// and sha256sum), `pread` of a file up to ``smallReadLimit`` 0.02-0.1 s (guestfsd reads it itself, no program
+    /// starts; the host hashes the bytes; 0.09 s a file after the cache drop in a busy batch). So a folder this run created (`newDirectories`: nothing but this run's files is below it),
     /// taken at its top, is read in one call when it holds at least ``folderReadMinimum`` of the files
     /// (`Drivers\VirtIO`, remedy's `firstboot`); every other file (a driver in `System32\drivers`, an INF, a
     /// DriverStore copy) is read whole with `pread` when it is small, and checksummed alone otherwise (a hive); no
@@ -179,7 +179,7 @@ public enum Applier {
             var matched = read[t.path].flatMap { $0 == t.sha ? $0 : nil }
             if matched == nil, t.size <= Self.smallReadLimit {
                 let bytes = try PhaseTimes.measure("readback-small") { try g.pread(t.path, count: Int(t.size) + 1, offset: 0) }
-                if bytes.count == t.size, Self.hexDigest(bytes) == t.sha { matched = t.sha }
+                if bytes.count == t.size, SHA256Hex.of(bytes) == t.sha { matched = t.sha }
             }
             var got = try matched ?? PhaseTimes.measure("readback-checksum") { try g.checksum("sha256", t.path) }
             if try Fault.point("read-back", image: session.imagePath) { got = String(repeating: "0", count: 64) }
@@ -190,21 +190,12 @@ public enum Applier {
         }
     }
 
-    /// Below this many written files, a new folder's files are read one by one (`pread`, 0.02 s each when small)
-    /// rather than in one `checksums_out` call (0.5 s).
+    /// Below this many written files, a new folder's files are read one by one (`pread`, 0.02-0.1 s each when
+    /// small) rather than in one `checksums_out` call (0.5-0.8 s).
     static let folderReadMinimum = 16
 
     /// Files up to this size are read back whole with one `pread` (the protocol carries 2 MiB and more in a reply).
     static let smallReadLimit: Int64 = 2 * 1024 * 1024 - 4096
-
-    /// Lower-case hexadecimal SHA-256 of `bytes`.
-    static func hexDigest(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        for b in SHA256.hash(data: bytes) { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
 
     /// The new folders to read in one call each: the topmost of `newDirectories` above each path, with the paths
     /// below it, where there are at least ``folderReadMinimum`` of them.
