@@ -43,8 +43,7 @@ import Testing
         try #require(applied.status == 0 || applied.status == 2, "\(applied.stderr)")
         // The applied image is copied on the host, then rolled back; one appliance reads both.
         let appliedCopy = dir + "/w2016-applied.raw"
-        let copied = try runProgram("/bin/cp", ["--sparse=always", image, appliedCopy], environment: ProcessInfo.processInfo.environment)
-        try #require(copied.status == 0, "\(copied.stderr)")
+        try sparseCopy(image, to: appliedCopy)
         let rolled = try remedy(["rollback", image])
         try #require(rolled.status == 0, "\(rolled.stderr)")
         let (g, roots) = try Self.appliance([appliedCopy, image])

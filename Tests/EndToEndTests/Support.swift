@@ -267,6 +267,14 @@ func builtExecutable(_ name: String) -> String {
     return ".build/debug/\(name)"
 }
 
+/// A host-side copy of an image file (`cp --sparse=always`: holes stay holes; a file at `copy` is replaced), for
+/// reading the image as it was at this point later, beside others, in one appliance.
+func sparseCopy(_ image: String, to copy: String) throws {
+    try? FileManager.default.removeItem(atPath: copy)
+    let r = try runProgram("/bin/cp", ["--sparse=always", image, copy], environment: ProcessInfo.processInfo.environment)
+    guard r.status == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: copy, NSLocalizedDescriptionKey: r.stderr]) }
+}
+
 func fileBytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
 
 func json(_ text: String) throws -> [String: Any] {

@@ -42,19 +42,14 @@ import Testing
         let f = try Fixtures.get()
         let image = f.uefiStale   // this test's alone (it writes it)
         let beforeCopy = f.dir + "/u2022-before.raw", afterCopy = f.dir + "/u2022-after.raw"
-        func copy(to path: String) throws {
-            try? FileManager.default.removeItem(atPath: path)
-            let r = try runProgram("/bin/cp", ["--sparse=always", image, path], environment: ProcessInfo.processInfo.environment)
-            #expect(r.status == 0, "\(r.stderr)")
-        }
-        try copy(to: beforeCopy)
+        try sparseCopy(image, to: beforeCopy)
 
         let applied = try remedy(["apply", image, "--policy", "huawei-ims"])
         // 0, or 2 when blocking findings remain (this phony disk is smaller than the cloud's 40 GB minimum).
         #expect(applied.status == 0 || applied.status == 2, "\(applied.stderr)")
         #expect(applied.stdout.contains("esp:\\EFI\\Boot\\bootx64.efi  replace"), "\(applied.stdout)")
         #expect(!applied.stdout.contains("policy-conflict"), "\(applied.stdout)")
-        try copy(to: afterCopy)
+        try sparseCopy(image, to: afterCopy)
 
         let rolled = try remedy(["rollback", image])
         #expect(rolled.status == 0, "\(rolled.stderr)")
