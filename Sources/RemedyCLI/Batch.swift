@@ -228,63 +228,67 @@ final class ReportBox: Sendable {
 
 /// Progress on stderr: a live line on a terminal (done/total, current image,
 /// ETA), plain log lines otherwise.
-final class Progress: @unchecked Sendable {
+final class Progress: Sendable {
     static let shared = Progress()
-    private let lock = NSLock()
     private let tty = isatty(STDERR_FILENO) == 1
-    private var total = 0, done = 0, offset = 0
-    private var start = Date()
-    private var current: [String] = []
-    private var counts: [BatchEntry.Status: Int] = [:]
+
+    private struct State {
+        var total = 0, done = 0, offset = 0
+        var start = Date()
+        var current: [String] = []
+        var counts: [BatchEntry.Status: Int] = [:]
+    }
+
+    private let state = Mutex(State())
 
     func start(total: Int, alreadyDone: Int, header: String) {
-        lock.withLock {
-            self.total = total
-            self.offset = alreadyDone
-            start = Date()
-            emit(header)
+        state.withLock { s in
+            s.total = total
+            s.offset = alreadyDone
+            s.start = Date()
+            emit(header, s)
         }
     }
 
     func started(_ path: String) {
-        lock.withLock {
-            current.append(path)
-            redraw()
+        state.withLock { s in
+            s.current.append(path)
+            redraw(s)
         }
     }
 
     func finished(_ e: BatchEntry) {
-        lock.withLock {
-            done += 1
-            counts[e.status, default: 0] += 1
-            current.removeAll { $0 == e.path }
-            var line = "[\(done)/\(total)] \(e.path): \(e.status.rawValue)"
+        state.withLock { s in
+            s.done += 1
+            s.counts[e.status, default: 0] += 1
+            s.current.removeAll { $0 == e.path }
+            var line = "[\(s.done)/\(s.total)] \(e.path): \(e.status.rawValue)"
             switch e.status {
             case .failed: line += " (\(e.error?.code ?? "error"): \(e.error?.message ?? ""))"
             case .pending, .fixed, .needsManual: line += " (\(e.changeCount) change\(e.changeCount == 1 ? "" : "s"), \(e.findings.count) finding\(e.findings.count == 1 ? "" : "s"))"
             case .compliant: break
             }
-            emit(line + String(format: " in %.1f s", e.durationSeconds))
+            emit(line + String(format: " in %.1f s", e.durationSeconds), s)
         }
     }
 
-    func note(_ message: String) { lock.withLock { emit("remedy: " + message) } }
+    func note(_ message: String) { state.withLock { emit("remedy: " + message, $0) } }
 
-    func end() { lock.withLock { if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } } }
+    func end() { state.withLock { _ in if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } } }
 
-    /// Caller holds the lock.
-    private func emit(_ line: String) {
+    /// Called with the lock held (the state is the locked one), so lines of two appliances never interleave.
+    private func emit(_ line: String, _ s: State) {
         if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         FileHandle.standardError.write(Data((TerminalText.escape(line) + "\n").utf8))   // paths and messages come from images
-        redraw()
+        redraw(s)
     }
 
-    private func redraw() {
-        guard tty, total > 0 else { return }
-        let elapsed = Date().timeIntervalSince(start)
-        let eta = done > 0 ? Self.duration(elapsed / Double(done) * Double(total - done)) : "?"
-        let now = current.first.map { ($0 as NSString).lastPathComponent } ?? ""
-        let line = "[\(done)/\(total)] \(total > 0 ? done * 100 / total : 100)%  ETA \(eta)  \(now)\(current.count > 1 ? " +\(current.count - 1)" : "")"
+    private func redraw(_ s: State) {
+        guard tty, s.total > 0 else { return }
+        let elapsed = Date().timeIntervalSince(s.start)
+        let eta = s.done > 0 ? Self.duration(elapsed / Double(s.done) * Double(s.total - s.done)) : "?"
+        let now = s.current.first.map { ($0 as NSString).lastPathComponent } ?? ""
+        let line = "[\(s.done)/\(s.total)] \(s.total > 0 ? s.done * 100 / s.total : 100)%  ETA \(eta)  \(now)\(s.current.count > 1 ? " +\(s.current.count - 1)" : "")"
         FileHandle.standardError.write(Data(("\r\u{1B}[K" + TerminalText.escape(line)).utf8))
     }
 

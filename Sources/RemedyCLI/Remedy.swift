@@ -108,7 +108,7 @@ package func fail(_ error: Error, image: String?, format: OutputFormat) -> ExitC
     if let e = error as? RemedyError {
         remedyError = image.map { e.image == nil ? RemedyError(e.code, image: $0, e.message, cause: e.cause) : e } ?? e
     } else {
-        remedyError = RemedyError(.init("internal"), image: image, "\(error)", cause: error)
+        remedyError = RemedyError(.internal, image: image, "\(error)", cause: error)
     }
     FileHandle.standardError.write(Data("remedy: error: \(TerminalText.escape(remedyError.description))\n".utf8))
     if format == .json {

@@ -46,7 +46,7 @@ public enum ImageFactory {
         if let e = errors.first { throw e }
     }
 
-    private final class ErrorBox: @unchecked Sendable {   // holds any Error, which need not be Sendable
+    private final class ErrorBox: Sendable {   // the first error of the parallel builds
         private let error = Mutex<(any Error)?>(nil)
         func set(_ e: any Error) { error.withLock { if $0 == nil { $0 = e } } }
         var first: (any Error)? { error.withLock { $0 } }

@@ -327,56 +327,62 @@ final class Watchdog: Sendable {
 /// The deadline of every appliance call after the launch: a timer checks the running call, and when one has
 /// taken longer than `seconds` it kills the appliance's qemu (found by its token, as the launch watchdog does).
 /// The blocked call then returns an error, and so does every later call of the handle: `appliance-timeout`.
-final class CallWatchdog: GuestfsDeadline, @unchecked Sendable {
-    private let lock = NSLock()
+final class CallWatchdog: GuestfsDeadline, Sendable {
+    private struct State {
+        var seconds: TimeInterval
+        var running: (function: String, since: Date)?
+        var stoppedBecause: String?
+    }
+
+    private let state: Mutex<State>
     private let token: String
-    private var _seconds: TimeInterval
-    private var running: (function: String, since: Date)?
-    private var stoppedBecause: String?
-    private let timer: DispatchSourceTimer
+    /// Dispatch's timer is not Sendable; it is only cancelled after its start, under its own lock.
+    private let timer: Mutex<any DispatchSourceTimer>
 
     init(token: String, seconds: TimeInterval) {
         self.token = token
-        _seconds = seconds
-        timer = DispatchSource.makeTimerSource(queue: .global())
+        state = Mutex(State(seconds: seconds))
+        timer = Mutex(DispatchSource.makeTimerSource(queue: .global()))
         let tick = max(0.1, min(1, seconds / 10))   // later changes of `seconds` are seen at most a second late
-        timer.schedule(deadline: .now() + tick, repeating: tick)
-        timer.setEventHandler { [weak self] in self?.check() }
-        timer.resume()
+        timer.withLock { timer in
+            timer.schedule(deadline: .now() + tick, repeating: tick)
+            timer.setEventHandler { [weak self] in self?.check() }
+            timer.resume()
+        }
     }
 
-    deinit { timer.cancel() }
+    deinit { timer.withLock { $0.cancel() } }
 
     func begin(_ function: String) {
-        lock.withLock { running = (function, Date()) }
+        state.withLock { $0.running = (function, Date()) }
     }
 
     func end() {
-        let call = lock.withLock { () -> (function: String, since: Date)? in
-            defer { running = nil }
-            return running
+        let call = state.withLock { state -> (function: String, since: Date)? in
+            defer { state.running = nil }
+            return state.running
         }
         if let call, PhaseTimes.requested { PhaseTimes.add("call:" + call.function, Date().timeIntervalSince(call.since)) }
     }
 
-    var expired: String? { lock.withLock { stoppedBecause } }
+    var expired: String? { state.withLock { $0.stoppedBecause } }
 
     /// The deadline of each call (changed by tests; the timer ticks at least once a second).
     var seconds: TimeInterval {
-        get { lock.withLock { _seconds } }
-        set { lock.withLock { _seconds = newValue } }
+        get { state.withLock { $0.seconds } }
+        set { state.withLock { $0.seconds = newValue } }
     }
 
     private func check() {
-        let overrun: String? = lock.withLock {
-            guard stoppedBecause == nil, let r = running, Date().timeIntervalSince(r.since) > _seconds else { return nil }
-            let s = _seconds < 10 ? String(format: "%.1f", _seconds) : String(Int(_seconds))
-            stoppedBecause = "the appliance call \(r.function) did not finish within \(s) s and the appliance was stopped "
+        let overrun: String? = state.withLock { state in
+            guard state.stoppedBecause == nil, let r = state.running, Date().timeIntervalSince(r.since) > state.seconds else { return nil }
+            let s = state.seconds < 10 ? String(format: "%.1f", state.seconds) : String(Int(state.seconds))
+            state.stoppedBecause = "the appliance call \(r.function) did not finish within \(s) s and the appliance was stopped "
                 + "(the image may make it hang; raise REMEDY_CALL_TIMEOUT on a slow host)"
             return r.function
         }
         if overrun != nil {
-            timer.cancel()
+            timer.withLock { $0.cancel() }
             Watchdog.kill(token: token)
         }
     }

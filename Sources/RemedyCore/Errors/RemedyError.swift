@@ -1,42 +1,47 @@
 import Guestfs
+import Hivex
 
 /// Every failure remedy reports to a user. `code` is stable (scripts may
 /// match on it); `message` is one line that says what went wrong; `image`
 /// names the image when there is one; `cause` keeps the underlying error.
-public struct RemedyError: Error, CustomStringConvertible, @unchecked Sendable {
-    /// An extensible set of error codes.
-    public struct Code: Hashable, Sendable, CustomStringConvertible, Codable {
-        public let rawValue: String
-        public init(_ rawValue: String) { self.rawValue = rawValue }
-        public var description: String { rawValue }
-
-        public static let imageNotFound = Code("image-not-found")
-        public static let imageUnreadable = Code("image-unreadable")
-        public static let imageLocked = Code("image-locked")
-        public static let unsupportedFormat = Code("unsupported-format")
-        public static let unsafeImage = Code("unsafe-image")
+public struct RemedyError: Error, CustomStringConvertible, Sendable {
+    /// The documented error codes (README, "Exit codes and errors"): a closed set, so a script matching on them sees
+    /// every code remedy can print, and a new one is a change of this list and of the README.
+    public enum Code: String, CaseIterable, Hashable, Sendable, CustomStringConvertible, Codable {
+        case imageNotFound = "image-not-found"
+        case imageUnreadable = "image-unreadable"
+        case imageLocked = "image-locked"
+        case unsupportedFormat = "unsupported-format"
+        case unsafeImage = "unsafe-image"
         /// qemu cannot update the image in place (streamOptimized/seSparse VMDK, compressed extents, a read-only
         /// file, an OVA/OVF): apply writes a new image with `--output` instead.
-        public static let imageReadOnly = Code("image-read-only")
-        public static let noOperatingSystem = Code("no-operating-system")
-        public static let notWindows = Code("not-windows")
-        public static let multipleOperatingSystems = Code("multiple-operating-systems")
-        public static let hiveUnreadable = Code("hive-unreadable")
-        public static let hiveUnrecoverable = Code("hive-unrecoverable")
-        public static let hibernated = Code("hibernated")
-        public static let encrypted = Code("encrypted")
-        public static let applianceFailed = Code("appliance-failed")
-        public static let applianceTimeout = Code("appliance-timeout")
-        public static let policyInvalid = Code("policy-invalid")
-        public static let policyNotFound = Code("policy-not-found")
-        public static let planMismatch = Code("plan-mismatch")
-        public static let writeFailed = Code("write-failed")
-        public static let verifyFailed = Code("verify-failed")
-        public static let invalidArgument = Code("invalid-argument")
+        case imageReadOnly = "image-read-only"
+        case noOperatingSystem = "no-operating-system"
+        case notWindows = "not-windows"
+        case multipleOperatingSystems = "multiple-operating-systems"
+        case hiveUnreadable = "hive-unreadable"
+        case hiveUnrecoverable = "hive-unrecoverable"
+        case hibernated = "hibernated"
+        case encrypted = "encrypted"
+        case applianceFailed = "appliance-failed"
+        case applianceTimeout = "appliance-timeout"
+        case policyInvalid = "policy-invalid"
+        case policyNotFound = "policy-not-found"
+        case planMismatch = "plan-mismatch"
+        case writeFailed = "write-failed"
+        case verifyFailed = "verify-failed"
+        case invalidArgument = "invalid-argument"
         /// `--virtio-win` names nothing usable (missing, not an ISO or a virtio-win tree, unreadable INF).
-        public static let virtioWinInvalid = Code("virtio-win-invalid")
+        case virtioWinInvalid = "virtio-win-invalid"
         /// virtio-win has no drivers for the image's Windows version, edition and architecture.
-        public static let virtioWinNoMatch = Code("virtio-win-no-match")
+        case virtioWinNoMatch = "virtio-win-no-match"
+        /// A host-side step failed for a reason none of the codes above names (the host's temporary directory cannot
+        /// be created, a host tool cannot be started): the message says what, and the image is unchanged.
+        case hostFailed = "host-failed"
+        /// An error remedy did not expect (a bug): the message carries the underlying error.
+        case `internal` = "internal"
+
+        public var description: String { rawValue }
     }
 
     public var code: Code
@@ -63,7 +68,8 @@ public struct RemedyError: Error, CustomStringConvertible, @unchecked Sendable {
         switch error {
         case let e as RemedyError: e.with(image: image)
         case let e as GuestfsError: RemedyError(.imageUnreadable, image: image, "inspection failed: \(e.message)", cause: e)
-        default: RemedyError(.applianceFailed, image: image, "\(error)", cause: error)
+        case let e as HivexError: RemedyError(.hiveUnreadable, image: image, "a hive cannot be read: \(e)", cause: e)
+        default: RemedyError(.internal, image: image, "\(error)", cause: error)
         }
     }
 

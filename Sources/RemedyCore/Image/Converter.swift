@@ -51,24 +51,3 @@ public enum QemuImg {
         try HostTool.run("/usr/bin/qemu-img", args, image: image)
     }
 }
-
-/// Runs a host tool (qemu-img, tar) on files remedy owns; a failure is an error naming the image, with what the tool said.
-enum HostTool {
-    static func run(_ executable: String, _ args: [String], image: String) throws {
-        let name = (executable as NSString).lastPathComponent
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = args
-        let err = Pipe()
-        p.standardError = err
-        do { try p.run() } catch {
-            throw RemedyError(.invalidArgument, image: image, "cannot run \(name): \(error)", cause: error)
-        }
-        let message = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            let text = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw RemedyError(.writeFailed, image: image, "\(name) \(args.first ?? "") failed: \(text)")
-        }
-    }
-}

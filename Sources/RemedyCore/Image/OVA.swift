@@ -214,16 +214,9 @@ public struct ImageSource: Sendable {
     /// A hex digest of a byte range, by coreutils (fast on multi-GB disks).
     static func digest(_ algorithm: String, _ f: (file: String, offset: UInt64, size: UInt64), image: String) throws -> String {
         let tool = "/usr/bin/" + algorithm.lowercased() + "sum"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "tail -c +\"$2\" -- \"$1\" | head -c \"$3\" | \"$4\"", "sh", f.file, String(f.offset + 1), String(f.size), tool]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0, let hex = String(decoding: data, as: UTF8.self).split(separator: " ").first else {
+        let r = try? HostTool.execute("/bin/sh", ["-c", "tail -c +\"$2\" -- \"$1\" | head -c \"$3\" | \"$4\"", "sh", f.file,
+                                                  String(f.offset + 1), String(f.size), tool])
+        guard let r, r.status == 0, let hex = String(decoding: r.stdout, as: UTF8.self).split(separator: " ").first else {
             throw RemedyError(.imageUnreadable, image: image, "cannot compute the \(algorithm) digest")
         }
         return hex.lowercased()
@@ -239,7 +232,7 @@ final class WorkDirectory: Sendable {
             if let path { return path }
             var template = Array((NSTemporaryDirectory() + "/remedy-ova-XXXXXX").utf8CString)
             guard let p = mkdtemp(&template) else {
-                throw RemedyError(.writeFailed, image: image, "cannot make a temporary directory: \(String(cString: strerror(errno)))")
+                throw RemedyError(.hostFailed, image: image, "cannot make a temporary directory: \(String(cString: strerror(errno)))")
             }
             let made = String(cString: p)
             path = made

@@ -214,7 +214,7 @@ final class Overlay {
         if Fault.hit("mid-commit") == "kill" {
             // A torn commit: part of the first written range already holds other bytes.
             if let r = ranges.first {
-                try? HostTool.run("/usr/bin/qemu-io", ["-f", format.qemuName, "-c", "write -q -P 0x5a \(r.start) \(min(r.length, 65536))", image], image: image)
+                _ = try? HostTool.run("/usr/bin/qemu-io", ["-f", format.qemuName, "-c", "write -q -P 0x5a \(r.start) \(min(r.length, 65536))", image], image: image)
             }
             Fault.die()
         }
@@ -388,40 +388,12 @@ final class Overlay {
     }
 
     static func capture(_ executable: String, _ args: [String], image: String) throws -> Data {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        do { try p.run() } catch {
-            throw RemedyError(.writeFailed, image: image, "cannot run \(executable): \(error)", cause: error)
-        }
-        nonisolated(unsafe) var errData = Data()
-        let t = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
-        t.start()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        while !t.isFinished { usleep(1000) }
-        guard p.terminationStatus == 0 else {
-            let text = String(decoding: errData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw RemedyError(.writeFailed, image: image, "\((executable as NSString).lastPathComponent) \(args.first ?? "") failed: \(text)")
-        }
-        return data
+        try HostTool.run(executable, args, image: image)
     }
 
     /// qemu-img with its progress line (`-p`, written to stdout) sent to stderr, where remedy's notices go.
     static func runQemuImg(_ args: [String], image: String, progress: Bool) throws {
-        guard progress else { return try QemuImg.run(args, image: image) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
-        p.arguments = args
-        p.standardOutput = FileHandle.standardError
-        do { try p.run() } catch {
-            throw RemedyError(.writeFailed, image: image, "cannot run qemu-img: \(error)", cause: error)
-        }
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw RemedyError(.writeFailed, image: image, "qemu-img convert failed (exit \(p.terminationStatus))") }
+        try HostTool.run("/usr/bin/qemu-img", args, image: image, output: progress ? .standardError : .discard)
     }
 }
 

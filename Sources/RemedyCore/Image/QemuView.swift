@@ -118,38 +118,11 @@ public struct QemuView: Sendable, Equatable {
 
     /// Runs qemu-img with a deadline; status -1 when it was killed for taking too long.
     static func run(_ args: [String], timeout: TimeInterval = QemuView.timeout) -> (Int32, Data, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        do { try p.run() } catch { return (127, Data(), "cannot run qemu-img: \(error)") }
-        let killed = LockedFlag()
-        let pid = p.processIdentifier
-        let timer = DispatchWorkItem { killed.set(); kill(pid, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: timer)
-        let errData = LockedData()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async { errData.set(err.fileHandleForReading.readDataToEndOfFile()); group.leave() }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        p.waitUntilExit()
-        timer.cancel()
-        return (killed.value ? -1 : p.terminationStatus, outData, String(decoding: errData.value, as: UTF8.self))
+        do {
+            let r = try HostTool.execute("/usr/bin/qemu-img", args, timeout: timeout)
+            return (r.timedOut ? -1 : r.status, r.stdout, r.stderr)
+        } catch {
+            return (127, Data(), "cannot run qemu-img: \(error)")
+        }
     }
-}
-
-final class LockedFlag: Sendable {
-    private let v = Mutex(false)
-    func set() { v.withLock { $0 = true } }
-    var value: Bool { v.withLock { $0 } }
-}
-
-final class LockedData: Sendable {
-    private let v = Mutex(Data())
-    func set(_ d: Data) { v.withLock { $0 = d } }
-    var value: Data { v.withLock { $0 } }
 }

@@ -50,7 +50,7 @@ enum HiveReader {
             }
             try FileManager.default.moveItem(atPath: local, toPath: local + ".orig")
             guard FileManager.default.createFile(atPath: local, contents: Data(r.bytes)) else {
-                throw RemedyError(.writeFailed, "cannot write the recovered \(hive.rawValue) hive locally")
+                throw RemedyError(.hostFailed, "cannot write the recovered \(hive.rawValue) hive locally")
             }
             info.replayed = r.applied
             info.highestLogSequence = r.highestLogSequence

@@ -235,7 +235,7 @@ public final class ImageSession {
     static func makeWorkDirectory() throws -> String {
         var template = Array((NSTemporaryDirectory() + "/remedy.XXXXXX").utf8CString)
         guard let p = mkdtemp(&template) else {
-            throw RemedyError(.writeFailed, "cannot create a temporary directory: \(String(cString: strerror(errno)))")
+            throw RemedyError(.hostFailed, "cannot create a temporary directory: \(String(cString: strerror(errno)))")
         }
         return String(cString: p)
     }

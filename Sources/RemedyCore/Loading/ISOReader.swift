@@ -46,7 +46,8 @@ struct ISOReader {
                 throw RemedyError(.virtioWinInvalid, image: image, "cannot read \(dir) from the virtio-win ISO: \(e.message)", cause: e)
             }
             try HostTool.run("/usr/bin/tar", ["-x", "-f", tar, "-C", local, "--no-same-owner", "--no-same-permissions"]
-                             + files.map { "./" + ($0 as NSString).lastPathComponent }, image: image)
+                             + files.map { "./" + ($0 as NSString).lastPathComponent }, image: image,
+                             failure: .virtioWinInvalid)
             try? FileManager.default.removeItem(atPath: tar)
         }
     }
