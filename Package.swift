@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // C libraries, found with pkg-config.
@@ -27,7 +28,7 @@ let package = Package(
 
         // Facts in, plan out: facts, plan, policy model, rules, virtio-win drivers (INF), planner, renderers. Pure:
         // it cannot import Guestfs or Hivex, and reads no file (the engine loads every input beforehand).
-        .target(name: "RemedyPlanning", dependencies: ["RegistryFormat"]),
+        .target(name: "RemedyPlanning", dependencies: ["RegistryFormat", .product(name: "Crypto", package: "swift-crypto")]),
 
         // The engine: images, the appliance, inspection, loading policies and payloads, apply, rollback, batch.
         .target(name: "RemedyCore", dependencies: ["RemedyPlanning", "Guestfs", "Hivex", "RegistryFormat", "Yams"]),

@@ -555,9 +555,12 @@ enum FakeTrees {
         #expect(SHA256Hex.of(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         #expect(SHA256Hex.of(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
                 == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
-        var s = SHA256()
-        for _ in 0..<1000 { s.update(data: [UInt8](repeating: 0x61, count: 1000)) }
-        #expect(s.finalize().map { String(format: "%02x", $0) }.joined() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        // A million "a", read back in pieces from a file of 1,000,000 bytes (the streaming path).
+        let file = NSTemporaryDirectory() + "/remedy-sha-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(repeating: 0x61, count: 1_000_000)))
+        let million = try? SHA256Hex.ofFile(file)
+        #expect(million?.sha256 == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0" && million?.size == 1_000_000)
     }
 
     func manifestDirectory(known sha: String?) throws -> String {

@@ -9,12 +9,12 @@ extension SHA256Hex {
             throw RemedyError(code, "\(error)")
         }
         defer { try? h.close() }
-        var hasher = SHA256()
+        var hasher = SHA256Hex.Hasher()
         var size: Int64 = 0
         while let chunk = try h.read(upToCount: 1 << 20), !chunk.isEmpty {
-            hasher.update(data: [UInt8](chunk))
+            hasher.update(chunk)
             size += Int64(chunk.count)
         }
-        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), size)
+        return (hasher.finalize(), size)
     }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// A file in the image as inspection found it.
@@ -159,8 +160,28 @@ public struct PayloadFile: Sendable, Equatable, Codable {
     }
 }
 
+/// SHA-256 as lowercase hex, by swift-crypto.
 public enum SHA256Hex {
     public static func of(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        hex(SHA256.hash(data: bytes))
+    }
+
+    /// A running checksum over pieces of a file.
+    public struct Hasher: Sendable {
+        private var state = SHA256()
+        public init() {}
+        public mutating func update(_ bytes: some DataProtocol) { state.update(data: bytes) }
+        public func finalize() -> String { SHA256Hex.hex(state.finalize()) }
+    }
+
+    static func hex(_ digest: SHA256.Digest) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(2 * SHA256.Digest.byteCount)
+        for b in digest {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xf)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }
