@@ -126,7 +126,7 @@ public enum ImageFactory {
             let offset: UInt64 = 2048 * 512
             for b in 0..<8 { entry.append(UInt8(truncatingIfNeeded: offset >> (8 * UInt64(b)))) }
             mounted = entry
-        case .uefi:
+        case .uefi, .unknown:   // a phony image is built with a table: unknown is not asked for
             let partGUID = String(format: "6E6F6E79-7265-6D65-6479-%012X", index)
             let table = PartitionTables.gpt([
                 .init(start: 2048, end: 2048 + 32 * 2048 - 1, type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",

@@ -1,5 +1,6 @@
 import Foundation
 import Hivex
+import RemedyPlanning
 
 /// Windows releases a phony image can imitate, with the registry facts
 /// Windows records for them (SOFTWARE\Microsoft\Windows NT\CurrentVersion).
@@ -55,18 +56,7 @@ public enum WindowsRelease: String, Sendable, Codable, CaseIterable {
     public var editionID: String { self == .server2008 ? "ServerStandard" : "ServerDatacenter" }
 
     /// Server 2008 was the last with a 32-bit edition.
-    public var defaultArch: Arch { self == .server2008 ? .i386 : .x86_64 }
-}
-
-public enum Arch: String, Sendable, Codable {
-    case x86_64, i386
-}
-
-public enum Firmware: String, Sendable, Codable {
-    /// MBR, one active NTFS partition.
-    case bios
-    /// GPT: EFI system partition (FAT) and an NTFS partition.
-    case uefi
+    public var defaultArch: Architecture { self == .server2008 ? .i386 : .x86_64 }
 }
 
 /// A network interface under `Services\Tcpip\Parameters\Interfaces\{GUID}`.
@@ -182,7 +172,7 @@ public enum PhonyState: String, Sendable, Codable, CaseIterable {
 /// minimal PE `cmd.exe`; enough for libguestfs inspection and for remedy.
 public struct PhonyWindows: Sendable, Codable {
     public var release: WindowsRelease
-    public var arch: Arch
+    public var arch: Architecture
     public var firmware: Firmware
     public var hostname: String
     /// How many ControlSet00N keys (1...9). Select: Current=1, Default=1, LastKnownGood=2 when present.
@@ -216,7 +206,7 @@ public struct PhonyWindows: Sendable, Codable {
         }
     }
 
-    public init(release: WindowsRelease, arch: Arch? = nil, firmware: Firmware = .bios, hostname: String = "WIN-PHONY01",
+    public init(release: WindowsRelease, arch: Architecture? = nil, firmware: Firmware = .bios, hostname: String = "WIN-PHONY01",
                 controlSetCount: Int = 2, nics: [PhonyNIC] = [], states: Set<PhonyState> = [],
                 extraSystem: [String: [String: RegistryValue]] = [:],
                 extraSoftware: [String: [String: RegistryValue]] = [:], damage: PhonyDamage? = nil, diskMiB: Int = 128) {

@@ -72,7 +72,7 @@ public enum Planner {
                     + "two rules of policy \(policy.name) want different values; fix the policy before applying",
                 measured: unsettled.joined(separator: ", "), requirement: "every rule settled after one apply"))
         }
-        findings.sort { ($0.severity, $0.id, $0.message) < ($1.severity, $1.id, $1.message) }
+        findings.sort { ($0.severity, $0.id.rawValue, $0.message) < ($1.severity, $1.id.rawValue, $1.message) }
         return Plan(image: facts.image, policy: policy.reference, os: facts.os, actions: actions, findings: findings, properties: properties)
     }
 
@@ -89,7 +89,7 @@ public enum Planner {
         }
         if facts.volume.hibernated {
             out.append(Finding(
-                id: "hibernated", rule: "integrity", severity: .blocker,
+                id: .hibernated, rule: "integrity", severity: .blocker,
                 message: "Windows was hibernated or shut down with Fast Startup (hiberfil.sys holds a hibernation image): its volume cannot be "
                     + "edited safely and apply refuses; boot the VM, then shut it down fully (shutdown /s /t 0) or turn hibernation off "
                     + "(powercfg /h off), and export it again",
@@ -113,10 +113,10 @@ public enum Planner {
                                message: "\(os.product) (Windows NT \(os.version)) is not a version policy \(policy.name) supports",
                                measured: os.version, requirement: policy.versions.joined(separator: ", ")))
         }
-        if !policy.architectures.isEmpty && !policy.architectures.contains(os.arch) {
+        if !policy.architectures.isEmpty && !policy.architectures.contains(os.arch.rawValue) {
             out.append(Finding(id: "os-arch-unsupported", rule: "policy", severity: .blocker,
                                message: "architecture \(os.arch) is not supported by policy \(policy.name)",
-                               measured: os.arch, requirement: policy.architectures.joined(separator: ", ")))
+                               measured: os.arch.rawValue, requirement: policy.architectures.joined(separator: ", ")))
         }
         return out
     }

@@ -17,7 +17,7 @@ struct RemedyDev: ParsableCommand {
 
 extension WindowsRelease: ExpressibleByArgument {}
 extension Firmware: ExpressibleByArgument {}
-extension Arch: ExpressibleByArgument {}
+extension Architecture: ExpressibleByArgument {}
 extension PhonyState: ExpressibleByArgument {}
 extension FakeVirtioWin.Layout: ExpressibleByArgument {}
 
@@ -51,7 +51,7 @@ extension RemedyDev {
         )
 
         @Option(name: .customLong("os"), help: "2008, 2008r2, 2012, 2012r2, 2016, 2019, 2022.") var release: WindowsRelease = .server2016
-        @Option(help: "x86_64 or i386 (default: the release's usual one).") var arch: Arch?
+        @Option(help: "x86_64 or i386 (default: the release's usual one).") var arch: Architecture?
         @Option(help: "bios (MBR) or uefi (GPT + ESP).") var firmware: Firmware = .bios
         @Option(help: "Number of NICs with static addresses.") var staticNics: Int = 2
         @Option(help: "Number of NICs on DHCP.") var dhcpNics: Int = 0

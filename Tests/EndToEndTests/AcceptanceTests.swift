@@ -9,7 +9,7 @@ import Testing
 /// one phony image per rule, planned in one batch; dirty, unrecoverable,
 /// hibernated and encrypted images applied in another.
 @Suite(.serialized) struct AcceptanceTests {
-    static func ids(_ e: BatchEntry, severity: Finding.Severity? = nil) -> Set<String> {
+    static func ids(_ e: BatchEntry, severity: Finding.Severity? = nil) -> Set<FindingID> {
         Set(e.findings.filter { (severity == nil || $0.severity == severity) && !Fixtures.noInputFindings.contains($0.id) }.map(\.id))
     }
 
@@ -24,7 +24,7 @@ import Testing
         #expect(by.count == 9, "\(by.keys.sorted())")
         let pass = try #require(by["pass.qcow2"])
         #expect(pass.status == .compliant && Self.ids(pass) == ["password-complexity"], "\(pass.findings)")
-        let expected: [String: (id: String, severity: Finding.Severity)] = [
+        let expected: [String: (id: FindingID, severity: Finding.Severity)] = [
             "small.qcow2": ("system-disk-size", .blocker),
             "huge.raw": ("image-size", .warning),
             "noboot.qcow2": ("boot-partition", .blocker),
@@ -42,7 +42,7 @@ import Testing
             #expect(failing.first?.measured != nil && !(failing.first?.message.isEmpty ?? true))
         }
         #expect(by["huge.raw"]?.findings.first { $0.id == "image-size" }?.message.contains(".mf") == true)
-        #expect(by["uefi2008r2.qcow2"]?.os?.firmware == "uefi")
+        #expect(by["uefi2008r2.qcow2"]?.os?.firmware == .uefi)
         // The format list is policy data: a site that takes only RAW fails a qcow2 image.
         let policy = f.dir + "/raw-only.yaml"
         try "name: raw-only\ndescription: d\nextends: huawei-ims\nrules:\n  - id: image-acceptance\n    with: {formats: [raw]}\n"

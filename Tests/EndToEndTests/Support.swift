@@ -35,7 +35,7 @@ struct Fixtures: Sendable {
     let realDir: String
     static let realImages: [(hive: RealSystemHive, file: String)] = [(.windows7, "real-w7.qcow2"), (.windows81, "real-w81.qcow2"), (.windows10v1709, "real-w10-1709.qcow2")]
     /// release -> image, for the inspection matrix (several formats).
-    let matrix: [(release: WindowsRelease, arch: Arch, firmware: Firmware, path: String, format: DiskFormat)]
+    let matrix: [(release: WindowsRelease, arch: Architecture, firmware: Firmware, path: String, format: DiskFormat)]
     /// Images of the suites that work on images of their own, built here rather than in a launch each:
     /// Server 2016, a static NIC (10.1.2.3), VMware Tools, 41 GiB: CrashSafetyTests and SafetyPathTests copy it.
     let ownBase2016: String
@@ -51,7 +51,7 @@ struct Fixtures: Sendable {
 
     static let brokenStates: Set<PhonyState> = [.vmwareTools, .xenPV, .parallelsTools, .virtualBoxAdditions, .ideDisabled, .deviceInstallRestricted]
     /// What the plans of tests that give no virtio-win and no Cloudbase-Init MSI also say (warnings about those inputs).
-    static let noInputFindings: Set<String> = ["virtio-win-missing", "payload-missing", "multi-queue-no-driver", "multi-queue-unsupported", "virtio-win-known-issue"]
+    static let noInputFindings: Set<FindingID> = ["virtio-win-missing", "payload-missing", "multi-queue-no-driver", "multi-queue-unsupported", "virtio-win-known-issue"]
     static let guidA = "{3F2504E0-4F89-41D3-9A0C-0305E82C3301}"
     static let guidB = "{6B29FC40-CA47-1067-B31D-00DD010662DA}"
 
@@ -70,7 +70,7 @@ struct Fixtures: Sendable {
         let dir = NSTemporaryDirectory() + "/remedy-e2e-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let matrix: [(WindowsRelease, Arch, Firmware, String, DiskFormat)] = [
+        let matrix: [(WindowsRelease, Architecture, Firmware, String, DiskFormat)] = [
             (.server2008, .i386, .bios, "\(dir)/m-2008-x86.vhd", .vhd),
             (.server2008R2, .x86_64, .bios, "\(dir)/m-2008r2.vmdk", .vmdk),
             (.server2012R2, .x86_64, .bios, "\(dir)/m-2012r2.qcow2", .qcow2),

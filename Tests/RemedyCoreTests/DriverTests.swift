@@ -44,7 +44,7 @@ enum FakeTrees {
 @Suite struct INFTests {
     @Test func viostorINFGivesServiceHardwareIDsAndClass() throws {
         let inf = try DriverINF(name: "viostor.inf", text: FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k16"),
-                                arch: "x86_64", osMajor: 10, osMinor: 0, build: 14393)
+                                arch: .x86_64, osMajor: 10, osMinor: 0, build: 14393)
         #expect(inf.classGUID == DriverClassGUID.scsiAdapter)
         #expect(inf.driverClass == "SCSIAdapter")
         #expect(inf.provider == "Red Hat, Inc.")
@@ -69,14 +69,14 @@ enum FakeTrees {
 
     @Test func theWin11BuildRunsFromTheDriverStore() throws {
         let inf = try DriverINF(name: "viostor.inf", text: FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k25"),
-                                arch: "x86_64", osMajor: 10, osMinor: 0, build: 26100)
+                                arch: .x86_64, osMajor: 10, osMinor: 0, build: 26100)
         let svc = try #require(inf.functionService)
         #expect(svc.binary == "%13%\\viostor.sys" && svc.binaryDirid == 13)
         #expect(svc.imagePath(storeFolder: "viostor.inf_amd64_0123456789abcdef")
                 == "\\SystemRoot\\System32\\DriverStore\\FileRepository\\viostor.inf_amd64_0123456789abcdef\\viostor.sys")
         // The Win10 build: the drivers directory, as real hives have it.
         let w10 = try DriverINF(name: "viostor.inf", text: FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k22"),
-                                arch: "x86_64", osMajor: 10, osMinor: 0, build: 20348)
+                                arch: .x86_64, osMajor: 10, osMinor: 0, build: 20348)
         #expect(w10.functionService?.imagePath(storeFolder: "x") == "System32\\drivers\\viostor.sys")
     }
 
@@ -84,8 +84,8 @@ enum FakeTrees {
         for (dir, major, minor, build) in [("2k12R2", 6, 3, 9600), ("2k16", 10, 0, 14393), ("2k19", 10, 0, 17763), ("2k22", 10, 0, 20348),
                                            ("2k25", 10, 0, 26100), ("w11", 10, 0, 22631), ("2k8", 6, 0, 6002)] {
             for name in FakeVirtioWin.realDrivers.sorted() {
-                let arch = dir == "2k8" ? "i386" : "x86_64"
-                let inf = try DriverINF(name: "\(name).inf", text: FakeVirtioWin.inf(name, arch: arch == "i386" ? "x86" : "amd64", osDirectory: dir),
+                let arch: Architecture = dir == "2k8" ? .i386 : .x86_64
+                let inf = try DriverINF(name: "\(name).inf", text: FakeVirtioWin.inf(name, arch: arch.windowsName, osDirectory: dir),
                                         arch: arch, osMajor: major, osMinor: minor, build: build)
                 #expect(!inf.hardwareIDs.isEmpty, "\(name) \(dir)")
                 if name != "qemufwcfg" { #expect(inf.functionService != nil, "\(name) \(dir)") }
@@ -96,7 +96,7 @@ enum FakeTrees {
     @Test func anINFMayOnlyWriteItsOwnServiceKeys() throws {
         let good = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k22")
         func parse(_ t: String) throws -> DriverINF {
-            try DriverINF(name: "viostor.inf", text: t, arch: "x86_64", osMajor: 10, osMinor: 0, build: 20348)
+            try DriverINF(name: "viostor.inf", text: t, arch: .x86_64, osMajor: 10, osMinor: 0, build: 20348)
         }
         #expect(throws: Never.self) { try parse(good) }
         let tampered: [(String, String)] = [
@@ -132,7 +132,7 @@ enum FakeTrees {
 
     @Test func kmdfDriversUseTheirNTInstallSections() throws {
         let inf = try DriverINF(name: "balloon.inf", text: FakeVirtioWin.inf("balloon", arch: "amd64", osDirectory: "2k12R2"),
-                                arch: "x86_64", osMajor: 6, osMinor: 3, build: 9600)
+                                arch: .x86_64, osMajor: 6, osMinor: 3, build: 9600)
         #expect(inf.functionService?.name == "BALLOON")
         #expect(inf.functionService?.start == 3)
         #expect(inf.hardwareIDs.contains("PCI\\VEN_1AF4&DEV_1002&SUBSYS_00051AF4&REV_00"))
@@ -140,17 +140,17 @@ enum FakeTrees {
 
     @Test func aNullServiceInstallsNoService() throws {
         let inf = try DriverINF(name: "qemufwcfg.inf", text: FakeVirtioWin.inf("qemufwcfg", arch: "amd64", osDirectory: "2k19"),
-                                arch: "x86_64", osMajor: 10, osMinor: 0, build: 17763)
+                                arch: .x86_64, osMajor: 10, osMinor: 0, build: 17763)
         #expect(inf.services.isEmpty)
         #expect(!inf.hardwareIDs.isEmpty)
     }
 
     @Test func x86INFsAreReadForI386Only() throws {
         let text = FakeVirtioWin.inf("viostor", arch: "x86", osDirectory: "2k8")
-        let inf = try DriverINF(name: "viostor.inf", text: text, arch: "i386", osMajor: 6, osMinor: 0, build: 6002)
+        let inf = try DriverINF(name: "viostor.inf", text: text, arch: .i386, osMajor: 6, osMinor: 0, build: 6002)
         #expect(inf.functionService?.name == "viostor")
         #expect(throws: DriverINF.ParseError.self) {
-            try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 6, osMinor: 0, build: 6002)
+            try DriverINF(name: "viostor.inf", text: text, arch: .x86_64, osMajor: 6, osMinor: 0, build: 6002)
         }
     }
 
@@ -158,9 +158,9 @@ enum FakeTrees {
         // The Win11 build (2k25) targets NTamd64.10.0...16299: Server 2016 (build 14393) must not take it.
         let text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k25")
         #expect(throws: DriverINF.ParseError.self) {
-            try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 10, osMinor: 0, build: 14393)
+            try DriverINF(name: "viostor.inf", text: text, arch: .x86_64, osMajor: 10, osMinor: 0, build: 14393)
         }
-        #expect(try DriverINF(name: "viostor.inf", text: text, arch: "x86_64", osMajor: 10, osMinor: 0, build: 17763).models.count == 1)
+        #expect(try DriverINF(name: "viostor.inf", text: text, arch: .x86_64, osMajor: 10, osMinor: 0, build: 17763).models.count == 1)
     }
 
     /// Issue 12 item 10: models parsing was quadratic (40,000 lines took 117 s). A 40,000-line INF with 20,000
@@ -177,7 +177,7 @@ enum FakeTrees {
         let full = text(20_000), quarter = text(5_000)
         #expect(full.unicodeScalars.filter { $0 == "\n" }.count > 40_000)
         func parse(_ t: String) throws -> DriverINF {
-            try DriverINF(name: "viostor.inf", text: t, arch: "x86_64", osMajor: 10, osMinor: 0, build: 20348)
+            try DriverINF(name: "viostor.inf", text: t, arch: .x86_64, osMajor: 10, osMinor: 0, build: 20348)
         }
         let inf = try parse(full)
         #expect(inf.models.count == 20_001)
@@ -201,8 +201,8 @@ enum FakeTrees {
 }
 
 @Suite struct VirtioLayoutTests {
-    func os(_ release: WindowsRelease, arch: Arch? = nil) -> OSFacts {
-        let a = (arch ?? release.defaultArch).rawValue
+    func os(_ release: WindowsRelease, arch: Architecture? = nil) -> OSFacts {
+        let a = arch ?? release.defaultArch
         return OSFacts(root: "/dev/sda1", product: release.productName, variant: "Server", majorVersion: release.version.major,
                        minorVersion: release.version.minor, build: release.build, arch: a, hostname: nil, systemRoot: "/Windows",
                        currentControlSet: "ControlSet001", controlSets: [])
@@ -343,7 +343,7 @@ enum FakeTrees {
             #expect(system.contains { $0.key.description == "DriverDatabase\\DeviceIds\\{4d36e97b-e325-11ce-bfc1-08002be10318}" && $0.name == inf && $0.after == .raw(type: 0, data: []) })
             let version = system.first { $0.key.description == "DriverDatabase\\DriverPackages\\\(label)" && $0.name == "Version" }?.after
             // 09/19/2023 as a FILETIME, 100.94.104.24000 as words, amd64 (9).
-            #expect(version == .binary(VirtioDriversRule.versionBlob(classGUID: DriverClassGUID.scsiAdapter, date: "09/19/2023", version: "100.94.104.24000", arch: "x86_64")))
+            #expect(version == .binary(VirtioDriversRule.versionBlob(classGUID: DriverClassGUID.scsiAdapter, date: "09/19/2023", version: "100.94.104.24000", arch: .x86_64)))
             // Service AddReg and the event source, from the INF, in every control set, with where they come from.
             for cs in w.os.orderedControlSets.map(\.name) {
                 #expect(system.contains { $0.key.description == "\(cs)\\Services\\viostor\\Parameters\\PnpInterface" && $0.name == "5" && $0.after == .dword(1) })
@@ -410,7 +410,7 @@ enum FakeTrees {
         let text = FakeVirtioWin.inf("viostor", arch: "amd64", osDirectory: "2k16")
         #expect(text.contains("AddService = viostor,"))
         w.payloads.virtio!.packages[i].inf = try DriverINF(name: "viostor.inf", text: text.replacingOccurrences(of: "AddService = viostor,", with: "AddService = Tcpip,"),
-                                                          arch: "x86_64", osMajor: 10, osMinor: 0, build: 14393)
+                                                          arch: .x86_64, osMajor: 10, osMinor: 0, build: 14393)
         let plan = try w.plan(policy)
         let finding = try #require(plan.findings.first { $0.id == "virtio-driver-foreign-service" })
         #expect(finding.severity == .blocker && finding.message.contains("Tcpip") && finding.message.contains("viostor.inf"), "\(finding.message)")
@@ -460,8 +460,8 @@ enum FakeTrees {
         let real: [UInt8] = [0x00, 0xff, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7d, 0xe9, 0x36, 0x4d, 0x25, 0xe3, 0xce, 0x11, 0xbf, 0xc1, 0x08, 0x00,
                              0x2b, 0xe1, 0x03, 0x18, 0x00, 0x80, 0x24, 0x95, 0x7b, 0x37, 0xd5, 0x01, 0x00, 0x00, 0x10, 0x00, 0x08, 0x00, 0x09, 0x00,
                              0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]
-        #expect(VirtioDriversRule.versionBlob(classGUID: "{4D36E97D-E325-11CE-BFC1-08002BE10318}", date: "07/11/2019", version: "9.8.16.0", arch: "x86_64") == real)
-        #expect(VirtioDriversRule.versionBlob(classGUID: "{4D36E97D-E325-11CE-BFC1-08002BE10318}", date: "07/11/2019", version: "9.8.16.0", arch: "i386")[2] == 0)
+        #expect(VirtioDriversRule.versionBlob(classGUID: "{4D36E97D-E325-11CE-BFC1-08002BE10318}", date: "07/11/2019", version: "9.8.16.0", arch: .x86_64) == real)
+        #expect(VirtioDriversRule.versionBlob(classGUID: "{4D36E97D-E325-11CE-BFC1-08002BE10318}", date: "07/11/2019", version: "9.8.16.0", arch: .i386)[2] == 0)
     }
 
     @Test func classGUIDBytesAreInWindowsOrder() {
@@ -544,7 +544,7 @@ enum FakeTrees {
     /// Issue 12 item 10: only the requested drivers' files are fetched and their INFs parsed.
     @Test func onlyTheRequestedDriversAreFetchedAndParsed() throws {
         let os = OSFacts(root: "/dev/sda1", product: "Windows Server 2016", variant: "Server", majorVersion: 10, minorVersion: 0,
-                         build: "14393", arch: "x86_64", hostname: nil, systemRoot: "/Windows", currentControlSet: "ControlSet001", controlSets: [])
+                         build: "14393", arch: .x86_64, hostname: nil, systemRoot: "/Windows", currentControlSet: "ControlSet001", controlSets: [])
         let (v, fetched) = try FakeTrees.resolveFetching(os, drivers: ["viostor", "vioscsi"])
         #expect(v.packages.map(\.inf.name) == ["vioscsi.inf", "viostor.inf"])
         #expect(!fetched.isEmpty && fetched.allSatisfy { $0.lowercased().contains("viostor") || $0.lowercased().contains("vioscsi") }, "\(fetched)")
@@ -718,12 +718,12 @@ enum FakeTrees {
         defer { hive.close() }
         let (sets, current) = try HiveReader.controlSets(hive, guest: "SYSTEM")
         let os = OSFacts(root: "/dev/sda2", product: "Windows 10 Pro", variant: "Client", majorVersion: 10, minorVersion: 0, build: "16299",
-                         arch: "x86_64", hostname: nil, systemRoot: "/Windows", currentControlSet: current, controlSets: sets)
+                         arch: .x86_64, hostname: nil, systemRoot: "/Windows", currentControlSet: current, controlSets: sets)
         var payloads = PayloadFacts()
         payloads.virtio = try FakeTrees.resolve("iso", os)
         #expect(payloads.virtio?.selected == "w10/amd64")
         let rule = VirtioDriversRule(drivers: VirtioDriversRule.defaultDrivers, required: false, knownIssues: [])
-        var facts = ImageFacts(image: ImageInfo(path: path, format: "raw", fileSize: 0), os: os,
+        var facts = ImageFacts(image: ImageInfo(path: path, format: .raw, fileSize: 0), os: os,
                                registry: try HiveReader.snapshot([.system: hive], rule.requirements(for: os, payloads: payloads).filter { $0.hive == .system }, image: path))
         facts.payloads = payloads
         for r in rule.fileRequirements(for: facts) { facts.files.files[FileSnapshot.key(r.path)] = .some(nil) }

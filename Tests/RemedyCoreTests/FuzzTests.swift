@@ -31,7 +31,7 @@ import Testing
                 ? Fuzz.mutateLines(base, tokens: tokens, limit: 64 << 10, using: &rng)
                 : String(decoding: Fuzz.mutate(Array(base.utf8), limit: 64 << 10, using: &rng), as: UTF8.self)
             do {
-                _ = try DriverINF(name: "x.inf", text: text, arch: Bool.random(using: &rng) ? "x86_64" : "i386", osMajor: 10, osMinor: 0,
+                _ = try DriverINF(name: "x.inf", text: text, arch: Bool.random(using: &rng) ? .x86_64 : .i386, osMajor: 10, osMinor: 0,
                                   build: Int.random(in: 0...30000, using: &rng))
             } catch {}   // any error is an answer; INFs are wrapped by the caller
             return nil

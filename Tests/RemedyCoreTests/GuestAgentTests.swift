@@ -16,7 +16,7 @@ import Testing
     /// The SHA-256 of a file of the fake tree, read from the tree itself (not from what remedy resolved).
     static func sha(_ layout: String, _ rel: String) throws -> String { try SHA256Hex.ofFile(FakeTrees.root + "/\(layout)/\(rel)").sha256 }
 
-    func windows(_ release: WindowsRelease, arch: Arch? = nil, extraSystem: [String: [String: RegistryValue]] = [:]) throws -> LocalWindows {
+    func windows(_ release: WindowsRelease, arch: Architecture? = nil, extraSystem: [String: [String: RegistryValue]] = [:]) throws -> LocalWindows {
         var w = try LocalWindows(PhonyWindows(release: release, arch: arch, states: [.noAutoReboot], extraSystem: extraSystem))
         w.payloads.virtio = try FakeTrees.resolve("iso", w.os)
         return w
@@ -219,7 +219,7 @@ import Testing
 
     @Test func a32BitWindowsGetsTheI386MSIAndTheX86Balloon() throws {
         let w = try windows(.server2008)
-        #expect(w.os.arch == "i386")
+        #expect(w.os.arch == .i386)
         let plan = try w.plan(try PolicyLoader.load("openstack-kvm"))
         let msi = try #require(plan.fileChanges.first { $0.path == "/Windows/remedy/payloads/guest-agent/qemu-ga-i386.msi" })
         let (i386, x64) = (try Self.sha("iso", "guest-agent/qemu-ga-i386.msi"), try Self.sha("iso", "guest-agent/qemu-ga-x86_64.msi"))

@@ -12,7 +12,7 @@ import Testing
     static func os2016() -> OSFacts {
         let r = WindowsRelease.server2016
         return OSFacts(root: "/dev/sda1", product: r.productName, variant: "Server", majorVersion: r.version.major,
-                       minorVersion: r.version.minor, build: r.build, arch: "amd64", hostname: nil, systemRoot: "/Windows",
+                       minorVersion: r.version.minor, build: r.build, arch: .x86_64, hostname: nil, systemRoot: "/Windows",
                        currentControlSet: "ControlSet001", controlSets: [])
     }
 

@@ -48,7 +48,7 @@ import Testing
         #expect(parts.map { $0["size"] as? Int } == [Int(sectors - 33 * 2048), 32 * 2048])
         #expect(parts.map { $0["type"] as? String } == ["7", "7"])
         #expect(parts.map { $0["bootable"] as? Bool } == [true, nil])
-        #expect(WindowsInspector.partitionTable(firstSectors: mbr + [UInt8](repeating: 0, count: 512)) == "msdos")
+        #expect(WindowsInspector.partitionTable(firstSectors: mbr + [UInt8](repeating: 0, count: 512)) == .msdos)
     }
 
     @Test func aGPTIsValidForSgdiskAndReadBySfdiskAsParted() throws {
@@ -72,11 +72,11 @@ import Testing
         #expect(parts.map { $0["type"] as? String } == [esp, data])
         #expect(parts.map { $0["uuid"] as? String } == ["6E6F6E79-6573-7000-0000-000000000007", "6E6F6E79-7265-6D65-6479-000000000007"])
         #expect(parts.map { $0["name"] as? String } == ["EFI system partition", "Basic data partition"])
-        #expect(WindowsInspector.partitionTable(firstSectors: Array(table.primary.prefix(1024))) == "gpt")
+        #expect(WindowsInspector.partitionTable(firstSectors: Array(table.primary.prefix(1024))) == .gpt)
         // A GPT whose primary header is gone is still one: the protective MBR entry says so.
         var damaged = Array(table.primary.prefix(1024))
         damaged.replaceSubrange(512..<520, with: [UInt8](repeating: 0, count: 8))
-        #expect(WindowsInspector.partitionTable(firstSectors: damaged) == "gpt")
+        #expect(WindowsInspector.partitionTable(firstSectors: damaged) == .gpt)
         #expect(WindowsInspector.partitionTable(firstSectors: [UInt8](repeating: 0, count: 1024)) == nil)
     }
 
@@ -85,7 +85,7 @@ import Testing
     @Test func thePEMachineFieldNamesTheArchitecture() throws {
         for (machine, arch, fileSays) in [(MinimalPE.Machine.amd64, "x86_64", "x86-64"), (.i386, "i386", "Intel 80386")] {
             let bytes = MinimalPE.bytes(machine: machine)
-            #expect(WindowsInspector.peArchitecture(bytes) == arch)
+            #expect(WindowsInspector.peArchitecture(bytes)?.rawValue == arch)
             let path = try disk("cmd-\(arch).exe", mib: 0, [(bytes, 0)])
             #expect(try runTool("/usr/bin/file", ["-b", path]).contains(fileSays))
         }

@@ -24,7 +24,7 @@ func dhcpIface(_ guid: String) -> RegistryKey {
     ])
 }
 
-func facts(_ sets: [String: [RegistryKey]], version: (Int, Int) = (10, 0), arch: String = "x86_64") -> ImageFacts {
+func facts(_ sets: [String: [RegistryKey]], version: (Int, Int) = (10, 0), arch: Architecture = .x86_64) -> ImageFacts {
     let names = sets.keys.sorted()
     let os = OSFacts(root: "/dev/sda1", product: "Windows Server 2016 Datacenter", variant: "Server",
                      majorVersion: version.0, minorVersion: version.1, build: "14393", arch: arch, hostname: "H",
@@ -34,7 +34,7 @@ func facts(_ sets: [String: [RegistryKey]], version: (Int, Int) = (10, 0), arch:
     for (cs, ifaces) in sets {
         snap.insert(.system, RegistryPath("\(cs)\\\(ifacesPath)"), RegistryKey(name: "Interfaces", subkeys: ifaces))
     }
-    return ImageFacts(image: ImageInfo(path: "x.qcow2", format: "qcow2", fileSize: 1), os: os, registry: snap)
+    return ImageFacts(image: ImageInfo(path: "x.qcow2", format: .qcow2, fileSize: 1), os: os, registry: snap)
 }
 
 func policy(_ yaml: String) throws -> Policy { try PolicyLoader.parse(yaml, source: "test.yaml") }
@@ -90,7 +90,7 @@ rules:
     }
 
     @Test func unsupportedVersionAndArchAreBlockingFindings() throws {
-        let plan = Planner.plan(facts: facts(["ControlSet001": []], version: (6, 0), arch: "i386"), policy: try policy(basicPolicy))
+        let plan = Planner.plan(facts: facts(["ControlSet001": []], version: (6, 0), arch: .i386), policy: try policy(basicPolicy))
         #expect(plan.findings.map(\.id) == ["os-arch-unsupported", "os-version-unsupported"])
         #expect(plan.blockers.count == 2)
         #expect(plan.findings.first { $0.id == "os-version-unsupported" }?.measured == "6.0")

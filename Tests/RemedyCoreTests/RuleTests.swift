@@ -27,15 +27,15 @@ struct LocalWindows {
         let (sets, current) = try HiveReader.controlSets(system, guest: "SYSTEM")
         os = OSFacts(root: "/dev/sda2", product: spec.release.productName, variant: "Server",
                      majorVersion: spec.release.version.major, minorVersion: spec.release.version.minor, build: spec.release.build,
-                     arch: spec.arch.rawValue, hostname: spec.hostname, systemRoot: "/Windows", currentControlSet: current, controlSets: sets,
-                     firmware: spec.firmware == .uefi ? "uefi" : "bios", partitionTable: spec.firmware == .uefi ? "gpt" : "msdos")
+                     arch: spec.arch, hostname: spec.hostname, systemRoot: "/Windows", currentControlSet: current, controlSets: sets,
+                     firmware: spec.firmware, partitionTable: spec.firmware == .uefi ? .gpt : .msdos)
     }
 
     func facts(_ requirements: [RegistryRequirement]) throws -> ImageFacts {
         var open: [HiveName: Hive] = [:]
         defer { open.values.forEach { $0.close() } }
         for (name, path) in hives { open[name] = try Hive(path: path) }
-        return ImageFacts(image: ImageInfo(path: dir, format: "raw", fileSize: 0), os: os,
+        return ImageFacts(image: ImageInfo(path: dir, format: .raw, fileSize: 0), os: os,
                           registry: try HiveReader.snapshot(open, requirements, image: dir))
     }
 

@@ -115,8 +115,8 @@ struct WineCmd {
 
 @Suite struct RunnerScriptTests {
     static let os = OSFacts(root: "/dev/sda2", product: "Windows Server 2016", variant: "Server", majorVersion: 10, minorVersion: 0,
-                            build: "14393", arch: "x86_64", hostname: "T", systemRoot: "/Windows", currentControlSet: "ControlSet001",
-                            controlSets: [], firmware: "bios", partitionTable: "msdos")
+                            build: "14393", arch: .x86_64, hostname: "T", systemRoot: "/Windows", currentControlSet: "ControlSet001",
+                            controlSets: [], firmware: .bios, partitionTable: .msdos)
 
     @Test func theLintFindsTheBugsItIsFor() {
         // The runner as it was: `set PENDING=1 & exit /b 0`, `echo ... %RC%>>"%LOG%"`.

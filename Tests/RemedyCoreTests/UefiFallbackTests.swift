@@ -7,7 +7,7 @@ import Testing
 @Suite struct UefiFallbackTests {
     static let manager = GuestFile(path: "/EFI/Microsoft/Boot/bootmgfw.efi", size: 1024, sha256: String(repeating: "a", count: 64))
 
-    func uefiFacts(arch: String = "x86_64", firmware: String = "uefi", fallback: GuestFile?, manager: GuestFile? = UefiFallbackTests.manager) -> ImageFacts {
+    func uefiFacts(arch: Architecture = .x86_64, firmware: Firmware = .uefi, fallback: GuestFile?, manager: GuestFile? = UefiFallbackTests.manager) -> ImageFacts {
         var f = facts(["ControlSet001": []], arch: arch)
         f.os.firmware = firmware
         var files: [String: GuestFile] = [:]
@@ -36,17 +36,17 @@ import Testing
     }
 
     @Test func thirtyTwoBitWindowsGetsBootia32() throws {
-        let files = UefiFallbackRule().evaluate(uefiFacts(arch: "i386", fallback: nil)).actions.flatMap(\.files)
+        let files = UefiFallbackRule().evaluate(uefiFacts(arch: .i386, fallback: nil)).actions.flatMap(\.files)
         #expect(files.map(\.path) == ["/EFI/Boot/bootia32.efi"])
     }
 
     @Test func nothingWhenTheFallbackIsTheBootManagerOrOnBiosOrWithoutAnESP() throws {
         let same = GuestFile(path: "/EFI/Boot/bootx64.efi", size: 1024, sha256: Self.manager.sha256)
         #expect(UefiFallbackRule().evaluate(uefiFacts(fallback: same)) == RuleResult())
-        #expect(UefiFallbackRule().evaluate(uefiFacts(firmware: "bios", fallback: nil)) == RuleResult())
+        #expect(UefiFallbackRule().evaluate(uefiFacts(firmware: .bios, fallback: nil)) == RuleResult())
         #expect(UefiFallbackRule().evaluate(uefiFacts(fallback: nil, manager: nil)) == RuleResult())
         var f = facts(["ControlSet001": []])
-        f.os.firmware = "uefi"
+        f.os.firmware = .uefi
         #expect(UefiFallbackRule().evaluate(f) == RuleResult())
     }
 

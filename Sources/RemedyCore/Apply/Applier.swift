@@ -29,11 +29,11 @@ public enum Applier {
         guard !changes.isEmpty || !fileChanges.isEmpty || !espChanges.isEmpty else { return report }
         // A blocker about what was given to inject (a wrong-architecture installer, a required virtio-win left out) is an
         // input the run cannot use; other blockers are for the cloud's registration and do not stop the edit.
-        if let b = plan.blockers.first(where: { $0.id.hasPrefix("payload-") || $0.id.hasPrefix("virtio-win") }) {
+        if let b = plan.blockers.first(where: { FindingID.aboutInputs.contains($0.id) }) {
             throw RemedyError(.invalidArgument, image: session.imagePath, "\(b.message); nothing was written")
         }
         let image = session.imagePath
-        if plan.findings.contains(where: { $0.id == "hibernated" }) {
+        if plan.findings.contains(where: { $0.id == .hibernated }) {
             throw RemedyError(.hibernated, image: image, "Windows was hibernated or shut down with Fast Startup: its volume cannot be edited safely; "
                               + "boot the VM, shut it down fully (shutdown /s /t 0) or turn hibernation off (powercfg /h off), and export it again. Nothing was written")
         }

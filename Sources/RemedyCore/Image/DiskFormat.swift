@@ -1,17 +1,6 @@
 import Foundation
 
-/// Disk image formats, detected from content (never from the file name).
-public enum DiskFormat: String, Sendable, Codable, CaseIterable {
-    case raw, qcow2, qcow, vmdk, vhd, vhdx, vdi, qed
-
-    /// qemu's driver name.
-    public var qemuName: String {
-        switch self {
-        case .vhd: "vpc"
-        default: rawValue
-        }
-    }
-
+extension DiskFormat {
     /// Reads the file's header (and footer) to tell its format. Refuses
     /// images that would make qemu open other files (backing files,
     /// differencing disks, external VMDK extents outside the image's

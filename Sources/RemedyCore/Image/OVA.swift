@@ -186,10 +186,10 @@ public struct ImageSource: Sendable {
         }
         if let fw = facts.firmware {
             let ovf = fw.lowercased() == "efi" ? "uefi" : fw.lowercased()
-            if plan.os.firmware != "unknown", ovf != plan.os.firmware {
+            if plan.os.firmware != .unknown, ovf != plan.os.firmware.rawValue {
                 plan.findings.append(Finding(id: "source-firmware-mismatch", rule: "source", severity: .warning,
-                                             message: "the descriptor says the VM boots with \(fw) but the disk is laid out for \(plan.os.firmware); register the image with the disk's firmware",
-                                             measured: plan.os.firmware, requirement: ovf))
+                                             message: "the descriptor says the VM boots with \(fw) but the disk is laid out for \(plan.os.firmware.rawValue); register the image with the disk's firmware",
+                                             measured: plan.os.firmware.rawValue, requirement: ovf))
             }
         }
     }

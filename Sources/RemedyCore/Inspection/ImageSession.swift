@@ -177,7 +177,7 @@ public final class ImageSession {
         var built = false
         defer { if !built { try? FileManager.default.removeItem(atPath: work) } }
         let g = appliance.guestfs
-        imageInfo = ImageInfo(path: prepared.path, format: prepared.format.rawValue, fileSize: prepared.fileSize,
+        imageInfo = ImageInfo(path: prepared.path, format: prepared.format, fileSize: prepared.fileSize,
                               virtualSize: try? g.blockdevSize(device))
         appliance.mounted = nil   // locate unmounts whatever another session left mounted
         do {
@@ -219,11 +219,11 @@ public final class ImageSession {
         }
 
         let (controlSets, current) = try HiveReader.controlSets(system, guest: hivePaths[.system]!)
-        let arch: String = {
-            guard let cmd = try? g.caseSensitivePath("\(systemRoot)/System32/cmd.exe") else { return "unknown" }
+        let arch: Architecture = {
+            guard let cmd = try? g.caseSensitivePath("\(systemRoot)/System32/cmd.exe") else { return .unknown }
             // The PE header's machine field (one pread), or libguestfs's `file` when it does not say.
             if let head = try? g.pread(cmd, count: 4096, offset: 0), let a = WindowsInspector.peArchitecture(head) { return a }
-            return (try? g.fileArchitecture(cmd)) ?? "unknown"
+            return (try? g.fileArchitecture(cmd)).flatMap(Architecture.init(rawValue:)) ?? .unknown
         }()
         os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
@@ -256,8 +256,8 @@ public final class ImageSession {
     /// What a policy takes from virtio-win: the INFs of the drivers its `virtio-drivers` rule injects (none
     /// without the rule: no INF is fetched or parsed), and the programs its `guest-agent` rule installs (none without it).
     static func virtioSelection(_ policy: Policy) -> (drivers: Set<String>, tools: Set<VirtioWin.Tool>) {
-        ((policy.rule("virtio-drivers") as? VirtioDriversRule).map { Set($0.drivers) } ?? [],
-         (policy.rule("guest-agent") as? GuestAgentRule)?.tools ?? [])
+        (policy.rule(VirtioDriversRule.self).map { Set($0.drivers) } ?? [],
+         policy.rule(GuestAgentRule.self)?.tools ?? [])
     }
 
     /// Everything the policy's rules need: registry subtrees, payloads, files in the image.

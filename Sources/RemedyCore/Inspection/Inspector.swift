@@ -11,7 +11,7 @@ public struct WindowsInstall: Sendable, Equatable {
     /// Guest path of the Windows directory with its on-disk case, e.g. `/Windows`.
     public var systemRoot: String
     /// `gpt`, `msdos` or `unknown`.
-    public var partitionTable: String
+    public var partitionTable: PartitionTable
     /// `hiberfil.sys` holds a hibernation image.
     public var hibernated: Bool = false
     /// BitLocker-encrypted partitions of the disk.
@@ -79,8 +79,8 @@ public enum WindowsInspector {
             throw RemedyError(.multipleOperatingSystems, "more than one Windows installation found (\(found.map(\.fs).joined(separator: ", "))); remedy edits images with exactly one")
         }
         let table = partitionTable(g, device: device, partitioned: !partitions.isEmpty)
-        let boot = bootManager(root, filesystems: seen, uefi: table == "gpt")
-        let esp = table == "gpt" ? boot.flatMap { espFacts(root, filesystem: String($0.prefix { $0 != ":" })) } : nil
+        let boot = bootManager(root, filesystems: seen, uefi: table == .gpt)
+        let esp = table == .gpt ? boot.flatMap { espFacts(root, filesystem: String($0.prefix { $0 != ":" })) } : nil
         if root.current != windows.fs {
             root.unmount()
             try g.mountReadOnly(windows.fs, at: "/")
@@ -95,31 +95,31 @@ public enum WindowsInspector {
     /// ("EFI PART" at LBA 1) or a protective MBR entry (type 0xEE) is `gpt`, another MBR with its 0x55AA signature
     /// `msdos`. One `pread_device` (about 0.02 s under TCG) instead of starting parted (1-2 s); parted decides what
     /// the sectors do not (an unpartitioned disk, no signature).
-    static func partitionTable(_ g: Guestfs, device: String, partitioned: Bool) -> String {
+    static func partitionTable(_ g: Guestfs, device: String, partitioned: Bool) -> PartitionTable {
         if partitioned, let head = try? g.preadDevice(device, count: 1024, offset: 0), let table = partitionTable(firstSectors: head) {
             return table
         }
-        return (try? g.partitionTableType(device)) ?? "unknown"
+        return (try? g.partitionTableType(device)).flatMap(PartitionTable.init(rawValue:)) ?? .unknown
     }
 
     /// `gpt`, `msdos` or nil (undecided) from a disk's first 1024 bytes (512-byte sectors).
-    static func partitionTable(firstSectors b: [UInt8]) -> String? {
+    static func partitionTable(firstSectors b: [UInt8]) -> PartitionTable? {
         guard b.count >= 1024 else { return nil }
-        if Array(b[512..<520]) == Array("EFI PART".utf8) { return "gpt" }
+        if Array(b[512..<520]) == Array("EFI PART".utf8) { return .gpt }
         guard b[510] == 0x55, b[511] == 0xAA else { return nil }
-        return (0..<4).contains { b[446 + 16 * $0 + 4] == 0xEE } ? "gpt" : "msdos"
+        return (0..<4).contains { b[446 + 16 * $0 + 4] == 0xEE } ? .gpt : .msdos
     }
 
     /// The architecture of a PE file (cmd.exe) as libguestfs's `file_architecture` names it, from its first bytes
     /// (the COFF machine field), or nil when they do not say.
-    static func peArchitecture(_ b: [UInt8]) -> String? {
+    static func peArchitecture(_ b: [UInt8]) -> Architecture? {
         guard b.count >= 0x40, b[0] == 0x4D, b[1] == 0x5A else { return nil }
         let pe = Int(b[0x3C]) | Int(b[0x3D]) << 8 | Int(b[0x3E]) << 16 | Int(b[0x3F]) << 24
         guard pe >= 0x40, pe + 6 <= b.count, Array(b[pe..<pe + 4]) == [0x50, 0x45, 0, 0] else { return nil }
         switch UInt16(b[pe + 4]) | UInt16(b[pe + 5]) << 8 {
-        case 0x8664: return "x86_64"
-        case 0x014C: return "i386"
-        case 0xAA64: return "aarch64"
+        case 0x8664: return .x86_64
+        case 0x014C: return .i386
+        case 0xAA64: return .aarch64
         default: return nil
         }
     }
@@ -172,7 +172,7 @@ public enum WindowsInspector {
     }
 
     /// OS facts from the hives (and the architecture found from `cmd.exe`).
-    static func osFacts(_ install: WindowsInstall, system: Hive, software: Hive, arch: String,
+    static func osFacts(_ install: WindowsInstall, system: Hive, software: Hive, arch: Architecture,
                         controlSets: [ControlSet], current: String) -> OSFacts {
         func string(_ hive: Hive, _ path: String, _ name: String) -> String? {
             guard let node = try? hive.node(at: path) else { return nil }
@@ -206,7 +206,7 @@ public enum WindowsInspector {
             systemRoot: install.systemRoot,
             currentControlSet: current,
             controlSets: controlSets,
-            firmware: table == "gpt" ? "uefi" : table == "msdos" ? "bios" : "unknown",
+            firmware: Firmware(partitionTable: table),
             partitionTable: table)
     }
 }

@@ -302,7 +302,7 @@ public struct DriverINF: Sendable, Equatable, Codable {
     ///
     /// Linear in the INF's size: sections are looked up by name, models are grouped through a dictionary, and each
     /// install section is read once however many models name it.
-    public init(name: String, text: String, arch: String, osMajor: Int, osMinor: Int, build: Int) throws {
+    public init(name: String, text: String, arch: Architecture, osMajor: Int, osMinor: Int, build: Int) throws {
         let inf = INFFile(text: text)
         self.name = name.lowercased()
         guard inf.has("Version") else { throw ParseError.missing("[Version] section") }
@@ -314,7 +314,7 @@ public struct DriverINF: Sendable, Equatable, Codable {
         date = ver.first ?? ""
         version = ver.count > 1 ? ver[1] : ""
         catalog = inf.value("Version", "CatalogFile")
-        let platform = arch == "i386" ? "ntx86" : "ntamd64"
+        let platform = "nt" + arch.windowsName
 
         var models: [Model] = []
         var modelIndex: [String: Int] = [:]
@@ -371,7 +371,7 @@ public struct DriverINF: Sendable, Equatable, Codable {
         guard !models.isEmpty else { throw ParseError.missing("models for \(platform) (\(osMajor).\(osMinor) build \(build)) under [Manufacturer]") }
         usedStrings = strings
 
-        let packageFiles = inf.section("SourceDisksFiles") + inf.section("SourceDisksFiles.\(arch == "i386" ? "x86" : "amd64")")
+        let packageFiles = inf.section("SourceDisksFiles") + inf.section("SourceDisksFiles.\(arch.windowsName)")
         files = packageFiles.compactMap { $0.key?.lowercased() }
         let fileSet = Set(files)
 

@@ -42,9 +42,6 @@ public enum VirtioWin {
         OSDirectory(name: "2k25", major: 10, minor: 0, server: true, builds: 26100..<Int.max, aliases: ["win2025"]),
     ]
 
-    /// Architecture directory names: `amd64`, and `x86` or `i386` for 32-bit.
-    public static func archDirectories(_ arch: String) -> [String] { arch == "i386" ? ["x86", "i386"] : ["amd64"] }
-
     /// The OS directory for an inspected Windows, or nil when virtio-win has none.
     public static func osDirectory(for os: OSFacts) -> OSDirectory? {
         let server = os.variant.lowercased() != "client"
@@ -134,7 +131,7 @@ public enum VirtioWin {
     /// `2k16/amd64` for an inspected Windows, or nil when virtio-win has no directory for it.
     public static func key(for os: OSFacts) -> String? {
         guard let dir = osDirectory(for: os) else { return nil }
-        return "\(dir.name)/\(os.arch == "i386" ? "x86" : "amd64")"
+        return "\(dir.name)/\(os.arch.windowsName)"
     }
 
     /// Programs virtio-win ships beside the drivers, installed at first boot by the `guest-agent` rule.
@@ -147,8 +144,8 @@ public enum VirtioWin {
 
     /// The guest-agent MSI names for an architecture, preferred first (`qemu-ga-x86_64.msi` as virtio-win ships it
     /// now; `qemu-ga-x64.msi` / `qemu-ga-x86.msi` in older trees).
-    public static func guestAgentNames(_ arch: String) -> [String] {
-        arch == "i386" ? ["qemu-ga-i386.msi", "qemu-ga-x86.msi"] : ["qemu-ga-x86_64.msi", "qemu-ga-x64.msi"]
+    public static func guestAgentNames(_ arch: Architecture) -> [String] {
+        arch == .i386 ? ["qemu-ga-i386.msi", "qemu-ga-x86.msi"] : ["qemu-ga-x86_64.msi", "qemu-ga-x64.msi"]
     }
 
     /// A path whose every component is a plain name (letters, digits, `.`, `_`, `-`): the only ones a tool is taken from.
@@ -166,7 +163,7 @@ public enum VirtioWin {
     public static func toolPath(_ tool: Tool, in paths: [String], key: String) -> String? {
         let keyParts = key.split(separator: "/").map(String.init)
         guard keyParts.count == 2 else { return nil }
-        let arch = keyParts[1] == "x86" ? "i386" : "x86_64"
+        let arch: Architecture = keyParts[1] == "x86" ? .i386 : .x86_64
         switch tool {
         case .guestAgent:
             let names = guestAgentNames(arch)

@@ -128,11 +128,11 @@ public struct ImageInfo: Sendable, Equatable, Codable {
     /// The path as the user gave it.
     public var path: String
     /// The disk image format detected from the file's content.
-    public var format: String
+    public var format: DiskFormat
     public var fileSize: Int64
     public var virtualSize: Int64?
 
-    public init(path: String, format: String, fileSize: Int64, virtualSize: Int64? = nil) {
+    public init(path: String, format: DiskFormat, fileSize: Int64, virtualSize: Int64? = nil) {
         self.path = path
         self.format = format
         self.fileSize = fileSize
@@ -165,8 +165,7 @@ public struct OSFacts: Sendable, Equatable, Codable {
     public var minorVersion: Int
     /// Build number from the SOFTWARE hive, when recorded.
     public var build: String?
-    /// `x86_64` or `i386`.
-    public var arch: String
+    public var arch: Architecture
     public var hostname: String?
     /// Guest path of the Windows directory, e.g. `/Windows`.
     public var systemRoot: String
@@ -175,15 +174,14 @@ public struct OSFacts: Sendable, Equatable, Codable {
     /// Every control set present, with the roles Select gives it. Windows may
     /// boot any that has a role; keys without a role are kept as well.
     public var controlSets: [ControlSet]
-    /// How this Windows boots: `uefi` (GPT disk with an EFI system
-    /// partition), `bios` (MBR), or `unknown`.
-    public var firmware: String
-    /// `gpt`, `msdos` or `unknown`, for the disk holding the Windows volume.
-    public var partitionTable: String
+    /// How this Windows boots.
+    public var firmware: Firmware
+    /// The partition table of the disk holding the Windows volume.
+    public var partitionTable: PartitionTable
 
     public init(root: String, product: String, variant: String, majorVersion: Int, minorVersion: Int, build: String?,
-                arch: String, hostname: String?, systemRoot: String, currentControlSet: String, controlSets: [ControlSet],
-                firmware: String = "unknown", partitionTable: String = "unknown") {
+                arch: Architecture, hostname: String?, systemRoot: String, currentControlSet: String, controlSets: [ControlSet],
+                firmware: Firmware = .unknown, partitionTable: PartitionTable = .unknown) {
         self.firmware = firmware
         self.partitionTable = partitionTable
         self.root = root
@@ -209,7 +207,7 @@ public struct OSFacts: Sendable, Equatable, Codable {
     public var orderedControlSets: [ControlSet] { controlSets.sorted { $0.name.lowercased() < $1.name.lowercased() } }
 
     /// `64` or `32`.
-    public var bits: Int { arch == "i386" ? 32 : 64 }
+    public var bits: Int { arch.bits }
 }
 
 /// Parts of hives, read during inspection as plain values.

@@ -78,6 +78,38 @@ public struct Action: Sendable, Equatable, Codable {
 }
 
 /// A rule the image fails that remedy cannot (or may not) fix.
+/// A finding's stable id (`os-version-unsupported`, `hibernated`, ...): a string in JSON and in policies, a type in
+/// code. The ids the engine acts on are declared here once.
+public struct FindingID: RawRepresentable, Hashable, Comparable, Sendable, Codable, ExpressibleByStringLiteral, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public init(stringLiteral value: String) { rawValue = value }
+    public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(String.self) }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+    public var description: String { rawValue }
+    public static func < (a: FindingID, b: FindingID) -> Bool { a.rawValue < b.rawValue }
+
+    /// Windows was hibernated or fast-started: apply refuses to write (Windows would resume and overwrite the edits).
+    public static let hibernated: FindingID = "hibernated"
+    /// The payload inputs (`--payload`) do not fit the policy or the image.
+    public static let payloadMissing: FindingID = "payload-missing"
+    public static let payloadUnknown: FindingID = "payload-unknown"
+    public static let payloadWrongArch: FindingID = "payload-wrong-arch"
+    public static let payloadNotUsed: FindingID = "payload-not-used"
+    /// `--virtio-win` is missing or has a known defect for this Windows.
+    public static let virtioWinMissing: FindingID = "virtio-win-missing"
+    public static let virtioWinKnownIssue: FindingID = "virtio-win-known-issue"
+
+    /// A blocker of these means the user's inputs are wrong (apply stops with `invalid-argument`), not the image.
+    public static let aboutInputs: Set<FindingID> = [
+        .payloadMissing, .payloadUnknown, .payloadWrongArch, .payloadNotUsed, .virtioWinMissing, .virtioWinKnownIssue,
+    ]
+}
+
 public struct Finding: Sendable, Equatable, Codable {
     public enum Severity: String, Sendable, Codable, Comparable {
         case blocker, warning, info
@@ -86,7 +118,7 @@ public struct Finding: Sendable, Equatable, Codable {
     }
 
     /// Stable identifier, e.g. `os-unsupported`.
-    public var id: String
+    public var id: FindingID
     public var rule: String
     public var severity: Severity
     public var message: String
@@ -95,7 +127,7 @@ public struct Finding: Sendable, Equatable, Codable {
     /// What the policy requires.
     public var requirement: String?
 
-    public init(id: String, rule: String, severity: Severity, message: String, measured: String? = nil, requirement: String? = nil) {
+    public init(id: FindingID, rule: String, severity: Severity, message: String, measured: String? = nil, requirement: String? = nil) {
         self.id = id
         self.rule = rule
         self.severity = severity

@@ -110,6 +110,9 @@ public struct Policy: Sendable {
 
     /// The rule with this id, if the policy has it enabled.
     public func rule(_ id: String) -> (any Rule)? { rules.first { $0.id == id } }
+
+    /// The built-in rule of this type, if the policy has it enabled.
+    public func rule<R: Rule>(_ type: R.Type) -> R? { rules.lazy.compactMap { $0 as? R }.first }
 }
 
 extension Policy {

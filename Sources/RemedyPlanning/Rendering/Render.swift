@@ -86,7 +86,7 @@ public enum TextRenderer {
 
     static func header(_ plan: Plan) -> String {
         let os = plan.os
-        var out = "Image:   \(t(plan.image.path)) (\(t(plan.image.format))"
+        var out = "Image:   \(t(plan.image.path)) (\(t(plan.image.format.rawValue))"
         if let v = plan.image.virtualSize { out += ", \(gib(v)) virtual" }
         out += ")\n"
         out += t("Windows: \(os.product) (NT \(os.version)\(os.build.map { " build \($0)" } ?? ""), \(os.arch), \(os.variant), \(os.firmware) boot)") + "\n"

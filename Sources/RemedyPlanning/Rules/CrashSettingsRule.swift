@@ -1,12 +1,14 @@
 /// `crash-settings`: a boot failure stays on screen (`AutoReboot` = 0) so a
 /// user of the cloud console can read the stop code, instead of a reboot loop.
 public struct CrashSettingsRule: Rule {
-    public let id = "crash-settings"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "crash-settings"
+    public var id: String { Self.id }
     public var autoReboot: Bool
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "crash-settings",
+            id: Self.id,
             summary: "Keep a blue screen on screen: CrashControl AutoReboot=0 in every control set.",
             checks: "SYSTEM\\ControlSet00N\\Control\\CrashControl, value AutoReboot (REG_DWORD), in every control set.",
             changes: "AutoReboot=0 (or 1 when auto-reboot is true). The dump settings are not touched.",
@@ -15,7 +17,7 @@ public struct CrashSettingsRule: Rule {
                 + "cloud's VNC console. virt-v2v makes the same change for the same reason.",
             parameters: [("auto-reboot", "false (default) keeps the stop screen; true restores Windows' default")]),
         make: { p, _ in
-            try p.only(["auto-reboot"], rule: "crash-settings")
+            try p.only(["auto-reboot"], rule: Self.id)
             return CrashSettingsRule(autoReboot: try p.bool("auto-reboot", default: false))
         })
 

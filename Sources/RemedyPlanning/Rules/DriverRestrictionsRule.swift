@@ -1,7 +1,9 @@
 /// `driver-restrictions`: Group Policy device-installation restrictions
 /// that would stop Windows from installing the new platform's drivers.
 public struct DriverRestrictionsRule: Rule {
-    public let id = "driver-restrictions"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "driver-restrictions"
+    public var id: String { Self.id }
     public var remove: Bool
 
     static let path = RegistryPath("Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions")
@@ -19,7 +21,7 @@ public struct DriverRestrictionsRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "driver-restrictions",
+            id: Self.id,
             summary: "Report Group Policy device-installation restrictions that block new drivers; switch them off when the policy allows.",
             checks: "SOFTWARE\\Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions: DenyUnspecified, DenyDeviceIDs (+ list), "
                 + "DenyDeviceClasses (+ list), DenyInstanceIDs (+ list), DenyRemovableDevices; and whether domain Group Policy "
@@ -35,7 +37,7 @@ public struct DriverRestrictionsRule: Rule {
                 + "says when one was applied.",
             parameters: [("remove", "true switches the restrictions off; false (default) only reports them")]),
         make: { p, _ in
-            try p.only(["remove"], rule: "driver-restrictions")
+            try p.only(["remove"], rule: Self.id)
             return DriverRestrictionsRule(remove: try p.bool("remove", default: false))
         })
 

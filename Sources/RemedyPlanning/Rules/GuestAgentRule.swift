@@ -8,7 +8,9 @@
 /// installed) and installs itself as `BalloonService` with `blnsvr.exe -i`.
 /// A program the image already has as a service is left alone.
 public struct GuestAgentRule: Rule {
-    public let id = "guest-agent"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "guest-agent"
+    public var id: String { Self.id }
     /// Install the QEMU guest agent.
     public var agent: Bool
     /// Install the balloon service.
@@ -18,7 +20,7 @@ public struct GuestAgentRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "guest-agent",
+            id: Self.id,
             summary: "Install the QEMU guest agent (qemu-ga MSI) and the VirtIO balloon service (blnsvr.exe) from virtio-win "
                 + "(--virtio-win ISO or tree) at first boot.",
             checks: "Whether the image has the services already (QEMU-GA, BalloonService in the current control set); in "
@@ -41,7 +43,7 @@ public struct GuestAgentRule: Rule {
                 ("required", "true: a missing --virtio-win, guest agent MSI or blnsvr.exe is a blocker (default false: a warning)"),
             ]),
         make: { p, _ in
-            try p.only(["agent", "balloon", "required"], rule: "guest-agent")
+            try p.only(["agent", "balloon", "required"], rule: Self.id)
             return GuestAgentRule(agent: try p.bool("agent", default: true), balloon: try p.bool("balloon", default: true),
                                   required: try p.bool("required", default: false))
         })
@@ -61,7 +63,7 @@ public struct GuestAgentRule: Rule {
 
     static func stageDirectory(_ os: OSFacts) -> String { os.systemRoot + "/remedy/payloads/guest-agent" }
     /// The staged MSI: remedy's own name for the architecture, whatever the source spelled it.
-    static func stagedMSI(_ os: OSFacts) -> String { stageDirectory(os) + "/" + (os.arch == "i386" ? "qemu-ga-i386.msi" : "qemu-ga-x86_64.msi") }
+    static func stagedMSI(_ os: OSFacts) -> String { stageDirectory(os) + "/" + (os.arch == .i386 ? "qemu-ga-i386.msi" : "qemu-ga-x86_64.msi") }
     static func installLog(_ os: OSFacts) -> String { stageDirectory(os) + "/install.log" }
     /// Beside the VirtIO drivers: the service keeps running from this file.
     static func balloonTarget(_ os: OSFacts) -> String { VirtioDriversRule.storeDirectory(os) + "/blnsvr.exe" }

@@ -2,7 +2,9 @@
 /// PIIX4) can carry the system disk at first boot, before paravirtual
 /// drivers are in place.
 public struct IdeBootRule: Rule {
-    public let id = "ide-boot"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "ide-boot"
+    public var id: String { Self.id }
 
     /// Storage services of the standard IDE/ATA path (inbox drivers).
     static let services = ["atapi", "intelide", "pciide"]
@@ -25,7 +27,7 @@ public struct IdeBootRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "ide-boot",
+            id: Self.id,
             summary: "Make the emulated IDE disk bootable at first boot: IDE/ATA drivers boot-start, and (before Windows 8) "
                 + "CriticalDeviceDatabase entries for the PIIX3/PIIX4 IDE controllers.",
             checks: "Services atapi, intelide and pciide (Start and StartOverride) in every control set; for Windows Vista/7/2008/2008 R2 (NT 6.0-6.1) also "
@@ -41,7 +43,7 @@ public struct IdeBootRule: Rule {
                 + "came from VMware SCSI/PVSCSI, Hyper-V or Xen PV storage never used the IDE path, so it is disabled.",
             parameters: []),
         make: { p, _ in
-            try p.only([], rule: "ide-boot")
+            try p.only([], rule: Self.id)
             return IdeBootRule()
         })
 

@@ -2,7 +2,9 @@
 /// image made from an external Windows image file, as findings with stable
 /// ids, the measured value and the requirement. Nothing here changes the image.
 public struct ImageAcceptanceRule: Rule {
-    public let id = "image-acceptance"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "image-acceptance"
+    public var id: String { Self.id }
 
     public var formats: [String]
     public var maxImageGB: Int
@@ -17,7 +19,7 @@ public struct ImageAcceptanceRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "image-acceptance",
+            id: Self.id,
             summary: "The cloud's image-file rules for a Windows private image: format, file size, system disk size, boot layout, boot mode, an enabled administrator.",
             checks: "Image format (from content) against the accepted list; image file size (over max-image-gb only RAW with the cloud's "
                 + "bitmap file, or ZVHD2, via fast import up to fast-import-max-gb); the disk's virtual size within [min-disk-gb, "
@@ -38,7 +40,7 @@ public struct ImageAcceptanceRule: Rule {
                          ("min-disk-gb", "smallest system disk (default 40)"), ("max-disk-gb", "largest system disk (default 1024)"),
                          ("uefi-minimum", "lowest NT version that boots with UEFI on the cloud (default 6.2: Server 2012)")]),
         make: { p, _ in
-            try p.only(["formats", "max-image-gb", "fast-import-max-gb", "min-disk-gb", "max-disk-gb", "uefi-minimum"], rule: "image-acceptance")
+            try p.only(["formats", "max-image-gb", "fast-import-max-gb", "min-disk-gb", "max-disk-gb", "uefi-minimum"], rule: Self.id)
             return ImageAcceptanceRule(
                 formats: try p.strings("formats", default: ["vmdk", "vhd", "qcow2", "raw", "vhdx", "qed", "vdi", "qcow", "zvhd2", "zvhd"]).map { $0.lowercased() },
                 maxImageGB: try p.int("max-image-gb", default: 128, in: 1...1_000_000),
@@ -61,24 +63,24 @@ public struct ImageAcceptanceRule: Rule {
 
     public func evaluate(_ facts: ImageFacts) -> RuleResult {
         var f: [Finding] = []
-        func add(_ id: String, _ severity: Finding.Severity, _ message: String, _ measured: String?, _ requirement: String?) {
+        func add(_ id: FindingID, _ severity: Finding.Severity, _ message: String, _ measured: String?, _ requirement: String?) {
             f.append(Finding(id: id, rule: self.id, severity: severity, message: message, measured: measured, requirement: requirement))
         }
         let image = facts.image
-        if !formats.contains(image.format) {
+        if !formats.contains(image.format.rawValue) {
             add("image-format", .blocker, "the image format \(image.format) is not one the cloud imports; convert it (remedy convert --to qcow2)",
-                image.format, formats.joined(separator: ", "))
+                image.format.rawValue, formats.joined(separator: ", "))
         }
         let fileLimit = Int64(maxImageGB) * Self.gb
         if image.fileSize > fileLimit {
             let fast = Int64(fastImportMaxGB) * Self.gb
             if image.fileSize > fast || (image.virtualSize ?? 0) > fast {
                 add("image-size", .blocker, "the image is larger than fast import accepts (\(fastImportMaxGB) GB)", Self.size(image.fileSize), "<= \(fastImportMaxGB) GB")
-            } else if image.format == "raw" {
+            } else if image.format == .raw {
                 add("image-size", .warning, "the image file is over \(maxImageGB) GB: only fast import takes it, and a RAW file needs the bitmap "
                     + "file (.mf) made by the cloud's own image tool (its format is not published; remedy does not make one), or convert it to ZVHD2",
                     Self.size(image.fileSize), "<= \(maxImageGB) GB, or fast import")
-            } else if image.format != "zvhd2" {
+            } else {
                 add("image-size", .blocker, "the image file is over \(maxImageGB) GB and \(image.format) is not a fast-import format: convert it to RAW "
                     + "(remedy convert --to raw) and register it by fast import with the cloud's bitmap file", Self.size(image.fileSize), "<= \(maxImageGB) GB")
             }
@@ -95,7 +97,7 @@ public struct ImageAcceptanceRule: Rule {
         let volume = facts.volume
         if volume.inspected {
             if volume.bootManager == nil {
-                let what = facts.os.firmware == "uefi" ? "no EFI system partition with \\EFI\\Microsoft\\Boot\\bootmgfw.efi" : "no partition with \\bootmgr and \\Boot\\BCD"
+                let what = facts.os.firmware == .uefi ? "no EFI system partition with \\EFI\\Microsoft\\Boot\\bootmgfw.efi" : "no partition with \\bootmgr and \\Boot\\BCD"
                 add("boot-partition", .blocker, "the boot partition is not on this disk (\(what)): boot and system partitions must be on the same disk",
                     "absent", "boot manager on the system disk")
             }
@@ -106,15 +108,15 @@ public struct ImageAcceptanceRule: Rule {
             }
         }
         switch facts.os.firmware {
-        case "uefi":
+        case .uefi:
             if facts.os.version.compare(uefiMinimum, options: .numeric) == .orderedAscending {
                 add("boot-mode", .blocker, "the image boots with UEFI, which the cloud supports for Windows \(uefiMinimum) (Server 2012) and later only",
                     "uefi, NT \(facts.os.version)", "bios, or NT >= \(uefiMinimum)")
             } else {
                 add("boot-mode", .info, "the image boots with UEFI: register it with hw_firmware_type=uefi", "uefi", nil)
             }
-        case "bios": break
-        default: add("boot-mode", .warning, "the boot mode could not be told from the partition table", facts.os.partitionTable, "gpt or msdos")
+        case .bios: break
+        case .unknown: add("boot-mode", .warning, "the boot mode could not be told from the partition table", facts.os.partitionTable.rawValue, "gpt or msdos")
         }
         f += accounts(facts)
         return RuleResult(findings: f)

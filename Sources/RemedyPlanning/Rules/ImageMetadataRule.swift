@@ -3,7 +3,9 @@
 /// call. It changes nothing in the image; the planner evaluates it on the
 /// registry as the plan leaves it.
 public struct ImageMetadataRule: Rule {
-    public let id = "image-metadata"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "image-metadata"
+    public var id: String { Self.id }
 
     public enum Style: String, Sendable { case openstack, huawei }
     public var style: Style
@@ -15,7 +17,7 @@ public struct ImageMetadataRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "image-metadata",
+            id: Self.id,
             summary: "Report the cloud image properties the image supports after the plan (os_type, hw_firmware_type, hw_disk_bus, ...).",
             checks: "The inspected boot mode (GPT + EFI system partition = uefi, MBR = bios), the architecture and version, and the "
                 + "drivers Windows would load at boot in the current control set as the plan leaves it (Start=0 and no "
@@ -31,7 +33,7 @@ public struct ImageMetadataRule: Rule {
                 + "itself, after remediation, keeps the registration call honest.",
             parameters: [("style", "openstack (default) or huawei: which property names to emit")]),
         make: { p, _ in
-            try p.only(["style"], rule: "image-metadata")
+            try p.only(["style"], rule: Self.id)
             return ImageMetadataRule(style: Style(rawValue: try p.string("style", default: "openstack", oneOf: ["openstack", "huawei"]))!)
         })
 
@@ -53,7 +55,7 @@ public struct ImageMetadataRule: Rule {
             return s != UInt64(ServiceStart.disabled)
         }
         var p: [String: String] = ["os_type": "windows", "os_distro": "windows"]
-        if os.firmware != "unknown" { p["hw_firmware_type"] = os.firmware }
+        if os.firmware != .unknown { p["hw_firmware_type"] = os.firmware.rawValue }
         if loadsAtBoot("viostor") {
             p["hw_disk_bus"] = "virtio"
         } else if loadsAtBoot("vioscsi") {

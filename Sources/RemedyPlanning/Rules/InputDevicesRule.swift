@@ -1,7 +1,9 @@
 /// `input-devices`: device-class filter drivers left by the old platform
 /// are dropped so the new platform's keyboard, mouse and disk stacks start.
 public struct InputDevicesRule: Rule {
-    public let id = "input-devices"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "input-devices"
+    public var id: String { Self.id }
 
     /// Device setup classes whose class-wide filters are checked (Microsoft's system-defined device setup classes).
     public static let classes: [(name: String, guid: String, required: String?)] = [
@@ -21,7 +23,7 @@ public struct InputDevicesRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "input-devices",
+            id: Self.id,
             summary: "Drop stale class filter drivers (keyboard, mouse, disk, SCSI, CD-ROM, IDE, system) left by the old platform.",
             checks: "UpperFilters and LowerFilters of the Keyboard {4D36E96B-...}, Mouse {4D36E96F-...}, DiskDrive {4D36E967-...}, "
                 + "SCSIAdapter {4D36E97B-...}, CDROM {4D36E965-...}, HDC {4D36E96A-...} and System {4D36E97D-...} classes under "
@@ -36,7 +38,7 @@ public struct InputDevicesRule: Rule {
                 + "xenfilt, Parallels' prl_strg) register exactly such filters.",
             parameters: [("keep", "filter names never to drop (default none)")]),
         make: { p, _ in
-            try p.only(["keep"], rule: "input-devices")
+            try p.only(["keep"], rule: Self.id)
             return InputDevicesRule(keep: Set(try p.strings("keep", default: []).map { $0.lowercased() }))
         })
 

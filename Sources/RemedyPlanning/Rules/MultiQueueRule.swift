@@ -3,7 +3,9 @@
 /// Windows it needs a paravirtual NIC driver that spreads queues over CPUs
 /// (netkvm, or the cloud's own) and receive-side scaling not switched off.
 public struct MultiQueueRule: Rule {
-    public let id = "multi-queue"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "multi-queue"
+    public var id: String { Self.id }
     /// Windows releases the cloud supports multi-queue on: `6.1`, `6.3`, or `10.0.<build>`.
     public var supported: [String]
     /// Service names of paravirtual NIC drivers that do multi-queue.
@@ -11,7 +13,7 @@ public struct MultiQueueRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "multi-queue",
+            id: Self.id,
             summary: "NIC multi-queue: check a paravirtual NIC driver is there (netkvm, injected by virtio-drivers), keep receive-side "
                 + "scaling on, and report hw_vif_multiqueue_enabled in the image properties on a supported Windows.",
             checks: "Windows version against the supported list (Huawei Cloud: Windows Server 2008 R2, 2012 R2 and 2016 on KVM). A "
@@ -28,7 +30,7 @@ public struct MultiQueueRule: Rule {
                 ("drivers", "paravirtual NIC services that support it (default netkvm)"),
             ]),
         make: { p, _ in
-            try p.only(["supported", "drivers"], rule: "multi-queue")
+            try p.only(["supported", "drivers"], rule: Self.id)
             return MultiQueueRule(supported: try p.strings("supported", default: ["6.1", "6.3", "10.0.14393"]),
                                   drivers: try p.strings("drivers", default: ["netkvm"]).map { $0.lowercased() })
         })

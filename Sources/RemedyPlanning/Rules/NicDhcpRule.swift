@@ -11,7 +11,9 @@
 /// `DhcpNameServer`). The `Dhcp*` values are the DHCP client's own state and
 /// are left alone.
 public struct NicDhcpRule: Rule {
-    public let id = "nic-dhcp"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "nic-dhcp"
+    public var id: String { Self.id }
     /// Keep static DNS servers (`NameServer`) while switching the address to DHCP.
     public var keepStaticDNS: Bool
 
@@ -19,7 +21,7 @@ public struct NicDhcpRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "nic-dhcp",
+            id: Self.id,
             summary: "Set every statically addressed network interface to DHCP, in every control set.",
             checks: "SYSTEM\\ControlSet00N\\Services\\Tcpip\\Parameters\\Interfaces\\{GUID} for every control set in the hive "
                 + "(Current, Default, LastKnownGood, Failed and any other): an interface is static when EnableDHCP is 0, "
@@ -41,7 +43,7 @@ public struct NicDhcpRule: Rule {
             parameters: [("keep-static-dns", "true keeps NameServer (static DNS servers); default false")]
         ),
         make: { params, _ in
-            try params.only(["keep-static-dns"], rule: "nic-dhcp")
+            try params.only(["keep-static-dns"], rule: Self.id)
             return NicDhcpRule(keepStaticDNS: try params.bool("keep-static-dns", default: false))
         }
     )

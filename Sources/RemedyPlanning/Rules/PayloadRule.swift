@@ -119,7 +119,7 @@ public struct PayloadRule: Rule {
                 if let c = FileChange.text(Self.guestPath(r.target, os), r.text, encoding: r.encoding, in: files) { action.files.append(c) }
             }
             if input != nil {
-                result.findings.append(Finding(id: "payload-not-used", rule: id, severity: .info,
+                result.findings.append(Finding(id: .payloadNotUsed, rule: id, severity: .info,
                                                message: "\(manifest.name) is already installed in the image: the given file is not installed again, "
                                                    + "only its configuration is written", measured: "installed", requirement: nil))
             }
@@ -127,14 +127,14 @@ public struct PayloadRule: Rule {
             action.description = "stage \(input.name) and install \(manifest.name) at first boot" + (variant.map { " for \($0)" } ?? "")
             let known = manifest.input?.known ?? []
             if let k = known.first(where: { $0.sha256.lowercased() == input.sha256 }) {
-                if let arch = k.arch, arch != os.arch {
-                    result.findings.append(Finding(id: "payload-wrong-arch", rule: id, severity: .blocker,
+                if let arch = k.arch, arch != os.arch.rawValue {
+                    result.findings.append(Finding(id: .payloadWrongArch, rule: id, severity: .blocker,
                                                    message: "\(input.name) is \(manifest.name) \(k.version) for \(arch); this Windows is \(os.arch)",
-                                                   measured: arch, requirement: os.arch))
+                                                   measured: arch, requirement: os.arch.rawValue))
                 }
             } else {
                 result.findings.append(Finding(
-                    id: "payload-unknown", rule: id, severity: .warning,
+                    id: .payloadUnknown, rule: id, severity: .warning,
                     message: "\(input.name) (SHA-256 \(input.sha256)) is not a \(manifest.name) release the manifest knows"
                         + (known.isEmpty ? "" : " (\(known.map(\.version).joined(separator: ", ")))")
                         + ": it is used as given; check where it came from",
@@ -163,7 +163,7 @@ public struct PayloadRule: Rule {
             action.files += FirstBoot.step(os, name: stepName, body: body.joined(separator: "\n"), files: files)
         } else if manifest.input != nil {
             result.findings.append(Finding(
-                id: "payload-missing", rule: id, severity: required ? .blocker : .warning,
+                id: .payloadMissing, rule: id, severity: required ? .blocker : .warning,
                 message: "\(manifest.name) is not installed and no file was given (--payload \(manifest.name)=PATH): \(manifest.description) "
                     + "will not run on the new platform",
                 measured: "not installed", requirement: "\(manifest.name) installed"))

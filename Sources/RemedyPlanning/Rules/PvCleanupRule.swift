@@ -2,7 +2,9 @@
 /// disabled (Start=4), not deleted, so their own uninstallers still work;
 /// the uninstallers found are reported.
 public struct PvCleanupRule: Rule {
-    public let id = "pv-cleanup"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "pv-cleanup"
+    public var id: String { Self.id }
 
     /// A hypervisor whose guest drivers remedy knows.
     public struct Platform: Sendable {
@@ -45,7 +47,7 @@ public struct PvCleanupRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "pv-cleanup",
+            id: Self.id,
             summary: "Disable the old hypervisor's paravirtual drivers (Start=4, kept for their uninstallers); report its tools.",
             checks: "SYSTEM\\ControlSet00N\\Services in every control set for the drivers of Xen PV (xenbus, xenfilt, xennet, xenvbd, "
                 + "xenvif, xeniface, GPLPV xenpci/xenhide, Red Hat rhelscsi ...), Parallels (prl_*), VirtualBox (VBoxGuest, "
@@ -62,7 +64,7 @@ public struct PvCleanupRule: Rule {
                          ("uninstall", "true: uninstall each tools package at first boot, unattended (MSI packages and those with a "
                             + "QuietUninstallString; others stay a warning); default false: report only")]),
         make: { p, _ in
-            try p.only(["platforms", "uninstall"], rule: "pv-cleanup")
+            try p.only(["platforms", "uninstall"], rule: Self.id)
             let names = try p.strings("platforms", default: platforms.map(\.name))
             let chosen = try names.map { n in
                 guard let pl = platforms.first(where: { $0.name == n }) else {

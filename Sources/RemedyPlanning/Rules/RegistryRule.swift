@@ -144,7 +144,7 @@ public struct RegistryRule: Rule {
             if reportOnly {
                 let found = edit.changes.map { "\($0.name ?? "")=\($0.before.map { "\($0)" } ?? "(absent)")" }.joined(separator: ", ")
                 let wanted = edit.changes.map { "\($0.name ?? "")=\($0.after.map { "\($0)" } ?? "(absent)")" }.joined(separator: ", ")
-                result.findings.append(Finding(id: id, rule: id, severity: .warning, message: "\(summary)\(whereText): \(hive.rawValue)\\\(path) differs",
+                result.findings.append(Finding(id: FindingID(id), rule: id, severity: .warning, message: "\(summary)\(whereText): \(hive.rawValue)\\\(path) differs",
                                                measured: found, requirement: wanted))
             } else {
                 result.actions.append(Action(rule: id, description: summary + whereText, target: cs?.name, changes: edit.changes))

@@ -1,7 +1,9 @@
 /// `remote-access`: Remote Desktop is enabled and reachable, so the
 /// instance can be managed once it boots on the cloud.
 public struct RemoteAccessRule: Rule {
-    public let id = "remote-access"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "remote-access"
+    public var id: String { Self.id }
 
     public enum NLA: String, Sendable { case required, disabled, keep }
     public var nla: NLA
@@ -12,7 +14,7 @@ public struct RemoteAccessRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "remote-access",
+            id: Self.id,
             summary: "Enable Remote Desktop: connections allowed, TermService not disabled, the inbox firewall rules active, NLA as the policy says.",
             checks: "ControlSet00N\\Control\\Terminal Server fDenyTSConnections; ...\\WinStations\\RDP-Tcp UserAuthentication; "
                 + "Services\\TermService Start; Services\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules values "
@@ -27,7 +29,7 @@ public struct RemoteAccessRule: Rule {
             parameters: [("nla", "required, disabled or keep (default keep): Network Level Authentication"),
                          ("firewall", "true (default) enables the inbox Remote Desktop firewall rules")]),
         make: { p, _ in
-            try p.only(["nla", "firewall"], rule: "remote-access")
+            try p.only(["nla", "firewall"], rule: Self.id)
             let nla = NLA(rawValue: try p.string("nla", default: "keep", oneOf: ["required", "disabled", "keep"]))!
             return RemoteAccessRule(nla: nla, firewall: try p.bool("firewall", default: true))
         })

@@ -6,11 +6,13 @@
 /// manager, the instance does not boot, or boots something else. The fix is a copy of
 /// `\EFI\Microsoft\Boot\bootmgfw.efi` onto it, on the ESP (virt-v2v does the same for Windows guests).
 public struct UefiFallbackRule: Rule {
-    public let id = "uefi-fallback"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "uefi-fallback"
+    public var id: String { Self.id }
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "uefi-fallback",
+            id: Self.id,
             summary: "Make the ESP's fallback boot loader (\\EFI\\Boot\\bootx64.efi, bootia32.efi on 32-bit) a copy of the Windows Boot Manager.",
             checks: "UEFI images only: on the EFI system partition, the SHA-256 of \\EFI\\Microsoft\\Boot\\bootmgfw.efi and of "
                 + "\\EFI\\Boot\\bootx64.efi (bootia32.efi for 32-bit Windows).",
@@ -23,7 +25,7 @@ public struct UefiFallbackRule: Rule {
                 + "older or foreign loader; the instance then does not boot. virt-v2v copies bootmgfw.efi there for the same reason.",
             parameters: []),
         make: { p, _ in
-            try p.only([], rule: "uefi-fallback")
+            try p.only([], rule: Self.id)
             return UefiFallbackRule()
         })
 
@@ -32,10 +34,10 @@ public struct UefiFallbackRule: Rule {
     public func requirements(for os: OSFacts) -> [RegistryRequirement] { [] }
 
     /// The fallback loader this Windows' firmware starts.
-    static func fallback(arch: String) -> String { arch == "i386" ? ESPFacts.fallbackIA32 : ESPFacts.fallbackX64 }
+    static func fallback(arch: Architecture) -> String { arch == .i386 ? ESPFacts.fallbackIA32 : ESPFacts.fallbackX64 }
 
     public func evaluate(_ facts: ImageFacts) -> RuleResult {
-        guard facts.os.firmware == "uefi", let esp = facts.volume.esp, let manager = esp.file(ESPFacts.bootManager) else {
+        guard facts.os.firmware == .uefi, let esp = facts.volume.esp, let manager = esp.file(ESPFacts.bootManager) else {
             return RuleResult()   // BIOS, or no ESP with the boot manager on this disk (image-acceptance reports boot-partition)
         }
         let wanted = Self.fallback(arch: facts.os.arch)

@@ -8,7 +8,9 @@ import RegistryFormat
 /// ``VirtioWin``, and the INF's `[Manufacturer]` models and `AddService`
 /// directives give the hardware IDs and the service entries.
 public struct VirtioDriversRule: Rule {
-    public let id = "virtio-drivers"
+    /// The id a policy names this rule by, declared here once.
+    public static let id = "virtio-drivers"
+    public var id: String { Self.id }
     /// INF names (without `.inf`) to inject, from those the chosen directory has.
     public var drivers: [String]
     /// A missing `--virtio-win` blocks instead of warning.
@@ -20,7 +22,7 @@ public struct VirtioDriversRule: Rule {
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
-            id: "virtio-drivers",
+            id: Self.id,
             summary: "Inject VirtIO drivers from virtio-win (--virtio-win ISO or tree), derived from their INF files: storage drivers "
                 + "boot-start, the rest installed at first boot with pnputil.",
             checks: "The virtio-win directory for the inspected Windows (version, server/client, build, architecture: 2k8, 2k8R2, "
@@ -46,7 +48,7 @@ public struct VirtioDriversRule: Rule {
             ]),
         manifests: ["virtio-win"],
         make: { p, inputs in
-            try p.only(["drivers", "required"], rule: "virtio-drivers")
+            try p.only(["drivers", "required"], rule: Self.id)
             return VirtioDriversRule(drivers: try p.strings("drivers", default: defaultDrivers).map { $0.lowercased() },
                                      required: try p.bool("required", default: false),
                                      knownIssues: inputs.manifests["virtio-win"]?.knownIssues ?? [])
@@ -70,7 +72,7 @@ public struct VirtioDriversRule: Rule {
 
     /// The DriverStore label of a package: `<inf>_<arch>_<16 hex digits of the INF's SHA-256>`, the shape Windows uses.
     static func label(_ p: DriverPackage, _ os: OSFacts) -> String {
-        "\(p.inf.name)_\(os.arch == "i386" ? "x86" : "amd64")_\(p.infSHA256.prefix(16))"
+        "\(p.inf.name)_\(os.arch.windowsName)_\(p.infSHA256.prefix(16))"
     }
 
     public func requirements(for os: OSFacts) -> [RegistryRequirement] { requirements(for: os, payloads: PayloadFacts()) }
@@ -146,7 +148,7 @@ public struct VirtioDriversRule: Rule {
                 || WindowsKeys.start(facts, os.currentControlSet, "vioscsi") == UInt64(ServiceStart.boot)
             if !has {
                 result.findings.append(Finding(
-                    id: "virtio-win-missing", rule: id, severity: required ? .blocker : .warning,
+                    id: .virtioWinMissing, rule: id, severity: required ? .blocker : .warning,
                     message: "the image has no VirtIO storage driver and no virtio-win was given (--virtio-win PATH or REMEDY_VIRTIO_WIN): "
                         + "it can only boot from an IDE disk (hw_disk_bus=ide), slowly; give the virtio-win ISO or tree to inject the drivers",
                     measured: "no viostor/vioscsi", requirement: "VirtIO storage driver"))
@@ -161,7 +163,7 @@ public struct VirtioDriversRule: Rule {
                 if updates.contains(where: { kb in installed.contains { $0.contains(kb.uppercased()) } }) { continue }
             }
             result.findings.append(Finding(
-                id: "virtio-win-known-issue", rule: id, severity: issue.severity == "blocker" ? .blocker : .warning,
+                id: .virtioWinKnownIssue, rule: id, severity: issue.severity == "blocker" ? .blocker : .warning,
                 message: issue.message + (issue.reference.map { " (\($0))" } ?? ""),
                 measured: "virtio-win \(virtio.selected) driver version \(virtio.driverVersion)", requirement: issue.unlessUpdates?.joined(separator: " or ")))
         }
@@ -591,8 +593,8 @@ public struct VirtioDriversRule: Rule {
     /// as `DriverDatabase\Architecture`), `00`, four zero bytes, the setup class GUID (Windows' mixed-endian byte
     /// order), the DriverVer date as a FILETIME (midnight UTC), the DriverVer version as four 16-bit words (least
     /// significant first: a DWORDLONG `major<<48 | minor<<32 | build<<16 | revision`), eight zero bytes.
-    static func versionBlob(classGUID: String, date: String, version: String, arch: String) -> [UInt8] {
-        var out: [UInt8] = [0x00, 0xFF, arch == "i386" ? 0x00 : 0x09, 0x00, 0x00, 0x00, 0x00, 0x00] + guidBytes(classGUID)
+    static func versionBlob(classGUID: String, date: String, version: String, arch: Architecture) -> [UInt8] {
+        var out: [UInt8] = [0x00, 0xFF, arch == .i386 ? 0x00 : 0x09, 0x00, 0x00, 0x00, 0x00, 0x00] + guidBytes(classGUID)
         out += le64(fileTime(date) ?? 0)
         let parts = version.split(separator: ".").map { UInt64($0) ?? 0 } + [0, 0, 0, 0]
         out += le64(parts[0] << 48 | (parts[1] & 0xFFFF) << 32 | (parts[2] & 0xFFFF) << 16 | (parts[3] & 0xFFFF))
