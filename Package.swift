@@ -12,6 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // C libraries, found with pkg-config.
@@ -19,8 +20,8 @@ let package = Package(
         .systemLibrary(name: "CHivex", pkgConfig: "hivex", providers: [.apt(["libhivex-dev"])]),
 
         // Safe Swift wrappers: nothing above these sees a C pointer.
-        .target(name: "Guestfs", dependencies: ["CGuestfs"]),
-        .target(name: "Hivex", dependencies: ["CHivex", "RegistryFormat"]),
+        .target(name: "Guestfs", dependencies: ["CGuestfs", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "Hivex", dependencies: ["CHivex", "RegistryFormat", .product(name: "SystemPackage", package: "swift-system")]),
 
         // Registry values and the registry file format in pure Swift: base blocks, checksums, transaction logs and
         // their replay. It parses untrusted bytes on the host, so it never trusts a field (and is fuzzed).
@@ -28,14 +29,29 @@ let package = Package(
 
         // Facts in, plan out: facts, plan, policy model, rules, virtio-win drivers (INF), planner, renderers. Pure:
         // it cannot import Guestfs or Hivex, and reads no file (the engine loads every input beforehand).
-        .target(name: "RemedyPlanning", dependencies: ["RegistryFormat", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(
+            name: "RemedyPlanning",
+            dependencies: [
+                "RegistryFormat", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
 
         // The engine: images, the appliance, inspection, loading policies and payloads, apply, rollback, batch.
-        .target(name: "RemedyCore", dependencies: ["RemedyPlanning", "Guestfs", "Hivex", "RegistryFormat", "Yams"]),
+        .target(
+            name: "RemedyCore",
+            dependencies: [
+                "RemedyPlanning", "Guestfs", "Hivex", "RegistryFormat", "Yams",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
 
         // The test kit: phony Windows images and hives built from declarative descriptions, a fake virtio-win, the
         // fuzz harness. Linked by the tests and remedy-dev only, never by the shipped remedy.
-        .target(name: "RemedyFixtures", dependencies: ["RemedyCore", "RegistryFormat", "Guestfs", "Hivex"]),
+        .target(
+            name: "RemedyFixtures",
+            dependencies: ["RemedyCore", "RegistryFormat", "Guestfs", "Hivex", .product(name: "SystemPackage", package: "swift-system")]
+        ),
 
         // The command line's commands (plan, apply, rollback, batch, report, convert, hive, policies, explain).
         .target(
@@ -43,6 +59,7 @@ let package = Package(
             dependencies: [
                 "RemedyCore", "RegistryFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
 
@@ -55,6 +72,7 @@ let package = Package(
             dependencies: [
                 "RemedyCLI", "RemedyCore", "RemedyFixtures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
 

@@ -98,10 +98,6 @@ public final class Guestfs {
         return result
     }
 
-    private func pairs(_ list: [String]) -> [(String, String)] {
-        stride(from: 0, to: list.count - 1, by: 2).map { (list[$0], list[$0 + 1]) }
-    }
-
     /// Sleeps in the appliance (a call that takes as long as asked: used to test deadlines).
     public func sleep(_ seconds: Int) throws { try call("sleep") { guestfs_sleep($0, Int32(seconds)) } }
 
@@ -124,22 +120,9 @@ public final class Guestfs {
         try call("set_memsize") { guestfs_set_memsize($0, Int32(mib)) }
     }
 
-    public func setSMP(_ cpus: Int) throws {
-        try call("set_smp") { guestfs_set_smp($0, Int32(cpus)) }
-    }
-
     /// Extra text appended to the appliance kernel command line.
     public func setAppend(_ append: String) throws {
         try call("set_append") { guestfs_set_append($0, append) }
-    }
-
-    /// The appliance's working files live here (its sockets, overlays).
-    public func setTmpdir(_ path: String) throws {
-        try call("set_tmpdir") { guestfs_set_tmpdir($0, path) }
-    }
-
-    public func setCachedir(_ path: String) throws {
-        try call("set_cachedir") { guestfs_set_cachedir($0, path) }
     }
 
     /// Adds a disk image. `format` should always be given for untrusted
@@ -184,10 +167,6 @@ public final class Guestfs {
         try call("set_trace") { guestfs_set_trace($0, on ? 1 : 0) }
     }
 
-    public func backend() throws -> String {
-        try string("get_backend") { guestfs_get_backend($0) }
-    }
-
     // MARK: - Inspection
 
     /// Inspects every filesystem; returns the root devices of the operating systems found.
@@ -195,33 +174,15 @@ public final class Guestfs {
         try stringList("inspect_os") { guestfs_inspect_os($0) }
     }
 
-    public func inspectType(_ root: String) throws -> String { try string("inspect_get_type") { guestfs_inspect_get_type($0, root) } }
-    public func inspectDistro(_ root: String) throws -> String { try string("inspect_get_distro") { guestfs_inspect_get_distro($0, root) } }
     public func inspectProductName(_ root: String) throws -> String { try string("inspect_get_product_name") { guestfs_inspect_get_product_name($0, root) } }
-    public func inspectProductVariant(_ root: String) throws -> String { try string("inspect_get_product_variant") { guestfs_inspect_get_product_variant($0, root) } }
     public func inspectArch(_ root: String) throws -> String { try string("inspect_get_arch") { guestfs_inspect_get_arch($0, root) } }
     public func inspectHostname(_ root: String) throws -> String { try string("inspect_get_hostname") { guestfs_inspect_get_hostname($0, root) } }
     public func inspectMajorVersion(_ root: String) throws -> Int { Int(try call("inspect_get_major_version") { guestfs_inspect_get_major_version($0, root) }) }
     public func inspectMinorVersion(_ root: String) throws -> Int { Int(try call("inspect_get_minor_version") { guestfs_inspect_get_minor_version($0, root) }) }
-    public func inspectWindowsSystemroot(_ root: String) throws -> String { try string("inspect_get_windows_systemroot") { guestfs_inspect_get_windows_systemroot($0, root) } }
     public func inspectWindowsCurrentControlSet(_ root: String) throws -> String { try string("inspect_get_windows_current_control_set") { guestfs_inspect_get_windows_current_control_set($0, root) } }
-    public func inspectWindowsSystemHive(_ root: String) throws -> String { try string("inspect_get_windows_system_hive") { guestfs_inspect_get_windows_system_hive($0, root) } }
-    public func inspectWindowsSoftwareHive(_ root: String) throws -> String { try string("inspect_get_windows_software_hive") { guestfs_inspect_get_windows_software_hive($0, root) } }
-
-    /// Mount points of an inspected root, sorted so parents come before children.
-    public func inspectMountpoints(_ root: String) throws -> [(mountpoint: String, device: String)] {
-        pairs(try stringList("inspect_get_mountpoints") { guestfs_inspect_get_mountpoints($0, root) })
-            .map { (mountpoint: $0.0, device: $0.1) }
-            .sorted { $0.mountpoint.count < $1.mountpoint.count }
-    }
 
     public func listDevices() throws -> [String] { try stringList("list_devices") { guestfs_list_devices($0) } }
     public func listPartitions() throws -> [String] { try stringList("list_partitions") { guestfs_list_partitions($0) } }
-
-    /// Every filesystem found, with its type (`ntfs`, `vfat`, `unknown`, ...).
-    public func listFilesystems() throws -> [(device: String, type: String)] {
-        pairs(try stringList("list_filesystems") { guestfs_list_filesystems($0) }).map { (device: $0.0, type: $0.1) }
-    }
 
     public func vfsType(_ device: String) throws -> String { try string("vfs_type") { guestfs_vfs_type($0, device) } }
     public func blockdevSize(_ device: String) throws -> Int64 { try call64("blockdev_getsize64") { guestfs_blockdev_getsize64($0, device) } }
@@ -264,8 +225,6 @@ public final class Guestfs {
         defer { free(p) }
         return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
     }
-    /// Moves a guest file (across directories of one filesystem, a rename).
-    public func mv(_ source: String, _ destination: String) throws { try call("mv") { guestfs_mv($0, source, destination) } }
     public func touch(_ path: String) throws { try call("touch") { guestfs_touch($0, path) } }
     public func rmRf(_ path: String) throws { try call("rm_rf") { guestfs_rm_rf($0, path) } }
     public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }
@@ -330,34 +289,12 @@ public final class Guestfs {
         defer { cStrings.forEach { free($0) } }
         return try string("debug") { h in cStrings.withUnsafeBufferPointer { guestfs_debug(h, subcmd, $0.baseAddress) } }
     }
-    /// Sets an extended attribute of a guest file, not following symlinks.
-    public func lsetxattr(_ path: String, _ name: String, _ value: [UInt8]) throws {
-        try call("lsetxattr") { h in
-            value.withUnsafeBufferPointer { buf in
-                buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(buf.count, 1)) {
-                    guestfs_lsetxattr(h, name, $0, Int32(buf.count), path)
-                }
-            }
-        }
-    }
 
     // MARK: - Building disks (used by the fixtures)
 
     public func partInit(_ device: String, type: String) throws { try call("part_init") { guestfs_part_init($0, device, type) } }
     public func partAdd(_ device: String, kind: String = "p", startSector: Int64, endSector: Int64) throws {
         try call("part_add") { guestfs_part_add($0, device, kind, startSector, endSector) }
-    }
-    public func partSetBootable(_ device: String, partition: Int, bootable: Bool) throws {
-        try call("part_set_bootable") { guestfs_part_set_bootable($0, device, Int32(partition), bootable ? 1 : 0) }
-    }
-    public func partSetGPTType(_ device: String, partition: Int, guid: String) throws {
-        try call("part_set_gpt_type") { guestfs_part_set_gpt_type($0, device, Int32(partition), guid) }
-    }
-    public func partSetGPTGUID(_ device: String, partition: Int, guid: String) throws {
-        try call("part_set_gpt_guid") { guestfs_part_set_gpt_guid($0, device, Int32(partition), guid) }
-    }
-    public func partSetMBRID(_ device: String, partition: Int, id: Int) throws {
-        try call("part_set_mbr_id") { guestfs_part_set_mbr_id($0, device, Int32(partition), Int32(id)) }
     }
     public func mkfs(_ type: String, _ device: String, label: String? = nil) throws {
         try call("mkfs") { h in

@@ -1,5 +1,6 @@
 import CHivex
 import Glibc
+import SystemPackage
 // The values a hive holds are RegistryFormat's (pure) types; users of Hivex see them as before.
 @_exported import enum RegistryFormat.RegistryValue
 @_exported import enum RegistryFormat.RegistryValueType
@@ -10,10 +11,10 @@ import Glibc
 public struct HivexError: Error, CustomStringConvertible, Sendable, Equatable {
     public var function: String
     public var path: String
-    public var errno: Int32
+    public var errno: Errno
     public var detail: String?
 
-    public init(function: String, path: String, errno: Int32, detail: String? = nil) {
+    public init(function: String, path: String, errno: Errno, detail: String? = nil) {
         self.function = function
         self.path = path
         self.errno = errno
@@ -23,7 +24,7 @@ public struct HivexError: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String {
         var s = "hivex_\(function) on \(path): "
         if let detail { s += detail + ": " }
-        s += String(cString: strerror(errno))
+        s += errno.description
         return s
     }
 }
@@ -52,8 +53,8 @@ public final class Hive {
         if unsafe { flags |= HIVEX_OPEN_UNSAFE }
         errno = 0
         guard let h = hivex_open(path, flags) else {
-            let e = errno
-            throw HivexError(function: "open", path: path, errno: e == 0 ? EINVAL : e, detail: "not a valid registry hive")
+            let e = Errno(rawValue: Glibc.errno)
+            throw HivexError(function: "open", path: path, errno: e.rawValue == 0 ? .invalidArgument : e, detail: "not a valid registry hive")
         }
         handle = h
     }
@@ -69,13 +70,13 @@ public final class Hive {
     }
 
     private func h(_ function: String) throws -> OpaquePointer {
-        guard let h = handle else { throw HivexError(function: function, path: path, errno: EBADF, detail: "hive is closed") }
+        guard let h = handle else { throw HivexError(function: function, path: path, errno: .badFileDescriptor, detail: "hive is closed") }
         return h
     }
 
     private func fail(_ function: String, _ detail: String? = nil) -> HivexError {
-        let e = errno
-        return HivexError(function: function, path: path, errno: e == 0 ? EINVAL : e, detail: detail)
+        let e = Errno(rawValue: Glibc.errno)
+        return HivexError(function: function, path: path, errno: e.rawValue == 0 ? .invalidArgument : e, detail: detail)
     }
 
     // MARK: - Reading
@@ -181,7 +182,7 @@ public final class Hive {
     /// hashes and orders them differently from Windows (which uses uppercase UTF-16).
     public func addChild(to parent: HiveNode, named name: String) throws -> HiveNode {
         guard !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.isASCII && $0 != "\\" }) else {
-            throw HivexError(function: "node_add_child", path: path, errno: EINVAL,
+            throw HivexError(function: "node_add_child", path: path, errno: .invalidArgument,
                              detail: "refusing to create key \(name): only ASCII key names are written (hivex would hash others differently from Windows)")
         }
         let h = try h("node_add_child")
@@ -218,7 +219,7 @@ public final class Hive {
     /// type number and bytes.
     public func setRawValues(of node: HiveNode, _ values: [RawHiveValue]) throws {
         if let big = values.first(where: { $0.data.count > Self.maxValueBytes }) {
-            throw HivexError(function: "node_set_values", path: path, errno: EFBIG,
+            throw HivexError(function: "node_set_values", path: path, errno: .fileTooLarge,
                              detail: "value \(big.name) holds \(big.data.count) bytes, over the \(Self.maxValueBytes) bytes one cell may hold without big-data records, which hivex does not write")
         }
         let h = try h("node_set_values")

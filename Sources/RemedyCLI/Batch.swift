@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Synchronization
 import RemedyCore
+import SystemPackage
 
 extension Remedy {
     struct Batch: ParsableCommand {
@@ -126,7 +127,7 @@ extension Remedy {
             let tmp = path + ".tmp-\(getpid())"
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: tmp))
             guard rename(tmp, path) == 0 else {
-                throw RemedyError(.writeFailed, "cannot write the report \(path): \(String(cString: strerror(errno)))")
+                throw RemedyError(.writeFailed, "cannot write the report \(path): \(Errno.last)")
             }
         }
 
@@ -287,7 +288,7 @@ final class Progress: Sendable {
         guard tty, s.total > 0 else { return }
         let elapsed = Date().timeIntervalSince(s.start)
         let eta = s.done > 0 ? Self.duration(elapsed / Double(s.done) * Double(s.total - s.done)) : "?"
-        let now = s.current.first.map { ($0 as NSString).lastPathComponent } ?? ""
+        let now = s.current.first.map { FilePath($0).lastComponent?.string ?? "" } ?? ""
         let line = "[\(s.done)/\(s.total)] \(s.total > 0 ? s.done * 100 / s.total : 100)%  ETA \(eta)  \(now)\(s.current.count > 1 ? " +\(s.current.count - 1)" : "")"
         FileHandle.standardError.write(Data(("\r\u{1B}[K" + TerminalText.escape(line)).utf8))
     }

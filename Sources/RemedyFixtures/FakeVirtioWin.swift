@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SystemPackage
 
 /// A stand-in for the virtio-win driver distribution: the real directory
 /// layouts (an unpacked ISO, and the packaged `/usr/share/virtio-win` tree),
@@ -236,7 +237,7 @@ public enum FakeVirtioWin {
     enum BlobKind { case pe, catalog, pdb, msi }
 
     static func content(of file: String, driver: String, os: String, arch: String, version: String, date: String) -> Data {
-        let ext = (file as NSString).pathExtension.lowercased()
+        let ext = (FilePath(file).extension ?? "").lowercased()
         let what = "\(file) of \(driver) for \(os)/\(arch), version \(version)"
         switch ext {
         case "inf": return Data(inf(infBaseName(ofDriver: driver), arch: arch, osDirectory: os,

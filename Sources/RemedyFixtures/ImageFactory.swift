@@ -4,6 +4,7 @@ import Guestfs
 import Hivex
 import RegistryFormat
 import RemedyCore
+import SystemPackage
 
 /// What goes on a phony disk.
 public enum PhonyDisk: Sendable {
@@ -64,7 +65,7 @@ public enum ImageFactory {
         for (i, r) in requests.enumerated() {
             let raw = r.format == .raw ? r.path : "\(work)/disk\(i).raw"
             try? fm.removeItem(atPath: raw)
-            let parent = (r.path as NSString).deletingLastPathComponent
+            let parent = FilePath(r.path).removingLastComponent().string
             if !parent.isEmpty { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) }
             guard fm.createFile(atPath: raw, contents: nil) else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: raw]) }
             let mib: Int
@@ -159,7 +160,7 @@ public enum ImageFactory {
         }
         try g.write("/Windows/System32/cmd.exe", MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386))
         for (path, bytes) in w.stateFiles.sorted(by: { $0.key < $1.key }) {
-            try g.mkdirP((path as NSString).deletingLastPathComponent)
+            try g.mkdirP(FilePath(path).removingLastComponent().string)
             try g.write(path, bytes)
         }
         if w.firmware == .bios && !w.states.contains(.bootOnOtherDisk) {

@@ -3,6 +3,7 @@ import Foundation
 import RemedyCLI
 import RemedyCore
 import RemedyFixtures
+import SystemPackage
 
 extension RemedyDev {
     struct Demo: ParsableCommand {
@@ -29,7 +30,7 @@ extension RemedyDev {
                 throw fail(error, image: output, format: .text)
             }
             // A fake virtio-win and Cloudbase-Init MSI (real layout and INF text, placeholder binaries) show the driver and payload steps.
-            let dir = (output as NSString).deletingLastPathComponent.isEmpty ? "." : (output as NSString).deletingLastPathComponent
+            let dir = FilePath(output).removingLastComponent().string.isEmpty ? "." : FilePath(output).removingLastComponent().string
             let virtio = dir + "/virtio-win"
             let msi = dir + "/CloudbaseInitSetup_x64.msi"
             try FakeVirtioWin.write(at: virtio, layout: .isoTree, osDirectories: ["2k16"])

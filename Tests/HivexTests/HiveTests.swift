@@ -153,7 +153,7 @@ func tempDir() throws -> String {
             try hive.setValue(of: node, HiveValue(name: "TooBig", value: .binary([UInt8](repeating: 1, count: Hive.maxValueBytes + 1))))
             Issue.record("a value over one cell was written")
         } catch let e as HivexError {
-            #expect(e.errno == EFBIG && e.description.contains("big-data"), "\(e)")
+            #expect(e.errno.rawValue == EFBIG && e.description.contains("big-data"), "\(e)")
         }
         #expect(throws: HivexError.self) { try hive.addChild(to: node, named: "Clé") }
         #expect(throws: HivexError.self) { try hive.ensureNode(at: "Software\\Ключ") }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Guestfs
+import SystemPackage
 
 /// How the appliance VM is accelerated.
 public enum Acceleration: String, Sendable, Codable, CaseIterable {
@@ -125,7 +126,7 @@ struct AccelerationCache: Codable {
         e.dateEncodingStrategy = .iso8601
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         guard let data = try? e.encode(self) else { return }
-        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(atPath: FilePath(path).removingLastComponent().string, withIntermediateDirectories: true)
         let tmp = path + ".\(getpid()).tmp"
         if FileManager.default.createFile(atPath: tmp, contents: data) { _ = Foundation.rename(tmp, path) }
     }

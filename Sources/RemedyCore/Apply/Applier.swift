@@ -2,6 +2,7 @@ import Foundation
 import Guestfs
 import Hivex
 import RegistryFormat
+import SystemPackage
 
 public enum RemedyVersion {
     public static let current = "0.1.0-dev"
@@ -71,7 +72,7 @@ public enum Applier {
                 report.backups[hive.rawValue] = backup
                 // A recovered hive's logs are stale once the recovered hive is in place: they are kept in the backup.
                 if let info = session.integrity[hive], info.dirty {
-                    for log in info.logs { report.movedLogs[log] = "\(backupDir)/\((log as NSString).lastPathComponent)" }
+                    for log in info.logs { report.movedLogs[log] = "\(backupDir)/\(GuestPath.name(log))" }
                 }
                 let temp = target + ".remedy-new"
                 try g.upload(newFile, to: temp)
@@ -203,10 +204,10 @@ public enum Applier {
         var below: [String: [String]] = [:]
         for path in paths {
             var top: String?
-            var dir = (path as NSString).deletingLastPathComponent
+            var dir = GuestPath.parent(path)
             while dir.count > 1, newDirectories.contains(dir) {
                 top = dir
-                dir = (dir as NSString).deletingLastPathComponent
+                dir = GuestPath.parent(dir)
             }
             if let top { below[top, default: []].append(path) }
         }
@@ -274,7 +275,7 @@ public enum Applier {
         try session.remountWritable()
         for (i, local) in kept.sorted(by: { $0.key < $1.key }) {
             let backup = "\(backupDir)/esp" + targets[i]
-            try g.mkdirP((backup as NSString).deletingLastPathComponent)
+            try g.mkdirP(GuestPath.parent(backup))
             try g.upload(local, to: backup)
             report.fileBackups["esp:" + targets[i]] = backup
         }
@@ -282,7 +283,7 @@ public enum Applier {
         try session.mountESP(esp.device, writable: true)
         for (i, c) in changes.enumerated() {
             let target = targets[i]
-            try g.mkdirP((target as NSString).deletingLastPathComponent)
+            try g.mkdirP(GuestPath.parent(target))
             let temp = target + ".remedy-new"
             try g.cp(sources[i], temp)
             guard try g.checksum("sha256", temp) == c.sha256 else {
@@ -402,12 +403,12 @@ public enum Applier {
                 security.append(FileSecurity.keeping("\(staging)/\(i)", original: original, as: targets[i], directory: false, os: session.os))
             }
             for i in staged {
-                let parent = (targets[i] as NSString).deletingLastPathComponent
+                let parent = GuestPath.parent(targets[i])
                 guard session.guestDirectories.listing(parent) == nil, !created.contains(parent) else { continue }
                 var dir = parent
                 while !dir.isEmpty, dir != "/", session.guestDirectories.listing(dir) == nil, !created.contains(dir) {
                     created.append(dir)
-                    dir = (dir as NSString).deletingLastPathComponent
+                    dir = GuestPath.parent(dir)
                 }
                 try g.mkdirP(parent)
             }
@@ -418,7 +419,7 @@ public enum Applier {
             let target = targets[i]
             if c.before != nil {
                 let backup = "\(backupDir)/files" + target
-                try g.mkdirP((backup as NSString).deletingLastPathComponent)
+                try g.mkdirP(GuestPath.parent(backup))
                 try g.cp(target, backup)
                 report.fileBackups[target] = backup
             }
@@ -518,11 +519,11 @@ public enum Applier {
         }
         BaseBlock.seal(&bytes, sequence: max(base.primarySequence, above &+ 1))
         let fd = open(path, O_WRONLY)
-        guard fd >= 0 else { throw RemedyError(.writeFailed, image: image, "cannot reopen the edited \(name.rawValue) hive: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw RemedyError(.writeFailed, image: image, "cannot reopen the edited \(name.rawValue) hive: \(Errno.last)") }
         defer { close(fd) }
         let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, BaseBlock.size, 0) }
         guard written == BaseBlock.size, fsync(fd) == 0 else {
-            throw RemedyError(.writeFailed, image: image, "cannot seal the edited \(name.rawValue) hive: \(String(cString: strerror(errno)))")
+            throw RemedyError(.writeFailed, image: image, "cannot seal the edited \(name.rawValue) hive: \(Errno.last)")
         }
     }
 

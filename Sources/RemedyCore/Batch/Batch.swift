@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SystemPackage
 
 /// One image's outcome in a batch.
 public struct BatchEntry: Sendable, Equatable, Codable {
@@ -398,10 +399,10 @@ public final class BatchRunner: Sendable {
             var f = format ?? OutputTarget.format(forExtension: path) ?? source
             if f == .qcow { f = .qcow2 }
             if format != nil || OutputTarget.format(forExtension: path) == nil {
-                rel = (rel as NSString).deletingPathExtension + "." + (f == .raw ? "raw" : f.rawValue)
+                rel = FilePath(rel).removingExtension + "." + (f == .raw ? "raw" : f.rawValue)
             }
             let target = out + "/" + rel
-            try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try? FileManager.default.createDirectory(atPath: FilePath(target).removingLastComponent().string, withIntermediateDirectories: true)
             return OutputTarget(path: target, format: f)
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Guestfs
+import SystemPackage
 
 /// A developer hook for the crash and failure tests: `REMEDY_FAULT` names points of apply where remedy dies or fails
 /// on purpose. Unset (the only setting users have), it does nothing. Comma-separated entries:
@@ -61,7 +62,7 @@ public enum Fault {
     /// A point where a hostile image could make an appliance call hang (`hang:<point>:<image file name>`): the
     /// call is made, under the call deadline like every other.
     static func hang(_ point: String, image: String, guestfs g: Guestfs) throws {
-        guard enabled, spec.contains(where: { $0.action == "hang" && $0.point == point && $0.image == (image as NSString).lastPathComponent }) else { return }
+        guard enabled, spec.contains(where: { $0.action == "hang" && $0.point == point && $0.image == (FilePath(image).lastComponent?.string ?? "") }) else { return }
         try g.sleep(600)
     }
 

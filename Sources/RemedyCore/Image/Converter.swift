@@ -1,4 +1,5 @@
 import Foundation
+import SystemPackage
 
 /// `remedy convert`: a disk image to RAW or QCOW2 with qemu-img, the input
 /// format detected from content (and refused when unsafe, as everywhere in
@@ -40,7 +41,7 @@ public enum Converter {
         }
         guard rename(temp, output) == 0 else {
             try? fm.removeItem(atPath: temp)
-            throw RemedyError(.writeFailed, image: input, "cannot rename the converted image to \(output): \(String(cString: strerror(errno)))")
+            throw RemedyError(.writeFailed, image: input, "cannot rename the converted image to \(output): \(Errno.last)")
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SystemPackage
 
 extension DiskFormat {
     /// Reads the file's header (and footer) to tell its format. Refuses
@@ -12,7 +13,7 @@ extension DiskFormat {
     /// The same for a disk stored as a byte range of a file (a member of an OVA's tar).
     static func detect(path: String, offset base: UInt64, length: UInt64?) throws -> DiskFormat {
         guard let fh = FileHandle(forReadingAtPath: path) else {
-            throw RemedyError(.imageUnreadable, image: path, "cannot open the file for reading: \(String(cString: strerror(errno)))")
+            throw RemedyError(.imageUnreadable, image: path, "cannot open the file for reading: \(Errno.last)")
         }
         defer { try? fh.close() }
         let size = length ?? ((try? fh.seekToEnd()) ?? 0)

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 #if canImport(FoundationXML)
 import FoundationXML
+import SystemPackage
 #endif
 
 /// An image given as an OVF package: a `.ova` (a tar of the `.ovf`
@@ -28,7 +29,7 @@ public struct ImageSource: Sendable {
         case ova, ovf
         /// By extension: an OVA or OVF is named so (the content of a disk decides its format, not this).
         public init?(path: String) {
-            switch (path as NSString).pathExtension.lowercased() {
+            switch (FilePath(path).extension ?? "").lowercased() {
             case "ova": self = .ova
             case "ovf": self = .ovf
             default: return nil
@@ -60,11 +61,11 @@ public struct ImageSource: Sendable {
     /// Reads an OVA or OVF: members, manifest, descriptor, system disk.
     public static func resolve(_ path: String, kind: Kind) throws -> ImageSource {
         guard let c = realpath(path, nil) else {
-            throw RemedyError(.imageNotFound, image: path, "cannot resolve the path: \(String(cString: strerror(errno)))")
+            throw RemedyError(.imageNotFound, image: path, "cannot resolve the path: \(Errno.last)")
         }
         let canonical = String(cString: c)
         free(c)
-        let dir = (canonical as NSString).deletingLastPathComponent
+        let dir = FilePath(canonical).removingLastComponent().string
         // name -> where its bytes are: (file, offset, size)
         var files: [String: (file: String, offset: UInt64, size: UInt64)] = [:]
         let descriptorName: String
@@ -76,7 +77,7 @@ public struct ImageSource: Sendable {
             descriptorName = first.name
             for m in members { files[m.name] = (canonical, m.offset, m.size) }
         } else {
-            descriptorName = (canonical as NSString).lastPathComponent
+            descriptorName = (FilePath(canonical).lastComponent?.string ?? "")
             files[descriptorName] = (canonical, 0, fileSize(canonical))
         }
         /// A file of the package: a member of the OVA, or a regular file beside the OVF (a plain name only).
@@ -96,7 +97,7 @@ public struct ImageSource: Sendable {
         let descriptor = try read(try locate(descriptorName), image: path, what: descriptorName)
 
         // Manifest: every digest line checked; a mismatch names the file.
-        let manifestName = (descriptorName as NSString).deletingPathExtension + ".mf"
+        let manifestName = FilePath(descriptorName).removingExtension + ".mf"
         var manifestChecked: [String] = []
         if kind == .ova ? files[manifestName] != nil : FileManager.default.fileExists(atPath: dir + "/" + manifestName) {
             let text = String(decoding: try read(try locate(manifestName), image: path, what: manifestName), as: UTF8.self)
@@ -232,7 +233,7 @@ final class WorkDirectory: Sendable {
             if let path { return path }
             var template = Array((NSTemporaryDirectory() + "/remedy-ova-XXXXXX").utf8CString)
             guard let p = mkdtemp(&template) else {
-                throw RemedyError(.hostFailed, image: image, "cannot make a temporary directory: \(String(cString: strerror(errno)))")
+                throw RemedyError(.hostFailed, image: image, "cannot make a temporary directory: \(Errno.last)")
             }
             let made = String(cString: p)
             path = made

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SystemPackage
 
 /// Where `apply --output` writes, and in which format (qemu's name).
 public struct OutputTarget: Sendable, Equatable {
@@ -16,7 +17,7 @@ public struct OutputTarget: Sendable, Equatable {
 
     /// The format a file name asks for (`.raw`/`.img` raw, `.vhd` vhd, ...), or nil.
     public static func format(forExtension path: String) -> DiskFormat? {
-        switch (path as NSString).pathExtension.lowercased() {
+        switch (FilePath(path).extension ?? "").lowercased() {
         case "raw", "img": .raw
         case "qcow2": .qcow2
         case "vmdk": .vmdk
@@ -80,18 +81,18 @@ final class Overlay {
             let name = "blockdev" + absolutePath(image).replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
             return (blockDeviceStateDirectory, name)
         }
-        let dir = (image as NSString).deletingLastPathComponent
-        return (dir.isEmpty ? "." : dir, (image as NSString).lastPathComponent)
+        let dir = FilePath(image).removingLastComponent().string
+        return (dir.isEmpty ? "." : dir, (FilePath(image).lastComponent?.string ?? ""))
     }
 
     static var blockDeviceStateDirectory: String {
         let base = ProcessInfo.processInfo.environment["REMEDY_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/lib/remedy"
-        return (base as NSString).appendingPathComponent("block-devices")
+        return FilePath(base).appending("block-devices").string
     }
 
     /// The path made absolute against the working directory and tidied (`.`, `..`, `//`), symlinks left as given.
     static func absolutePath(_ path: String) -> String {
-        ((path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path) as NSString).standardizingPath
+        FilePath(path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path).lexicallyNormalized().string
     }
 
     static func isBlockDevice(_ path: String) -> Bool {
@@ -128,15 +129,15 @@ final class Overlay {
             path = overlayPath(beside: base)
             backing = absolutePath(base)
             do {
-                try fm.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                try fm.createDirectory(atPath: FilePath(path).removingLastComponent().string, withIntermediateDirectories: true,
                                        attributes: [.posixPermissions: 0o700])
             } catch {
                 throw RemedyError(.writeFailed, image: base, "cannot create remedy's state directory for block devices "
-                                  + "\((path as NSString).deletingLastPathComponent) (REMEDY_STATE_DIR): \(error.localizedDescription); the image is unchanged", cause: error)
+                                  + "\(FilePath(path).removingLastComponent().string) (REMEDY_STATE_DIR): \(error.localizedDescription); the image is unchanged", cause: error)
             }
         } else {
             path = overlayPath(beside: base)
-            backing = (base as NSString).lastPathComponent   // relative: the overlay lives beside its image
+            backing = (FilePath(base).lastComponent?.string ?? "")   // relative: the overlay lives beside its image
         }
         try? fm.removeItem(atPath: path)
         try QemuImg.run(["create", "-q", "-f", "qcow2", "-F", format.qemuName, "-b", backing, path], image: base)
@@ -180,14 +181,14 @@ final class Overlay {
         try QemuImg.run(["check", "-q", "-f", "qcow2", path], image: base)
         let ranges = try Self.writtenRanges(path, image: base)
         try Fault.point("before-marker", image: base)
-        let marker = Marker(overlay: (path as NSString).lastPathComponent, overlaySize: Self.size(path),
+        let marker = Marker(overlay: (FilePath(path).lastComponent?.string ?? ""), overlaySize: Self.size(path),
                             overlaySHA256: try PhaseTimes.measure("marker") { try Self.sha256(path, image: base) },
                             ranges: ranges.map { [$0.start, $0.length] }, createdAt: Date())
         let markerFile = Self.markerPath(for: base)
         let temp = markerFile + ".tmp"
         try Self.durableWrite(try RemedyJSON.encoder().encode(marker), to: temp, image: base)
         guard rename(temp, markerFile) == 0 else {
-            throw RemedyError(.writeFailed, image: base, "cannot write the commit marker \(markerFile): \(String(cString: strerror(errno))); the image is unchanged")
+            throw RemedyError(.writeFailed, image: base, "cannot write the commit marker \(markerFile): \(Errno.last); the image is unchanged")
         }
         Self.syncDirectory(of: markerFile)
         marked = true
@@ -265,7 +266,7 @@ final class Overlay {
             Self.fsyncFile(temp)
             try PhaseTimes.measure("proof-commit") { try Self.prove(ranges, overlay: path, target: temp, format: output.format) }
             guard rename(temp, output.path) == 0 else {
-                throw RemedyError(.writeFailed, image: base, "cannot rename \(temp) to \(output.path): \(String(cString: strerror(errno)))")
+                throw RemedyError(.writeFailed, image: base, "cannot rename \(temp) to \(output.path): \(Errno.last)")
             }
         } catch {
             try? FileManager.default.removeItem(atPath: temp)
@@ -369,10 +370,10 @@ final class Overlay {
 
     static func durableWrite(_ data: Data, to path: String, image: String) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw RemedyError(.writeFailed, image: image, "cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw RemedyError(.writeFailed, image: image, "cannot write \(path): \(Errno.last)") }
         defer { close(fd) }
         let n = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard n == data.count, fsync(fd) == 0 else { throw RemedyError(.writeFailed, image: image, "cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard n == data.count, fsync(fd) == 0 else { throw RemedyError(.writeFailed, image: image, "cannot write \(path): \(Errno.last)") }
     }
 
     static func fsyncFile(_ path: String) {
@@ -383,7 +384,7 @@ final class Overlay {
     }
 
     static func syncDirectory(of path: String) {
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = FilePath(path).removingLastComponent().string
         fsyncFile(dir.isEmpty ? "." : dir)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Guestfs
+import SystemPackage
 
 /// An image file checked and locked, ready to be attached to an appliance.
 ///
@@ -43,13 +44,13 @@ struct PreparedImage {
     static func prepare(_ path: String, writable: Bool, notice: (String) -> Void = { _ in }) throws -> PreparedImage {
         var st = stat()
         guard stat(path, &st) == 0 else {
-            throw RemedyError(.imageNotFound, image: path, "cannot access the image: \(String(cString: strerror(errno)))")
+            throw RemedyError(.imageNotFound, image: path, "cannot access the image: \(Errno.last)")
         }
         guard (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFBLK else {
             throw RemedyError(.imageUnreadable, image: path, "not a regular file or block device")
         }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RemedyError(.imageUnreadable, image: path, "cannot open: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw RemedyError(.imageUnreadable, image: path, "cannot open: \(Errno.last)") }
         // A block device's stat size is 0: its size is where its end is.
         let fileSize = (st.st_mode & S_IFMT) == S_IFBLK ? max(0, Int64(lseek(fd, 0, SEEK_END))) : Int64(st.st_size)
         // An earlier apply that was interrupted left an overlay or a commit marker: finished or discarded first,
@@ -95,7 +96,7 @@ struct PreparedImage {
         for f in files {
             let fd = Glibc.open(f, O_RDONLY | O_CLOEXEC)
             guard fd >= 0, flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 else {
-                let why = fd < 0 ? "cannot be opened: \(String(cString: strerror(errno)))" : "is locked by another process or another image that uses it"
+                let why = fd < 0 ? "cannot be opened: \(Errno.last)" : "is locked by another process or another image that uses it"
                 if fd >= 0 { Glibc.close(fd) }
                 for d in fds { Glibc.close(d) }
                 throw RemedyError(fd < 0 ? .imageUnreadable : .imageLocked, image: image, "the image's extent \(f) \(why)")

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SystemPackage
 
 /// What qemu itself will open for an image, and whether it can write it,
 /// from `qemu-img info --output=json --backing-chain -f FORMAT` (always an
@@ -30,7 +31,7 @@ public struct QemuView: Sendable, Equatable {
     /// Asks qemu about the image at `path` (made absolute and resolved here) in `format`.
     public static func inspect(_ path: String, format: DiskFormat) throws -> QemuView {
         guard let canonical = realpath(path, nil) else {
-            throw RemedyError(.imageNotFound, image: path, "cannot resolve the image path: \(String(cString: strerror(errno)))")
+            throw RemedyError(.imageNotFound, image: path, "cannot resolve the image path: \(Errno.last)")
         }
         let file = String(cString: canonical)
         free(canonical)
@@ -39,7 +40,7 @@ public struct QemuView: Sendable, Equatable {
         let data = ((top["format-specific"] as? [String: Any])?["data"] as? [String: Any]) ?? [:]
         if format == .vmdk {
             view.createType = data["create-type"] as? String
-            let dir = (file as NSString).deletingLastPathComponent
+            let dir = FilePath(file).removingLastComponent().string
             for extent in (data["extents"] as? [[String: Any]]) ?? [] {
                 guard let name = extent["filename"] as? String else {
                     throw RemedyError(.unsafeImage, image: path, "qemu reports a VMDK extent without a file name")
@@ -110,7 +111,7 @@ public struct QemuView: Sendable, Equatable {
         let resolved = String(cString: c)
         free(c)
         var st = stat()
-        guard (resolved as NSString).deletingLastPathComponent == directory, stat(resolved, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+        guard FilePath(resolved).removingLastComponent().string == directory, stat(resolved, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
             throw RemedyError(.unsafeImage, image: image, "the VMDK names an extent outside its own directory or not a regular file (\(name))")
         }
         return resolved

@@ -23,8 +23,8 @@ final class GuestDirectoryCache {
         var result: (path: String, names: [String: String])?
         if dir == "/" || dir.isEmpty {
             result = ("", [:])
-        } else if let parent = listing((dir as NSString).deletingLastPathComponent),
-                  let stored = parent.names[(dir as NSString).lastPathComponent.lowercased()] {
+        } else if let parent = listing(GuestPath.parent(dir)),
+                  let stored = parent.names[GuestPath.name(dir).lowercased()] {
             result = (parent.path + "/" + stored, [:])
         }
         if var r = result {
@@ -38,8 +38,8 @@ final class GuestDirectoryCache {
 
     /// The stored spelling of an existing guest path (NTFS is case-insensitive to Windows, not to the appliance), or nil.
     func resolveExisting(_ path: String) -> String? {
-        guard let dir = listing((path as NSString).deletingLastPathComponent),
-              let name = dir.names[(path as NSString).lastPathComponent.lowercased()] else { return nil }
+        guard let dir = listing(GuestPath.parent(path)),
+              let name = dir.names[GuestPath.name(path).lowercased()] else { return nil }
         return dir.path + "/" + name
     }
 
@@ -59,10 +59,10 @@ final class GuestDirectoryCache {
     /// Records a file (and its directories) created by this session in the listing cache.
     func noteCreated(_ path: String) {
         var child = path
-        var dir = (path as NSString).deletingLastPathComponent
+        var dir = GuestPath.parent(path)
         while true {
             let key = dir.lowercased()
-            let name = (child as NSString).lastPathComponent
+            let name = GuestPath.name(child)
             if case .some(.some(var l)) = directories[key] {
                 l.names[name.lowercased()] = l.names[name.lowercased()] ?? name
                 directories[key] = .some(l)
@@ -71,7 +71,7 @@ final class GuestDirectoryCache {
             directories[key] = .some((dir, [name.lowercased(): name]))
             if dir == "/" || dir.isEmpty { break }
             child = dir
-            dir = (dir as NSString).deletingLastPathComponent
+            dir = GuestPath.parent(dir)
         }
     }
 }

@@ -11,8 +11,8 @@ enum HiveReader {
     /// `HIVE.orig`). hivex would open a dirty hive silently, with stale data,
     /// and its commit would mark it clean so Windows ignores the logs.
     static func recoverIfDirty(_ hive: HiveName, local: String, guestPath: String, g: Guestfs, workDirectory: String) throws -> HiveIntegrity {
-        let dir = (guestPath as NSString).deletingLastPathComponent
-        let file = (guestPath as NSString).lastPathComponent.lowercased()
+        let dir = GuestPath.parent(guestPath)
+        let file = GuestPath.name(guestPath).lowercased()
         let logNames = ((try? g.ls(dir)) ?? []).filter { ["\(file).log", "\(file).log1", "\(file).log2"].contains($0.lowercased()) }.sorted()
         var logs: [(name: String, bytes: [UInt8])] = []
         var logPaths: [String] = []
@@ -73,7 +73,7 @@ enum HiveReader {
         do {
             return try Hive(path: local)
         } catch let e as HivexError {
-            throw RemedyError(.hiveUnreadable, "the \(hive.rawValue) hive (\(guest)) is not a valid registry hive: \(String(cString: strerror(e.errno)))", cause: e)
+            throw RemedyError(.hiveUnreadable, "the \(hive.rawValue) hive (\(guest)) is not a valid registry hive: \(e.errno)", cause: e)
         }
     }
 

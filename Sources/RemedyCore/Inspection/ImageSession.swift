@@ -2,6 +2,7 @@ import Foundation
 import Guestfs
 import Hivex
 import RegistryFormat
+import SystemPackage
 
 /// One image in an appliance: inspected, its hives downloaded to a private
 /// local directory. Plan and apply both start here, so they see the same
@@ -235,7 +236,7 @@ public final class ImageSession {
     static func makeWorkDirectory() throws -> String {
         var template = Array((NSTemporaryDirectory() + "/remedy.XXXXXX").utf8CString)
         guard let p = mkdtemp(&template) else {
-            throw RemedyError(.hostFailed, "cannot create a temporary directory: \(String(cString: strerror(errno)))")
+            throw RemedyError(.hostFailed, "cannot create a temporary directory: \(Errno.last)")
         }
         return String(cString: p)
     }
@@ -287,7 +288,7 @@ public final class ImageSession {
             throw e.with(image: imagePath)
         }
         for (name, path) in inputs.files {
-            payloadRoots[name] = (URL(fileURLWithPath: path).standardizedFileURL.path as NSString).deletingLastPathComponent
+            payloadRoots[name] = FilePath(URL(fileURLWithPath: path).standardizedFileURL.path).removingLastComponent().string
         }
         if let source = inputs.virtioWin {
             if let iso = isoDevice {

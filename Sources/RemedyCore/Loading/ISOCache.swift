@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SystemPackage
 
 /// What remedy has read from virtio-win ISOs in this process: each ISO's listing and a local copy of the files
 /// taken from it, keyed by the ISO's path, size and modification time. One lock serialises reading an ISO, so
@@ -49,7 +50,7 @@ final class ISOCache: Sendable {
                 entry = known
             } else {
                 guard let base = Self.directory else {
-                    throw RemedyError(.hostFailed, "cannot create a temporary directory for the virtio-win ISO: \(String(cString: strerror(errno)))")
+                    throw RemedyError(.hostFailed, "cannot create a temporary directory for the virtio-win ISO: \(Errno.last)")
                 }
                 entry = Entry(root: "\(base)/\(entries.count)")
                 try FileManager.default.createDirectory(atPath: entry.root, withIntermediateDirectories: true)

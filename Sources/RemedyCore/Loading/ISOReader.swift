@@ -13,9 +13,9 @@ struct ISOReader {
     /// Refuses the first of `paths` (relative, in the mounted ISO) that is not a regular file: a Rock Ridge symbolic
     /// link (whose target would be read on the host once extracted), a device or a FIFO. One lstat call per directory.
     func requireRegular(_ paths: [String], source: String) throws {
-        let byDirectory = Dictionary(grouping: paths) { ($0 as NSString).deletingLastPathComponent }
+        let byDirectory = Dictionary(grouping: paths) { GuestPath.parent($0) }
         for (dir, files) in byDirectory.sorted(by: { $0.key < $1.key }) {
-            let names = files.map { ($0 as NSString).lastPathComponent }
+            let names = files.map { GuestPath.name($0) }
             let modes: [Int64]
             do {
                 modes = try g.lstatModes("/" + dir, names)
@@ -35,7 +35,7 @@ struct ISOReader {
     /// Copies files from the mounted ISO: one tar stream per directory (a round trip per file costs more than the
     /// bytes), unpacked below `cache` with the host's tar.
     func fetch(_ paths: [String], into cache: String) throws {
-        let byDirectory = Dictionary(grouping: paths) { ($0 as NSString).deletingLastPathComponent }
+        let byDirectory = Dictionary(grouping: paths) { GuestPath.parent($0) }
         for (dir, files) in byDirectory.sorted(by: { $0.key < $1.key }) {
             let local = "\(cache)/\(dir)"
             try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
@@ -46,7 +46,7 @@ struct ISOReader {
                 throw RemedyError(.virtioWinInvalid, image: image, "cannot read \(dir) from the virtio-win ISO: \(e.message)", cause: e)
             }
             try HostTool.run("/usr/bin/tar", ["-x", "-f", tar, "-C", local, "--no-same-owner", "--no-same-permissions"]
-                             + files.map { "./" + ($0 as NSString).lastPathComponent }, image: image,
+                             + files.map { "./" + GuestPath.name($0) }, image: image,
                              failure: .virtioWinInvalid)
             try? FileManager.default.removeItem(atPath: tar)
         }
@@ -57,8 +57,8 @@ struct ISOReader {
     static func leaves(_ paths: [String]) -> [String] {
         var parents = Set<String>()
         for p in paths {
-            var dir = (p as NSString).deletingLastPathComponent
-            while !dir.isEmpty && parents.insert(dir).inserted { dir = (dir as NSString).deletingLastPathComponent }
+            var dir = GuestPath.parent(p)
+            while !dir.isEmpty && parents.insert(dir).inserted { dir = GuestPath.parent(dir) }
         }
         return paths.filter { !parents.contains($0) }
     }

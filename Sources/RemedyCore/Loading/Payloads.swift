@@ -1,5 +1,6 @@
 import Foundation
 import Yams
+import SystemPackage
 
 /// What the user hands remedy to inject: a virtio-win source and payload
 /// files by manifest name (`--virtio-win`, `--payload NAME=PATH`).
@@ -123,7 +124,7 @@ enum PayloadResolver {
             do { (sha, size) = try SHA256Hex.ofFile(local, followLinks: false, code: .virtioWinInvalid) } catch let e as RemedyError {
                 throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(rel) cannot be used: \(e.message); only regular files are taken from virtio-win")
             }
-            return PayloadFile(name: (rel as NSString).lastPathComponent.lowercased(), source: "virtio-win:\(rel)", size: size, sha256: sha)
+            return PayloadFile(name: GuestPath.name(rel).lowercased(), source: "virtio-win:\(rel)", size: size, sha256: sha)
         }
         for c in chosen {
             var files: [PayloadFile] = []
@@ -196,7 +197,7 @@ enum PayloadResolver {
         var out: [String: PayloadFile] = [:]
         for (name, path) in inputs.files {
             let (sha, size) = try SHA256Hex.ofFile(path)   // a FIFO or device is refused (the user named the file: a link is followed)
-            out[name] = PayloadFile(name: (path as NSString).lastPathComponent, source: "\(name):\((path as NSString).lastPathComponent)", size: size, sha256: sha)
+            out[name] = PayloadFile(name: (FilePath(path).lastComponent?.string ?? ""), source: "\(name):\((FilePath(path).lastComponent?.string ?? ""))", size: size, sha256: sha)
         }
         return out
     }
@@ -245,7 +246,7 @@ extension PayloadManifest {
         } catch {
             throw RemedyError(.policyInvalid, "payload manifest \(path): \(error)", cause: error)
         }
-        m.directory = (path as NSString).deletingLastPathComponent
+        m.directory = FilePath(path).removingLastComponent().string
         for t in m.files ?? [] {
             for variant in (t.template.contains("{variant}") ? (m.variants ?? []) : [""]) {
                 let rel = t.template.replacingOccurrences(of: "{variant}", with: variant)

@@ -1,5 +1,6 @@
 import Foundation
 import Yams
+import SystemPackage
 
 /// Loads policies from YAML. Errors name the file, line and column.
 ///
@@ -105,7 +106,7 @@ public enum PolicyLoader {
     }
 
     static func resolve(text: String, source: String, seen: [String]) throws -> Resolved {
-        let canonical = (source as NSString).standardizingPath
+        let canonical = FilePath(source).lexicallyNormalized().string
         if seen.contains(canonical) {
             throw RemedyError(.policyInvalid, "\(source): extends itself (\((seen + [canonical]).joined(separator: " -> ")))")
         }
@@ -114,7 +115,7 @@ public enum PolicyLoader {
         if let parent = doc.extends {
             let parentPath: String
             do {
-                parentPath = try locate(parent, relativeTo: (source as NSString).deletingLastPathComponent)
+                parentPath = try locate(parent, relativeTo: FilePath(source).removingLastComponent().string)
             } catch let e as RemedyError {
                 throw RemedyError(.policyInvalid, "\(source)\(mark(node["extends"])): \(e.message)", cause: e)
             }

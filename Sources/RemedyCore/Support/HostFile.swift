@@ -1,4 +1,5 @@
 import Foundation
+import SystemPackage
 
 /// Reading untrusted files on the host: only regular files, never blocking on a FIFO or device, never through a
 /// symbolic link where the caller forbids it, never more than a stated size.
@@ -43,7 +44,7 @@ public enum HostFile {
         guard fd >= 0 else {
             let e = errno
             if e == ELOOP, !followLinks { throw Refused(description: "\(path) is a symbolic link, not a regular file") }
-            throw Refused(description: "cannot read \(path): \(String(cString: strerror(e)))")
+            throw Refused(description: "cannot read \(path): \(Errno(rawValue: e))")
         }
         var st = stat()
         guard fstat(fd, &st) == 0, kind(st.st_mode) == .regular else {

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SystemPackage
 
 /// The one way remedy runs a host program (qemu-img, qemu-io, tar, sha256sum): on files remedy owns, never on the
 /// untrusted image's contents, with stdin closed, stderr kept for the error message and an optional deadline.
@@ -63,7 +64,7 @@ enum HostTool {
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], image: String, output: Output = .capture,
                     failure: RemedyError.Code = .writeFailed) throws -> Data {
-        let name = (executable as NSString).lastPathComponent
+        let name = (FilePath(executable).lastComponent?.string ?? "")
         let result: Result
         do {
             result = try execute(executable, arguments, output: output)

@@ -59,7 +59,7 @@ public enum VirtioWin {
     /// Files never installed: debug symbols, and the SR-IOV protocol driver (it needs its own setup).
     static func skipped(_ path: String) -> Bool {
         let lower = path.lowercased()
-        let name = (lower as NSString).lastPathComponent
+        let name = GuestPath.name(lower)
         return name.hasSuffix(".pdb") || name.hasPrefix("vioprot.") || lower.split(separator: "/").contains("sriov")
     }
 
@@ -93,7 +93,7 @@ public enum VirtioWin {
     public static func list(_ paths: [String]) -> Listing {
         var byDirectory: [String: [String]] = [:]
         for p in paths where !skipped(p) {
-            let dir = (p as NSString).deletingLastPathComponent
+            let dir = GuestPath.parent(p)
             byDirectory[dir, default: []].append(p)
         }
         var listing = Listing()
@@ -110,9 +110,9 @@ public enum VirtioWin {
             // In a combined directory only the files named after an INF belong to it: grouped once by stem, so a
             // directory of n files costs n, not n per INF.
             let byStem = combined(dir)
-                ? Dictionary(grouping: files) { (($0 as NSString).lastPathComponent.lowercased() as NSString).deletingPathExtension } : nil
+                ? Dictionary(grouping: files) { GuestPath.stem($0.lowercased()) } : nil
             for inf in files where inf.lowercased().hasSuffix(".inf") {
-                let name = (inf as NSString).lastPathComponent.lowercased()
+                let name = GuestPath.name(inf).lowercased()
                 guard infNames[key, default: []].insert(name).inserted else { continue }
                 let mine = byStem.map { $0[String(name.dropLast(4))] ?? [] } ?? files
                 listing.packages[key, default: []].append(Candidate(inf: name, directory: dir, files: mine))
@@ -172,19 +172,19 @@ public enum VirtioWin {
                 return plain(p) && parts.count >= 2 && parts[parts.count - 2] == "guest-agent" && names.contains(parts[parts.count - 1])
             }
             func rank(_ p: String) -> (Int, Int, String) {
-                (names.firstIndex(of: (p as NSString).lastPathComponent.lowercased()) ?? names.count, p.split(separator: "/").count, p)
+                (names.firstIndex(of: GuestPath.name(p).lowercased()) ?? names.count, p.split(separator: "/").count, p)
             }
             return found.min { rank($0) < rank($1) }
         case .balloonService:
             let found = paths.filter { p in
-                guard plain(p), !skipped(p), (p as NSString).lastPathComponent.lowercased() == "blnsvr.exe" else { return false }
-                let parts = (p as NSString).deletingLastPathComponent.split(separator: "/").map(String.init)
+                guard plain(p), !skipped(p), GuestPath.name(p).lowercased() == "blnsvr.exe" else { return false }
+                let parts = GuestPath.parent(p).split(separator: "/").map(String.init)
                 guard let os = parts.first(where: { osDirectory(named: $0) != nil }).flatMap(osDirectory(named:)),
                       let archPart = parts.last(where: { ["amd64", "x86", "i386"].contains($0.lowercased()) }) else { return false }
                 return os.name == keyParts[0] && (archPart.lowercased() == "amd64" ? "amd64" : "x86") == keyParts[1]
             }
             func rank(_ p: String) -> (Int, Int, Int, String) {
-                let dir = (p as NSString).deletingLastPathComponent
+                let dir = GuestPath.parent(p)
                 let own = dir.lowercased().split(separator: "/").contains("balloon")
                 return (own ? 0 : 1, combined(dir) ? 1 : 0, p.split(separator: "/").count, p)
             }
