@@ -21,7 +21,9 @@ let package = Package(
 
         // Safe Swift wrappers: nothing above these sees a C pointer.
         .target(name: "Guestfs", dependencies: ["CGuestfs", .product(name: "SystemPackage", package: "swift-system")]),
-        .target(name: "Hivex", dependencies: ["CHivex", "RegistryFormat", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(
+            name: "Hivex",
+            dependencies: ["CHivex", "RegistryFormat", .product(name: "SystemPackage", package: "swift-system")]),
 
         // Registry values and the registry file format in pure Swift: base blocks, checksums, transaction logs and
         // their replay. It parses untrusted bytes on the host, so it never trusts a field (and is fuzzed).
@@ -50,7 +52,10 @@ let package = Package(
         // fuzz harness. Linked by the tests and remedy-dev only, never by the shipped remedy.
         .target(
             name: "RemedyFixtures",
-            dependencies: ["RemedyCore", "RegistryFormat", "Guestfs", "Hivex", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: [
+                "RemedyCore", "RegistryFormat", "Guestfs", "Hivex",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
         ),
 
         // The command line's commands (plan, apply, rollback, batch, report, convert, hive, policies, explain).
@@ -77,8 +82,10 @@ let package = Package(
         ),
 
         .testTarget(name: "HivexTests", dependencies: ["Hivex", "RegistryFormat", "RemedyFixtures"]),
-        .testTarget(name: "RemedyCoreTests", dependencies: ["RemedyCore", "RemedyPlanning", "RemedyFixtures", "Hivex"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["RemedyCore", "RemedyPlanning", "RemedyFixtures", "Guestfs", "Hivex"]),
+        .testTarget(
+            name: "RemedyCoreTests", dependencies: ["RemedyCore", "RemedyPlanning", "RemedyFixtures", "Hivex"]),
+        .testTarget(
+            name: "EndToEndTests", dependencies: ["RemedyCore", "RemedyPlanning", "RemedyFixtures", "Guestfs", "Hivex"]),
     ],
     swiftLanguageModes: [.v6]
 )

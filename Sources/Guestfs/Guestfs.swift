@@ -84,7 +84,9 @@ public final class Guestfs {
         return String(cString: p)
     }
 
-    private func stringList(_ function: String, _ body: (OpaquePointer) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) throws -> [String] {
+    private func stringList(
+        _ function: String, _ body: (OpaquePointer) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+    ) throws -> [String] {
         let h = try h(function)
         guard let list = timed(function, { body(h) }) else { throw lastError(function) }
         defer { free(list) }
@@ -108,7 +110,9 @@ public final class Guestfs {
         var cStrings: [UnsafeMutablePointer<CChar>?] = settings.map { strdup($0) }
         cStrings.append(nil)
         defer { cStrings.forEach { free($0) } }
-        try call("set_backend_settings") { h in cStrings.withUnsafeBufferPointer { guestfs_set_backend_settings(h, $0.baseAddress) } }
+        try call("set_backend_settings") { h in
+            cStrings.withUnsafeBufferPointer { guestfs_set_backend_settings(h, $0.baseAddress) }
+        }
     }
 
     public func setBackend(_ backend: String) throws {
@@ -174,25 +178,51 @@ public final class Guestfs {
         try stringList("inspect_os") { guestfs_inspect_os($0) }
     }
 
-    public func inspectProductName(_ root: String) throws -> String { try string("inspect_get_product_name") { guestfs_inspect_get_product_name($0, root) } }
-    public func inspectArch(_ root: String) throws -> String { try string("inspect_get_arch") { guestfs_inspect_get_arch($0, root) } }
-    public func inspectHostname(_ root: String) throws -> String { try string("inspect_get_hostname") { guestfs_inspect_get_hostname($0, root) } }
-    public func inspectMajorVersion(_ root: String) throws -> Int { Int(try call("inspect_get_major_version") { guestfs_inspect_get_major_version($0, root) }) }
-    public func inspectMinorVersion(_ root: String) throws -> Int { Int(try call("inspect_get_minor_version") { guestfs_inspect_get_minor_version($0, root) }) }
-    public func inspectWindowsCurrentControlSet(_ root: String) throws -> String { try string("inspect_get_windows_current_control_set") { guestfs_inspect_get_windows_current_control_set($0, root) } }
+    public func inspectProductName(_ root: String) throws -> String {
+        try string("inspect_get_product_name") { guestfs_inspect_get_product_name($0, root) }
+    }
+    public func inspectArch(_ root: String) throws -> String {
+        try string("inspect_get_arch") { guestfs_inspect_get_arch($0, root) }
+    }
+    public func inspectHostname(_ root: String) throws -> String {
+        try string("inspect_get_hostname") { guestfs_inspect_get_hostname($0, root) }
+    }
+    public func inspectMajorVersion(_ root: String) throws -> Int {
+        Int(try call("inspect_get_major_version") { guestfs_inspect_get_major_version($0, root) })
+    }
+    public func inspectMinorVersion(_ root: String) throws -> Int {
+        Int(try call("inspect_get_minor_version") { guestfs_inspect_get_minor_version($0, root) })
+    }
+    public func inspectWindowsCurrentControlSet(_ root: String) throws -> String {
+        try string("inspect_get_windows_current_control_set") {
+            guestfs_inspect_get_windows_current_control_set($0, root)
+        }
+    }
 
     public func listDevices() throws -> [String] { try stringList("list_devices") { guestfs_list_devices($0) } }
-    public func listPartitions() throws -> [String] { try stringList("list_partitions") { guestfs_list_partitions($0) } }
+    public func listPartitions() throws -> [String] {
+        try stringList("list_partitions") { guestfs_list_partitions($0) }
+    }
 
     public func vfsType(_ device: String) throws -> String { try string("vfs_type") { guestfs_vfs_type($0, device) } }
-    public func blockdevSize(_ device: String) throws -> Int64 { try call64("blockdev_getsize64") { guestfs_blockdev_getsize64($0, device) } }
-    public func partitionTableType(_ device: String) throws -> String { try string("part_get_parttype") { guestfs_part_get_parttype($0, device) } }
-    public func fileArchitecture(_ path: String) throws -> String { try string("file_architecture") { guestfs_file_architecture($0, path) } }
+    public func blockdevSize(_ device: String) throws -> Int64 {
+        try call64("blockdev_getsize64") { guestfs_blockdev_getsize64($0, device) }
+    }
+    public func partitionTableType(_ device: String) throws -> String {
+        try string("part_get_parttype") { guestfs_part_get_parttype($0, device) }
+    }
+    public func fileArchitecture(_ path: String) throws -> String {
+        try string("file_architecture") { guestfs_file_architecture($0, path) }
+    }
 
     // MARK: - Mounting and files
 
-    public func mount(_ device: String, at mountpoint: String) throws { try call("mount") { guestfs_mount($0, device, mountpoint) } }
-    public func mountReadOnly(_ device: String, at mountpoint: String) throws { try call("mount_ro") { guestfs_mount_ro($0, device, mountpoint) } }
+    public func mount(_ device: String, at mountpoint: String) throws {
+        try call("mount") { guestfs_mount($0, device, mountpoint) }
+    }
+    public func mountReadOnly(_ device: String, at mountpoint: String) throws {
+        try call("mount_ro") { guestfs_mount_ro($0, device, mountpoint) }
+    }
     public func umountAll() throws { try call("umount_all") { guestfs_umount_all($0) } }
     public func sync() throws { try call("sync") { guestfs_sync($0) } }
     /// Drops the guest kernel's caches (1 page cache, 2 dentries and inodes, 3 both): later reads come from the drives.
@@ -201,7 +231,9 @@ public final class Guestfs {
     public func pid() throws -> Int32 { try call("get_pid") { guestfs_get_pid($0) } }
 
     /// Resolves a path case-insensitively, as Windows would (the result may not exist yet in its last element).
-    public func caseSensitivePath(_ path: String) throws -> String { try string("case_sensitive_path") { guestfs_case_sensitive_path($0, path) } }
+    public func caseSensitivePath(_ path: String) throws -> String {
+        try string("case_sensitive_path") { guestfs_case_sensitive_path($0, path) }
+    }
     public func isFile(_ path: String) throws -> Bool { try call("is_file") { guestfs_is_file($0, path) } == 1 }
     public func isDir(_ path: String) throws -> Bool { try call("is_dir") { guestfs_is_dir($0, path) } == 1 }
     public func exists(_ path: String) throws -> Bool { try call("exists") { guestfs_exists($0, path) } == 1 }
@@ -218,12 +250,16 @@ public final class Guestfs {
         try buffer("pread") { guestfs_pread($0, path, Int32(count), offset, &$1) }
     }
     /// The bytes of a buffer a call returns with its size (read_file, pread, pread_device), copied and freed.
-    private func buffer(_ function: String, _ body: (OpaquePointer, inout Int) -> UnsafeMutablePointer<CChar>?) throws -> [UInt8] {
+    private func buffer(
+        _ function: String, _ body: (OpaquePointer, inout Int) -> UnsafeMutablePointer<CChar>?
+    ) throws -> [UInt8] {
         let h = try h(function)
         var size = 0
         guard let p = timed(function, { body(h, &size) }) else { throw lastError(function) }
         defer { free(p) }
-        return p.withMemoryRebound(to: UInt8.self, capacity: size) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+        return p.withMemoryRebound(to: UInt8.self, capacity: size) {
+            Array(UnsafeBufferPointer(start: $0, count: size))
+        }
     }
     public func touch(_ path: String) throws { try call("touch") { guestfs_touch($0, path) } }
     public func rmRf(_ path: String) throws { try call("rm_rf") { guestfs_rm_rf($0, path) } }
@@ -237,26 +273,44 @@ public final class Guestfs {
         var cStrings: [UnsafeMutablePointer<CChar>?] = names.map { strdup($0) }
         cStrings.append(nil)
         defer { cStrings.forEach { free($0) } }
-        guard let list = timed("lstatnslist", { cStrings.withUnsafeMutableBufferPointer { guestfs_lstatnslist(h, directory, $0.baseAddress) } }) else {
+        guard
+            let list = timed(
+                "lstatnslist",
+                { cStrings.withUnsafeMutableBufferPointer { guestfs_lstatnslist(h, directory, $0.baseAddress) } })
+        else {
             throw lastError("lstatnslist")
         }
         defer { guestfs_free_statns_list(list) }
         return (0..<Int(list.pointee.len)).map { list.pointee.val[$0].st_ino == -1 ? -1 : list.pointee.val[$0].st_mode }
     }
     /// A checksum of a guest file computed inside the appliance (`sha256`, `md5`, ...).
-    public func checksum(_ type: String, _ path: String) throws -> String { try string("checksum") { guestfs_checksum($0, type, path) } }
+    public func checksum(_ type: String, _ path: String) throws -> String {
+        try string("checksum") { guestfs_checksum($0, type, path) }
+    }
     /// Copies a file inside the guest.
-    public func cp(_ source: String, _ destination: String) throws { try call("cp") { guestfs_cp($0, source, destination) } }
+    public func cp(_ source: String, _ destination: String) throws {
+        try call("cp") { guestfs_cp($0, source, destination) }
+    }
     /// rename(2) inside the guest: atomic replacement within one directory.
-    public func rename(_ source: String, _ destination: String) throws { try call("rename") { guestfs_rename($0, source, destination) } }
+    public func rename(_ source: String, _ destination: String) throws {
+        try call("rename") { guestfs_rename($0, source, destination) }
+    }
     /// Copies a guest file to a local file.
-    public func download(_ remote: String, to local: String) throws { try call("download") { guestfs_download($0, remote, local) } }
+    public func download(_ remote: String, to local: String) throws {
+        try call("download") { guestfs_download($0, remote, local) }
+    }
     /// Copies a local file into the guest.
-    public func upload(_ local: String, to remote: String) throws { try call("upload") { guestfs_upload($0, local, remote) } }
+    public func upload(_ local: String, to remote: String) throws {
+        try call("upload") { guestfs_upload($0, local, remote) }
+    }
     /// Unpacks a local (uncompressed) tar file into a guest directory: many files in one round trip.
-    public func tarIn(_ tarfile: String, to directory: String) throws { try call("tar_in") { guestfs_tar_in($0, tarfile, directory) } }
+    public func tarIn(_ tarfile: String, to directory: String) throws {
+        try call("tar_in") { guestfs_tar_in($0, tarfile, directory) }
+    }
     /// Packs a guest directory into a local tar file.
-    public func tarOut(_ directory: String, to tarfile: String) throws { try call("tar_out") { guestfs_tar_out($0, directory, tarfile) } }
+    public func tarOut(_ directory: String, to tarfile: String) throws {
+        try call("tar_out") { guestfs_tar_out($0, directory, tarfile) }
+    }
     /// Checksums every regular file below a guest directory into a local file (`sha256sum` format), in one call.
     public func checksumsOut(_ type: String, _ directory: String, to local: String) throws {
         try call("checksums_out") { guestfs_checksums_out($0, type, directory, local) }
@@ -277,9 +331,13 @@ public final class Guestfs {
     public func lgetxattr(_ path: String, _ name: String) throws -> [UInt8] {
         let h = try h("lgetxattr")
         var size = 0
-        guard let p = timed("lgetxattr", { guestfs_lgetxattr(h, path, name, &size) }) else { throw lastError("lgetxattr") }
+        guard let p = timed("lgetxattr", { guestfs_lgetxattr(h, path, name, &size) }) else {
+            throw lastError("lgetxattr")
+        }
         defer { free(p) }
-        return p.withMemoryRebound(to: UInt8.self, capacity: max(size, 1)) { Array(UnsafeBufferPointer(start: $0, count: size)) }
+        return p.withMemoryRebound(to: UInt8.self, capacity: max(size, 1)) {
+            Array(UnsafeBufferPointer(start: $0, count: size))
+        }
     }
     /// libguestfs `debug`: a debugging command run by the appliance's daemon (`debug("sh", [command])` runs
     /// `/bin/sh -c command` in the appliance, where the mounted guest is below `/sysroot`); returns its output.
@@ -287,12 +345,15 @@ public final class Guestfs {
         var cStrings: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
         cStrings.append(nil)
         defer { cStrings.forEach { free($0) } }
-        return try string("debug") { h in cStrings.withUnsafeBufferPointer { guestfs_debug(h, subcmd, $0.baseAddress) } }
+        return try string("debug") { h in cStrings.withUnsafeBufferPointer { guestfs_debug(h, subcmd, $0.baseAddress) }
+        }
     }
 
     // MARK: - Building disks (used by the fixtures)
 
-    public func partInit(_ device: String, type: String) throws { try call("part_init") { guestfs_part_init($0, device, type) } }
+    public func partInit(_ device: String, type: String) throws {
+        try call("part_init") { guestfs_part_init($0, device, type) }
+    }
     public func partAdd(_ device: String, kind: String = "p", startSector: Int64, endSector: Int64) throws {
         try call("part_add") { guestfs_part_add($0, device, kind, startSector, endSector) }
     }
@@ -315,7 +376,9 @@ public final class Guestfs {
     }
 
     /// Makes the kernel read the device's partition table again (after it was written with ``pwriteDevice``).
-    public func blockdevRereadpt(_ device: String) throws { try call("blockdev_rereadpt") { guestfs_blockdev_rereadpt($0, device) } }
+    public func blockdevRereadpt(_ device: String) throws {
+        try call("blockdev_rereadpt") { guestfs_blockdev_rereadpt($0, device) }
+    }
 
     /// Raw byte write into a device at an offset (used to stamp disk signatures).
     public func pwriteDevice(_ device: String, _ bytes: [UInt8], offset: Int64) throws {

@@ -1,11 +1,12 @@
 import CHivex
 import Glibc
 import SystemPackage
+
+@_exported import struct RegistryFormat.HiveValue
+@_exported import struct RegistryFormat.RawHiveValue
 // The values a hive holds are RegistryFormat's (pure) types; users of Hivex see them as before.
 @_exported import enum RegistryFormat.RegistryValue
 @_exported import enum RegistryFormat.RegistryValueType
-@_exported import struct RegistryFormat.HiveValue
-@_exported import struct RegistryFormat.RawHiveValue
 
 /// An error reported by libhivex: the C function, the file, and errno.
 public struct HivexError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -54,7 +55,9 @@ public final class Hive {
         errno = 0
         guard let h = hivex_open(path, flags) else {
             let e = Errno(rawValue: Glibc.errno)
-            throw HivexError(function: "open", path: path, errno: e.rawValue == 0 ? .invalidArgument : e, detail: "not a valid registry hive")
+            throw HivexError(
+                function: "open", path: path, errno: e.rawValue == 0 ? .invalidArgument : e,
+                detail: "not a valid registry hive")
         }
         handle = h
     }
@@ -70,7 +73,9 @@ public final class Hive {
     }
 
     private func h(_ function: String) throws -> OpaquePointer {
-        guard let h = handle else { throw HivexError(function: function, path: path, errno: .badFileDescriptor, detail: "hive is closed") }
+        guard let h = handle else {
+            throw HivexError(function: function, path: path, errno: .badFileDescriptor, detail: "hive is closed")
+        }
         return h
     }
 
@@ -167,7 +172,9 @@ public final class Hive {
         errno = 0
         guard let data = hivex_value_value(h, v, &t, &len) else { throw fail("value_value", "reading value \(key)") }
         defer { free(data) }
-        let bytes = data.withMemoryRebound(to: UInt8.self, capacity: len) { Array(UnsafeBufferPointer(start: $0, count: len)) }
+        let bytes = data.withMemoryRebound(to: UInt8.self, capacity: len) {
+            Array(UnsafeBufferPointer(start: $0, count: len))
+        }
         return RawHiveValue(name: key, type: UInt32(t.rawValue), data: bytes)
     }
 
@@ -182,8 +189,11 @@ public final class Hive {
     /// hashes and orders them differently from Windows (which uses uppercase UTF-16).
     public func addChild(to parent: HiveNode, named name: String) throws -> HiveNode {
         guard !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.isASCII && $0 != "\\" }) else {
-            throw HivexError(function: "node_add_child", path: path, errno: .invalidArgument,
-                             detail: "refusing to create key \(name): only ASCII key names are written (hivex would hash others differently from Windows)")
+            throw HivexError(
+                function: "node_add_child", path: path, errno: .invalidArgument,
+                detail:
+                    "refusing to create key \(name): only ASCII key names are written (hivex would hash others differently from Windows)"
+            )
         }
         let h = try h("node_add_child")
         errno = 0
@@ -219,8 +229,11 @@ public final class Hive {
     /// type number and bytes.
     public func setRawValues(of node: HiveNode, _ values: [RawHiveValue]) throws {
         if let big = values.first(where: { $0.data.count > Self.maxValueBytes }) {
-            throw HivexError(function: "node_set_values", path: path, errno: .fileTooLarge,
-                             detail: "value \(big.name) holds \(big.data.count) bytes, over the \(Self.maxValueBytes) bytes one cell may hold without big-data records, which hivex does not write")
+            throw HivexError(
+                function: "node_set_values", path: path, errno: .fileTooLarge,
+                detail:
+                    "value \(big.name) holds \(big.data.count) bytes, over the \(Self.maxValueBytes) bytes one cell may hold without big-data records, which hivex does not write"
+            )
         }
         let h = try h("node_set_values")
         // Keep C strings and buffers alive for the call.
@@ -240,8 +253,10 @@ public final class Hive {
             bytes.withUnsafeBytes { src in
                 if !bytes.isEmpty { buf.copyMemory(from: src.baseAddress!, byteCount: bytes.count) }
             }
-            set.append(hive_set_value(key: key, t: hive_type(rawValue: v.type), len: bytes.count,
-                                      value: buf.assumingMemoryBound(to: CChar.self)))
+            set.append(
+                hive_set_value(
+                    key: key, t: hive_type(rawValue: v.type), len: bytes.count,
+                    value: buf.assumingMemoryBound(to: CChar.self)))
         }
         errno = 0
         let rc = set.withUnsafeBufferPointer { hivex_node_set_values(h, node.raw, $0.count, $0.baseAddress, 0) }

@@ -5,7 +5,8 @@
 extension Array where Element == UInt8 {
     public func u32(_ offset: Int) -> UInt32? {
         guard offset >= 0, offset <= count - 4 else { return nil }
-        return UInt32(self[offset]) | UInt32(self[offset + 1]) << 8 | UInt32(self[offset + 2]) << 16 | UInt32(self[offset + 3]) << 24
+        return UInt32(self[offset]) | UInt32(self[offset + 1]) << 8 | UInt32(self[offset + 2]) << 16 | UInt32(
+            self[offset + 3]) << 24
     }
 
     public func u64(_ offset: Int) -> UInt64? {

@@ -1,17 +1,17 @@
 /// Registry value types, numbered as Windows numbers them.
 public enum RegistryValueType: UInt32, Sendable, Codable, CaseIterable {
     case none = 0
-    case string = 1          // REG_SZ
-    case expandString = 2    // REG_EXPAND_SZ
-    case binary = 3          // REG_BINARY
-    case dword = 4           // REG_DWORD (little-endian)
+    case string = 1  // REG_SZ
+    case expandString = 2  // REG_EXPAND_SZ
+    case binary = 3  // REG_BINARY
+    case dword = 4  // REG_DWORD (little-endian)
     case dwordBigEndian = 5  // REG_DWORD_BIG_ENDIAN
-    case link = 6            // REG_LINK
-    case multiString = 7     // REG_MULTI_SZ
+    case link = 6  // REG_LINK
+    case multiString = 7  // REG_MULTI_SZ
     case resourceList = 8
     case fullResourceDescriptor = 9
     case resourceRequirementsList = 10
-    case qword = 11          // REG_QWORD
+    case qword = 11  // REG_QWORD
 
     /// The Windows name, e.g. `REG_MULTI_SZ`.
     public var name: String {
@@ -155,7 +155,8 @@ extension RegistryValue: CustomStringConvertible {
         case .multiString(let l): "\(typeName) [" + l.map { "\"\($0)\"" }.joined(separator: ", ") + "]"
         case .dword(let v): "\(typeName) 0x\(String(v, radix: 16)) (\(v))"
         case .qword(let v): "\(typeName) 0x\(String(v, radix: 16)) (\(v))"
-        case .binary(let b), .raw(_, let b): "\(typeName) " + (b.isEmpty ? "(empty)" : hex(b.prefix(32)) + (b.count > 32 ? "… (\(b.count) bytes)" : ""))
+        case .binary(let b), .raw(_, let b):
+            "\(typeName) " + (b.isEmpty ? "(empty)" : hex(b.prefix(32)) + (b.count > 32 ? "… (\(b.count) bytes)" : ""))
         }
     }
 }
@@ -190,7 +191,8 @@ extension RegistryValue: Codable {
         } else if typeName.hasPrefix("REG_TYPE_"), let n = UInt32(typeName.dropFirst(9)) {
             type = n
         } else {
-            throw DecodingError.dataCorruptedError(forKey: .type, in: c, debugDescription: "unknown registry type \(typeName)")
+            throw DecodingError.dataCorruptedError(
+                forKey: .type, in: c, debugDescription: "unknown registry type \(typeName)")
         }
         switch RegistryValueType(rawValue: type) {
         case .string: self = .string(try c.decode(String.self, forKey: .data))
@@ -201,7 +203,8 @@ extension RegistryValue: Codable {
         default:
             let text = try c.decode(String.self, forKey: .data)
             guard let bytes = unhex(text) else {
-                throw DecodingError.dataCorruptedError(forKey: .data, in: c, debugDescription: "binary data must be hex")
+                throw DecodingError.dataCorruptedError(
+                    forKey: .data, in: c, debugDescription: "binary data must be hex")
             }
             self = type == RegistryValueType.binary.rawValue ? .binary(bytes) : .raw(type: type, data: bytes)
         }

@@ -35,7 +35,9 @@ public struct TransactionLog: Sendable {
     public init(name: String, bytes: [UInt8]) throws {
         self.name = name
         guard bytes.count <= RegistryLimits.maxLogFile else {
-            throw RegfError("\(name) is \(bytes.count) bytes, more than a transaction log can be (\(RegistryLimits.maxLogFile) bytes)")
+            throw RegfError(
+                "\(name) is \(bytes.count) bytes, more than a transaction log can be (\(RegistryLimits.maxLogFile) bytes)"
+            )
         }
         base = try BaseBlock(bytes)
         baseBytes = Array(bytes[0..<512])
@@ -54,14 +56,20 @@ public struct TransactionLog: Sendable {
     mutating func readDirtyVector(_ bytes: [UInt8]) throws {
         guard bytes.matches("DIRT", at: 512) else { throw RegfError("\(name): old-format log without its DIRT vector") }
         guard Int(base.hiveBinsSize) <= RegistryLimits.maxHiveBinsSize else {
-            throw RegfError("\(name): hive bins size \(base.hiveBinsSize) is more than a hive can be (\(RegistryLimits.maxHiveBinsSize) bytes)")
+            throw RegfError(
+                "\(name): hive bins size \(base.hiveBinsSize) is more than a hive can be (\(RegistryLimits.maxHiveBinsSize) bytes)"
+            )
         }
         let bits = Int(base.hiveBinsSize / 512)
         let bitmapBytes = (bits + 7) / 8
-        guard 516 + bitmapBytes <= bytes.count else { throw RegfError("\(name): the dirty vector runs past the end of the file") }
+        guard 516 + bitmapBytes <= bytes.count else {
+            throw RegfError("\(name): the dirty vector runs past the end of the file")
+        }
         var page = (516 + bitmapBytes + 511) / 512 * 512
         for bit in 0..<bits where bytes[516 + bit / 8] & (1 << (bit % 8)) != 0 {
-            guard page + 512 <= bytes.count else { throw RegfError("\(name): dirty page \(dirtyPages.count + 1) is missing (the log is truncated)") }
+            guard page + 512 <= bytes.count else {
+                throw RegfError("\(name): dirty page \(dirtyPages.count + 1) is missing (the log is truncated)")
+            }
             dirtyPages.append((bit * 512, bytes[page..<page + 512]))
             page += 512
         }
@@ -71,7 +79,9 @@ public struct TransactionLog: Sendable {
         var at = 512
         while at + 40 <= bytes.count {
             guard bytes.matches("HvLE", at: at) else {
-                if bytes[at..<min(at + 4, bytes.count)].contains(where: { $0 != 0 }) { stoppedBecause = "no HvLE signature at offset \(at)" }
+                if bytes[at..<min(at + 4, bytes.count)].contains(where: { $0 != 0 }) {
+                    stoppedBecause = "no HvLE signature at offset \(at)"
+                }
                 return
             }
             let size = Int(bytes.u32(at + 4)!)
@@ -99,7 +109,8 @@ public struct TransactionLog: Sendable {
             for i in 0..<count {
                 let offset = entry.u32(40 + i * 8)!
                 let length = Int(entry.u32(44 + i * 8)!)
-                guard length % 512 == 0, data + length <= size, UInt64(offset) + UInt64(length) <= UInt64(binsSize) else {
+                guard length % 512 == 0, data + length <= size, UInt64(offset) + UInt64(length) <= UInt64(binsSize)
+                else {
                     stoppedBecause = "page \(i) of the entry at offset \(at) does not fit"
                     return
                 }

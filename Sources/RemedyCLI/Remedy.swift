@@ -14,13 +14,16 @@ struct Remedy: ParsableCommand {
         commandName: "remedy",
         abstract: "Offline remediation of Windows disk images for KVM clouds.",
         discussion: """
-        remedy inspects a Windows disk image (VMDK, VHD, VHDX, QCOW2, RAW, QED, VDI, QCOW) without booting it, \
-        compares it with a policy, and makes the changes in place. All disk access happens inside the libguestfs appliance.
+            remedy inspects a Windows disk image (VMDK, VHD, VHDX, QCOW2, RAW, QED, VDI, QCOW) without booting it, \
+            compares it with a policy, and makes the changes in place. All disk access happens inside the libguestfs appliance.
 
-        Exit codes: 0 success / nothing to change, 2 changes pending (plan), 1 error.
-        """,
+            Exit codes: 0 success / nothing to change, 2 changes pending (plan), 1 error.
+            """,
         version: RemedyVersion.current,
-        subcommands: [Plan.self, Apply.self, Rollback.self, Batch.self, Report.self, Convert.self, HiveCommand.self, Policies.self, Explain.self]
+        subcommands: [
+            Plan.self, Apply.self, Rollback.self, Batch.self, Report.self, Convert.self, HiveCommand.self,
+            Policies.self, Explain.self,
+        ]
     )
 }
 
@@ -30,13 +33,22 @@ package enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 
 /// Options every command that launches the appliance takes.
 package struct ApplianceFlags: ParsableArguments {
-    @Option(help: ArgumentHelp("Appliance acceleration: auto probes KVM and falls back to TCG (remembered); also $REMEDY_ACCEL.", valueName: "auto|kvm|tcg"))
+    @Option(
+        help: ArgumentHelp(
+            "Appliance acceleration: auto probes KVM and falls back to TCG (remembered); also $REMEDY_ACCEL.",
+            valueName: "auto|kvm|tcg"))
     package var accel: Acceleration?
 
-    @Option(help: ArgumentHelp("Seconds a KVM launch may take before KVM is judged not to work here (default 30; $REMEDY_KVM_TIMEOUT).", valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Seconds a KVM launch may take before KVM is judged not to work here (default 30; $REMEDY_KVM_TIMEOUT).",
+            valueName: "seconds"))
     package var kvmTimeout: Double?
 
-    @Option(help: ArgumentHelp("Seconds any appliance launch may take before it is stopped (default 600; $REMEDY_LAUNCH_TIMEOUT).", valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Seconds any appliance launch may take before it is stopped (default 600; $REMEDY_LAUNCH_TIMEOUT).",
+            valueName: "seconds"))
     package var launchTimeout: Double?
 
     @Option(help: ArgumentHelp("Appliance memory in MiB ($REMEDY_MEMSIZE).", valueName: "MiB"))
@@ -62,12 +74,20 @@ extension OutputTarget {
     /// `--output FILE [--output-format F]`: the format from the option or the extension; never the source itself, never over an existing file.
     static func resolve(_ path: String, format: DiskFormat?, source: String) throws -> OutputTarget {
         guard let f = format ?? OutputTarget.format(forExtension: path) else {
-            throw RemedyError(.invalidArgument, image: source, "cannot tell the format of \(path) from its extension: add --output-format raw|qcow2|vmdk|vhd|vhdx|vdi|qed")
+            throw RemedyError(
+                .invalidArgument, image: source,
+                "cannot tell the format of \(path) from its extension: add --output-format raw|qcow2|vmdk|vhd|vhdx|vdi|qed"
+            )
         }
-        guard f != .qcow else { throw RemedyError(.invalidArgument, image: source, "--output cannot write qcow (version 1); use qcow2") }
+        guard f != .qcow else {
+            throw RemedyError(.invalidArgument, image: source, "--output cannot write qcow (version 1); use qcow2")
+        }
         let a = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
         let b = URL(fileURLWithPath: source).standardizedFileURL.resolvingSymlinksInPath().path
-        guard a != b else { throw RemedyError(.invalidArgument, image: source, "--output names the source image; omit --output to change it in place") }
+        guard a != b else {
+            throw RemedyError(
+                .invalidArgument, image: source, "--output names the source image; omit --output to change it in place")
+        }
         guard !FileManager.default.fileExists(atPath: path) else {
             throw RemedyError(.invalidArgument, image: source, "\(path) exists; remove it or choose another --output")
         }
@@ -77,13 +97,18 @@ extension OutputTarget {
 
 /// What to inject: virtio-win and payload files.
 struct PayloadFlags: ParsableArguments {
-    @Option(name: .customLong("virtio-win"),
-            help: ArgumentHelp("virtio-win ISO, unpacked ISO tree, or packaged tree (/usr/share/virtio-win); also $REMEDY_VIRTIO_WIN.", valueName: "path"))
+    @Option(
+        name: .customLong("virtio-win"),
+        help: ArgumentHelp(
+            "virtio-win ISO, unpacked ISO tree, or packaged tree (/usr/share/virtio-win); also $REMEDY_VIRTIO_WIN.",
+            valueName: "path"))
     var virtioWin: String?
 
-    @Option(name: .customLong("payload"),
-            help: ArgumentHelp("A payload file by manifest name (Payloads/<name>), e.g. cloudbase-init=CloudbaseInitSetup_x64.msi; repeatable; also $REMEDY_PAYLOADS.",
-                               valueName: "name=path"))
+    @Option(
+        name: .customLong("payload"),
+        help: ArgumentHelp(
+            "A payload file by manifest name (Payloads/<name>), e.g. cloudbase-init=CloudbaseInitSetup_x64.msi; repeatable; also $REMEDY_PAYLOADS.",
+            valueName: "name=path"))
     var payload: [String] = []
 
     func validate() throws {
@@ -132,13 +157,20 @@ extension Remedy {
     struct Plan: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show every change remedy would make to an image, and every rule it cannot fix. Writes nothing.",
-            discussion: "Exit codes: 0 nothing to change, 2 changes pending, 1 error (like terraform plan -detailed-exitcode)."
+            discussion:
+                "Exit codes: 0 nothing to change, 2 changes pending, 1 error (like terraform plan -detailed-exitcode)."
         )
 
-        @Argument(help: "The disk image, or an OVA / OVF (its system disk; the descriptor's facts go into the plan's source section).") var image: String
-        @Option(help: "Policy name (see `remedy policies`) or YAML file.") var policy: String = PolicyLoader.defaultPolicyName
+        @Argument(
+            help:
+                "The disk image, or an OVA / OVF (its system disk; the descriptor's facts go into the plan's source section)."
+        ) var image: String
+        @Option(help: "Policy name (see `remedy policies`) or YAML file.") var policy: String = PolicyLoader
+            .defaultPolicyName
         @Option(help: "text or json.") var format: OutputFormat = .text
-        @Option(help: ArgumentHelp("Also write the JSON plan to this file (for `remedy apply --plan`).", valueName: "file")) var out: String?
+        @Option(
+            help: ArgumentHelp("Also write the JSON plan to this file (for `remedy apply --plan`).", valueName: "file"))
+        var out: String?
         @OptionGroup var payloads: PayloadFlags
         @OptionGroup var appliance: ApplianceFlags
 
@@ -146,7 +178,8 @@ extension Remedy {
             let plan: RemedyCore.Plan
             do {
                 let policy = try PolicyLoader.load(self.policy)
-                let session = try ImageSession.open(image: image, writable: false, options: try appliance.options(), inputs: try payloads.inputs())
+                let session = try ImageSession.open(
+                    image: image, writable: false, options: try appliance.options(), inputs: try payloads.inputs())
                 defer { session.close() }
                 plan = try session.plan(policy: policy)
                 if let out { try RemedyJSON.encoder().encode(plan).write(to: URL(fileURLWithPath: out)) }
@@ -165,19 +198,26 @@ extension Remedy {
         static let configuration = CommandConfiguration(
             abstract: "Make the planned changes in place, in one appliance launch.",
             discussion: """
-            The plan is recomputed in the same appliance session that writes, so what is applied is exactly \
-            what `remedy plan` shows. With --plan, apply refuses unless the image still yields that saved plan.
-            """
+                The plan is recomputed in the same appliance session that writes, so what is applied is exactly \
+                what `remedy plan` shows. With --plan, apply refuses unless the image still yields that saved plan.
+                """
         )
 
         @Argument(help: "The disk image (modified in place).") var image: String
         @Option(help: "Policy name or YAML file.") var policy: String = PolicyLoader.defaultPolicyName
         @Option(help: "text or json.") var format: OutputFormat = .text
-        @Option(help: ArgumentHelp("A plan saved by `remedy plan --out`; apply only if the image still yields exactly it.", valueName: "file"))
+        @Option(
+            help: ArgumentHelp(
+                "A plan saved by `remedy plan --out`; apply only if the image still yields exactly it.",
+                valueName: "file"))
         var plan: String?
-        @Option(help: ArgumentHelp("Write the remediated image to this new file; the source is only read.", valueName: "file"))
+        @Option(
+            help: ArgumentHelp(
+                "Write the remediated image to this new file; the source is only read.", valueName: "file"))
         var output: String?
-        @Option(help: ArgumentHelp("Format of --output (default: from its extension).", valueName: "raw|qcow2|vmdk|vhd|vhdx|vdi|qed"))
+        @Option(
+            help: ArgumentHelp(
+                "Format of --output (default: from its extension).", valueName: "raw|qcow2|vmdk|vhd|vhdx|vdi|qed"))
         var outputFormat: DiskFormat?
         @OptionGroup var payloads: PayloadFlags
         @OptionGroup var appliance: ApplianceFlags
@@ -199,12 +239,16 @@ extension Remedy {
                     }
                 }
                 let target = try output.map { try OutputTarget.resolve($0, format: outputFormat, source: image) }
-                let session = try ImageSession.open(image: image, writable: true, options: try appliance.options(), inputs: try payloads.inputs(),
-                                                    output: target)
+                let session = try ImageSession.open(
+                    image: image, writable: true, options: try appliance.options(), inputs: try payloads.inputs(),
+                    output: target)
                 defer { session.close() }
                 let current = try session.plan(policy: policy)
                 if let expected, !expected.sameChanges(as: current) {
-                    throw RemedyError(.planMismatch, image: image, "the image no longer yields the saved plan (\(expected.changes.count) changes saved, \(current.changes.count) now); nothing was written, run remedy plan again")
+                    throw RemedyError(
+                        .planMismatch, image: image,
+                        "the image no longer yields the saved plan (\(expected.changes.count) changes saved, \(current.changes.count) now); nothing was written, run remedy plan again"
+                    )
                 }
                 report = try Applier.apply(current, in: session)
                 try session.complete()
@@ -216,7 +260,9 @@ extension Remedy {
             case .text: print(TextRenderer.report(report), terminator: "")
             case .json: try printJSON(report)
             }
-            if PhaseTimes.requested { FileHandle.standardError.write(Data("remedy: timings: \(PhaseTimes.summary)\n".utf8)) }
+            if PhaseTimes.requested {
+                FileHandle.standardError.write(Data("remedy: timings: \(PhaseTimes.summary)\n".utf8))
+            }
             // Blocking findings remain (e.g. hibernated with nothing else to change): the image is not ready, as in batch.
             if blocked { throw ExitCode(2) }
         }
@@ -228,13 +274,17 @@ extension Remedy {
         func run() throws {
             let names = PolicyLoader.builtinNames()
             if names.isEmpty {
-                print("No built-in policies found (searched: \(PolicyLoader.policyDirectories().joined(separator: ", "))).")
+                print(
+                    "No built-in policies found (searched: \(PolicyLoader.policyDirectories().joined(separator: ", ")))."
+                )
             }
             for name in names {
                 do {
                     let p = try PolicyLoader.load(name)
                     print("\(name.padding(toLength: 16, withPad: " ", startingAt: 0)) \(p.description)")
-                    print("\(String(repeating: " ", count: 17))rules: \(p.rules.map(\.id).joined(separator: ", "))  (\(p.source))")
+                    print(
+                        "\(String(repeating: " ", count: 17))rules: \(p.rules.map(\.id).joined(separator: ", "))  (\(p.source))"
+                    )
                 } catch {
                     print("\(name.padding(toLength: 16, withPad: " ", startingAt: 0)) (invalid: \(error))")
                 }
@@ -244,8 +294,10 @@ extension Remedy {
 
     struct Rollback: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Undo every remedy apply recorded in an image: original hives back, injected files and C:\\Windows\\remedy removed.",
-            discussion: "Exit codes: 0 rolled back (or nothing to roll back), 1 error. --dry-run shows what would be restored and writes nothing."
+            abstract:
+                "Undo every remedy apply recorded in an image: original hives back, injected files and C:\\Windows\\remedy removed.",
+            discussion:
+                "Exit codes: 0 rolled back (or nothing to roll back), 1 error. --dry-run shows what would be restored and writes nothing."
         )
 
         @Argument(help: "The disk image (modified in place).") var image: String
@@ -272,7 +324,9 @@ extension Remedy {
     struct Explain: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Explain what a rule checks, what it changes and why.",
-            discussion: "Built-in rules are always known; with --policy, that policy's registry rules too. Without a rule, lists them.")
+            discussion:
+                "Built-in rules are always known; with --policy, that policy's registry rules too. Without a rule, lists them."
+        )
 
         @Argument(help: "A rule id, e.g. nic-dhcp.") var rule: String?
         @Option(help: "Also explain the registry rules of this policy (name or YAML file).") var policy: String?
@@ -283,7 +337,9 @@ extension Remedy {
             docs += PayloadManifest.all().filter { $0.input != nil }.map(PayloadRule.documentation)
             if let policy {
                 do {
-                    for case let r as RegistryRule in try PolicyLoader.load(policy).rules { docs.append(r.documentation) }
+                    for case let r as RegistryRule in try PolicyLoader.load(policy).rules {
+                        docs.append(r.documentation)
+                    }
                 } catch {
                     throw fail(error, image: nil, format: .text)
                 }
@@ -299,8 +355,9 @@ extension Remedy {
                 return
             }
             guard let d = docs.first(where: { $0.id == rule }) else {
-                throw ValidationError("unknown rule \(rule); known rules: \(docs.map(\.id).joined(separator: ", "))"
-                                      + (policy == nil ? " (registry rules of a policy: add --policy NAME)" : ""))
+                throw ValidationError(
+                    "unknown rule \(rule); known rules: \(docs.map(\.id).joined(separator: ", "))"
+                        + (policy == nil ? " (registry rules of a policy: add --policy NAME)" : ""))
             }
             print("\(d.id): \(d.summary)\n")
             print("Checks:  \(d.checks)\n")

@@ -12,30 +12,32 @@ public enum BlankHive {
     ///   - rootName: the root key's name (Windows uses `ROOT` or `CMI-CreateHive{…}`).
     ///   - minorVersion: 3, 4, 5 or 6 (SYSTEM and SOFTWARE are 1.5 on modern Windows).
     ///   - fileName: the last part of the path Windows records in the base block.
-    public static func bytes(rootName: String = "ROOT", minorVersion: UInt32 = 5,
-                             fileName: String = "\\SystemRoot\\System32\\Config\\SYSTEM",
-                             fileTime: UInt64 = fixedFileTime) -> [UInt8] {
+    public static func bytes(
+        rootName: String = "ROOT", minorVersion: UInt32 = 5,
+        fileName: String = "\\SystemRoot\\System32\\Config\\SYSTEM",
+        fileTime: UInt64 = fixedFileTime
+    ) -> [UInt8] {
         let binSize = 4096
         var w = ByteWriter(count: 4096 + binSize)
 
         // Base block.
         w.ascii("regf", at: 0)
-        w.u32(1, at: 4)                  // primary sequence number
-        w.u32(1, at: 8)                  // secondary sequence number
+        w.u32(1, at: 4)  // primary sequence number
+        w.u32(1, at: 8)  // secondary sequence number
         w.u64(fileTime, at: 12)
-        w.u32(1, at: 20)                 // major version
+        w.u32(1, at: 20)  // major version
         w.u32(minorVersion, at: 24)
-        w.u32(0, at: 28)                 // file type: primary
-        w.u32(1, at: 32)                 // file format: direct memory load
-        w.u32(0x20, at: 36)              // root cell offset
-        w.u32(UInt32(binSize), at: 40)   // hive bins data size
-        w.u32(1, at: 44)                 // clustering factor
+        w.u32(0, at: 28)  // file type: primary
+        w.u32(1, at: 32)  // file format: direct memory load
+        w.u32(0x20, at: 36)  // root cell offset
+        w.u32(UInt32(binSize), at: 40)  // hive bins data size
+        w.u32(1, at: 44)  // clustering factor
         w.utf16(String(fileName.suffix(31)), at: 48)
 
         // Hive bin header.
         let bin = 4096
         w.ascii("hbin", at: bin)
-        w.u32(0, at: bin + 4)            // offset of this bin
+        w.u32(0, at: bin + 4)  // offset of this bin
         w.u32(UInt32(binSize), at: bin + 8)
         w.u64(fileTime, at: bin + 20)
 
@@ -49,13 +51,13 @@ public enum BlankHive {
         w.ascii("nk", at: nk + 4)
         w.u16(0x0004 | 0x0008 | 0x0020, at: nk + 6)  // hive entry (root), no delete, ASCII name
         w.u64(fileTime, at: nk + 8)
-        w.u32(0, at: nk + 16)            // access bits
+        w.u32(0, at: nk + 16)  // access bits
         w.u32(0xFFFF_FFFF, at: nk + 20)  // parent (none)
-        w.u32(0, at: nk + 24)            // subkeys
-        w.u32(0, at: nk + 28)            // volatile subkeys
+        w.u32(0, at: nk + 24)  // subkeys
+        w.u32(0, at: nk + 28)  // volatile subkeys
         w.u32(0xFFFF_FFFF, at: nk + 32)  // subkeys list
         w.u32(0xFFFF_FFFF, at: nk + 36)  // volatile subkeys list
-        w.u32(0, at: nk + 40)            // values
+        w.u32(0, at: nk + 40)  // values
         w.u32(0xFFFF_FFFF, at: nk + 44)  // values list
         w.u32(UInt32(skOffset), at: nk + 48)
         w.u32(0xFFFF_FFFF, at: nk + 52)  // class name
@@ -69,9 +71,9 @@ public enum BlankHive {
         let sk = bin + skOffset
         w.i32(-Int32(skSize), at: sk)
         w.ascii("sk", at: sk + 4)
-        w.u32(UInt32(skOffset), at: sk + 8)   // flink: itself (only record)
+        w.u32(UInt32(skOffset), at: sk + 8)  // flink: itself (only record)
         w.u32(UInt32(skOffset), at: sk + 12)  // blink
-        w.u32(1, at: sk + 16)                 // reference count
+        w.u32(1, at: sk + 16)  // reference count
         w.u32(UInt32(sd.count), at: sk + 20)
         w.put(sd, at: sk + 24)
 
@@ -94,8 +96,8 @@ public enum BlankHive {
         let everyone: [UInt8] = [1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
         func ace(_ mask: UInt32, _ sid: [UInt8]) -> [UInt8] {
             var w = ByteWriter(count: 8 + sid.count)
-            w.u8(0, at: 0)      // ACCESS_ALLOWED_ACE_TYPE
-            w.u8(0x02, at: 1)   // CONTAINER_INHERIT_ACE
+            w.u8(0, at: 0)  // ACCESS_ALLOWED_ACE_TYPE
+            w.u8(0x02, at: 1)  // CONTAINER_INHERIT_ACE
             w.u16(UInt16(8 + sid.count), at: 2)
             w.u32(mask, at: 4)
             w.put(sid, at: 8)

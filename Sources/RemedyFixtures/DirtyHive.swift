@@ -58,11 +58,15 @@ public enum DirtyHive {
     /// A new-format dirty hive: `states[0]` on disk, and logs whose entries
     /// (sequence numbers from the primary's) bring it through every later
     /// state. `split` entries go to `.LOG1`, the rest to `.LOG2`.
-    public static func newFormat(_ states: [[UInt8]], split: Int? = nil) -> (primary: [UInt8], logs: [(name: String, bytes: [UInt8])]) {
+    public static func newFormat(
+        _ states: [[UInt8]], split: Int? = nil
+    ) -> (primary: [UInt8], logs: [(name: String, bytes: [UInt8])]) {
         let primary = dirtyPrimary(states[0])
         let first = primary.u32(4)!
         var entries: [[UInt8]] = []
-        for i in 1..<states.count { entries.append(entry(from: states[i - 1], to: states[i], sequence: first &+ UInt32(i - 1))) }
+        for i in 1..<states.count {
+            entries.append(entry(from: states[i - 1], to: states[i], sequence: first &+ UInt32(i - 1)))
+        }
         let cut = split ?? entries.count
         var log1 = logBase(states.last!, type: 6, sequence: first)
         for e in entries[..<cut] { log1 += e }

@@ -14,10 +14,14 @@ public enum FakeVirtioWin {
     public enum Layout: String, Sendable, CaseIterable { case isoTree, packaged }
 
     /// OS directory names as virtio-win uses them.
-    public static let allOSDirectories: [String] = ["2k8", "2k8R2", "w7", "w8", "2k12", "w8.1", "2k12R2", "w10", "2k16", "2k19", "2k22", "2k25", "w11"]
+    public static let allOSDirectories: [String] = [
+        "2k8", "2k8R2", "w7", "w8", "2k12", "w8.1", "2k12R2", "w10", "2k16", "2k19", "2k22", "2k25", "w11",
+    ]
 
     /// Driver directory names written (ISO-tree spelling).
-    public static let drivers: [String] = ["viostor", "vioscsi", "NetKVM", "Balloon", "vioserial", "viorng", "pvpanic", "fwcfg", "qemufwcfg", "sriov"]
+    public static let drivers: [String] = [
+        "viostor", "vioscsi", "NetKVM", "Balloon", "vioserial", "viorng", "pvpanic", "fwcfg", "qemufwcfg", "sriov",
+    ]
 
     /// The volume id `makeISO` gives the image.
     public static let volumeID = "virtio-win-0.1.240"
@@ -100,7 +104,9 @@ public enum FakeVirtioWin {
         let b = infBaseName(ofDriver: driver)
         switch driver {
         case "viostor", "vioscsi", "vioserial": return ["\(b).inf", "\(b).sys", "\(b).cat", "\(b).pdb"]
-        case "NetKVM": return ["netkvm.inf", "netkvm.sys", "netkvm.cat", "netkvm.pdb", "netkvmp.exe"] + (hasNetkvmco(os) ? ["netkvmco.exe"] : [])
+        case "NetKVM":
+            return ["netkvm.inf", "netkvm.sys", "netkvm.cat", "netkvm.pdb", "netkvmp.exe"]
+                + (hasNetkvmco(os) ? ["netkvmco.exe"] : [])
         case "Balloon": return ["balloon.inf", "balloon.sys", "balloon.cat", "blnsvr.exe", "balloon.pdb"]
         case "viorng": return ["viorng.inf", "viorng.sys", "viorng.cat", "viorngum.dll"]
         case "pvpanic", "fwcfg", "sriov": return ["\(b).inf", "\(b).sys", "\(b).cat"]
@@ -119,17 +125,22 @@ public enum FakeVirtioWin {
     /// `guest-agent/*.msi`, `virtio-win-gt-x64.msi`, `virtio-win-gt-x86.msi`, `virtio-win_license.txt`, `data/info.json`.
     /// `.packaged`: `drivers/by-driver/<Driver>/<os>/<arch>/…`, `drivers/by-os/amd64|i386/<os>/` (every driver's
     /// files of that OS and architecture in one directory) and `guest-agent/*.msi`; no ISO.
-    public static func write(at directory: String, layout: Layout, osDirectories: [String] = allOSDirectories,
-                             driverVersion: String = "100.94.104.24000", driverDate: String = "09/19/2023") throws {
+    public static func write(
+        at directory: String, layout: Layout, osDirectories: [String] = allOSDirectories,
+        driverVersion: String = "100.94.104.24000", driverDate: String = "09/19/2023"
+    ) throws {
         for os in osDirectories where !allOSDirectories.contains(os) { throw Failure.unknownOSDirectory(os) }
         let oses = allOSDirectories.filter(osDirectories.contains)
         let root = URL(fileURLWithPath: directory, isDirectory: true)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
 
-        func writeDriverFiles(_ driver: String, os: String, arch: String, into dir: URL, only: ((String) -> Bool)? = nil) throws {
+        func writeDriverFiles(
+            _ driver: String, os: String, arch: String, into dir: URL, only: ((String) -> Bool)? = nil
+        ) throws {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             for file in files(ofDriver: driver, osDirectory: os) where only?(file) ?? true {
-                let data = content(of: file, driver: driver, os: os, arch: arch, version: driverVersion, date: driverDate)
+                let data = content(
+                    of: file, driver: driver, os: os, arch: arch, version: driverVersion, date: driverDate)
                 try data.write(to: dir.appendingPathComponent(file))
             }
         }
@@ -140,7 +151,8 @@ public enum FakeVirtioWin {
             for driver in drivers {
                 for os in oses {
                     for arch in architectures(forDriver: driver, osDirectory: os) {
-                        let dir = root.appendingPathComponent(driver).appendingPathComponent(os).appendingPathComponent(arch)
+                        let dir = root.appendingPathComponent(driver).appendingPathComponent(os).appendingPathComponent(
+                            arch)
                         try writeDriverFiles(driver, os: os, arch: arch, into: dir)
                         entries.append([
                             "name": infBaseName(ofDriver: driver), "arch": arch, "windows_version": os,
@@ -159,11 +171,14 @@ public enum FakeVirtioWin {
                 }
             }
             try writeGuestAgent(root)
-            try blob("virtio-win-gt-x64.msi", kind: .msi).write(to: root.appendingPathComponent("virtio-win-gt-x64.msi"))
-            try blob("virtio-win-gt-x86.msi", kind: .msi).write(to: root.appendingPathComponent("virtio-win-gt-x86.msi"))
+            try blob("virtio-win-gt-x64.msi", kind: .msi).write(
+                to: root.appendingPathComponent("virtio-win-gt-x64.msi"))
+            try blob("virtio-win-gt-x86.msi", kind: .msi).write(
+                to: root.appendingPathComponent("virtio-win-gt-x86.msi"))
             try Data(licenseText.utf8).write(to: root.appendingPathComponent("virtio-win_license.txt"))
             let info: [String: Any] = ["version": distributionVersion, "drivers": entries]
-            let json = try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            let json = try JSONSerialization.data(
+                withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             let data = root.appendingPathComponent("data")
             try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
             try json.write(to: data.appendingPathComponent("info.json"))
@@ -176,8 +191,10 @@ public enum FakeVirtioWin {
                         let dir = base.appendingPathComponent("by-driver").appendingPathComponent(driver)
                             .appendingPathComponent(os).appendingPathComponent(arch)
                         try writeDriverFiles(driver, os: os, arch: arch, into: dir)
-                        let byOS = base.appendingPathComponent("by-os").appendingPathComponent(rootArchitectureDirectory(arch))
-                            .appendingPathComponent(os)
+                        let byOS = base.appendingPathComponent("by-os").appendingPathComponent(
+                            rootArchitectureDirectory(arch)
+                        )
+                        .appendingPathComponent(os)
                         try writeDriverFiles(driver, os: os, arch: arch, into: byOS)
                     }
                 }
@@ -227,8 +244,9 @@ public enum FakeVirtioWin {
         let message = stderr.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationReason == .exit, process.terminationStatus == 0 else {
-            throw Failure.toolFailed(tool: genisoimage, status: process.terminationStatus,
-                                     stderr: String(decoding: message, as: UTF8.self))
+            throw Failure.toolFailed(
+                tool: genisoimage, status: process.terminationStatus,
+                stderr: String(decoding: message, as: UTF8.self))
         }
     }
 
@@ -236,12 +254,18 @@ public enum FakeVirtioWin {
 
     enum BlobKind { case pe, catalog, pdb, msi }
 
-    static func content(of file: String, driver: String, os: String, arch: String, version: String, date: String) -> Data {
+    static func content(
+        of file: String, driver: String, os: String, arch: String, version: String, date: String
+    ) -> Data {
         let ext = (FilePath(file).extension ?? "").lowercased()
         let what = "\(file) of \(driver) for \(os)/\(arch), version \(version)"
         switch ext {
-        case "inf": return Data(inf(infBaseName(ofDriver: driver), arch: arch, osDirectory: os,
-                                    driverVersion: version, driverDate: date).utf8)
+        case "inf":
+            return Data(
+                inf(
+                    infBaseName(ofDriver: driver), arch: arch, osDirectory: os,
+                    driverVersion: version, driverDate: date
+                ).utf8)
         case "sys", "exe", "dll": return blob(what, kind: .pe)
         case "cat": return blob(what, kind: .catalog)
         case "pdb": return blob(what, kind: .pdb)
@@ -255,7 +279,8 @@ public enum FakeVirtioWin {
         var bytes: [UInt8]
         switch kind {
         case .pe:
-            bytes = Array("MZ".utf8) + [0x90, 0x00, 0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00]
+            bytes =
+                Array("MZ".utf8) + [0x90, 0x00, 0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00]
         case .catalog:
             // A DER SEQUENCE holding the PKCS #7 signedData object identifier, as catalogs begin.
             bytes = [0x30, 0x82, 0x00, 0x00, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02]
@@ -266,15 +291,18 @@ public enum FakeVirtioWin {
         }
         bytes += text
         let size = max(384, (bytes.count + 63) / 64 * 64 + 64)
-        var h: UInt32 = 2_166_136_261 // FNV-1a of the text seeds the filler
+        var h: UInt32 = 2_166_136_261  // FNV-1a of the text seeds the filler
         for b in text { h = (h ^ UInt32(b)) &* 16_777_619 }
         while bytes.count < size {
-            h ^= h << 13; h ^= h >> 17; h ^= h << 5
+            h ^= h << 13
+            h ^= h >> 17
+            h ^= h << 5
             bytes.append(UInt8(truncatingIfNeeded: h))
         }
         if kind == .catalog {
             let n = bytes.count - 4
-            bytes[2] = UInt8(n >> 8); bytes[3] = UInt8(n & 0xFF)
+            bytes[2] = UInt8(n >> 8)
+            bytes[3] = UInt8(n & 0xFF)
         }
         return Data(bytes)
     }
@@ -292,12 +320,15 @@ public enum FakeVirtioWin {
     /// stamped again with `driverDate`/`driverVersion`, as stampinf does. The directories of older Windows (2k8 to
     /// 2k12R2, w7 to w8.1) get the Win10 build stamped for the plain architecture (`NTamd64`, `NTx86`, as the build
     /// of those releases did) with their KMDF version: today's sources no longer build for them.
-    public static func inf(_ driver: String, arch: String, osDirectory: String, driverVersion: String = "100.94.104.24000",
-                           driverDate: String = "09/19/2023") -> String {
-        let a: String = switch arch.lowercased() {
-        case "x86", "i386", "i686": "x86"
-        default: "amd64"
-        }
+    public static func inf(
+        _ driver: String, arch: String, osDirectory: String, driverVersion: String = "100.94.104.24000",
+        driverDate: String = "09/19/2023"
+    ) -> String {
+        let a: String =
+            switch arch.lowercased() {
+            case "x86", "i386", "i686": "x86"
+            default: "amd64"
+            }
         let t = Target(os: osDirectory, arch: a, version: driverVersion, date: driverDate)
         let base: String
         switch driver.lowercased() {
@@ -310,13 +341,16 @@ public enum FakeVirtioWin {
     }
 
     /// The drivers whose real INF is in `Tests/Fixtures/virtio-win`.
-    public static let realDrivers: Set<String> = ["viostor", "vioscsi", "netkvm", "balloon", "vioser", "viorng", "pvpanic", "fwcfg", "qemufwcfg"]
+    public static let realDrivers: Set<String> = [
+        "viostor", "vioscsi", "netkvm", "balloon", "vioser", "viorng", "pvpanic", "fwcfg", "qemufwcfg",
+    ]
 
     /// Where the stamped real INFs are: `REMEDY_VIRTIO_INF_FIXTURES`, else `Tests/Fixtures/virtio-win` of the
     /// source tree this file was built from.
     public static var realINFDirectory: String {
         if let env = ProcessInfo.processInfo.environment["REMEDY_VIRTIO_INF_FIXTURES"], !env.isEmpty { return env }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .appendingPathComponent("Tests/Fixtures/virtio-win").path
     }
 
@@ -340,7 +374,9 @@ public enum FakeVirtioWin {
         var out = realCache.withLock { cache in
             if let known = cache[path] { return known }
             guard let data = FileManager.default.contents(atPath: path) else {
-                preconditionFailure("FakeVirtioWin: the real virtio-win INF \(path) is missing (set REMEDY_VIRTIO_INF_FIXTURES to Tests/Fixtures/virtio-win)")
+                preconditionFailure(
+                    "FakeVirtioWin: the real virtio-win INF \(path) is missing (set REMEDY_VIRTIO_INF_FIXTURES to Tests/Fixtures/virtio-win)"
+                )
             }
             let text = String(decoding: data, as: UTF8.self)
             cache[path] = text
@@ -349,12 +385,15 @@ public enum FakeVirtioWin {
         if build == "legacy" {
             // stampinf with the plain architecture, and the KMDF version of that Windows.
             out = out.replacingOccurrences(of: "NT\(t.arch).10.0", with: "NT\(t.arch)")
-            out = out.replacingOccurrences(of: "KmdfLibraryVersion = 1.15", with: "KmdfLibraryVersion = \(t.kmdfVersion)")
+            out = out.replacingOccurrences(
+                of: "KmdfLibraryVersion = 1.15", with: "KmdfLibraryVersion = \(t.kmdfVersion)")
         }
         // stampinf: the DriverVer line of [Version] (qemufwcfg.inf ships already stamped and keeps its own).
         if name != "qemufwcfg" {
             var lines = out.components(separatedBy: "\r\n")
-            if let i = lines.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("driverver") }) {
+            if let i = lines.firstIndex(where: {
+                $0.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("driverver")
+            }) {
                 lines[i] = "DriverVer = \(t.date),\(t.version)"
             }
             out = lines.joined(separator: "\r\n")
@@ -417,74 +456,74 @@ public enum FakeVirtioWin {
     static func vioprotINF(_ t: Target) -> String {
         let d = t.decoration
         return #"""
-        \#(header("vioprot.inf", "VirtIO network protocol driver: pairs a VirtIO adapter with its SR-IOV virtual function.", t))
+            \#(header("vioprot.inf", "VirtIO network protocol driver: pairs a VirtIO adapter with its SR-IOV virtual function.", t))
 
-        [Version]
-        Signature         = "$WINDOWS NT$"
-        Class             = NetTrans
-        ClassGuid         = {4D36E975-E325-11CE-BFC1-08002BE10318}
-        Provider          = %VENDOR%
-        DriverVer         = \#(t.date),\#(t.version)
-        CatalogFile       = vioprot.cat
-        DriverPackageType = Network
-        PnpLockdown       = 1
+            [Version]
+            Signature         = "$WINDOWS NT$"
+            Class             = NetTrans
+            ClassGuid         = {4D36E975-E325-11CE-BFC1-08002BE10318}
+            Provider          = %VENDOR%
+            DriverVer         = \#(t.date),\#(t.version)
+            CatalogFile       = vioprot.cat
+            DriverPackageType = Network
+            PnpLockdown       = 1
 
-        [DestinationDirs]
-        DefaultDestDir = 12
+            [DestinationDirs]
+            DefaultDestDir = 12
 
-        [SourceDisksNames]
-        1 = %DiskName%,,,""
+            [SourceDisksNames]
+            1 = %DiskName%,,,""
 
-        [SourceDisksFiles]
-        vioprot.sys = 1,,
+            [SourceDisksFiles]
+            vioprot.sys = 1,,
 
-        [Manufacturer]
-        %VENDOR% = Standard,\#(d)
+            [Manufacturer]
+            %VENDOR% = Standard,\#(d)
 
-        [Standard.\#(d)]
-        %VioProt.DeviceDesc% = VioProt_Install, VIOPROT
+            [Standard.\#(d)]
+            %VioProt.DeviceDesc% = VioProt_Install, VIOPROT
 
-        [VioProt_Install]
-        Characteristics  = 0x0
-        NetCfgInstanceId = "{8F2C3B71-6A0D-4E55-9C1B-2D7E4A9F0C36}"
-        CopyFiles        = VioProt_CopyFiles
-        AddReg           = VioProt_Ndi
+            [VioProt_Install]
+            Characteristics  = 0x0
+            NetCfgInstanceId = "{8F2C3B71-6A0D-4E55-9C1B-2D7E4A9F0C36}"
+            CopyFiles        = VioProt_CopyFiles
+            AddReg           = VioProt_Ndi
 
-        [VioProt_CopyFiles]
-        vioprot.sys,,,2
+            [VioProt_CopyFiles]
+            vioprot.sys,,,2
 
-        [VioProt_Ndi]
-        HKR, Ndi,            Service,    0, "VioProt"
-        HKR, Ndi,            HelpText,   0, %VioProt.HelpText%
-        HKR, Ndi\Interfaces, UpperRange, 0, "noupper"
-        HKR, Ndi\Interfaces, LowerRange, 0, \
-             "ndis5,ethernet"
+            [VioProt_Ndi]
+            HKR, Ndi,            Service,    0, "VioProt"
+            HKR, Ndi,            HelpText,   0, %VioProt.HelpText%
+            HKR, Ndi\Interfaces, UpperRange, 0, "noupper"
+            HKR, Ndi\Interfaces, LowerRange, 0, \
+                 "ndis5,ethernet"
 
-        [VioProt_Install.Services]
-        AddService = VioProt, 0x00000000, VioProt_Service_Inst, VioProt_EventLog_Inst
+            [VioProt_Install.Services]
+            AddService = VioProt, 0x00000000, VioProt_Service_Inst, VioProt_EventLog_Inst
 
-        [VioProt_Service_Inst]
-        DisplayName    = %VioProt.Service.DispName%
-        ServiceType    = 1              ; SERVICE_KERNEL_DRIVER
-        StartType      = 3              ; SERVICE_DEMAND_START
-        ErrorControl   = 1              ; SERVICE_ERROR_NORMAL
-        ServiceBinary  = %12%\vioprot.sys
-        LoadOrderGroup = PNP_TDI
-        Description    = %VioProt.HelpText%
+            [VioProt_Service_Inst]
+            DisplayName    = %VioProt.Service.DispName%
+            ServiceType    = 1              ; SERVICE_KERNEL_DRIVER
+            StartType      = 3              ; SERVICE_DEMAND_START
+            ErrorControl   = 1              ; SERVICE_ERROR_NORMAL
+            ServiceBinary  = %12%\vioprot.sys
+            LoadOrderGroup = PNP_TDI
+            Description    = %VioProt.HelpText%
 
-        [VioProt_EventLog_Inst]
-        AddReg = VioProt_EventLog_AddReg
+            [VioProt_EventLog_Inst]
+            AddReg = VioProt_EventLog_AddReg
 
-        [VioProt_EventLog_AddReg]
-        HKR, , EventMessageFile, 0x00020000, "%%SystemRoot%%\System32\netevent.dll"
-        HKR, , TypesSupported,   0x00010001, 7
+            [VioProt_EventLog_AddReg]
+            HKR, , EventMessageFile, 0x00020000, "%%SystemRoot%%\System32\netevent.dll"
+            HKR, , TypesSupported,   0x00010001, 7
 
-        [Strings]
-        VENDOR                   = "Red Hat, Inc."
-        DiskName                 = "VirtIO Protocol Driver Installation Disk"
-        VioProt.DeviceDesc       = "VirtIO protocol"
-        VioProt.Service.DispName = "VirtIO Protocol Service"
-        VioProt.HelpText         = "Teams a VirtIO network adapter with its SR-IOV virtual function."
-        """#
+            [Strings]
+            VENDOR                   = "Red Hat, Inc."
+            DiskName                 = "VirtIO Protocol Driver Installation Disk"
+            VioProt.DeviceDesc       = "VirtIO protocol"
+            VioProt.Service.DispName = "VirtIO Protocol Service"
+            VioProt.HelpText         = "Teams a VirtIO network adapter with its SR-IOV virtual function."
+            """#
     }
 }

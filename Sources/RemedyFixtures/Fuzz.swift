@@ -48,12 +48,16 @@ public enum Fuzz {
 
     /// Runs `body` on inputs generated from per-input generators derived from one seed, until the time is up.
     /// `body` returns a problem description for an input that misbehaved (an unexpected error type), or nil.
-    public static func run(_ target: String, perInputSeconds: Double = 10, perInputMiB: Int = 512,
-                           _ body: (inout SeededGenerator) throws -> String?) rethrows -> Summary {
+    public static func run(
+        _ target: String, perInputSeconds: Double = 10, perInputMiB: Int = 512,
+        _ body: (inout SeededGenerator) throws -> String?
+    ) rethrows -> Summary {
         let env = ProcessInfo.processInfo.environment
         let seed = env["REMEDY_FUZZ_SEED"].flatMap { UInt64($0, radix: 16) } ?? UInt64.random(in: 1...UInt64.max)
         let only = env["REMEDY_FUZZ_INPUT"].flatMap(Int.init)
-        print("fuzz \(target): seed \(String(seed, radix: 16)) (REMEDY_FUZZ_SEED=\(String(seed, radix: 16)) replays it), \(seconds) s")
+        print(
+            "fuzz \(target): seed \(String(seed, radix: 16)) (REMEDY_FUZZ_SEED=\(String(seed, radix: 16)) replays it), \(seconds) s"
+        )
         var master = SeededGenerator(seed: seed)
         var summary = Summary()
         let deadline = Date().addingTimeInterval(seconds)
@@ -68,16 +72,26 @@ public enum Fuzz {
             let took = Date().timeIntervalSince(start)
             summary.rounds += 1
             summary.slowestSeconds = max(summary.slowestSeconds, took)
-            if let problem { summary.failures.append(Failure(target: target, seed: seed, input: index, problem: problem)) }
+            if let problem {
+                summary.failures.append(Failure(target: target, seed: seed, input: index, problem: problem))
+            }
             if took > perInputSeconds {
-                summary.failures.append(Failure(target: target, seed: seed, input: index, problem: String(format: "took %.1f s (bound %.0f s)", took, perInputSeconds)))
+                summary.failures.append(
+                    Failure(
+                        target: target, seed: seed, input: index,
+                        problem: String(format: "took %.1f s (bound %.0f s)", took, perInputSeconds)))
             }
             let grew = peakMiB() - before
             if grew > perInputMiB {
-                summary.failures.append(Failure(target: target, seed: seed, input: index, problem: "raised peak memory by \(grew) MiB (bound \(perInputMiB) MiB)"))
+                summary.failures.append(
+                    Failure(
+                        target: target, seed: seed, input: index,
+                        problem: "raised peak memory by \(grew) MiB (bound \(perInputMiB) MiB)"))
             }
         }
-        print("fuzz \(target): \(summary.rounds) inputs, slowest \(String(format: "%.3f", summary.slowestSeconds)) s, \(summary.failures.count) failures")
+        print(
+            "fuzz \(target): \(summary.rounds) inputs, slowest \(String(format: "%.3f", summary.slowestSeconds)) s, \(summary.failures.count) failures"
+        )
         return summary
     }
 
@@ -95,18 +109,22 @@ public enum Fuzz {
             case 2, 3:
                 if m.count >= 8 {
                     let at = Int.random(in: 0...(m.count - 8), using: &rng)
-                    let big: [UInt8] = [[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], [0xFF, 0xFF, 0xFF, 0x7F, 0, 0, 0, 0],
-                                        [0, 0, 0, 0x40, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0x80]][Int.random(in: 0..<4, using: &rng)]
+                    let big: [UInt8] = [
+                        [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], [0xFF, 0xFF, 0xFF, 0x7F, 0, 0, 0, 0],
+                        [0, 0, 0, 0x40, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0x80],
+                    ][Int.random(in: 0..<4, using: &rng)]
                     m.replaceSubrange(at..<at + 8, with: big)
                 }
             case 4:
                 if !m.isEmpty {
-                    let a = Int.random(in: 0..<m.count, using: &rng), b = min(m.count, a + Int.random(in: 1...512, using: &rng))
+                    let a = Int.random(in: 0..<m.count, using: &rng),
+                        b = min(m.count, a + Int.random(in: 1...512, using: &rng))
                     m.insert(contentsOf: m[a..<b], at: Int.random(in: 0...m.count, using: &rng))
                 }
             case 5:
                 if !m.isEmpty {
-                    let a = Int.random(in: 0..<m.count, using: &rng), b = min(m.count, a + Int.random(in: 1...256, using: &rng))
+                    let a = Int.random(in: 0..<m.count, using: &rng),
+                        b = min(m.count, a + Int.random(in: 1...256, using: &rng))
                     m.removeSubrange(a..<b)
                 }
             default:
@@ -117,15 +135,20 @@ public enum Fuzz {
     }
 
     /// A line-level mutation of a text: lines repeated, dropped, swapped, or given a token from `tokens`.
-    public static func mutateLines(_ text: String, tokens: [String], limit: Int, using rng: inout SeededGenerator) -> String {
+    public static func mutateLines(
+        _ text: String, tokens: [String], limit: Int, using rng: inout SeededGenerator
+    ) -> String {
         // Split on the byte: "\r\n" is one Character in Swift, so splitting the String on "\n" would leave a CRLF text
         // (every real INF) one line, and repeating that line would grow the input by 200x per round before the cut.
-        var lines = text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        var lines = text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).map {
+            String(decoding: $0, as: UTF8.self)
+        }
         var size = text.utf8.count
         for _ in 0..<Int.random(in: 1...4, using: &rng) where !lines.isEmpty && size <= limit {
             let i = Int.random(in: 0..<lines.count, using: &rng)
             switch Int.random(in: 0..<6, using: &rng) {
-            case 0: lines.insert(contentsOf: Array(repeating: lines[i], count: Int.random(in: 1...50, using: &rng)), at: i)
+            case 0:
+                lines.insert(contentsOf: Array(repeating: lines[i], count: Int.random(in: 1...50, using: &rng)), at: i)
             case 1: lines.remove(at: i)
             case 2: lines.swapAt(i, Int.random(in: 0..<lines.count, using: &rng))
             case 3:

@@ -1,9 +1,9 @@
 import Foundation
-import Synchronization
 import Guestfs
 import Hivex
 import RegistryFormat
 import RemedyCore
+import Synchronization
 import SystemPackage
 
 /// What goes on a phony disk.
@@ -47,7 +47,7 @@ public enum ImageFactory {
         if let e = errors.first { throw e }
     }
 
-    private final class ErrorBox: Sendable {   // the first error of the parallel builds
+    private final class ErrorBox: Sendable {  // the first error of the parallel builds
         private let error = Mutex<(any Error)?>(nil)
         func set(_ e: any Error) { error.withLock { if $0 == nil { $0 = e } } }
         var first: (any Error)? { error.withLock { $0 } }
@@ -67,14 +67,19 @@ public enum ImageFactory {
             try? fm.removeItem(atPath: raw)
             let parent = FilePath(r.path).removingLastComponent().string
             if !parent.isEmpty { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) }
-            guard fm.createFile(atPath: raw, contents: nil) else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: raw]) }
+            guard fm.createFile(atPath: raw, contents: nil) else {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: raw])
+            }
             let mib: Int
             if case .windows(let w) = r.disk { mib = w.diskMiB } else { mib = 64 }
-            guard truncate(raw, off_t(mib) * 1_048_576) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            guard truncate(raw, off_t(mib) * 1_048_576) == 0 else {
+                throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+            }
             raws.append(raw)
         }
 
-        let appliance = try Appliance.launch(drives: raws.map { Drive(path: $0, format: "raw", readonly: false) }, options: options)
+        let appliance = try Appliance.launch(
+            drives: raws.map { Drive(path: $0, format: "raw", readonly: false) }, options: options)
         defer { appliance.close() }
         let g = appliance.guestfs
         let devices = try g.listDevices()
@@ -112,8 +117,12 @@ public enum ImageFactory {
             // A fixed disk signature, as MountedDevices refers to it.
             let signature: [UInt8] = [0x52, 0x4D, 0x44, UInt8(0x30 + index % 10)]
             let twoVolumes = w.damage == .bitLockerDataVolume || w.states.contains(.dataPartition)
-            let partitions: [PartitionTables.MBRPartition] = twoVolumes
-                ? [.init(start: 2048, end: sectors - 32 * 2048 - 1, bootable: true), .init(start: sectors - 32 * 2048, end: sectors - 1)]
+            let partitions: [PartitionTables.MBRPartition] =
+                twoVolumes
+                ? [
+                    .init(start: 2048, end: sectors - 32 * 2048 - 1, bootable: true),
+                    .init(start: sectors - 32 * 2048, end: sectors - 1),
+                ]
                 : [.init(start: 2048, end: sectors - 1, bootable: true)]
             try g.pwriteDevice(dev, PartitionTables.mbr(partitions, signature: signature), offset: 0)
             try g.blockdevRereadpt(dev)
@@ -127,14 +136,18 @@ public enum ImageFactory {
             let offset: UInt64 = 2048 * 512
             for b in 0..<8 { entry.append(UInt8(truncatingIfNeeded: offset >> (8 * UInt64(b)))) }
             mounted = entry
-        case .uefi, .unknown:   // a phony image is built with a table: unknown is not asked for
+        case .uefi, .unknown:  // a phony image is built with a table: unknown is not asked for
             let partGUID = String(format: "6E6F6E79-7265-6D65-6479-%012X", index)
-            let table = PartitionTables.gpt([
-                .init(start: 2048, end: 2048 + 32 * 2048 - 1, type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
-                      guid: String(format: "6E6F6E79-6573-7000-0000-%012X", index), name: "EFI system partition"),
-                .init(start: 2048 + 32 * 2048, end: sectors - 34, type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", guid: partGUID,
-                      name: "Basic data partition"),
-            ], sectors: sectors, diskGUID: String(format: "6E6F6E79-6469-736B-0000-%012X", index))
+            let table = PartitionTables.gpt(
+                [
+                    .init(
+                        start: 2048, end: 2048 + 32 * 2048 - 1, type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+                        guid: String(format: "6E6F6E79-6573-7000-0000-%012X", index), name: "EFI system partition"),
+                    .init(
+                        start: 2048 + 32 * 2048, end: sectors - 34, type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",
+                        guid: partGUID,
+                        name: "Basic data partition"),
+                ], sectors: sectors, diskGUID: String(format: "6E6F6E79-6469-736B-0000-%012X", index))
             try g.pwriteDevice(dev, table.primary, offset: 0)
             try g.pwriteDevice(dev, table.backup, offset: table.backupOffset)
             try g.blockdevRereadpt(dev)
@@ -144,7 +157,9 @@ public enum ImageFactory {
             try g.mkdirP("/EFI/Boot")
             let efi = MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386, subsystem: 10)
             if !w.states.contains(.bootOnOtherDisk) { try g.write("/EFI/Microsoft/Boot/bootmgfw.efi", efi) }
-            try g.write("/EFI/Boot/bootx64.efi", w.states.contains(.staleUefiFallback) ? efi + Array("an older boot loader".utf8) : efi)
+            try g.write(
+                "/EFI/Boot/bootx64.efi",
+                w.states.contains(.staleUefiFallback) ? efi + Array("an older boot loader".utf8) : efi)
             let bcd = "\(work)/BCD"
             try HiveContent(rootName: "ROOT", fileName: "\\EFI\\Microsoft\\Boot\\BCD").write(to: bcd)
             try g.upload(bcd, to: "/EFI/Microsoft/Boot/BCD")
@@ -154,8 +169,10 @@ public enum ImageFactory {
         }
         try g.mkfs("ntfs", ntfs, label: "Windows")
         try g.mount(ntfs, at: "/")
-        for dir in ["/Windows/System32/config", "/Windows/System32/drivers", "/Windows/inf", "/Program Files",
-                    "/Users/Administrator", "/ProgramData"] {
+        for dir in [
+            "/Windows/System32/config", "/Windows/System32/drivers", "/Windows/inf", "/Program Files",
+            "/Users/Administrator", "/ProgramData",
+        ] {
             try g.mkdirP(dir)
         }
         try g.write("/Windows/System32/cmd.exe", MinimalPE.bytes(machine: w.arch == .x86_64 ? .amd64 : .i386))
@@ -185,7 +202,8 @@ public enum ImageFactory {
         try w.softwareHive().write(to: "\(work)/SOFTWARE")
         try w.samHive().write(to: "\(work)/SAM")
         for name in ["SECURITY", "DEFAULT"] {
-            try HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\\(name)").write(to: "\(work)/\(name)")
+            try HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\\(name)").write(
+                to: "\(work)/\(name)")
         }
         for name in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
             try g.upload("\(work)/\(name)", to: "/Windows/System32/config/\(name)")
@@ -199,8 +217,12 @@ public enum ImageFactory {
     static func makeDirty(_ path: String, withLogs: Bool, g: Guestfs) throws {
         let after = path + ".after"
         let hive = try Hive(path: path, writable: true)
-        try hive.setValue(of: try hive.ensureNode(at: "ControlSet001\\Control\\CrashControl"), HiveValue(name: "CrashDumpEnabled", value: .dword(3)))
-        try hive.setValue(of: try hive.ensureNode(at: "ControlSet001\\Services\\RemedyLogged"), HiveValue(name: "Start", value: .dword(3)))
+        try hive.setValue(
+            of: try hive.ensureNode(at: "ControlSet001\\Control\\CrashControl"),
+            HiveValue(name: "CrashDumpEnabled", value: .dword(3)))
+        try hive.setValue(
+            of: try hive.ensureNode(at: "ControlSet001\\Services\\RemedyLogged"),
+            HiveValue(name: "Start", value: .dword(3)))
         try hive.commit(to: after)
         hive.close()
         let before = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
@@ -216,13 +238,16 @@ public enum ImageFactory {
     static func writeBitLockerHeader(_ g: Guestfs, partition: String) throws {
         var boot = [UInt8](repeating: 0, count: 512)
         boot.replaceSubrange(0..<11, with: [0xEB, 0x58, 0x90] + Array("-FVE-FS-".utf8))
-        boot[11] = 0x00; boot[12] = 0x02; boot[13] = 0x08
+        boot[11] = 0x00
+        boot[12] = 0x02
+        boot[13] = 0x08
         for i in 0..<16 { boot[160 + i] = UInt8(0xB0 + i) }
         let metadata: [UInt64] = [0x10000, 0x20000, 0x30000]
         for (i, off) in metadata.enumerated() {
             for b in 0..<8 { boot[176 + i * 8 + b] = UInt8(truncatingIfNeeded: off >> (8 * UInt64(b))) }
         }
-        boot[510] = 0x55; boot[511] = 0xAA
+        boot[510] = 0x55
+        boot[511] = 0xAA
         try g.pwriteDevice(partition, boot, offset: 0)
         for off in metadata {
             try g.pwriteDevice(partition, Array("-FVE-FS-".utf8) + [64, 0, 2, 0], offset: Int64(off))
@@ -245,7 +270,11 @@ public enum ImageFactory {
         try g.mkfs("ext4", dev + "1")
         try g.mount(dev + "1", at: "/")
         for d in ["/etc", "/bin", "/sbin", "/usr/bin", "/usr/lib", "/var", "/root", "/home"] { try g.mkdirP(d) }
-        try g.write("/etc/os-release", Array("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n".utf8))
+        try g.write(
+            "/etc/os-release",
+            Array(
+                "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"
+                    .utf8))
         try g.write("/etc/debian_version", Array("12.5\n".utf8))
         try g.write("/etc/fstab", Array("/dev/sda1 / ext4 defaults 0 1\n".utf8))
         try g.write("/etc/hostname", Array("phony-linux\n".utf8))

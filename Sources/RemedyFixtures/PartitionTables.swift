@@ -7,23 +7,30 @@ import RegistryFormat
 /// primary header at LBA 1 and 128 entries of 128 bytes from LBA 2, their copy and the backup header at the end.
 public enum PartitionTables {
     public struct MBRPartition: Sendable {
-        public var start: Int64   // first sector
-        public var end: Int64     // last sector (inclusive)
+        public var start: Int64  // first sector
+        public var end: Int64  // last sector (inclusive)
         public var type: UInt8
         public var bootable: Bool
         public init(start: Int64, end: Int64, type: UInt8 = 0x07, bootable: Bool = false) {
-            self.start = start; self.end = end; self.type = type; self.bootable = bootable
+            self.start = start
+            self.end = end
+            self.type = type
+            self.bootable = bootable
         }
     }
 
     public struct GPTPartition: Sendable {
         public var start: Int64
         public var end: Int64
-        public var type: String    // partition type GUID
-        public var guid: String    // unique partition GUID
+        public var type: String  // partition type GUID
+        public var guid: String  // unique partition GUID
         public var name: String
         public init(start: Int64, end: Int64, type: String, guid: String, name: String) {
-            self.start = start; self.end = end; self.type = type; self.guid = guid; self.name = name
+            self.start = start
+            self.end = end
+            self.type = type
+            self.guid = guid
+            self.name = name
         }
     }
 
@@ -32,7 +39,8 @@ public enum PartitionTables {
         var b = [UInt8](repeating: 0, count: 512)
         b.replaceSubrange(440..<444, with: signature.prefix(4))
         for (i, p) in partitions.prefix(4).enumerated() {
-            entry(&b, at: 446 + 16 * i, bootable: p.bootable, type: p.type, start: p.start, sectors: p.end - p.start + 1)
+            entry(
+                &b, at: 446 + 16 * i, bootable: p.bootable, type: p.type, start: p.start, sectors: p.end - p.start + 1)
         }
         b[510] = 0x55
         b[511] = 0xAA
@@ -41,13 +49,16 @@ public enum PartitionTables {
 
     /// A GPT for a disk of `sectors` 512-byte sectors: the bytes from LBA 0 to 33 (protective MBR, header,
     /// entries) and, to be written at `backupOffset`, the entries' copy and the backup header (the last 33 sectors).
-    public static func gpt(_ partitions: [GPTPartition], sectors: Int64, diskGUID: String) -> (primary: [UInt8], backup: [UInt8], backupOffset: Int64) {
+    public static func gpt(
+        _ partitions: [GPTPartition], sectors: Int64, diskGUID: String
+    ) -> (primary: [UInt8], backup: [UInt8], backupOffset: Int64) {
         let last = sectors - 1
         var entries = [UInt8](repeating: 0, count: 128 * 128)
         for (i, p) in partitions.enumerated() {
             let o = 128 * i
             entries.replaceSubrange(o..<o + 16, with: WindowsGUID.bytes(p.type) ?? [UInt8](repeating: 0, count: 16))
-            entries.replaceSubrange(o + 16..<o + 32, with: WindowsGUID.bytes(p.guid) ?? [UInt8](repeating: 0, count: 16))
+            entries.replaceSubrange(
+                o + 16..<o + 32, with: WindowsGUID.bytes(p.guid) ?? [UInt8](repeating: 0, count: 16))
             put64(&entries, o + 32, UInt64(p.start))
             put64(&entries, o + 40, UInt64(p.end))
             for (k, unit) in p.name.utf16.prefix(36).enumerated() {

@@ -5,8 +5,13 @@ import RemedyPlanning
 /// Windows releases a phony image can imitate, with the registry facts
 /// Windows records for them (SOFTWARE\Microsoft\Windows NT\CurrentVersion).
 public enum WindowsRelease: String, Sendable, Codable, CaseIterable {
-    case server2008 = "2008", server2008R2 = "2008r2", server2012 = "2012", server2012R2 = "2012r2"
-    case server2016 = "2016", server2019 = "2019", server2022 = "2022"
+    case server2008 = "2008"
+    case server2008R2 = "2008r2"
+    case server2012 = "2012"
+    case server2012R2 = "2012r2"
+    case server2016 = "2016"
+    case server2019 = "2019"
+    case server2022 = "2022"
 
     public var productName: String {
         switch self {
@@ -71,8 +76,10 @@ public struct PhonyNIC: Sendable, Codable {
     /// Control set numbers this interface appears in (nil: all of them).
     public var controlSets: [Int]?
 
-    public static func staticIP(_ guid: String, _ address: String, mask: String = "255.255.255.0", gateway: String? = nil,
-                                dns: [String] = ["8.8.8.8", "8.8.4.4"], controlSets: [Int]? = nil) -> PhonyNIC {
+    public static func staticIP(
+        _ guid: String, _ address: String, mask: String = "255.255.255.0", gateway: String? = nil,
+        dns: [String] = ["8.8.8.8", "8.8.4.4"], controlSets: [Int]? = nil
+    ) -> PhonyNIC {
         PhonyNIC(guid: guid, address: address, mask: mask, gateway: gateway, dns: dns, controlSets: controlSets)
     }
 
@@ -190,8 +197,10 @@ public struct PhonyWindows: Sendable, Codable {
     public var realSystem: RealSystemHive?
 
     /// An image around a real SYSTEM hive, with the phony SOFTWARE and SAM of the matching release.
-    public static func real(_ hive: RealSystemHive, firmware: Firmware = .bios, states: Set<PhonyState> = [],
-                            extraSoftware: [String: [String: RegistryValue]] = [:]) -> PhonyWindows {
+    public static func real(
+        _ hive: RealSystemHive, firmware: Firmware = .bios, states: Set<PhonyState> = [],
+        extraSoftware: [String: [String: RegistryValue]] = [:]
+    ) -> PhonyWindows {
         var w = PhonyWindows(release: hive.release, firmware: firmware, states: states, extraSoftware: extraSoftware)
         w.realSystem = hive
         return w
@@ -206,10 +215,13 @@ public struct PhonyWindows: Sendable, Codable {
         }
     }
 
-    public init(release: WindowsRelease, arch: Architecture? = nil, firmware: Firmware = .bios, hostname: String = "WIN-PHONY01",
-                controlSetCount: Int = 2, nics: [PhonyNIC] = [], states: Set<PhonyState> = [],
-                extraSystem: [String: [String: RegistryValue]] = [:],
-                extraSoftware: [String: [String: RegistryValue]] = [:], damage: PhonyDamage? = nil, diskMiB: Int = 128) {
+    public init(
+        release: WindowsRelease, arch: Architecture? = nil, firmware: Firmware = .bios,
+        hostname: String = "WIN-PHONY01",
+        controlSetCount: Int = 2, nics: [PhonyNIC] = [], states: Set<PhonyState> = [],
+        extraSystem: [String: [String: RegistryValue]] = [:],
+        extraSoftware: [String: [String: RegistryValue]] = [:], damage: PhonyDamage? = nil, diskMiB: Int = 128
+    ) {
         self.states = states
         self.release = release
         self.arch = arch ?? release.defaultArch
@@ -228,18 +240,26 @@ public struct PhonyWindows: Sendable, Codable {
         var out: [String: [UInt8]] = [:]
         if states.contains(.startupScript) {
             let gp = "/Windows/System32/GroupPolicy"
-            out[gp + "/gpt.ini"] = Array("[General]\r\ngPCFunctionalityVersion=2\r\ngPCMachineExtensionNames=[{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}]\r\nVersion=3\r\n".utf8)
+            out[gp + "/gpt.ini"] = Array(
+                "[General]\r\ngPCFunctionalityVersion=2\r\ngPCMachineExtensionNames=[{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}]\r\nVersion=3\r\n"
+                    .utf8)
             let ini = "\r\n[Startup]\r\n0CmdLine=inventory.cmd\r\n0Parameters=/quiet\r\n"
-            out[gp + "/Machine/Scripts/scripts.ini"] = [0xFF, 0xFE] + ini.utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
-            out[gp + "/Machine/Scripts/Startup/inventory.cmd"] = Array("@echo off\r\nsysteminfo > C:\\inventory.txt\r\n".utf8)
+            out[gp + "/Machine/Scripts/scripts.ini"] =
+                [0xFF, 0xFE] + ini.utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+            out[gp + "/Machine/Scripts/Startup/inventory.cmd"] = Array(
+                "@echo off\r\nsysteminfo > C:\\inventory.txt\r\n".utf8)
         }
         return out
     }
 
     public func systemHive(mountedDevice: [UInt8]) -> HiveContent {
         var h = HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\SYSTEM")
-        h.set("Select", ["Current": .dword(1), "Default": .dword(1), "Failed": .dword(0),
-                         "LastKnownGood": .dword(UInt32(controlSetCount >= 2 ? 2 : 1))])
+        h.set(
+            "Select",
+            [
+                "Current": .dword(1), "Default": .dword(1), "Failed": .dword(0),
+                "LastKnownGood": .dword(UInt32(controlSetCount >= 2 ? 2 : 1)),
+            ])
         h.set("MountedDevices", ["\\DosDevices\\C:": .binary(mountedDevice)])
         if release.version >= (6, 2) {
             h.set("DriverDatabase", ["SystemRoot": .string("C:\\Windows")])
@@ -247,10 +267,14 @@ public struct PhonyWindows: Sendable, Codable {
         for n in 1...controlSetCount {
             let cs = String(format: "ControlSet%03d", n)
             h.set("\(cs)\\Control\\ComputerName\\ComputerName", ["ComputerName": .string(hostname)])
-            h.set("\(cs)\\Control\\CrashControl", ["AutoReboot": .dword(states.contains(.noAutoReboot) ? 0 : 1), "CrashDumpEnabled": .dword(7)])
+            h.set(
+                "\(cs)\\Control\\CrashControl",
+                ["AutoReboot": .dword(states.contains(.noAutoReboot) ? 0 : 1), "CrashDumpEnabled": .dword(7)])
             writeBaseline(into: &h, cs)
             for state in states.sorted(by: { $0.rawValue < $1.rawValue }) { write(state, into: &h, cs) }
-            var tcpip: [String: RegistryValue] = ["Hostname": .string(hostname), "NV Hostname": .string(hostname), "Domain": .string("")]
+            var tcpip: [String: RegistryValue] = [
+                "Hostname": .string(hostname), "NV Hostname": .string(hostname), "Domain": .string(""),
+            ]
             if states.contains(.rssDisabled) {
                 tcpip["EnableRSS"] = .dword(0)
                 h.set("\(cs)\\Services\\NDIS\\Parameters", ["RSS": .dword(0)])
@@ -277,9 +301,10 @@ public struct PhonyWindows: Sendable, Codable {
         var h = HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\SAM")
         func f(_ acb: UInt16, rid: UInt32) -> RegistryValue {
             var v = [UInt8](repeating: 0, count: 0x50)
-            v[0] = 2   // revision
+            v[0] = 2  // revision
             for i in 0..<4 { v[0x30 + i] = UInt8(truncatingIfNeeded: rid >> (8 * UInt32(i))) }
-            v[0x38] = UInt8(acb & 0xFF); v[0x39] = UInt8(acb >> 8)
+            v[0x38] = UInt8(acb & 0xFF)
+            v[0x39] = UInt8(acb >> 8)
             return .binary(v)
         }
         let users = "SAM\\Domains\\Account\\Users"
@@ -309,40 +334,63 @@ public struct PhonyWindows: Sendable, Codable {
             cv["CurrentMinorVersionNumber"] = .dword(UInt32(release.version.minor))
         }
         h.set("Microsoft\\Windows NT\\CurrentVersion", cv)
-        h.set("Microsoft\\Windows\\CurrentVersion", [
-            "ProgramFilesDir": .string("C:\\Program Files"),
-            "DevicePath": .expandString("%SystemRoot%\\inf"),
-        ])
+        h.set(
+            "Microsoft\\Windows\\CurrentVersion",
+            [
+                "ProgramFilesDir": .string("C:\\Program Files"),
+                "DevicePath": .expandString("%SystemRoot%\\inf"),
+            ])
         h.set("Microsoft\\Windows\\CurrentVersion\\Uninstall", [:])
         let uninstall = "Microsoft\\Windows\\CurrentVersion\\Uninstall"
         if states.contains(.vmwareTools) {
-            h.set("\(uninstall)\\{A4F5A2B1-7E2B-4B0D-9C1A-0C9F2C6E1A11}", [
-                "DisplayName": .string("VMware Tools"), "Publisher": .string("VMware, Inc."),
-                "UninstallString": .expandString("MsiExec.exe /I{A4F5A2B1-7E2B-4B0D-9C1A-0C9F2C6E1A11}")])
+            h.set(
+                "\(uninstall)\\{A4F5A2B1-7E2B-4B0D-9C1A-0C9F2C6E1A11}",
+                [
+                    "DisplayName": .string("VMware Tools"), "Publisher": .string("VMware, Inc."),
+                    "UninstallString": .expandString("MsiExec.exe /I{A4F5A2B1-7E2B-4B0D-9C1A-0C9F2C6E1A11}"),
+                ])
         }
         if states.contains(.xenPV) {
-            h.set("\(uninstall)\\Citrix XenServer Tools", [
-                "DisplayName": .string("Citrix XenServer Windows Management Agent"),
-                "UninstallString": .string("\"C:\\Program Files\\Citrix\\XenTools\\uninstaller.exe\"")])
+            h.set(
+                "\(uninstall)\\Citrix XenServer Tools",
+                [
+                    "DisplayName": .string("Citrix XenServer Windows Management Agent"),
+                    "UninstallString": .string("\"C:\\Program Files\\Citrix\\XenTools\\uninstaller.exe\""),
+                ])
         }
         if states.contains(.parallelsTools) {
-            h.set("\(uninstall)\\{DDDA2E4C-2D68-4E8B-8A2F-6B0B7E1C3D55}", [
-                "DisplayName": .string("Parallels Tools"), "UninstallString": .string("MsiExec.exe /X{DDDA2E4C-2D68-4E8B-8A2F-6B0B7E1C3D55}")])
+            h.set(
+                "\(uninstall)\\{DDDA2E4C-2D68-4E8B-8A2F-6B0B7E1C3D55}",
+                [
+                    "DisplayName": .string("Parallels Tools"),
+                    "UninstallString": .string("MsiExec.exe /X{DDDA2E4C-2D68-4E8B-8A2F-6B0B7E1C3D55}"),
+                ])
         }
         if states.contains(.virtualBoxAdditions) {
-            h.set("Wow6432Node\\\(uninstall)\\Oracle VM VirtualBox Guest Additions", [
-                "DisplayName": .string("Oracle VM VirtualBox Guest Additions 6.1.38"),
-                "UninstallString": .string("C:\\Program Files\\Oracle\\VirtualBox Guest Additions\\uninst.exe")])
+            h.set(
+                "Wow6432Node\\\(uninstall)\\Oracle VM VirtualBox Guest Additions",
+                [
+                    "DisplayName": .string("Oracle VM VirtualBox Guest Additions 6.1.38"),
+                    "UninstallString": .string("C:\\Program Files\\Oracle\\VirtualBox Guest Additions\\uninst.exe"),
+                ])
         }
         if states.contains(.cloudbaseInitInstalled) {
             // Plugin state is kept per instance id; a cloned image carries its source's.
-            h.set("Cloudbase Solutions\\Cloudbase-Init\\i-0a1b2c3d\\Plugins", [
-                "SetHostNamePlugin": .dword(1), "SetUserPasswordPlugin": .dword(1), "CreateUserPlugin": .dword(1)])
+            h.set(
+                "Cloudbase Solutions\\Cloudbase-Init\\i-0a1b2c3d\\Plugins",
+                [
+                    "SetHostNamePlugin": .dword(1), "SetUserPasswordPlugin": .dword(1), "CreateUserPlugin": .dword(1),
+                ])
         }
         if states.contains(.deviceInstallRestricted) {
-            h.set("Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions", [
-                "DenyUnspecified": .dword(1), "DenyDeviceIDs": .dword(1), "DenyDeviceIDsRetroactive": .dword(0)])
-            h.set("Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions\\DenyDeviceIDs", ["1": .string("PCI\\VEN_1AF4&DEV_1000")])
+            h.set(
+                "Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions",
+                [
+                    "DenyUnspecified": .dword(1), "DenyDeviceIDs": .dword(1), "DenyDeviceIDsRetroactive": .dword(0),
+                ])
+            h.set(
+                "Policies\\Microsoft\\Windows\\DeviceInstall\\Restrictions\\DenyDeviceIDs",
+                ["1": .string("PCI\\VEN_1AF4&DEV_1000")])
         }
         for (path, values) in extraSoftware.sorted(by: { $0.key < $1.key }) { h.set(path, values) }
         return h
@@ -356,7 +404,9 @@ public struct PhonyWindows: Sendable, Codable {
     static let systemClass = "{4D36E97D-E325-11CE-BFC1-08002BE10318}"
     static let scsiClass = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
 
-    static func service(_ start: UInt32, _ type: UInt32 = 1, _ image: String? = nil, group: String? = nil) -> [String: RegistryValue] {
+    static func service(
+        _ start: UInt32, _ type: UInt32 = 1, _ image: String? = nil, group: String? = nil
+    ) -> [String: RegistryValue] {
         var v: [String: RegistryValue] = ["Start": .dword(start), "Type": .dword(type), "ErrorControl": .dword(1)]
         if let image { v["ImagePath"] = .expandString(image) }
         if let group { v["Group"] = .string(group) }
@@ -377,7 +427,9 @@ public struct PhonyWindows: Sendable, Codable {
         h.set("\(svc)\\i8042prt", Self.service(3, 1, "System32\\drivers\\i8042prt.sys", group: "Keyboard Port"))
         h.set("\(svc)\\TermService", Self.service(3, 32, "%SystemRoot%\\System32\\svchost.exe -k NetworkService"))
         for name in ["BFE", "Dhcp", "Dnscache", "mpssvc", "nsi"] {
-            h.set("\(svc)\\\(name)", Self.service(2, 32, "%SystemRoot%\\system32\\svchost.exe -k LocalServiceNetworkRestricted"))
+            h.set(
+                "\(svc)\\\(name)",
+                Self.service(2, 32, "%SystemRoot%\\system32\\svchost.exe -k LocalServiceNetworkRestricted"))
         }
         for (guid, name, upper, lower) in classFilters() {
             var values: [String: RegistryValue] = ["Class": .string(name)]
@@ -387,23 +439,39 @@ public struct PhonyWindows: Sendable, Codable {
         }
         if release.version < (6, 2) && !states.contains(.ideDisabled) {
             let cdd = "\(cs)\\Control\\CriticalDeviceDatabase"
-            for (device, service, guid) in [("pci#ven_8086&dev_7010", "intelide", Self.hdcClass), ("pci#ven_8086&dev_7111", "intelide", Self.hdcClass),
-                                            ("pci#cc_0101", "pciide", Self.hdcClass), ("primary_ide_channel", "atapi", Self.hdcClass),
-                                            ("secondary_ide_channel", "atapi", Self.hdcClass), ("*pnp0600", "atapi", Self.hdcClass),
-                                            ("gendisk", "disk", Self.diskClass)] {
+            for (device, service, guid) in [
+                ("pci#ven_8086&dev_7010", "intelide", Self.hdcClass),
+                ("pci#ven_8086&dev_7111", "intelide", Self.hdcClass),
+                ("pci#cc_0101", "pciide", Self.hdcClass), ("primary_ide_channel", "atapi", Self.hdcClass),
+                ("secondary_ide_channel", "atapi", Self.hdcClass), ("*pnp0600", "atapi", Self.hdcClass),
+                ("gendisk", "disk", Self.diskClass),
+            ] {
                 h.set("\(cdd)\\\(device)", ["Service": .string(service), "ClassGUID": .string(guid)])
             }
         }
         let rdpOn = states.contains(.rdpEnabled)
         h.set("\(cs)\\Control\\Terminal Server", ["fDenyTSConnections": .dword(rdpOn ? 0 : 1)])
-        h.set("\(cs)\\Control\\Terminal Server\\WinStations\\RDP-Tcp", ["PortNumber": .dword(3389), "UserAuthentication": .dword(1)])
-        let rule = release.version < (6, 2)
-            ? ("RemoteDesktop-In-TCP", "v2.10|Action=Allow|Active=\(rdpOn ? "TRUE" : "FALSE")|Dir=In|Protocol=6|LPort=3389|App=System|Name=@FirewallAPI.dll,-28753|Desc=@FirewallAPI.dll,-28756|EmbedCtxt=@FirewallAPI.dll,-28752|")
-            : ("RemoteDesktop-UserMode-In-TCP", "v2.22|Action=Allow|Active=\(rdpOn ? "TRUE" : "FALSE")|Dir=In|Protocol=6|LPort=3389|App=%SystemRoot%\\system32\\svchost.exe|Svc=termservice|Name=@FirewallAPI.dll,-28775|Desc=@FirewallAPI.dll,-28756|EmbedCtxt=@FirewallAPI.dll,-28752|")
-        h.set("\(svc)\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules", [
-            rule.0: .string(rule.1),
-            "CoreNet-DHCP-In": .string("v2.10|Action=Allow|Active=TRUE|Dir=In|Protocol=17|LPort=68|RPort=67|App=%SystemRoot%\\system32\\svchost.exe|Svc=dhcp|Name=@FirewallAPI.dll,-25301|"),
-        ])
+        h.set(
+            "\(cs)\\Control\\Terminal Server\\WinStations\\RDP-Tcp",
+            ["PortNumber": .dword(3389), "UserAuthentication": .dword(1)])
+        let rule =
+            release.version < (6, 2)
+            ? (
+                "RemoteDesktop-In-TCP",
+                "v2.10|Action=Allow|Active=\(rdpOn ? "TRUE" : "FALSE")|Dir=In|Protocol=6|LPort=3389|App=System|Name=@FirewallAPI.dll,-28753|Desc=@FirewallAPI.dll,-28756|EmbedCtxt=@FirewallAPI.dll,-28752|"
+            )
+            : (
+                "RemoteDesktop-UserMode-In-TCP",
+                "v2.22|Action=Allow|Active=\(rdpOn ? "TRUE" : "FALSE")|Dir=In|Protocol=6|LPort=3389|App=%SystemRoot%\\system32\\svchost.exe|Svc=termservice|Name=@FirewallAPI.dll,-28775|Desc=@FirewallAPI.dll,-28756|EmbedCtxt=@FirewallAPI.dll,-28752|"
+            )
+        h.set(
+            "\(svc)\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules",
+            [
+                rule.0: .string(rule.1),
+                "CoreNet-DHCP-In": .string(
+                    "v2.10|Action=Allow|Active=TRUE|Dir=In|Protocol=17|LPort=68|RPort=67|App=%SystemRoot%\\system32\\svchost.exe|Svc=dhcp|Name=@FirewallAPI.dll,-25301|"
+                ),
+            ])
     }
 
     /// Class filters: Windows' defaults plus what the states' tools register
@@ -445,10 +513,16 @@ public struct PhonyWindows: Sendable, Codable {
             h.set("\(svc)\\VBoxGuest", Self.service(0, 1, "System32\\drivers\\VBoxGuest.sys", group: "Base"))
             h.set("\(svc)\\VBoxMouse", Self.service(3, 1, "System32\\drivers\\VBoxMouse.sys", group: "Pointer Port"))
         case .cloudbaseInitInstalled:
-            h.set("\(svc)\\cloudbase-init", Self.service(2, 16, "\"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\Python\\Scripts\\cloudbase-init.exe\" --config-file \"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\conf\\cloudbase-init.conf\""))
-        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk, .dataPartition, .rssDisabled,
-             .staleUefiFallback, .startupScript:
-            break   // written with the baseline, in SOFTWARE or as files
+            h.set(
+                "\(svc)\\cloudbase-init",
+                Self.service(
+                    2, 16,
+                    "\"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\Python\\Scripts\\cloudbase-init.exe\" --config-file \"C:\\Program Files\\Cloudbase Solutions\\Cloudbase-Init\\conf\\cloudbase-init.conf\""
+                ))
+        case .ideDisabled, .deviceInstallRestricted, .rdpEnabled, .noAutoReboot, .adminDisabled, .bootOnOtherDisk,
+            .dataPartition, .rssDisabled,
+            .staleUefiFallback, .startupScript:
+            break  // written with the baseline, in SOFTWARE or as files
         }
     }
 }

@@ -34,7 +34,8 @@ public enum RealSystemHive: String, Sendable, Codable, CaseIterable {
 
     /// The folder of the committed real hives (found from this source file's place in the package).
     public static var directory: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .appendingPathComponent("Tests/Fixtures/regipy").path
     }
 

@@ -11,7 +11,9 @@
 public enum Planner {
     /// Everything the policy's rules need read from the hives. Requests for
     /// the same key are merged, keeping the deepest.
-    public static func requirements(policy: Policy, os: OSFacts, payloads: PayloadFacts = PayloadFacts()) -> [RegistryRequirement] {
+    public static func requirements(
+        policy: Policy, os: OSFacts, payloads: PayloadFacts = PayloadFacts()
+    ) -> [RegistryRequirement] {
         var depth: [HiveName: [RegistryPath: Int]] = [:]
         var order: [(HiveName, RegistryPath)] = []
         for rule in policy.rules {
@@ -55,7 +57,10 @@ public enum Planner {
             actions += mine
             findings += result.findings
             state.registry = state.registry.applying(mine.flatMap(\.changes))
-            for f in mine.flatMap(\.files) { state.files.apply(f); state.volume.esp?.apply(f) }
+            for f in mine.flatMap(\.files) {
+                state.files.apply(f)
+                state.volume.esp?.apply(f)
+            }
         }
         var properties: [String: String] = [:]
         var unsettled: [String] = []
@@ -66,41 +71,51 @@ public enum Planner {
             if rule.describesResult { findings += again.findings }
         }
         if !unsettled.isEmpty {
-            findings.append(Finding(
-                id: "policy-conflict", rule: "policy", severity: .blocker,
-                message: "rules \(unsettled.joined(separator: ", ")) would change the image again after this plan: "
-                    + "two rules of policy \(policy.name) want different values; fix the policy before applying",
-                measured: unsettled.joined(separator: ", "), requirement: "every rule settled after one apply"))
+            findings.append(
+                Finding(
+                    id: "policy-conflict", rule: "policy", severity: .blocker,
+                    message: "rules \(unsettled.joined(separator: ", ")) would change the image again after this plan: "
+                        + "two rules of policy \(policy.name) want different values; fix the policy before applying",
+                    measured: unsettled.joined(separator: ", "), requirement: "every rule settled after one apply"))
         }
         findings.sort { ($0.severity, $0.id.rawValue, $0.message) < ($1.severity, $1.id.rawValue, $1.message) }
-        return Plan(image: facts.image, policy: policy.reference, os: facts.os, actions: actions, findings: findings, properties: properties)
+        return Plan(
+            image: facts.image, policy: policy.reference, os: facts.os, actions: actions, findings: findings,
+            properties: properties)
     }
 
     /// Findings about the state Windows left the image in, whatever the policy.
     static func integrity(_ facts: ImageFacts) -> [Finding] {
         var out: [Finding] = []
         for h in facts.hives where h.dirty {
-            out.append(Finding(
-                id: "hive-recovered", rule: "integrity", severity: .info,
-                message: "the \(h.hive.rawValue) hive was not cleanly closed (sequence \(h.primarySequence)/\(h.secondarySequence)"
-                    + (h.checksumValid ? "" : ", bad checksum") + "): remedy replayed \(h.replayed.joined(separator: "; ")) before planning; "
-                    + "apply writes the recovered hive and moves its logs into remedy's backup",
-                measured: "dirty", requirement: "clean hive"))
+            out.append(
+                Finding(
+                    id: "hive-recovered", rule: "integrity", severity: .info,
+                    message:
+                        "the \(h.hive.rawValue) hive was not cleanly closed (sequence \(h.primarySequence)/\(h.secondarySequence)"
+                        + (h.checksumValid ? "" : ", bad checksum")
+                        + "): remedy replayed \(h.replayed.joined(separator: "; ")) before planning; "
+                        + "apply writes the recovered hive and moves its logs into remedy's backup",
+                    measured: "dirty", requirement: "clean hive"))
         }
         if facts.volume.hibernated {
-            out.append(Finding(
-                id: .hibernated, rule: "integrity", severity: .blocker,
-                message: "Windows was hibernated or shut down with Fast Startup (hiberfil.sys holds a hibernation image): its volume cannot be "
-                    + "edited safely and apply refuses; boot the VM, then shut it down fully (shutdown /s /t 0) or turn hibernation off "
-                    + "(powercfg /h off), and export it again",
-                measured: "hibernated", requirement: "a clean shutdown"))
+            out.append(
+                Finding(
+                    id: .hibernated, rule: "integrity", severity: .blocker,
+                    message:
+                        "Windows was hibernated or shut down with Fast Startup (hiberfil.sys holds a hibernation image): its volume cannot be "
+                        + "edited safely and apply refuses; boot the VM, then shut it down fully (shutdown /s /t 0) or turn hibernation off "
+                        + "(powercfg /h off), and export it again",
+                    measured: "hibernated", requirement: "a clean shutdown"))
         }
         if !facts.volume.encrypted.isEmpty {
-            out.append(Finding(
-                id: "encrypted-volume", rule: "integrity", severity: .blocker,
-                message: "BitLocker-encrypted volumes on the disk (\(facts.volume.encrypted.joined(separator: ", "))): the cloud rejects encrypted "
-                    + "images, and remedy never writes them; decrypt them in Windows (manage-bde -off) and export again",
-                measured: facts.volume.encrypted.joined(separator: ", "), requirement: "no encrypted volume"))
+            out.append(
+                Finding(
+                    id: "encrypted-volume", rule: "integrity", severity: .blocker,
+                    message:
+                        "BitLocker-encrypted volumes on the disk (\(facts.volume.encrypted.joined(separator: ", "))): the cloud rejects encrypted "
+                        + "images, and remedy never writes them; decrypt them in Windows (manage-bde -off) and export again",
+                    measured: facts.volume.encrypted.joined(separator: ", "), requirement: "no encrypted volume"))
         }
         return out
     }
@@ -109,14 +124,18 @@ public enum Planner {
     static func applicability(policy: Policy, os: OSFacts) -> [Finding] {
         var out: [Finding] = []
         if !policy.versions.isEmpty && !policy.versions.contains(os.version) {
-            out.append(Finding(id: "os-version-unsupported", rule: "policy", severity: .blocker,
-                               message: "\(os.product) (Windows NT \(os.version)) is not a version policy \(policy.name) supports",
-                               measured: os.version, requirement: policy.versions.joined(separator: ", ")))
+            out.append(
+                Finding(
+                    id: "os-version-unsupported", rule: "policy", severity: .blocker,
+                    message: "\(os.product) (Windows NT \(os.version)) is not a version policy \(policy.name) supports",
+                    measured: os.version, requirement: policy.versions.joined(separator: ", ")))
         }
         if !policy.architectures.isEmpty && !policy.architectures.contains(os.arch.rawValue) {
-            out.append(Finding(id: "os-arch-unsupported", rule: "policy", severity: .blocker,
-                               message: "architecture \(os.arch) is not supported by policy \(policy.name)",
-                               measured: os.arch.rawValue, requirement: policy.architectures.joined(separator: ", ")))
+            out.append(
+                Finding(
+                    id: "os-arch-unsupported", rule: "policy", severity: .blocker,
+                    message: "architecture \(os.arch) is not supported by policy \(policy.name)",
+                    measured: os.arch.rawValue, requirement: policy.architectures.joined(separator: ", ")))
         }
         return out
     }

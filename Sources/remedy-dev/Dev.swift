@@ -29,8 +29,12 @@ extension RemedyDev {
         )
 
         @Option(help: "isoTree or packaged.") var layout: FakeVirtioWin.Layout = .isoTree
-        @Option(name: .customLong("os"), help: ArgumentHelp("OS directories to include (comma-separated; default all).", valueName: "list")) var osList: String?
-        @Option(help: ArgumentHelp("Also build an ISO of the tree here (isoTree layout only).", valueName: "file")) var iso: String?
+        @Option(
+            name: .customLong("os"),
+            help: ArgumentHelp("OS directories to include (comma-separated; default all).", valueName: "list"))
+        var osList: String?
+        @Option(help: ArgumentHelp("Also build an ISO of the tree here (isoTree layout only).", valueName: "file"))
+        var iso: String?
         @Argument(help: "Directory to write.") var directory: String
 
         func run() throws {
@@ -50,14 +54,19 @@ extension RemedyDev {
             abstract: "Build a phony Windows image: real NTFS, real hives, a minimal PE cmd.exe."
         )
 
-        @Option(name: .customLong("os"), help: "2008, 2008r2, 2012, 2012r2, 2016, 2019, 2022.") var release: WindowsRelease = .server2016
+        @Option(name: .customLong("os"), help: "2008, 2008r2, 2012, 2012r2, 2016, 2019, 2022.") var release:
+            WindowsRelease = .server2016
         @Option(help: "x86_64 or i386 (default: the release's usual one).") var arch: Architecture?
         @Option(help: "bios (MBR) or uefi (GPT + ESP).") var firmware: Firmware = .bios
         @Option(help: "Number of NICs with static addresses.") var staticNics: Int = 2
         @Option(help: "Number of NICs on DHCP.") var dhcpNics: Int = 0
         @Option(help: "Number of control sets.") var controlSets: Int = 2
         @Option(help: "Disk size in MiB.") var sizeMib: Int = 128
-        @Option(name: .customLong("state"), help: ArgumentHelp("A broken state to build in (repeatable): \(PhonyState.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "state"))
+        @Option(
+            name: .customLong("state"),
+            help: ArgumentHelp(
+                "A broken state to build in (repeatable): \(PhonyState.allCases.map(\.rawValue).joined(separator: ", ")).",
+                valueName: "state"))
         var states: [PhonyState] = []
         @Option(help: "raw, qcow2, vmdk, vhd, vhdx, vdi, qed.") var format: DiskFormat = .qcow2
         @Option(name: .shortAndLong, help: "Output path.") var output: String
@@ -65,21 +74,29 @@ extension RemedyDev {
 
         func validate() throws {
             guard (1...9).contains(controlSets) else { throw ValidationError("--control-sets must be 1 to 9") }
-            guard staticNics >= 0, dhcpNics >= 0, staticNics + dhcpNics <= 64 else { throw ValidationError("0 to 64 NICs") }
+            guard staticNics >= 0, dhcpNics >= 0, staticNics + dhcpNics <= 64 else {
+                throw ValidationError("0 to 64 NICs")
+            }
             guard sizeMib >= 32 else { throw ValidationError("--size-mib must be at least 32") }
         }
 
         func run() throws {
             var nics: [PhonyNIC] = []
             for i in 0..<staticNics {
-                nics.append(.staticIP(String(format: "{00000000-0000-4000-8000-%012X}", i + 1), "10.0.\(i).10", gateway: "10.0.\(i).1"))
+                nics.append(
+                    .staticIP(
+                        String(format: "{00000000-0000-4000-8000-%012X}", i + 1), "10.0.\(i).10", gateway: "10.0.\(i).1"
+                    ))
             }
             for i in 0..<dhcpNics {
                 nics.append(.dhcp(String(format: "{00000000-0000-4000-9000-%012X}", i + 1)))
             }
-            let spec = PhonyWindows(release: release, arch: arch, firmware: firmware, controlSetCount: controlSets, nics: nics, states: Set(states), diskMiB: sizeMib)
+            let spec = PhonyWindows(
+                release: release, arch: arch, firmware: firmware, controlSetCount: controlSets, nics: nics,
+                states: Set(states), diskMiB: sizeMib)
             do {
-                try ImageFactory.build([ImageRequest(.windows(spec), path: output, format: format)], options: try appliance.options())
+                try ImageFactory.build(
+                    [ImageRequest(.windows(spec), path: output, format: format)], options: try appliance.options())
             } catch {
                 throw fail(error, image: output, format: .text)
             }

@@ -10,14 +10,17 @@ import Testing
 /// hibernated and encrypted images applied in another.
 @Suite(.serialized) struct AcceptanceTests {
     static func ids(_ e: BatchEntry, severity: Finding.Severity? = nil) -> Set<FindingID> {
-        Set(e.findings.filter { (severity == nil || $0.severity == severity) && !Fixtures.noInputFindings.contains($0.id) }.map(\.id))
+        Set(
+            e.findings.filter {
+                (severity == nil || $0.severity == severity) && !Fixtures.noInputFindings.contains($0.id)
+            }.map(\.id))
     }
 
     @Test func everyAcceptanceRuleHasAPassingAndAFailingImage() throws {
         let f = try Fixtures.get()
         let reportPath = f.dir + "/accept.json"
         let r = try remedy(["batch", f.acceptDir, "--report", reportPath, "--jobs", "1"])
-        #expect(r.status == 2, "\(r.stderr)")   // changes pending nowhere but nothing failed: some need manual work
+        #expect(r.status == 2, "\(r.stderr)")  // changes pending nowhere but nothing failed: some need manual work
         let report = try readReport(reportPath)
         var by: [String: BatchEntry] = [:]
         for e in report.entries { by[(e.path as NSString).lastPathComponent] = e }
@@ -36,7 +39,9 @@ import Testing
         ]
         for (name, want) in expected {
             let e = try #require(by[name], "\(name) missing")
-            let failing = e.findings.filter { $0.severity != .info && $0.id != "password-complexity" && !Fixtures.noInputFindings.contains($0.id) }
+            let failing = e.findings.filter {
+                $0.severity != .info && $0.id != "password-complexity" && !Fixtures.noInputFindings.contains($0.id)
+            }
             #expect(failing.map(\.id) == [want.id], "\(name): \(failing.map { "\($0.id) \($0.severity)" })")
             #expect(failing.first?.severity == want.severity, "\(name)")
             #expect(failing.first?.measured != nil && !(failing.first?.message.isEmpty ?? true))
@@ -45,11 +50,14 @@ import Testing
         #expect(by["uefi2008r2.qcow2"]?.os?.firmware == .uefi)
         // The format list is policy data: a site that takes only RAW fails a qcow2 image.
         let policy = f.dir + "/raw-only.yaml"
-        try "name: raw-only\ndescription: d\nextends: huawei-ims\nrules:\n  - id: image-acceptance\n    with: {formats: [raw]}\n"
+        try
+            "name: raw-only\ndescription: d\nextends: huawei-ims\nrules:\n  - id: image-acceptance\n    with: {formats: [raw]}\n"
             .write(toFile: policy, atomically: true, encoding: .utf8)
         let rawOnly = try remedy(["plan", f.acceptDir + "/pass.qcow2", "--policy", policy, "--format", "json"])
         let plan = try RemedyJSON.decoder().decode(Plan.self, from: Data(rawOnly.stdout.utf8))
-        #expect(plan.findings.contains { $0.id == "image-format" && $0.severity == .blocker && $0.measured == "qcow2" }, "\(rawOnly.stderr)")
+        #expect(
+            plan.findings.contains { $0.id == "image-format" && $0.severity == .blocker && $0.measured == "qcow2" },
+            "\(rawOnly.stderr)")
     }
 
     @Test func dirtyHiveIsRecoveredThenEditedAndBadStatesAreRefusedUntouched() throws {
@@ -62,12 +70,15 @@ import Testing
         let r = try remedy(["batch", f.integrityDir, "--apply", "--report", reportPath, "--jobs", "1"])
         #expect(r.status == 1, "\(r.stderr)")
         let report = try readReport(reportPath)
-        #expect(reportStatuses(report) == [
-            "dirty.qcow2": "fixed", "unrecoverable.qcow2": "failed:hive-unrecoverable",
-            "hibernated.qcow2": "failed:hibernated", "bitlocker-system.qcow2": "failed:encrypted",
-        ], "\(reportStatuses(report))")
+        #expect(
+            reportStatuses(report) == [
+                "dirty.qcow2": "fixed", "unrecoverable.qcow2": "failed:hive-unrecoverable",
+                "hibernated.qcow2": "failed:hibernated", "bitlocker-system.qcow2": "failed:encrypted",
+            ], "\(reportStatuses(report))")
         for n in untouched { #expect(try fileBytes("\(f.integrityDir)/\(n)") == before[n], "\(n) was changed") }
-        #expect(report.entries.first { $0.path.hasSuffix("hibernated.qcow2") }?.error?.message.contains("powercfg /h off") == true)
+        #expect(
+            report.entries.first { $0.path.hasSuffix("hibernated.qcow2") }?.error?.message.contains("powercfg /h off")
+                == true)
         // The dirty image's entry is the plan apply made (before writing): it says what it did about the logs, and
         // the logged write is seen: its CrashDumpEnabled=3 is what the plan starts from (crash-settings only
         // touches AutoReboot).
@@ -78,7 +89,8 @@ import Testing
         #expect(!dirty.actions.flatMap(\.changes).contains { $0.name == "CrashDumpEnabled" })
 
         // Nothing the log held was lost, remedy's edits are there, the hive is clean above every log, the logs are in the backup.
-        let session = try ImageSession.open(image: f.integrityDir + "/dirty.qcow2", writable: false, options: Fixtures.options)
+        let session = try ImageSession.open(
+            image: f.integrityDir + "/dirty.qcow2", writable: false, options: Fixtures.options)
         defer { session.close() }
         let info = try #require(session.integrity[.system])
         #expect(!info.dirty && info.logs.isEmpty, "\(info)")
@@ -94,7 +106,8 @@ import Testing
         let backups = try g.ls("/Windows/remedy/backup")
         #expect(backups.count == 1)
         #expect(try g.isFile("/Windows/remedy/backup/\(backups[0])/SYSTEM.LOG1"))
-        let log = try TransactionLog(name: "SYSTEM.LOG1", bytes: try g.readFile("/Windows/remedy/backup/\(backups[0])/SYSTEM.LOG1"))
+        let log = try TransactionLog(
+            name: "SYSTEM.LOG1", bytes: try g.readFile("/Windows/remedy/backup/\(backups[0])/SYSTEM.LOG1"))
         #expect(base.primarySequence > log.entries.map(\.sequence).max() ?? 0)
     }
 }

@@ -9,7 +9,8 @@ import Testing
 
     static let expectedPlan = [
         "win-a.qcow2": "pending", "win-b.vhdx": "pending", "win-clean.qcow2": "compliant",
-        "truncated.raw": "failed:hive-unreadable", "linux.img": "failed:not-windows", "junk.vmdk": "failed:unsupported-format",
+        "truncated.raw": "failed:hive-unreadable", "linux.img": "failed:not-windows",
+        "junk.vmdk": "failed:unsupported-format",
     ]
 
     @Test func batchPlanReportsEveryImageAndOneBadImageNeverStopsIt() throws {
@@ -43,13 +44,19 @@ import Testing
         for k in 0..<2 {
             group.enter()
             DispatchQueue.global().async {
-                let args = ["batch", f.batchDir, "--report", reports[k], "--jobs", "1", "--shard", k == 0 ? "0/2" : "2"]
+                let args = [
+                    "batch", f.batchDir, "--report", reports[k], "--jobs", "1", "--shard", k == 0 ? "0/2" : "2",
+                ]
                 results[k] = try? remedy(args, environment: k == 1 ? ["JOB_COMPLETION_INDEX": "1"] : [:])
                 group.leave()
             }
         }
         group.wait()
-        for k in 0..<2 { #expect(results[k]?.status == 1 || results[k]?.status == 2, "shard \(k): \(results[k]?.stderr ?? "did not run")") }
+        for k in 0..<2 {
+            #expect(
+                results[k]?.status == 1 || results[k]?.status == 2, "shard \(k): \(results[k]?.stderr ?? "did not run")"
+            )
+        }
         let shards = try reports.map { try readReport($0) }
         #expect(shards.map(\.shard) == ["0/2", "1/2"])
         let paths = shards.map { Set($0.entries.map(\.path)) }
@@ -74,13 +81,17 @@ import Testing
         #expect(first.status == 1, "\(first.stderr)")
         #expect(first.stdout.contains("fixed         2") && first.stdout.contains("failed        1"), "\(first.stdout)")
         let r1 = try readReport(reportPath)
-        #expect(reportStatuses(r1) == ["apply-1.qcow2": "fixed", "apply-2.qcow2": "failed:image-locked", "apply-3.qcow2": "fixed"])
+        #expect(
+            reportStatuses(r1) == [
+                "apply-1.qcow2": "fixed", "apply-2.qcow2": "failed:image-locked", "apply-3.qcow2": "fixed",
+            ])
         let runIDs = r1.entries.compactMap(\.runID)
         #expect(runIDs.count == 2)
 
         let second = try remedy(["batch", f.applyDir, "--apply", "--report", reportPath, "--resume"])
         #expect(second.status == 0, "\(second.stderr)")
-        #expect(second.stderr.contains("applying 1 image") && second.stderr.contains("2 already done"), "\(second.stderr)")
+        #expect(
+            second.stderr.contains("applying 1 image") && second.stderr.contains("2 already done"), "\(second.stderr)")
         let r2 = try readReport(reportPath)
         #expect(reportStatuses(r2) == ["apply-1.qcow2": "fixed", "apply-2.qcow2": "fixed", "apply-3.qcow2": "fixed"])
         #expect(Set(r2.entries.compactMap(\.runID)).isSuperset(of: runIDs), "finished images were redone")

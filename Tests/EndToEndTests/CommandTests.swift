@@ -19,7 +19,9 @@ import Testing
         content.set("ControlSet001\\Control\\CrashControl", ["AutoReboot": .dword(1)])
         try content.write(to: d + "/before")
         let hive = try Hive(path: d + "/before", writable: true)
-        try hive.setValue(of: try hive.ensureNode(at: "ControlSet001\\Control\\CrashControl"), HiveValue(name: "AutoReboot", value: .dword(0)))
+        try hive.setValue(
+            of: try hive.ensureNode(at: "ControlSet001\\Control\\CrashControl"),
+            HiveValue(name: "AutoReboot", value: .dword(0)))
         try hive.commit(to: d + "/after")
         hive.close()
         let before = [UInt8](try fileBytes(d + "/before")), after = [UInt8](try fileBytes(d + "/after"))
@@ -42,7 +44,9 @@ import Testing
         #expect(rec.status == 0, "\(rec.stderr)")
         #expect(rec.stdout.contains("SYSTEM.LOG1: 1 entry"), "\(rec.stdout)")
         let clean = [UInt8](try fileBytes(d + "/SYSTEM.clean"))
-        #expect(clean[4096...].prefix(after.count - 4096) == after[4096...], "the recovered bins differ from the logged state")
+        #expect(
+            clean[4096...].prefix(after.count - 4096) == after[4096...],
+            "the recovered bins differ from the logged state")
         #expect(try remedy(["hive", "check", d + "/SYSTEM.clean"]).status == 0)
 
         // A damaged log: the hive cannot be recovered, and says so.
@@ -53,7 +57,9 @@ import Testing
         #expect(bad.status == 1, "\(bad.stdout)")
         #expect(bad.stdout.contains("Recovery:  impossible"), "\(bad.stdout)")
         let refused = try remedy(["hive", "recover", d + "/SYSTEM", "-o", d + "/nope"])
-        #expect(refused.status == 1 && refused.stderr.contains("SYSTEM") && refused.stderr.contains("no log holds"), "\(refused.stderr)")
+        #expect(
+            refused.status == 1 && refused.stderr.contains("SYSTEM") && refused.stderr.contains("no log holds"),
+            "\(refused.stderr)")
         #expect(!FileManager.default.fileExists(atPath: d + "/nope"))
     }
 
@@ -63,7 +69,9 @@ import Testing
         for rule in BuiltinRule.all.map(\.documentation.id) {
             #expect(list.stdout.contains(rule), "\(rule) not listed")
             let r = try remedy(["explain", rule])
-            #expect(r.status == 0 && r.stdout.contains("Checks:") && r.stdout.contains("Changes:") && r.stdout.contains("Why:"), "\(rule): \(r.stderr)")
+            #expect(
+                r.status == 0 && r.stdout.contains("Checks:") && r.stdout.contains("Changes:")
+                    && r.stdout.contains("Why:"), "\(rule): \(r.stderr)")
         }
         let registry = try remedy(["explain", "san-policy", "--policy", "azure"])
         #expect(registry.status == 0 && registry.stdout.contains("partmgr"), "\(registry.stderr)")
@@ -75,7 +83,8 @@ import Testing
         let d = try dir()
         // A raw disk with an MBR signature: small and enough for qemu-img.
         var raw = [UInt8](repeating: 0, count: 1_048_576)
-        raw[510] = 0x55; raw[511] = 0xAA
+        raw[510] = 0x55
+        raw[511] = 0xAA
         try Data(raw).write(to: URL(fileURLWithPath: d + "/disk.raw"))
         let r = try remedy(["convert", d + "/disk.raw", "--to", "qcow2", "-o", d + "/disk.qcow2"])
         #expect(r.status == 0, "\(r.stderr)")

@@ -49,16 +49,23 @@ import Testing
     static func childProcesses(of parent: Int32) -> [Int32] {
         var out: [Int32] = []
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { continue }
+            guard let pid = Int32(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if fields.count > 1, Int32(fields[1]) == parent { out.append(pid); out += childProcesses(of: pid) }
+            if fields.count > 1, Int32(fields[1]) == parent {
+                out.append(pid)
+                out += childProcesses(of: pid)
+            }
         }
         return out
     }
 
     /// SYSTEM and SOFTWARE of each image (read-only, one appliance), plus the listing of every regular file.
-    static func readBack(_ images: [String], into work: String = work) throws -> [(system: String, software: String, files: Set<String>)] {
+    static func readBack(
+        _ images: [String], into work: String = work
+    ) throws -> [(system: String, software: String, files: Set<String>)] {
         let g = try Guestfs()
         try g.setBackend("direct")
         try g.setBackendSettings(["force_tcg"])
@@ -77,7 +84,11 @@ import Testing
             try g.download(try g.caseSensitivePath("/Windows/System32/config/SOFTWARE"), to: dir + "/SOFTWARE")
             // Regular files only: rollback removes the files remedy injected, not the directories it created for them
             // (they are not recorded; left empty).
-            out.append((dir + "/SYSTEM", dir + "/SOFTWARE", Set(try g.find("/").filter { (try? g.isFile("/" + $0)) == true }.map { $0.lowercased() })))
+            out.append(
+                (
+                    dir + "/SYSTEM", dir + "/SOFTWARE",
+                    Set(try g.find("/").filter { (try? g.isFile("/" + $0)) == true }.map { $0.lowercased() })
+                ))
         }
         return out
     }
@@ -86,8 +97,10 @@ import Testing
     static func loopDevice(copyOf image: String) -> String? {
         let raw = work + "/device.raw"
         guard getuid() == 0,
-              let c = try? runProgram("/usr/bin/qemu-img", ["convert", "-O", "raw", image, raw], environment: [:]), c.status == 0,
-              let l = try? runProgram("/usr/sbin/losetup", ["-f", "--show", raw], environment: [:]), l.status == 0 else {
+            let c = try? runProgram("/usr/bin/qemu-img", ["convert", "-O", "raw", image, raw], environment: [:]),
+            c.status == 0,
+            let l = try? runProgram("/usr/sbin/losetup", ["-f", "--show", raw], environment: [:]), l.status == 0
+        else {
             print("CrashSafetyTests: no loop device here (not root, or none free): the block-device step is not run")
             return nil
         }
@@ -110,7 +123,7 @@ import Testing
         try? FileManager.default.removeItem(atPath: Self.work)
         let dir = Self.work + "/batch"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let original = try Fixtures.get().ownBase2016   // copied, never written
+        let original = try Fixtures.get().ownBase2016  // copied, never written
         let virtio = Self.work + "/virtio-win"
         try FakeVirtioWin.write(at: virtio, layout: .isoTree)
         let names = ["a.qcow2", "b.qcow2", "c.qcow2", "d.qcow2"]
@@ -123,13 +136,19 @@ import Testing
 
         // 1. One batch of a, b, c killed in the commit of b (a torn commit: part of b already overwritten).
         try FileManager.default.moveItem(atPath: path("d.qcow2"), toPath: Self.work + "/d.qcow2")
-        let r1 = try remedy(["batch", dir, "--apply", "--jobs", "1", "--per-appliance", "3"] + inputs, environment: ["REMEDY_FAULT": "kill:mid-commit@2"])
+        let r1 = try remedy(
+            ["batch", dir, "--apply", "--jobs", "1", "--per-appliance", "3"] + inputs,
+            environment: ["REMEDY_FAULT": "kill:mid-commit@2"])
         #expect(r1.status == SIGKILL, "\(r1.stderr)")
-        #expect(try Self.sha256(path("a.qcow2")) != originalSHA && !Self.exists(overlay("a.qcow2")) && !Self.exists(marker("a.qcow2")), "a is committed")
+        #expect(
+            try Self.sha256(path("a.qcow2")) != originalSHA && !Self.exists(overlay("a.qcow2"))
+                && !Self.exists(marker("a.qcow2")), "a is committed")
         #expect(Self.exists(marker("b.qcow2")) && Self.exists(overlay("b.qcow2")), "b: marker and overlay kept")
         #expect(try Self.sha256(path("b.qcow2")) != originalSHA, "b: torn by the injected partial commit")
-        #expect(try Self.sha256(path("c.qcow2")) == originalSHA && Self.exists(overlay("c.qcow2")) && !Self.exists(marker("c.qcow2")),
-                "c: untouched, its overlay unmarked")
+        #expect(
+            try Self.sha256(path("c.qcow2")) == originalSHA && Self.exists(overlay("c.qcow2"))
+                && !Self.exists(marker("c.qcow2")),
+            "c: untouched, its overlay unmarked")
         // A plan (read-only) of b finishes its commit first; the plan is then clean.
         let planB = try remedy(["plan", path("b.qcow2")] + inputs)
         #expect(planB.status == 0, "\(planB.stdout)\(planB.stderr)")
@@ -137,15 +156,20 @@ import Testing
         #expect(!Self.exists(marker("b.qcow2")) && !Self.exists(overlay("b.qcow2")))
 
         // 2. c killed in the appliance, after its first hive was replaced (in the overlay): the image is untouched.
-        let r2 = try remedy(["apply", path("c.qcow2")] + inputs, environment: ["REMEDY_FAULT": "kill:after-hive-write@1"])
+        let r2 = try remedy(
+            ["apply", path("c.qcow2")] + inputs, environment: ["REMEDY_FAULT": "kill:after-hive-write@1"])
         #expect(r2.status == SIGKILL, "\(r2.stderr)")
-        #expect(try Self.sha256(path("c.qcow2")) == originalSHA && Self.exists(overlay("c.qcow2")) && !Self.exists(marker("c.qcow2")))
+        #expect(
+            try Self.sha256(path("c.qcow2")) == originalSHA && Self.exists(overlay("c.qcow2"))
+                && !Self.exists(marker("c.qcow2")))
 
         // 3. d killed at a random moment of its apply (remedy and its children, as the OOM killer would).
         try FileManager.default.moveItem(atPath: Self.work + "/d.qcow2", toPath: path("d.qcow2"))
         let when = Double.random(in: 2...40)
         let r3 = try Self.killed(after: when, ["apply", path("d.qcow2")] + inputs)
-        let dState = try Self.sha256(path("d.qcow2")) == originalSHA ? "original" : Self.exists(marker("d.qcow2")) ? "marked" : "applied"
+        let dState =
+            try Self.sha256(path("d.qcow2")) == originalSHA
+            ? "original" : Self.exists(marker("d.qcow2")) ? "marked" : "applied"
         print("random kill after \(String(format: "%.1f", when)) s (status \(r3)): d is \(dState)")
 
         // 4. One batch apply finishes everything: c's overlay dropped and c applied, d finished either way.
@@ -164,16 +188,22 @@ import Testing
             let state = Self.work + "/state"
             let env = ["REMEDY_STATE_DIR": state]
             let dirInState = state + "/block-devices/"
-            let r = try remedy(["apply", device] + inputs, environment: env.merging(["REMEDY_FAULT": "kill:mid-commit"]) { $1 })
+            let r = try remedy(
+                ["apply", device] + inputs, environment: env.merging(["REMEDY_FAULT": "kill:mid-commit"]) { $1 })
             #expect(r.status == SIGKILL, "\(r.stderr)")
             let kept = (try? FileManager.default.contentsOfDirectory(atPath: dirInState)) ?? []
-            #expect(kept.contains { $0.hasSuffix(".remedy-commit") } && kept.contains { $0.hasSuffix(".remedy-overlay.qcow2") },
-                    "the block device's marker and overlay are in \(dirInState): \(kept)")
-            let inDev = (try? FileManager.default.contentsOfDirectory(atPath: "/dev"))?.filter { $0.contains(".remedy-") } ?? []
+            #expect(
+                kept.contains { $0.hasSuffix(".remedy-commit") }
+                    && kept.contains { $0.hasSuffix(".remedy-overlay.qcow2") },
+                "the block device's marker and overlay are in \(dirInState): \(kept)")
+            let inDev =
+                (try? FileManager.default.contentsOfDirectory(atPath: "/dev"))?.filter { $0.contains(".remedy-") } ?? []
             #expect(inDev.isEmpty, "nothing of remedy's in /dev: \(inDev)")
             let plan = try remedy(["plan", device, "--format", "json"] + inputs, environment: env)
             #expect(plan.status == 0 && plan.stderr.contains("finishing the commit"), "\(plan.stderr)")
-            #expect(((try? FileManager.default.contentsOfDirectory(atPath: dirInState)) ?? ["?"]).isEmpty, "marker and overlay removed after the proven commit")
+            #expect(
+                ((try? FileManager.default.contentsOfDirectory(atPath: dirInState)) ?? ["?"]).isEmpty,
+                "marker and overlay removed after the proven commit")
             let applied = try Self.readBack([device], into: Self.work + "/dev-applied")
             #expect(Self.sound(applied[0].system) && Self.sound(applied[0].software), "the device's hives are sound")
             #expect(applied[0].files.contains { $0.hasSuffix("/viostor.sys") }, "the device got its drivers")
@@ -190,11 +220,16 @@ import Testing
         }
         #expect(try fileBytes(back[2].system) == fileBytes(back[0].system), "b SYSTEM is the original")
         #expect(try fileBytes(back[2].software) == fileBytes(back[0].software), "b SOFTWARE is the original")
-        #expect(back[2].files == back[0].files, "b: the original's files, no injected one: \(back[2].files.symmetricDifference(back[0].files).sorted().prefix(20))")
+        #expect(
+            back[2].files == back[0].files,
+            "b: the original's files, no injected one: \(back[2].files.symmetricDifference(back[0].files).sorted().prefix(20))"
+        )
         #expect(back[1].files.contains { $0.hasSuffix("/viostor.sys") }, "a got its drivers")
         if device != nil, let d = back.last {
-            #expect(try fileBytes(d.system) == fileBytes(back[0].system) && fileBytes(d.software) == fileBytes(back[0].software),
-                    "the block device's hives are the original after rollback")
+            #expect(
+                try fileBytes(d.system) == fileBytes(back[0].system)
+                    && fileBytes(d.software) == fileBytes(back[0].software),
+                "the block device's hives are the original after rollback")
             #expect(d.files == back[0].files, "the block device: the original's files after rollback")
         }
         try? FileManager.default.removeItem(atPath: Self.work)

@@ -13,7 +13,8 @@ import Testing
     /// matrix, agree on each release (inspect_os runs after remedy's sessions are closed and everything unmounted).
     @Test func inspectionRecognisesEveryPhonyRelease() throws {
         let f = try Fixtures.get()
-        let (appliance, sessions) = ImageSession.openMany(f.matrix.map(\.path), writable: false, options: Fixtures.options)
+        let (appliance, sessions) = ImageSession.openMany(
+            f.matrix.map(\.path), writable: false, options: Fixtures.options)
         let a = try #require(appliance)
         defer { a.close() }
         var ours: [OSFacts] = []
@@ -31,18 +32,23 @@ import Testing
         #expect(roots.count == f.matrix.count)
         var found: [String: (String, Int, Int, String, String)] = [:]
         for r in roots {
-            found[try g.inspectHostname(r)] = (try g.inspectProductName(r), try g.inspectMajorVersion(r), try g.inspectMinorVersion(r),
-                                                try g.inspectArch(r), try g.inspectWindowsCurrentControlSet(r))
+            found[try g.inspectHostname(r)] = (
+                try g.inspectProductName(r), try g.inspectMajorVersion(r), try g.inspectMinorVersion(r),
+                try g.inspectArch(r), try g.inspectWindowsCurrentControlSet(r)
+            )
         }
         for (i, m) in f.matrix.enumerated() {
             let got = try #require(found["M-\(m.release.rawValue.uppercased())"], "\(m.release) not found")
             #expect(got.0 == m.release.productName)
-            #expect(got.1 == m.release.version.major && got.2 == m.release.version.minor, "\(m.release): \(got.1).\(got.2)")
+            #expect(
+                got.1 == m.release.version.major && got.2 == m.release.version.minor, "\(m.release): \(got.1).\(got.2)")
             #expect(got.3 == m.arch.rawValue)
             #expect(got.4 == "ControlSet001")
             let os = ours[i]
             #expect(os.hostname == "M-\(m.release.rawValue.uppercased())", "\(m.release): \(os)")
-            #expect(os.product == got.0 && os.majorVersion == got.1 && os.minorVersion == got.2 && os.arch.rawValue == got.3, "\(m.release): \(os)")
+            #expect(
+                os.product == got.0 && os.majorVersion == got.1 && os.minorVersion == got.2
+                    && os.arch.rawValue == got.3, "\(m.release): \(os)")
             #expect(os.currentControlSet == got.4)
             #expect(os.firmware == m.firmware, "\(m.release): \(os.firmware)")
             #expect(formats[i] == m.format.rawValue)
@@ -119,8 +125,9 @@ import Testing
         let f = try Fixtures.get()
         let cache = f.dir + "/accel-cache.json"
         try? FileManager.default.removeItem(atPath: cache)
-        let r = try remedy(["plan", f.win2019Dhcp, "--accel", "auto", "--kvm-timeout", "0.5"],
-                           environment: ["REMEDY_ACCEL_CACHE": cache])
+        let r = try remedy(
+            ["plan", f.win2019Dhcp, "--accel", "auto", "--kvm-timeout", "0.5"],
+            environment: ["REMEDY_ACCEL_CACHE": cache])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("No changes"), "\(r.stdout)")
         #expect(r.stdout.contains("Windows Server 2019"), "\(r.stdout)")
@@ -128,7 +135,8 @@ import Testing
             #expect(r.stderr.contains("falling back to TCG"), "\(r.stderr)")
             let saved = try json(String(decoding: fileBytes(cache), as: UTF8.self))
             #expect(saved["kvmBoots"] as? Bool == false)
-            let again = try remedy(["plan", f.win2019Dhcp, "--accel", "auto"], environment: ["REMEDY_ACCEL_CACHE": cache])
+            let again = try remedy(
+                ["plan", f.win2019Dhcp, "--accel", "auto"], environment: ["REMEDY_ACCEL_CACHE": cache])
             #expect(again.status == 0, "\(again.stderr)")
             #expect(again.stderr.contains("using TCG"), "\(again.stderr)")
         } else {
@@ -143,7 +151,8 @@ import Testing
         options.launchTimeout = 1
         let start = Date()
         do {
-            _ = try Appliance.launch(drives: [Drive(path: "/dev/null", format: "raw", readonly: true)], options: options)
+            _ = try Appliance.launch(
+                drives: [Drive(path: "/dev/null", format: "raw", readonly: true)], options: options)
             Issue.record("an appliance started under TCG in less than a second")
         } catch let e as RemedyError {
             #expect(e.code == .applianceTimeout, "\(e)")

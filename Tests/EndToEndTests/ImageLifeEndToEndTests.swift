@@ -28,12 +28,17 @@ import Testing
         #expect(os["majorVersion"] as? Int == 10)
         #expect(os["arch"] as? String == "x86_64")
         #expect(os["currentControlSet"] as? String == "ControlSet001")
-        #expect((os["controlSets"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == ["ControlSet001", "ControlSet002"])
+        #expect(
+            (os["controlSets"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == [
+                "ControlSet001", "ControlSet002",
+            ])
         let actions = try #require(doc["actions"] as? [[String: Any]]).filter { $0["rule"] as? String == "nic-dhcp" }
         let keys = actions.compactMap { ($0["changes"] as? [[String: Any]])?.first?["key"] as? String }
         for cs in ["ControlSet001", "ControlSet002"] {
             for guid in [Fixtures.guidA, Fixtures.guidB] {
-                #expect(keys.contains("\(cs)\\Services\\Tcpip\\Parameters\\Interfaces\\\(guid)"), "\(cs) \(guid) missing from \(keys)")
+                #expect(
+                    keys.contains("\(cs)\\Services\\Tcpip\\Parameters\\Interfaces\\\(guid)"),
+                    "\(cs) \(guid) missing from \(keys)")
             }
         }
         #expect(actions.count == 4)
@@ -59,12 +64,15 @@ import Testing
         defer { session.close() }
         let policy = try PolicyLoader.load("huawei-ims")
         #expect(!(try session.plan(policy: policy)).hasChanges)
-        let facts = try session.facts(for: ["ControlSet001", "ControlSet002"].map {
-            RegistryRequirement(.system, RegistryPath("\($0)\\Services\\Tcpip\\Parameters\\Interfaces"), depth: 1)
-        })
+        let facts = try session.facts(
+            for: ["ControlSet001", "ControlSet002"].map {
+                RegistryRequirement(.system, RegistryPath("\($0)\\Services\\Tcpip\\Parameters\\Interfaces"), depth: 1)
+            })
         for cs in ["ControlSet001", "ControlSet002"] {
             for guid in [Fixtures.guidA, Fixtures.guidB] {
-                let k = try #require(facts.registry.key(.system, RegistryPath("\(cs)\\Services\\Tcpip\\Parameters\\Interfaces\\\(guid)")))
+                let k = try #require(
+                    facts.registry.key(.system, RegistryPath("\(cs)\\Services\\Tcpip\\Parameters\\Interfaces\\\(guid)"))
+                )
                 #expect(k.value("EnableDHCP") == .dword(1))
                 #expect(k.value("IPAddress") == .multiString(["0.0.0.0"]))
                 #expect(k.value("SubnetMask") == .multiString(["0.0.0.0"]))
@@ -76,10 +84,12 @@ import Testing
         let backup = try #require(report.backups["SYSTEM"])
         try g.download(backup, to: f.dir + "/backup-SYSTEM")
         let original = try Hive(path: f.dir + "/backup-SYSTEM")
-        let node = try #require(try original.node(at: "ControlSet002\\Services\\Tcpip\\Parameters\\Interfaces\\\(Fixtures.guidA)"))
+        let node = try #require(
+            try original.node(at: "ControlSet002\\Services\\Tcpip\\Parameters\\Interfaces\\\(Fixtures.guidA)"))
         #expect(try original.value(of: node, named: "IPAddress") == .multiString(["10.1.2.10"]))
         #expect(try g.isFile(try #require(report.record)))
-        #expect(try g.ls("/Windows/System32/config").filter { $0.contains("remedy") }.isEmpty, "temporary hive left behind")
+        #expect(
+            try g.ls("/Windows/System32/config").filter { $0.contains("remedy") }.isEmpty, "temporary hive left behind")
     }
 
     /// The whole life of a broken image: plan lists every fix, apply makes
@@ -96,8 +106,12 @@ import Testing
         for a in plan.actions { perRule[a.rule, default: 0] += 1 }
         // Per control set (2): NIC A; 14 PV services; 5 class filter lists; 3 IDE services + 7 CriticalDeviceDatabase entries;
         // AutoReboot. Once: the device-install restrictions in SOFTWARE.
-        #expect(perRule == ["nic-dhcp": 2, "pv-cleanup": 28, "input-devices": 10, "ide-boot": 20, "crash-settings": 2, "driver-restrictions": 1],
-                "\(perRule)")
+        #expect(
+            perRule == [
+                "nic-dhcp": 2, "pv-cleanup": 28, "input-devices": 10, "ide-boot": 20, "crash-settings": 2,
+                "driver-restrictions": 1,
+            ],
+            "\(perRule)")
         #expect(plan.findings.filter { $0.id == "old-tools-installed" }.count == 4)
         #expect(plan.properties["hw_disk_bus"] == "ide" && plan.properties["hw_firmware_type"] == "bios")
 
@@ -124,7 +138,8 @@ import Testing
 
         // Before apply: the original hives, and the same plan computed in-process. After apply: nothing left to do.
         // After rollback: the original hives byte for byte, no remedy directory, the same plan again.
-        let (appliance, sessions) = ImageSession.openMany([pre, post, image], writable: false, options: Fixtures.options)
+        let (appliance, sessions) = ImageSession.openMany(
+            [pre, post, image], writable: false, options: Fixtures.options)
         let a = try #require(appliance)
         defer { a.close() }
         let (before, after, back) = (try sessions[0].get(), try sessions[1].get(), try sessions[2].get())
@@ -134,9 +149,13 @@ import Testing
         #expect(try !after.plan(policy: policy).hasChanges, "the plan after apply is not clean")
         #expect(Set(before.localHives.keys) == [.system, .software])
         for (hive, local) in before.localHives {
-            #expect(try fileBytes(try #require(back.localHives[hive])) == fileBytes(local), "\(hive.rawValue) is not the original after rollback")
+            #expect(
+                try fileBytes(try #require(back.localHives[hive])) == fileBytes(local),
+                "\(hive.rawValue) is not the original after rollback")
         }
-        #expect(try back.plan(policy: policy).sameChanges(as: plan), "after rollback the image should need the same plan again")
+        #expect(
+            try back.plan(policy: policy).sameChanges(as: plan),
+            "after rollback the image should need the same plan again")
         let g = a.guestfs
         try g.umountAll()
         try g.mountReadOnly(try #require(back.volume.filesystems.first { $0.windows }?.device), at: "/")
@@ -147,7 +166,9 @@ import Testing
     /// A host-side copy of an image (qemu-img convert to qcow2), for reading it back later beside others.
     func convertCopy(_ image: String, to copy: String) throws {
         try? FileManager.default.removeItem(atPath: copy)
-        let r = try runProgram("/usr/bin/qemu-img", ["convert", "-O", "qcow2", image, copy], environment: ProcessInfo.processInfo.environment)
+        let r = try runProgram(
+            "/usr/bin/qemu-img", ["convert", "-O", "qcow2", image, copy],
+            environment: ProcessInfo.processInfo.environment)
         #expect(r.status == 0, "\(r.stderr)")
     }
 }

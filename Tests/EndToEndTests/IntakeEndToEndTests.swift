@@ -28,53 +28,67 @@ import Testing
     }
 
     /// An OVA (descriptor first, manifest, disks) in `dir`: disk1 is the phony Windows as a streamOptimized VMDK.
-    static func makeOVA(_ f: Fixtures, in dir: String, name: String = "vm", twoDisks: Bool, firmware: String = "efi") throws -> String {
+    static func makeOVA(
+        _ f: Fixtures, in dir: String, name: String = "vm", twoDisks: Bool, firmware: String = "efi"
+    ) throws -> String {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try qemuImg(["convert", "-q", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", intakeBase(f), dir + "/disk1.vmdk"])
+        try qemuImg([
+            "convert", "-q", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", intakeBase(f),
+            dir + "/disk1.vmdk",
+        ])
         var disks = ["disk1.vmdk"]
         if twoDisks {
             try qemuImg(["create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", dir + "/disk2.vmdk", "64M"])
             disks.append("disk2.vmdk")
         }
-        let refs = disks.enumerated().map { "<File ovf:href=\"\($0.element)\" ovf:id=\"file\($0.offset + 1)\"/>" }.joined(separator: "\n    ")
+        let refs = disks.enumerated().map { "<File ovf:href=\"\($0.element)\" ovf:id=\"file\($0.offset + 1)\"/>" }
+            .joined(separator: "\n    ")
         let diskItems = disks.indices.map {
             "<Disk ovf:capacity=\"\($0 == 0 ? 128 : 64)\" ovf:capacityAllocationUnits=\"byte * 2^20\" ovf:diskId=\"vmdisk\($0 + 1)\" ovf:fileRef=\"file\($0 + 1)\" ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\"/>"
         }.joined(separator: "\n    ")
         let ovf = """
-        <?xml version="1.0" encoding="UTF-8"?>
-        <Envelope vmw:buildId="build-1" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
-          <References>
-            \(refs)
-          </References>
-          <DiskSection>
-            <Info>Virtual disk information</Info>
-            \(diskItems)
-          </DiskSection>
-          <VirtualSystem ovf:id="vm">
-            <Info>A virtual machine</Info>
-            <OperatingSystemSection ovf:id="112" vmw:osType="windows9Server64Guest">
-              <Info>The kind of installed guest operating system</Info>
-              <Description>Microsoft Windows Server 2016 (64-bit)</Description>
-            </OperatingSystemSection>
-            <VirtualHardwareSection>
-              <Info>Virtual hardware requirements</Info>
-              <Item><rasd:ElementName>Network adapter 1</rasd:ElementName><rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
-              <Item><rasd:ElementName>Network adapter 2</rasd:ElementName><rasd:InstanceID>6</rasd:InstanceID><rasd:ResourceSubType>E1000</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
-              <Item><rasd:ElementName>Hard disk 1</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>7</rasd:InstanceID><rasd:ResourceType>17</rasd:ResourceType></Item>
-              <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="\(firmware)"/>
-            </VirtualHardwareSection>
-          </VirtualSystem>
-        </Envelope>
+            <?xml version="1.0" encoding="UTF-8"?>
+            <Envelope vmw:buildId="build-1" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
+              <References>
+                \(refs)
+              </References>
+              <DiskSection>
+                <Info>Virtual disk information</Info>
+                \(diskItems)
+              </DiskSection>
+              <VirtualSystem ovf:id="vm">
+                <Info>A virtual machine</Info>
+                <OperatingSystemSection ovf:id="112" vmw:osType="windows9Server64Guest">
+                  <Info>The kind of installed guest operating system</Info>
+                  <Description>Microsoft Windows Server 2016 (64-bit)</Description>
+                </OperatingSystemSection>
+                <VirtualHardwareSection>
+                  <Info>Virtual hardware requirements</Info>
+                  <Item><rasd:ElementName>Network adapter 1</rasd:ElementName><rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
+                  <Item><rasd:ElementName>Network adapter 2</rasd:ElementName><rasd:InstanceID>6</rasd:InstanceID><rasd:ResourceSubType>E1000</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
+                  <Item><rasd:ElementName>Hard disk 1</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>7</rasd:InstanceID><rasd:ResourceType>17</rasd:ResourceType></Item>
+                  <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="\(firmware)"/>
+                </VirtualHardwareSection>
+              </VirtualSystem>
+            </Envelope>
 
-        """
+            """
         try ovf.write(toFile: "\(dir)/\(name).ovf", atomically: true, encoding: .utf8)
-        var mf = "SHA256(\(name).ovf)= " + (try sh("sha256sum \"$1\" | cut -d' ' -f1", ["\(dir)/\(name).ovf"])).trimmingCharacters(in: .whitespacesAndNewlines) + "\n"
+        var mf =
+            "SHA256(\(name).ovf)= "
+            + (try sh("sha256sum \"$1\" | cut -d' ' -f1", ["\(dir)/\(name).ovf"])).trimmingCharacters(
+                in: .whitespacesAndNewlines) + "\n"
         for d in disks {
-            mf += "SHA1(\(d))= " + (try sh("sha1sum \"$1\" | cut -d' ' -f1", ["\(dir)/\(d)"])).trimmingCharacters(in: .whitespacesAndNewlines) + "\n"
+            mf +=
+                "SHA1(\(d))= "
+                + (try sh("sha1sum \"$1\" | cut -d' ' -f1", ["\(dir)/\(d)"])).trimmingCharacters(
+                    in: .whitespacesAndNewlines) + "\n"
         }
         try mf.write(toFile: "\(dir)/\(name).mf", atomically: true, encoding: .utf8)
         let ova = "\(dir)/\(name).ova"
-        _ = try sh("cd \"$1\" && tar --format=ustar -cf \"$2\" \"$3.ovf\" \"$3.mf\" " + disks.joined(separator: " "), [dir, ova, name])
+        _ = try sh(
+            "cd \"$1\" && tar --format=ustar -cf \"$2\" \"$3.ovf\" \"$3.mf\" " + disks.joined(separator: " "),
+            [dir, ova, name])
         return ova
     }
 
@@ -100,27 +114,36 @@ import Testing
             try Self.qemuImg(["convert", "-q", "-f", "qcow2"] + args + [Self.intakeBase(f), "\(dir)/\(name)"])
         }
         // Not writable in place: refused before any appliance, bytes unchanged (they go through --output).
-        try Self.qemuImg(["convert", "-q", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", Self.intakeBase(f), dir + "/stream.vmdk"])
+        try Self.qemuImg([
+            "convert", "-q", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", Self.intakeBase(f),
+            dir + "/stream.vmdk",
+        ])
         let ova = try Self.makeOVA(f, in: f.dir + "/ova-one", twoDisks: false)
         try FileManager.default.copyItem(atPath: ova, toPath: dir + "/vm.ova")
         try FileManager.default.createSymbolicLink(atPath: dir + "/link.qcow2", withDestinationPath: dir + "/v3.qcow2")
         let untouched = try ["stream.vmdk", "vm.ova"].map { try fileBytes("\(dir)/\($0)") }
 
         let reportPath = f.dir + "/formats-report.json"
-        let r = try remedy(["batch", dir, "--apply", "--report", reportPath, "--format", "json", "--jobs", "1", "--per-appliance", "16"])
+        let r = try remedy([
+            "batch", dir, "--apply", "--report", reportPath, "--format", "json", "--jobs", "1", "--per-appliance", "16",
+        ])
         #expect(r.status != 0, "\(r.stderr)")
         let report = try readReport(reportPath)
         let statuses = reportStatuses(report)
         for (name, _, _) in inPlace {
-            let entry = try #require(report.entries.first { $0.path.hasSuffix("/" + name) }, "\(name) missing: \(statuses)")
-            #expect(entry.runID != nil && (entry.status == .fixed || entry.status == .needsManual), "\(name): \(statuses[name] ?? "?") \(entry.error?.message ?? "")")
+            let entry = try #require(
+                report.entries.first { $0.path.hasSuffix("/" + name) }, "\(name) missing: \(statuses)")
+            #expect(
+                entry.runID != nil && (entry.status == .fixed || entry.status == .needsManual),
+                "\(name): \(statuses[name] ?? "?") \(entry.error?.message ?? "")")
             #expect(entry.actions.contains { $0.rule == "nic-dhcp" }, "\(name)")
         }
         #expect(statuses["stream.vmdk"] == "failed:image-read-only", "\(statuses)")
         #expect(statuses["vm.ova"] == "failed:image-read-only", "\(statuses)")
         #expect(report.entries.first { $0.path.hasSuffix("stream.vmdk") }?.error?.message.contains("--output") == true)
         #expect(try ["stream.vmdk", "vm.ova"].map { try fileBytes("\(dir)/\($0)") } == untouched)
-        let skips = Dictionary(uniqueKeysWithValues: report.skipped.map { (($0.path as NSString).lastPathComponent, $0.reason) })
+        let skips = Dictionary(
+            uniqueKeysWithValues: report.skipped.map { (($0.path as NSString).lastPathComponent, $0.reason) })
         #expect(skips["link.qcow2"]?.contains("symbolic link") == true, "\(skips)")
         #expect(skips["flat-flat.vmdk"] != nil && skips["split-s001.vmdk"] != nil, "\(skips)")
 
@@ -144,7 +167,8 @@ import Testing
             defer { try? g.umountAll() }
             let local = f.dir + "/readback-\(name)-SYSTEM"
             try g.download(try g.caseSensitivePath("/Windows/System32/config/SYSTEM"), to: local)
-            let dhcp = try Self.sh("hivexget \"$1\" \"$2\" EnableDHCP", [local, key]).trimmingCharacters(in: .whitespacesAndNewlines)
+            let dhcp = try Self.sh("hivexget \"$1\" \"$2\" EnableDHCP", [local, key]).trimmingCharacters(
+                in: .whitespacesAndNewlines)
             #expect(dhcp == "1", "\(name): EnableDHCP \(dhcp)")
             #expect(try g.isDir(try g.caseSensitivePath("/Windows/remedy")), "\(name): no run record")
             checked.insert(name)
@@ -197,7 +221,8 @@ import Testing
         // The result: nothing left to change; then, in the same appliance, its SYSTEM read with libguestfs and hivexget.
         let session = try ImageSession.open(image: out, writable: false, options: Fixtures.options)
         defer { session.close() }
-        #expect(try !session.plan(policy: PolicyLoader.load("huawei-ims")).hasChanges, "the output does not re-plan clean")
+        #expect(
+            try !session.plan(policy: PolicyLoader.load("huawei-ims")).hasChanges, "the output does not re-plan clean")
         let g = session.appliance.guestfs
         try g.umountAll()
         let root = try #require(try g.inspectOS().first)
@@ -205,7 +230,8 @@ import Testing
         let local = f.dir + "/ova-two/readback-SYSTEM"
         try g.download(try g.caseSensitivePath("/Windows/System32/config/SYSTEM"), to: local)
         let key = "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\\(Fixtures.guidA)"
-        let dhcp = try Self.sh("hivexget \"$1\" \"$2\" EnableDHCP", [local, key]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let dhcp = try Self.sh("hivexget \"$1\" \"$2\" EnableDHCP", [local, key]).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         #expect(dhcp == "1", "EnableDHCP \(dhcp)")
     }
 }

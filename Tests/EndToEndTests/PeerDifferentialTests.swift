@@ -12,14 +12,20 @@ import Testing
 enum PeerDifferences {
     /// What remedy writes differently from virt-v2v, on purpose (the README has the same table).
     static let intentional: [(what: String, why: String)] = [
-        ("DriverDatabase names: virt-v2v publishes `guestor.inf`, package `guestor.inf_tmp`, configuration `guestor_conf`",
-         "remedy publishes as Windows does: the next free `oemN.inf` (OemInfMap honoured and marked), the package as "
-            + "`<inf>_<arch>_<hash>`, the configuration named after the INF's install section (`scsi_inst`); values are compared "
-            + "under these names"),
-        ("DriverPackages\\<package>\\Version bytes 24-39 (driver date and version)",
-         "virt-v2v leaves them zero; remedy writes the INF's DriverVer date (FILETIME) and version, as a real Windows 10 hive has them"),
-        ("Services\\viostor ImagePath letter case (`system32\\drivers\\viostor.sys` vs `System32\\drivers\\viostor.sys`)",
-         "Windows paths are case-insensitive; remedy writes the casing real hives have"),
+        (
+            "DriverDatabase names: virt-v2v publishes `guestor.inf`, package `guestor.inf_tmp`, configuration `guestor_conf`",
+            "remedy publishes as Windows does: the next free `oemN.inf` (OemInfMap honoured and marked), the package as "
+                + "`<inf>_<arch>_<hash>`, the configuration named after the INF's install section (`scsi_inst`); values are compared "
+                + "under these names"
+        ),
+        (
+            "DriverPackages\\<package>\\Version bytes 24-39 (driver date and version)",
+            "virt-v2v leaves them zero; remedy writes the INF's DriverVer date (FILETIME) and version, as a real Windows 10 hive has them"
+        ),
+        (
+            "Services\\viostor ImagePath letter case (`system32\\drivers\\viostor.sys` vs `System32\\drivers\\viostor.sys`)",
+            "Windows paths are case-insensitive; remedy writes the casing real hives have"
+        ),
         ("virt-v2v writes the service only in the current control set", "remedy writes every control set (a superset)"),
     ]
 
@@ -38,10 +44,14 @@ enum PeerDifferences {
         for raw in text.components(separatedBy: "\n") {
             var line = pending + raw.trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
             pending = ""
-            if line.hasSuffix("\\") && !line.hasPrefix("[") { pending = String(line.dropLast()); continue }
+            if line.hasSuffix("\\") && !line.hasPrefix("[") {
+                pending = String(line.dropLast())
+                continue
+            }
             line = line.trimmingCharacters(in: .whitespaces)
             if line.hasPrefix("[") && line.hasSuffix("]") {
-                key = String(line.dropFirst().dropLast()).trimmingCharacters(in: CharacterSet(charactersIn: "\\")).lowercased()
+                key = String(line.dropFirst().dropLast()).trimmingCharacters(in: CharacterSet(charactersIn: "\\"))
+                    .lowercased()
                 out[key, default: [:]] = out[key] ?? [:]
                 continue
             }
@@ -49,17 +59,25 @@ enum PeerDifferences {
             if line.hasPrefix("@=") {
                 name = ""
                 rest = line.dropFirst(2)
-            } else if line.hasPrefix("\""), let close = line.range(of: "\"=", range: line.index(after: line.startIndex)..<line.endIndex) {
-                name = String(line[line.index(after: line.startIndex)..<close.lowerBound]).replacingOccurrences(of: "\\\\", with: "\\")
+            } else if line.hasPrefix("\""),
+                let close = line.range(of: "\"=", range: line.index(after: line.startIndex)..<line.endIndex)
+            {
+                name = String(line[line.index(after: line.startIndex)..<close.lowerBound]).replacingOccurrences(
+                    of: "\\\\", with: "\\")
                 rest = line[close.upperBound...]
-            } else { continue }
+            } else {
+                continue
+            }
             let v: Value
             if rest.hasPrefix("dword:"), let n = UInt32(rest.dropFirst(6), radix: 16) {
-                v = Value(type: "4", bytes: [UInt8(n & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n >> 16 & 0xFF), UInt8(n >> 24)])
+                v = Value(
+                    type: "4", bytes: [UInt8(n & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n >> 16 & 0xFF), UInt8(n >> 24)])
             } else if rest.hasPrefix("hex"), let colon = rest.firstIndex(of: ":") {
                 let t = rest[..<colon]
                 let type = t == "hex" ? "3" : String(t.dropFirst(4).dropLast())
-                let bytes = rest[rest.index(after: colon)...].split(separator: ",").compactMap { UInt8($0.trimmingCharacters(in: .whitespaces), radix: 16) }
+                let bytes = rest[rest.index(after: colon)...].split(separator: ",").compactMap {
+                    UInt8($0.trimmingCharacters(in: .whitespaces), radix: 16)
+                }
                 v = Value(type: type, bytes: bytes)
             } else {
                 v = Value(type: "1", bytes: Array(rest.utf8))
@@ -75,7 +93,8 @@ enum PeerDifferences {
         guard let first = parts.first else { return false }
         if first == "driverdatabase" { return true }
         guard first.hasPrefix("controlset"), parts.count >= 3 else { return false }
-        return (parts[1] == "services" && parts[2] == "viostor") || (parts[1] == "control" && parts[2] == "criticaldevicedatabase")
+        return (parts[1] == "services" && parts[2] == "viostor")
+            || (parts[1] == "control" && parts[2] == "criticaldevicedatabase")
     }
 }
 
@@ -83,7 +102,9 @@ enum PeerDifferences {
     @Test func whatVirtV2VWritesForTheStorageDriverRemedyWritesToo() throws {
         let f = try Fixtures.get()
         let v2vTool = "/usr/bin/virt-v2v-in-place"
-        try #require(FileManager.default.isExecutableFile(atPath: v2vTool), "virt-v2v-in-place is missing: run .ci/setup (it installs virt-v2v and nbdkit)")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: v2vTool),
+            "virt-v2v-in-place is missing: run .ci/setup (it installs virt-v2v and nbdkit)")
         let dir = f.dir + "/peer"
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir + "/virt-tools", withIntermediateDirectories: true)
@@ -136,14 +157,17 @@ enum PeerDifferences {
 
         // remedy's names for what virt-v2v calls guestor.inf / guestor.inf_tmp / guestor_conf.
         let viostor = mine.first { entry in
-            entry.key.hasPrefix("driverdatabase\\driverinffiles\\oem") && utf16(entry.value["active"]?.bytes ?? []).lowercased().hasPrefix("viostor.inf_")
+            entry.key.hasPrefix("driverdatabase\\driverinffiles\\oem")
+                && utf16(entry.value["active"]?.bytes ?? []).lowercased().hasPrefix("viostor.inf_")
         }
         let published = try #require(viostor, "remedy published no viostor package")
         let oem = String(published.key.split(separator: "\\").last!)
         let label = utf16(published.value["active"]?.bytes ?? []).lowercased()
         func rename(_ s: String) -> String {
-            s.replacingOccurrences(of: "guestor.inf_tmp", with: label).replacingOccurrences(of: "guestor.inf", with: oem)
-                .replacingOccurrences(of: "guestor_conf", with: "scsi_inst")
+            s.replacingOccurrences(of: "guestor.inf_tmp", with: label).replacingOccurrences(
+                of: "guestor.inf", with: oem
+            )
+            .replacingOccurrences(of: "guestor_conf", with: "scsi_inst")
         }
 
         var compared = 0
@@ -156,10 +180,13 @@ enum PeerDifferences {
                     continue
                 }
                 var expected = value
-                if n == "version", k.hasPrefix("driverdatabase\\driverpackages\\"), expected.bytes.count == 48, theirs.bytes.count == 48 {
-                    expected.bytes.replaceSubrange(24..<40, with: theirs.bytes[24..<40])   // intentional: DriverVer date and version
+                if n == "version", k.hasPrefix("driverdatabase\\driverpackages\\"), expected.bytes.count == 48,
+                    theirs.bytes.count == 48
+                {
+                    // intentional: DriverVer date and version
+                    expected.bytes.replaceSubrange(24..<40, with: theirs.bytes[24..<40])
                 }
-                if n == "imagepath" {   // intentional: letter case
+                if n == "imagepath" {  // intentional: letter case
                     let a = utf16(expected.bytes).lowercased()
                     let b = utf16(theirs.bytes).lowercased()
                     #expect(a == b && expected.type == theirs.type, "\(k)\\\(n): virt-v2v \(value), remedy \(theirs)")
@@ -169,7 +196,9 @@ enum PeerDifferences {
                 if expected.type == "7" || expected.type == "1" {
                     let text = rename(utf16(expected.bytes).lowercased())
                     let mineText = utf16(theirs.bytes).lowercased()
-                    #expect(text == mineText && expected.type == theirs.type, "\(k)\\\(n): virt-v2v \(value), remedy \(theirs)")
+                    #expect(
+                        text == mineText && expected.type == theirs.type,
+                        "\(k)\\\(n): virt-v2v \(value), remedy \(theirs)")
                     continue
                 }
                 #expect(expected == theirs, "\(k)\\\(n): virt-v2v \(value), remedy \(theirs)")
@@ -183,7 +212,9 @@ enum PeerDifferences {
 
 /// A registry string's bytes (UTF-16LE), without the terminating NULs (a multi-string's separators become `|`).
 func utf16(_ bytes: [UInt8]) -> String {
-    var units = stride(from: 0, to: bytes.count - bytes.count % 2, by: 2).map { UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8 }
+    var units = stride(from: 0, to: bytes.count - bytes.count % 2, by: 2).map {
+        UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8
+    }
     while units.last == 0 { units.removeLast() }
     return String(decoding: units.map { $0 == 0 ? 0x7C : $0 }, as: UTF16.self)
 }

@@ -8,19 +8,30 @@ import Testing
 enum NTFSSecurity {
     struct ACE: CustomStringConvertible {
         var type: UInt8, flags: UInt8, mask: UInt32, sid: String
-        var description: String { "\(type == 0 ? "allow" : "type\(type)") \(sid) 0x\(String(mask, radix: 16)) flags 0x\(String(flags, radix: 16))" }
+        var description: String {
+            "\(type == 0 ? "allow" : "type\(type)") \(sid) 0x\(String(mask, radix: 16)) flags 0x\(String(flags, radix: 16))"
+        }
     }
 
-    struct Decoded { var owner: String; var group: String; var control: UInt16; var dacl: [ACE] }
+    struct Decoded {
+        var owner: String
+        var group: String
+        var control: UInt16
+        var dacl: [ACE]
+    }
 
     static let everyone = "S-1-1-0", authenticatedUsers = "S-1-5-11", users = "S-1-5-32-545", system = "S-1-5-18"
-    static let administrators = "S-1-5-32-544", trustedInstaller = "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464"
+    static let administrators = "S-1-5-32-544",
+        trustedInstaller = "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464"
     /// Rights that change a file or its security: write/append data, write EA and attributes, delete, change
     /// permissions, take ownership, generic write, generic all (MS-DTYP 2.4.3).
-    static let writeRights: UInt32 = 0x2 | 0x4 | 0x10 | 0x40 | 0x100 | 0x10000 | 0x40000 | 0x80000 | 0x4000_0000 | 0x1000_0000
+    static let writeRights: UInt32 =
+        0x2 | 0x4 | 0x10 | 0x40 | 0x100 | 0x10000 | 0x40000 | 0x80000 | 0x4000_0000 | 0x1000_0000
 
     static func u16(_ b: [UInt8], _ o: Int) -> UInt16 { UInt16(b[o]) | UInt16(b[o + 1]) << 8 }
-    static func u32(_ b: [UInt8], _ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[o + $1]) << (8 * UInt32($1)) } }
+    static func u32(_ b: [UInt8], _ o: Int) -> UInt32 {
+        (0..<4).reduce(0) { $0 | UInt32(b[o + $1]) << (8 * UInt32($1)) }
+    }
 
     static func sid(_ b: [UInt8], _ o: Int) -> (String, Int) {
         let count = Int(b[o + 1])
@@ -52,15 +63,19 @@ enum NTFSSecurity {
     /// What remedy wrote, checked: the state directory is SYSTEM's and Administrators' only; driver files and folders
     /// are owned by TrustedInstaller; nothing grants Everyone, Users or Authenticated Users a right to change it.
     static func check(_ g: Guestfs, host: String, systemRoot: String = "/Windows") throws {
-        var paths = ["/Windows/remedy", "/Windows/remedy/firstboot", "/Windows/remedy/firstboot/run.cmd",
-                     "/Windows/remedy/firstboot/scripts/20-virtio-drivers.cmd", "/Windows/System32/drivers/viostor.sys",
-                     "/Windows/Drivers/VirtIO", "/Windows/Drivers/VirtIO/netkvm.sys", "/Windows/Drivers/VirtIO/viostor.inf",
-                     "/Windows/System32/GroupPolicy/Machine/Scripts/scripts.ini", "/Windows/System32/GroupPolicy/gpt.ini"]
+        var paths = [
+            "/Windows/remedy", "/Windows/remedy/firstboot", "/Windows/remedy/firstboot/run.cmd",
+            "/Windows/remedy/firstboot/scripts/20-virtio-drivers.cmd", "/Windows/System32/drivers/viostor.sys",
+            "/Windows/Drivers/VirtIO", "/Windows/Drivers/VirtIO/netkvm.sys", "/Windows/Drivers/VirtIO/viostor.inf",
+            "/Windows/System32/GroupPolicy/Machine/Scripts/scripts.ini", "/Windows/System32/GroupPolicy/gpt.ini",
+        ]
         for dir in ["/Windows/remedy/backup", "/Windows/remedy/log", "/Windows/remedy/payloads"] {
             guard let real = try? g.caseSensitivePath(dir), (try? g.isDir(real)) == true else { continue }
             paths += try g.find(real).filter { !$0.isEmpty }.map { "\(dir)/\($0)" }
         }
-        #expect(paths.contains { $0.hasPrefix("/Windows/remedy/backup/") && $0.hasSuffix("/SYSTEM") }, "\(host): no hive backup found")
+        #expect(
+            paths.contains { $0.hasPrefix("/Windows/remedy/backup/") && $0.hasSuffix("/SYSTEM") },
+            "\(host): no hive backup found")
         for path in paths {
             let real = try g.caseSensitivePath(path)
             let d = try decode(try g.lgetxattr(real, "system.ntfs_acl"))
@@ -70,12 +85,20 @@ enum NTFSSecurity {
             }
             if path.lowercased().hasPrefix("/windows/remedy") {
                 #expect([administrators, system].contains(d.owner), "\(where_)")
-                #expect(!d.dacl.isEmpty && d.dacl.allSatisfy { [administrators, system].contains($0.sid) }, "\(where_): readable by others")
-                if try g.isDir(real) { #expect(d.dacl.allSatisfy { $0.flags & 0x3 == 0x3 }, "\(where_): not inherited by what is created in it") }
+                #expect(
+                    !d.dacl.isEmpty && d.dacl.allSatisfy { [administrators, system].contains($0.sid) },
+                    "\(where_): readable by others")
+                if try g.isDir(real) {
+                    #expect(
+                        d.dacl.allSatisfy { $0.flags & 0x3 == 0x3 }, "\(where_): not inherited by what is created in it"
+                    )
+                }
             } else if path.contains("/drivers/") || path.contains("/Drivers/") {
                 #expect(d.owner == trustedInstaller, "\(where_)")
                 #expect(d.dacl.contains { $0.sid == trustedInstaller && $0.mask == 0x1F01FF }, "\(where_)")
-                #expect(d.dacl.contains { $0.sid == system } && d.dacl.contains { $0.sid == users && $0.mask == 0x1200A9 }, "\(where_)")
+                #expect(
+                    d.dacl.contains { $0.sid == system } && d.dacl.contains { $0.sid == users && $0.mask == 0x1200A9 },
+                    "\(where_)")
             }
         }
     }

@@ -23,14 +23,18 @@ import Testing
         return (g, roots)
     }
 
-    static func acl(_ g: Guestfs, _ path: String) throws -> [UInt8] { try g.lgetxattr(try g.caseSensitivePath(path), "system.ntfs_acl") }
+    static func acl(_ g: Guestfs, _ path: String) throws -> [UInt8] {
+        try g.lgetxattr(try g.caseSensitivePath(path), "system.ntfs_acl")
+    }
 
     @Test func whatApplyWritesHasAnExplicitACLAndReplacedHivesKeepTheirs() throws {
         let dir = NSTemporaryDirectory() + "/remedy-acl-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let image = dir + "/w2016.raw", virtio = dir + "/vw", msi = dir + "/CloudbaseInitSetup_x64.msi"
-        #expect(FileManager.default.createFile(atPath: msi, contents: Data("placeholder for CloudbaseInitSetup_x64.msi\r\n".utf8)))
+        #expect(
+            FileManager.default.createFile(
+                atPath: msi, contents: Data("placeholder for CloudbaseInitSetup_x64.msi\r\n".utf8)))
         let made = try remedyDev(["make-image", "--os", "2016", "--format", "raw", "--static-nics", "1", "-o", image])
         try #require(made.status == 0, "\(made.stderr)")
         let vw = try remedyDev(["make-virtio-win", "--os", "2k16", virtio])
@@ -38,7 +42,9 @@ import Testing
 
         let hive = "/Windows/System32/config/SYSTEM"
         var before: [UInt8] = []
-        let applied = try remedy(["apply", image, "--policy", "openstack-kvm", "--virtio-win", virtio, "--payload", "cloudbase-init=\(msi)"])
+        let applied = try remedy([
+            "apply", image, "--policy", "openstack-kvm", "--virtio-win", virtio, "--payload", "cloudbase-init=\(msi)",
+        ])
         // 0, or 2 when blocking findings remain (this phony disk is smaller than the cloud's 40 GB minimum).
         try #require(applied.status == 0 || applied.status == 2, "\(applied.stderr)")
         // The applied image is copied on the host, then rolled back; one appliance reads both.
@@ -53,12 +59,16 @@ import Testing
             // The image builder's files all have the descriptor ntfs-3g gave them (Everyone: Full Control, which remedy
             // never writes): the replaced hive must still have exactly that, like cmd.exe, which apply does not touch.
             before = try Self.acl(g, "/Windows/System32/cmd.exe")
-            try #require(try NTFSSecurity.decode(before).dacl.contains { $0.sid == NTFSSecurity.everyone }, "the builder's descriptor: \(before)")
+            try #require(
+                try NTFSSecurity.decode(before).dacl.contains { $0.sid == NTFSSecurity.everyone },
+                "the builder's descriptor: \(before)")
             #expect(try Self.acl(g, hive) == before, "the replaced SYSTEM hive did not keep its descriptor")
             // A folder apply created for new files, and a file in it.
             let store = try Self.acl(g, "/Windows/Drivers/VirtIO")
             #expect(try NTFSSecurity.decode(store).owner == NTFSSecurity.trustedInstaller)
-            let everyone = try NTFSSecurity.decode(try Self.acl(g, "/Windows/remedy/firstboot/run.cmd")).dacl.filter { $0.sid == NTFSSecurity.everyone }
+            let everyone = try NTFSSecurity.decode(try Self.acl(g, "/Windows/remedy/firstboot/run.cmd")).dacl.filter {
+                $0.sid == NTFSSecurity.everyone
+            }
             #expect(everyone.isEmpty, "run.cmd: \(everyone)")
             // openstack-kvm's guest-agent option: virtio-win's 64-bit agent MSI staged under remedy's directory and the
             // balloon service beside the drivers, byte for byte, each with a first-boot step that installs it.
@@ -67,15 +77,26 @@ import Testing
                 return try? g.checksum("sha256", p)
             }
             func text(_ guest: String) -> String {
-                (try? g.caseSensitivePath(guest)).flatMap { try? g.readFile($0) }.map { TextEncoding.decode($0).0 } ?? ""
+                (try? g.caseSensitivePath(guest)).flatMap { try? g.readFile($0) }.map { TextEncoding.decode($0).0 }
+                    ?? ""
             }
             let msiPath = "/Windows/remedy/payloads/guest-agent/qemu-ga-x86_64.msi"
-            #expect(sha(msiPath) == (try SHA256Hex.ofFile(virtio + "/guest-agent/qemu-ga-x86_64.msi").sha256), "the guest agent MSI")
-            #expect(sha("/Windows/Drivers/VirtIO/blnsvr.exe") == (try SHA256Hex.ofFile(virtio + "/Balloon/2k16/amd64/blnsvr.exe").sha256))
-            #expect(text("/Windows/remedy/firstboot/scripts/40-qemu-guest-agent.cmd")
-                        .contains("msiexec /i \"C:\\Windows\\remedy\\payloads\\guest-agent\\qemu-ga-x86_64.msi\" /norestart /qn"))
-            #expect(text("/Windows/remedy/firstboot/scripts/41-balloon-service.cmd").contains("\"C:\\Windows\\Drivers\\VirtIO\\blnsvr.exe\" -i"))
-            let msiEveryone = try NTFSSecurity.decode(try Self.acl(g, msiPath)).dacl.filter { $0.sid == NTFSSecurity.everyone }
+            #expect(
+                sha(msiPath) == (try SHA256Hex.ofFile(virtio + "/guest-agent/qemu-ga-x86_64.msi").sha256),
+                "the guest agent MSI")
+            #expect(
+                sha("/Windows/Drivers/VirtIO/blnsvr.exe")
+                    == (try SHA256Hex.ofFile(virtio + "/Balloon/2k16/amd64/blnsvr.exe").sha256))
+            #expect(
+                text("/Windows/remedy/firstboot/scripts/40-qemu-guest-agent.cmd")
+                    .contains(
+                        "msiexec /i \"C:\\Windows\\remedy\\payloads\\guest-agent\\qemu-ga-x86_64.msi\" /norestart /qn"))
+            #expect(
+                text("/Windows/remedy/firstboot/scripts/41-balloon-service.cmd").contains(
+                    "\"C:\\Windows\\Drivers\\VirtIO\\blnsvr.exe\" -i"))
+            let msiEveryone = try NTFSSecurity.decode(try Self.acl(g, msiPath)).dacl.filter {
+                $0.sid == NTFSSecurity.everyone
+            }
             #expect(msiEveryone.isEmpty, "the staged MSI: \(msiEveryone)")
         }
 
@@ -84,8 +105,10 @@ import Testing
             try g.mountReadOnly(roots[1], at: "/")
             #expect(try Self.acl(g, hive) == before, "the hive rollback put back does not have the descriptor it had")
             #expect((try? g.caseSensitivePath("/Windows/remedy")).map { (try? g.exists($0)) == true } != true)
-            #expect((try? g.caseSensitivePath("/Windows/Drivers/VirtIO/blnsvr.exe")).map { (try? g.exists($0)) == true } != true,
-                    "rollback left the injected blnsvr.exe")
+            #expect(
+                (try? g.caseSensitivePath("/Windows/Drivers/VirtIO/blnsvr.exe")).map { (try? g.exists($0)) == true }
+                    != true,
+                "rollback left the injected blnsvr.exe")
         }
     }
 }

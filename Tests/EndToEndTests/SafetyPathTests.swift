@@ -17,14 +17,18 @@ import Testing
         let w = Self.work
         try? FileManager.default.removeItem(atPath: w)
         let faults = w + "/faults", outs = w + "/outputs"
-        for d in [faults, outs] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        for d in [faults, outs] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
         // From the shared build: the base is only copied, the hibernated image only refused.
         let fixtures = try Fixtures.get()
         let base = fixtures.ownBase2016, hib = fixtures.ownHibernated
         let virtio = w + "/virtio-win"
         try FakeVirtioWin.write(at: virtio, layout: .isoTree)
         let inputs = ["--virtio-win", virtio]
-        for n in ["f1.qcow2", "f2.qcow2", "f3.qcow2", "logfile.qcow2"] { try FileManager.default.copyItem(atPath: base, toPath: "\(faults)/\(n)") }
+        for n in ["f1.qcow2", "f2.qcow2", "f3.qcow2", "logfile.qcow2"] {
+            try FileManager.default.copyItem(atPath: base, toPath: "\(faults)/\(n)")
+        }
         let norecord = w + "/norecord.qcow2", stale = w + "/stale.qcow2"
         for p in [norecord, stale] { try FileManager.default.copyItem(atPath: base, toPath: p) }
 
@@ -53,7 +57,9 @@ import Testing
             try g.mkdirP(run)
             try g.upload(originalSystem, to: run + "/SYSTEM")
             let hive = try Hive(path: originalSystem, writable: true)
-            try hive.setValue(of: try hive.ensureNode(at: "RemedyTest"), HiveValue(name: "Edited", value: .string("by a run without a record")))
+            try hive.setValue(
+                of: try hive.ensureNode(at: "RemedyTest"),
+                HiveValue(name: "Edited", value: .string("by a run without a record")))
             try hive.commit(to: w + "/SYSTEM.edited")
             hive.close()
             try g.upload(w + "/SYSTEM.edited", to: system)
@@ -66,17 +72,30 @@ import Testing
         // hive were written (write-failed: nothing to undo in the image), a read-back after drop_caches that differs
         // (verify-failed), the record's directory a file (write-failed). All four images unchanged byte for byte.
         let report = w + "/faults.json"
-        let r = try remedy(["batch", faults, "--apply", "--jobs", "1", "--report", report] + inputs,
-                           environment: ["REMEDY_FAULT": "corrupt:hive-upload@1,fail:after-hive-write@1,corrupt:read-back@1"])
+        let r = try remedy(
+            ["batch", faults, "--apply", "--jobs", "1", "--report", report] + inputs,
+            environment: ["REMEDY_FAULT": "corrupt:hive-upload@1,fail:after-hive-write@1,corrupt:read-back@1"])
         #expect(r.status == 1, "\(r.stderr)")
         let entries = try readReport(report).entries
-        let codes = Dictionary(uniqueKeysWithValues: entries.map { (($0.path as NSString).lastPathComponent, $0.error?.code ?? $0.status.rawValue) })
-        #expect(codes == ["f1.qcow2": "verify-failed", "f2.qcow2": "write-failed", "f3.qcow2": "verify-failed", "logfile.qcow2": "write-failed"],
-                "\(codes) \(entries.map { $0.error?.message ?? "" })")
-        for e in entries { #expect(e.error?.message.contains("nothing was written to the image") == true, "\(e.path): \(e.error?.message ?? "")") }
+        let codes = Dictionary(
+            uniqueKeysWithValues: entries.map {
+                (($0.path as NSString).lastPathComponent, $0.error?.code ?? $0.status.rawValue)
+            })
+        #expect(
+            codes == [
+                "f1.qcow2": "verify-failed", "f2.qcow2": "write-failed", "f3.qcow2": "verify-failed",
+                "logfile.qcow2": "write-failed",
+            ],
+            "\(codes) \(entries.map { $0.error?.message ?? "" })")
+        for e in entries {
+            #expect(
+                e.error?.message.contains("nothing was written to the image") == true,
+                "\(e.path): \(e.error?.message ?? "")")
+        }
         for (n, s) in before {
             #expect(try sha("\(faults)/\(n)") == s, "\(n) changed")
-            #expect(!FileManager.default.fileExists(atPath: "\(faults)/.\(n).remedy-overlay.qcow2"), "\(n): overlay left")
+            #expect(
+                !FileManager.default.fileExists(atPath: "\(faults)/.\(n).remedy-overlay.qcow2"), "\(n): overlay left")
         }
 
         // A hibernated image with nothing else to change: apply exits 2 (blocking finding), like batch; nothing written.
@@ -94,7 +113,8 @@ import Testing
         var mutated = false
         for (i, a) in actions.enumerated() where !mutated {
             guard var changes = a["changes"] as? [[String: Any]] else { continue }
-            for (j, c) in changes.enumerated() where !mutated && c["before"] != nil && c["after"] != nil && !(c["before"] is NSNull) {
+            for (j, c) in changes.enumerated()
+            where !mutated && c["before"] != nil && c["after"] != nil && !(c["before"] is NSNull) {
                 changes[j]["before"] = c["after"]
                 actions[i]["changes"] = changes
                 mutated = true
@@ -111,10 +131,14 @@ import Testing
 
         // In place, a streamOptimized VMDK is refused before any appliance starts; --output writes a new image.
         let stream = outs + "/export.vmdk"
-        try HostToolForTests.run("/usr/bin/qemu-img", ["convert", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", base, stream])
+        try HostToolForTests.run(
+            "/usr/bin/qemu-img",
+            ["convert", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", base, stream])
         let streamSHA = try sha(stream)
         let refused = try remedy(["apply", stream, "--format", "json"])
-        #expect(refused.status == 1 && (try? json(refused.stdout))?["code"] as? String == "image-read-only", "\(refused.stdout)\(refused.stderr)")
+        #expect(
+            refused.status == 1 && (try? json(refused.stdout))?["code"] as? String == "image-read-only",
+            "\(refused.stdout)\(refused.stderr)")
         #expect(refused.stderr.contains("--output"))
         let out = w + "/export-fixed.qcow2"
         let o = try remedy(["apply", stream, "--output", out] + inputs)
@@ -124,9 +148,11 @@ import Testing
         #expect(try DiskFormat.detect(path: out) == .qcow2)
         // --output that fails leaves neither the output nor its temporary file.
         let failed = w + "/never.raw"
-        let f = try remedy(["apply", stale, "--output", failed] + inputs, environment: ["REMEDY_FAULT": "fail:after-file-writes"])
+        let f = try remedy(
+            ["apply", stale, "--output", failed] + inputs, environment: ["REMEDY_FAULT": "fail:after-file-writes"])
         #expect(f.status == 1, "\(f.stderr)")
-        #expect(!FileManager.default.fileExists(atPath: failed) && !FileManager.default.fileExists(atPath: failed + ".tmp")
+        #expect(
+            !FileManager.default.fileExists(atPath: failed) && !FileManager.default.fileExists(atPath: failed + ".tmp")
                 && !FileManager.default.fileExists(atPath: w + "/.never.raw.remedy-overlay.qcow2"))
         #expect(try sha(stale) == staleSHA)
         let again = try remedy(["plan", out] + inputs)
@@ -136,15 +162,21 @@ import Testing
         let rb = try remedy(["rollback", norecord, "--format", "json"])
         #expect(rb.status == 0, "\(rb.stdout)\(rb.stderr)")
         let back = try CrashSafetyTests.readBack([norecord], into: w)
-        #expect(try fileBytes(back[0].system) == fileBytes(originalSystem), "SYSTEM restored from the record-less run's backup")
-        #expect(back[0].files.contains("windows/system32/config/system") && !back[0].files.contains { $0.hasPrefix("windows/remedy/") },
-                "remedy's backups and records are removed")
+        #expect(
+            try fileBytes(back[0].system) == fileBytes(originalSystem),
+            "SYSTEM restored from the record-less run's backup")
+        #expect(
+            back[0].files.contains("windows/system32/config/system")
+                && !back[0].files.contains { $0.hasPrefix("windows/remedy/") },
+            "remedy's backups and records are removed")
 
         // --accel kvm never falls back to TCG: it fails (or works), and never says it fell back.
-        let k = try remedy(["plan", stale, "--accel", "kvm", "--kvm-timeout", "5"], environment: ["REMEDY_ACCEL": "kvm"])
+        let k = try remedy(
+            ["plan", stale, "--accel", "kvm", "--kvm-timeout", "5"], environment: ["REMEDY_ACCEL": "kvm"])
         #expect(!k.stderr.contains("falling back"), "\(k.stderr)")
         if k.status != 0 && k.status != 2 {
-            #expect(k.stderr.contains("appliance-") || k.stderr.contains("KVM") || k.stderr.contains("kvm"), "\(k.stderr)")
+            #expect(
+                k.stderr.contains("appliance-") || k.stderr.contains("KVM") || k.stderr.contains("kvm"), "\(k.stderr)")
         }
         try? FileManager.default.removeItem(atPath: w)
     }

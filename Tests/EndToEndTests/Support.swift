@@ -5,13 +5,13 @@ import RemedyFixtures
 /// Phony images shared by the end-to-end tests, built once, in one appliance launch.
 struct Fixtures: Sendable {
     let dir: String
-    let win2016Static: String    // 2 static NICs in ControlSet001 and ControlSet002 (qcow2)
-    let win2019Dhcp: String      // DHCP only (raw, UEFI), otherwise clean under huawei-ims
+    let win2016Static: String  // 2 static NICs in ControlSet001 and ControlSet002 (qcow2)
+    let win2019Dhcp: String  // DHCP only (raw, UEFI), otherwise clean under huawei-ims
     let win2008r2Broken: String  // every broken state remedy knows, static NICs in both control sets (vmdk)
-    let truncatedHive: String    // SYSTEM hive cut short (raw)
-    let dataDisk: String         // NTFS, no OS (raw)
-    let linux: String            // Debian root (raw)
-    let garbage: String          // not a disk at all
+    let truncatedHive: String  // SYSTEM hive cut short (raw)
+    let dataDisk: String  // NTFS, no OS (raw)
+    let linux: String  // Debian root (raw)
+    let garbage: String  // not a disk at all
     /// A directory for `remedy batch`: two images to fix, a clean one, a truncated hive, Linux, junk, a text file.
     let batchDir: String
     /// Images for a batch apply (written by it).
@@ -33,7 +33,9 @@ struct Fixtures: Sendable {
     let cloudbaseMSI: String
     /// Images built around real Windows SYSTEM hives (regipy): 7 (two static NICs), 8.1, 10 1709 (written by their test).
     let realDir: String
-    static let realImages: [(hive: RealSystemHive, file: String)] = [(.windows7, "real-w7.qcow2"), (.windows81, "real-w81.qcow2"), (.windows10v1709, "real-w10-1709.qcow2")]
+    static let realImages: [(hive: RealSystemHive, file: String)] = [
+        (.windows7, "real-w7.qcow2"), (.windows81, "real-w81.qcow2"), (.windows10v1709, "real-w10-1709.qcow2"),
+    ]
     /// release -> image, for the inspection matrix (several formats).
     let matrix: [(release: WindowsRelease, arch: Architecture, firmware: Firmware, path: String, format: DiskFormat)]
     /// Images of the suites that work on images of their own, built here rather than in a launch each:
@@ -49,9 +51,14 @@ struct Fixtures: Sendable {
     /// Three small Server 2016 images for HostileBatchEndToEndTests' hanging call (`a`, `b`, `c`.qcow2).
     let hangDir: String
 
-    static let brokenStates: Set<PhonyState> = [.vmwareTools, .xenPV, .parallelsTools, .virtualBoxAdditions, .ideDisabled, .deviceInstallRestricted]
+    static let brokenStates: Set<PhonyState> = [
+        .vmwareTools, .xenPV, .parallelsTools, .virtualBoxAdditions, .ideDisabled, .deviceInstallRestricted,
+    ]
     /// What the plans of tests that give no virtio-win and no Cloudbase-Init MSI also say (warnings about those inputs).
-    static let noInputFindings: Set<FindingID> = ["virtio-win-missing", "payload-missing", "multi-queue-no-driver", "multi-queue-unsupported", "virtio-win-known-issue"]
+    static let noInputFindings: Set<FindingID> = [
+        "virtio-win-missing", "payload-missing", "multi-queue-no-driver", "multi-queue-unsupported",
+        "virtio-win-known-issue",
+    ]
     static let guidA = "{3F2504E0-4F89-41D3-9A0C-0305E82C3301}"
     static let guidB = "{6B29FC40-CA47-1067-B31D-00DD010662DA}"
 
@@ -107,24 +114,47 @@ struct Fixtures: Sendable {
             uefiStale: "\(dir)/own/u2022.raw",
             hangDir: "\(dir)/own/hang")
         var requests = [
-            ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [
-                .staticIP(guidA, "10.1.2.10", gateway: "10.1.2.1"),
-                .staticIP(guidB, "172.16.5.20", mask: "255.255.0.0"),
-            ])), path: f.win2016Static, format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2019, firmware: .uefi, nics: [.dhcp(guidA, dns: ["9.9.9.9"])], states: [.noAutoReboot])),
-                         path: f.win2019Dhcp, format: .raw),
-            ImageRequest(.windows(PhonyWindows(release: .server2008R2, hostname: "WIN-BROKEN", nics: [
-                .staticIP(guidA, "10.1.2.10", gateway: "10.1.2.1"), .dhcp(guidB),
-            ], states: brokenStates)), path: f.win2008r2Broken, format: .vmdk),
-            ImageRequest(.windows(PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.0.0.1")], damage: .truncateSystemHive(6000))),
-                         path: f.truncatedHive, format: .raw),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2016,
+                        nics: [
+                            .staticIP(guidA, "10.1.2.10", gateway: "10.1.2.1"),
+                            .staticIP(guidB, "172.16.5.20", mask: "255.255.0.0"),
+                        ])), path: f.win2016Static, format: .qcow2),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2019, firmware: .uefi, nics: [.dhcp(guidA, dns: ["9.9.9.9"])],
+                        states: [.noAutoReboot])),
+                path: f.win2019Dhcp, format: .raw),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2008R2, hostname: "WIN-BROKEN",
+                        nics: [
+                            .staticIP(guidA, "10.1.2.10", gateway: "10.1.2.1"), .dhcp(guidB),
+                        ], states: brokenStates)), path: f.win2008r2Broken, format: .vmdk),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2012R2, nics: [.staticIP(guidA, "10.0.0.1")], damage: .truncateSystemHive(6000))
+                ),
+                path: f.truncatedHive, format: .raw),
             ImageRequest(.dataDisk, path: f.dataDisk),
             ImageRequest(.linux, path: f.linux),
         ]
-        let big = 41 * 1024   // MiB: a system disk the cloud accepts (40-1024 GB); sparse, so cheap
-        let staticWindows = PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.4.4.4")], states: [.xenPV], diskMiB: big)
-        func win(_ release: WindowsRelease = .server2016, firmware: Firmware = .bios, states: Set<PhonyState> = [], damage: PhonyDamage? = nil, mib: Int = big) -> PhonyDisk {
-            .windows(PhonyWindows(release: release, firmware: firmware, states: states.union([.noAutoReboot]), damage: damage, diskMiB: mib))
+        let big = 41 * 1024  // MiB: a system disk the cloud accepts (40-1024 GB); sparse, so cheap
+        let staticWindows = PhonyWindows(
+            release: .server2012R2, nics: [.staticIP(guidA, "10.4.4.4")], states: [.xenPV], diskMiB: big)
+        func win(
+            _ release: WindowsRelease = .server2016, firmware: Firmware = .bios, states: Set<PhonyState> = [],
+            damage: PhonyDamage? = nil, mib: Int = big
+        ) -> PhonyDisk {
+            .windows(
+                PhonyWindows(
+                    release: release, firmware: firmware, states: states.union([.noAutoReboot]), damage: damage,
+                    diskMiB: mib))
         }
         requests += [
             ImageRequest(win(), path: "\(f.acceptDir)/pass.qcow2", format: .qcow2),
@@ -133,36 +163,69 @@ struct Fixtures: Sendable {
             ImageRequest(win(states: [.bootOnOtherDisk]), path: "\(f.acceptDir)/noboot.qcow2", format: .qcow2),
             ImageRequest(win(.server2008R2, firmware: .uefi), path: "\(f.acceptDir)/uefi2008r2.qcow2", format: .qcow2),
             ImageRequest(win(states: [.adminDisabled]), path: "\(f.acceptDir)/noadmin.qcow2", format: .qcow2),
-            ImageRequest(win(damage: .bitLockerDataVolume), path: "\(f.acceptDir)/bitlocker-data.qcow2", format: .qcow2),
+            ImageRequest(
+                win(damage: .bitLockerDataVolume), path: "\(f.acceptDir)/bitlocker-data.qcow2", format: .qcow2),
             ImageRequest(win(damage: .hibernated), path: "\(f.acceptDir)/hibernated.qcow2", format: .qcow2),
             ImageRequest(win(states: [.dataPartition]), path: "\(f.acceptDir)/data.qcow2", format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.5.5.5")], damage: .dirtySystemHive, diskMiB: big)),
-                         path: "\(f.integrityDir)/dirty.qcow2", format: .qcow2),
-            ImageRequest(win(damage: .dirtySystemHiveWithoutLogs, mib: 128), path: "\(f.integrityDir)/unrecoverable.qcow2", format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2016, damage: .hibernated)), path: "\(f.integrityDir)/hibernated.qcow2", format: .qcow2),
-            ImageRequest(win(damage: .bitLockerSystemVolume, mib: 128), path: "\(f.integrityDir)/bitlocker-system.qcow2", format: .qcow2),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2012R2, nics: [.staticIP(guidA, "10.5.5.5")], damage: .dirtySystemHive,
+                        diskMiB: big)),
+                path: "\(f.integrityDir)/dirty.qcow2", format: .qcow2),
+            ImageRequest(
+                win(damage: .dirtySystemHiveWithoutLogs, mib: 128), path: "\(f.integrityDir)/unrecoverable.qcow2",
+                format: .qcow2),
+            ImageRequest(
+                .windows(PhonyWindows(release: .server2016, damage: .hibernated)),
+                path: "\(f.integrityDir)/hibernated.qcow2", format: .qcow2),
+            ImageRequest(
+                win(damage: .bitLockerSystemVolume, mib: 128), path: "\(f.integrityDir)/bitlocker-system.qcow2",
+                format: .qcow2),
         ]
         requests += [
             ImageRequest(.windows(staticWindows), path: "\(f.batchDir)/a/win-a.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.batchDir)/win-b.vhdx", format: .vhdx),
-            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot], diskMiB: big)), path: "\(f.batchDir)/win-clean.qcow2", format: .qcow2),
+            ImageRequest(
+                .windows(PhonyWindows(release: .server2016, states: [.noAutoReboot], diskMiB: big)),
+                path: "\(f.batchDir)/win-clean.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-1.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-2.qcow2", format: .qcow2),
             ImageRequest(.windows(staticWindows), path: "\(f.applyDir)/apply-3.qcow2", format: .qcow2),
         ]
         requests += [
-            ImageRequest(.windows(PhonyWindows(release: .server2008, arch: .i386, hostname: "D-2008", nics: [.staticIP(guidA, "10.8.0.8")], states: [.vmwareTools], diskMiB: big)),
-                         path: "\(f.driversDir)/w2008-x86.qcow2", format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2008R2, hostname: "D-2008R2", nics: [.staticIP(guidA, "10.8.1.8")], states: [.rssDisabled], diskMiB: big)),
-                         path: "\(f.driversDir)/w2008r2.vmdk", format: .vmdk),
-            ImageRequest(.windows(PhonyWindows(release: .server2012R2, hostname: "D-2012R2", states: [.cloudbaseInitInstalled, .xenPV], diskMiB: big)),
-                         path: "\(f.driversDir)/w2012r2.qcow2", format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2016, hostname: "D-2016", states: [.rssDisabled], diskMiB: big)), path: "\(f.driversDir)/w2016.qcow2", format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2022, firmware: .uefi, hostname: "D-2022", diskMiB: big)), path: "\(f.driversDir)/w2022.qcow2", format: .qcow2),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2008, arch: .i386, hostname: "D-2008", nics: [.staticIP(guidA, "10.8.0.8")],
+                        states: [.vmwareTools], diskMiB: big)),
+                path: "\(f.driversDir)/w2008-x86.qcow2", format: .qcow2),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2008R2, hostname: "D-2008R2", nics: [.staticIP(guidA, "10.8.1.8")],
+                        states: [.rssDisabled], diskMiB: big)),
+                path: "\(f.driversDir)/w2008r2.vmdk", format: .vmdk),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2012R2, hostname: "D-2012R2", states: [.cloudbaseInitInstalled, .xenPV],
+                        diskMiB: big)),
+                path: "\(f.driversDir)/w2012r2.qcow2", format: .qcow2),
+            ImageRequest(
+                .windows(PhonyWindows(release: .server2016, hostname: "D-2016", states: [.rssDisabled], diskMiB: big)),
+                path: "\(f.driversDir)/w2016.qcow2", format: .qcow2),
+            ImageRequest(
+                .windows(PhonyWindows(release: .server2022, firmware: .uefi, hostname: "D-2022", diskMiB: big)),
+                path: "\(f.driversDir)/w2022.qcow2", format: .qcow2),
             ImageRequest(.windows(PhonyWindows(release: .server2016)), path: f.driversWrongOS, format: .qcow2),
             // Intake: every format and an OVA are made from this one image (IntakeEndToEndTests).
-            ImageRequest(.windows(PhonyWindows(release: .server2016, hostname: "INTAKE", nics: [.staticIP(guidA, "10.6.6.6")], states: [.noAutoReboot])),
-                         path: "\(dir)/intake-base.qcow2", format: .qcow2),
+            ImageRequest(
+                .windows(
+                    PhonyWindows(
+                        release: .server2016, hostname: "INTAKE", nics: [.staticIP(guidA, "10.6.6.6")],
+                        states: [.noAutoReboot])),
+                path: "\(dir)/intake-base.qcow2", format: .qcow2),
         ]
         for (hive, file) in realImages {
             var w = PhonyWindows.real(hive)
@@ -175,26 +238,51 @@ struct Fixtures: Sendable {
         try FakeVirtioWin.write(at: f.virtioOnly2k19, layout: .isoTree, osDirectories: ["2k19"])
         try Data("placeholder for CloudbaseInitSetup_x64.msi\r\n".utf8).write(to: URL(fileURLWithPath: f.cloudbaseMSI))
         for m in f.matrix {
-            requests.append(ImageRequest(.windows(PhonyWindows(release: m.release, arch: m.arch, firmware: m.firmware,
-                                                               hostname: "M-\(m.release.rawValue.uppercased())",
-                                                               nics: [.staticIP(guidB, "192.168.9.9")])),
-                                         path: m.path, format: m.format))
+            requests.append(
+                ImageRequest(
+                    .windows(
+                        PhonyWindows(
+                            release: m.release, arch: m.arch, firmware: m.firmware,
+                            hostname: "M-\(m.release.rawValue.uppercased())",
+                            nics: [.staticIP(guidB, "192.168.9.9")])),
+                    path: m.path, format: m.format))
         }
         // Last, so that every image above keeps its index (its disk signature and GUIDs).
-        requests += [
-            ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [.staticIP(guidA, "10.1.2.3")], states: [.vmwareTools, .noAutoReboot], diskMiB: big)),
-                         path: f.ownBase2016, format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot], damage: .hibernated, diskMiB: big)), path: f.ownHibernated, format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2016, nics: [.staticIP(guidA, "10.7.7.7")], states: [.vmwareTools, .startupScript])),
-                         path: f.rollbackA, format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.8.8.8")], states: [.xenPV])), path: f.rollbackB, format: .qcow2),
-            ImageRequest(.windows(PhonyWindows(release: .server2022, firmware: .uefi, states: [.staleUefiFallback])), path: f.uefiStale),
-        ] + ["a", "b", "c"].map {
-            ImageRequest(.windows(PhonyWindows(release: .server2016, states: [.noAutoReboot])), path: "\(f.hangDir)/\($0).qcow2", format: .qcow2)
-        }
+        requests +=
+            [
+                ImageRequest(
+                    .windows(
+                        PhonyWindows(
+                            release: .server2016, nics: [.staticIP(guidA, "10.1.2.3")],
+                            states: [.vmwareTools, .noAutoReboot], diskMiB: big)),
+                    path: f.ownBase2016, format: .qcow2),
+                ImageRequest(
+                    .windows(
+                        PhonyWindows(release: .server2016, states: [.noAutoReboot], damage: .hibernated, diskMiB: big)),
+                    path: f.ownHibernated, format: .qcow2),
+                ImageRequest(
+                    .windows(
+                        PhonyWindows(
+                            release: .server2016, nics: [.staticIP(guidA, "10.7.7.7")],
+                            states: [.vmwareTools, .startupScript])),
+                    path: f.rollbackA, format: .qcow2),
+                ImageRequest(
+                    .windows(
+                        PhonyWindows(release: .server2012R2, nics: [.staticIP(guidA, "10.8.8.8")], states: [.xenPV])),
+                    path: f.rollbackB, format: .qcow2),
+                ImageRequest(
+                    .windows(PhonyWindows(release: .server2022, firmware: .uefi, states: [.staleUefiFallback])),
+                    path: f.uefiStale),
+            ]
+            + ["a", "b", "c"].map {
+                ImageRequest(
+                    .windows(PhonyWindows(release: .server2016, states: [.noAutoReboot])),
+                    path: "\(f.hangDir)/\($0).qcow2", format: .qcow2)
+            }
         // Two appliances at once: every end-to-end suite waits for these images, and TCG runs one appliance per core.
         try ImageFactory.build(requests, options: options, appliances: 2)
-        try Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }).write(to: URL(fileURLWithPath: f.garbage))
+        try Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }).write(
+            to: URL(fileURLWithPath: f.garbage))
         for (from, to) in [(f.garbage, "junk.vmdk"), (f.linux, "linux.img"), (f.truncatedHive, "a/truncated.raw")] {
             try FileManager.default.copyItem(atPath: from, toPath: "\(f.batchDir)/\(to)")
         }
@@ -228,7 +316,9 @@ func remedyDev(_ args: [String], environment: [String: String] = [:]) throws -> 
 }
 
 /// Runs a program with exactly `environment`, in `directory` (default: the current one), and collects its output.
-func runProgram(_ executable: String, _ args: [String], environment: [String: String], directory: String? = nil) throws -> CommandResult {
+func runProgram(
+    _ executable: String, _ args: [String], environment: [String: String], directory: String? = nil
+) throws -> CommandResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
@@ -243,12 +333,23 @@ func runProgram(_ executable: String, _ args: [String], environment: [String: St
     let group = DispatchGroup()
     let queue = DispatchQueue(label: "pipes", attributes: .concurrent)
     nonisolated(unsafe) var o = Data(), e = Data()
-    group.enter(); queue.async { o = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    group.enter(); queue.async { e = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    group.enter()
+    queue.async {
+        o = out.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
+    group.enter()
+    queue.async {
+        e = err.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
     group.wait()
     p.waitUntilExit()
-    outData = o; errData = e
-    return CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    outData = o
+    errData = e
+    return CommandResult(
+        status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
 }
 
 func remedyExecutable() -> String { builtExecutable("remedy") }
@@ -271,8 +372,11 @@ func builtExecutable(_ name: String) -> String {
 /// reading the image as it was at this point later, beside others, in one appliance.
 func sparseCopy(_ image: String, to copy: String) throws {
     try? FileManager.default.removeItem(atPath: copy)
-    let r = try runProgram("/bin/cp", ["--sparse=always", image, copy], environment: ProcessInfo.processInfo.environment)
-    guard r.status == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: copy, NSLocalizedDescriptionKey: r.stderr]) }
+    let r = try runProgram(
+        "/bin/cp", ["--sparse=always", image, copy], environment: ProcessInfo.processInfo.environment)
+    guard r.status == 0 else {
+        throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: copy, NSLocalizedDescriptionKey: r.stderr])
+    }
 }
 
 func fileBytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
@@ -291,7 +395,10 @@ func readReport(_ path: String) throws -> BatchReport {
 
 /// file name -> `status[:error code]`, for one line of comparison.
 func reportStatuses(_ r: BatchReport) -> [String: String] {
-    Dictionary(uniqueKeysWithValues: r.entries.map { (($0.path as NSString).lastPathComponent, $0.status.rawValue + ($0.error.map { ":" + $0.code } ?? "")) })
+    Dictionary(
+        uniqueKeysWithValues: r.entries.map {
+            (($0.path as NSString).lastPathComponent, $0.status.rawValue + ($0.error.map { ":" + $0.code } ?? ""))
+        })
 }
 
 /// Runs a program that may leave helpers behind, in a process group of its own, output to `log`, and waits for the
@@ -300,7 +407,9 @@ func reportStatuses(_ r: BatchReport) -> [String: String] {
 /// could not stop its qemu-nbd (SIGTERM blocked), which then held the socket and hung `waitUntilExit` for ever.
 /// After the program exits, whatever is left of its group is killed.
 /// Returns the exit status (128 + signal for a signal; -1 on timeout, the group killed).
-func runInOwnGroup(_ executable: String, _ arguments: [String], environment: [String: String], log: String, timeout: Double) throws -> Int32 {
+func runInOwnGroup(
+    _ executable: String, _ arguments: [String], environment: [String: String], log: String, timeout: Double
+) throws -> Int32 {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -343,6 +452,6 @@ func runInOwnGroup(_ executable: String, _ arguments: [String], environment: [St
         }
         usleep(200_000)
     }
-    kill(-pid, SIGKILL)   // helpers it left behind (same group)
+    kill(-pid, SIGKILL)  // helpers it left behind (same group)
     return result
 }

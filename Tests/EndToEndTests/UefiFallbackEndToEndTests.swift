@@ -40,7 +40,7 @@ import Testing
     /// after rollback, in one launch at the end.
     @Test func aStaleFallbackLoaderBecomesTheBootManagerAndRollbackPutsItBack() throws {
         let f = try Fixtures.get()
-        let image = f.uefiStale   // this test's alone (it writes it)
+        let image = f.uefiStale  // this test's alone (it writes it)
         let beforeCopy = f.dir + "/u2022-before.raw", afterCopy = f.dir + "/u2022-after.raw"
         try sparseCopy(image, to: beforeCopy)
 
@@ -58,8 +58,12 @@ import Testing
         let read = try guestfish([beforeCopy, afterCopy, image], sums)
         try #require(read.count == 3, "\(read)")
         let (before, after, back) = (read[0], read[1], read[2])
-        #expect(before.count == 2 && before[0] != before[1], "the fixture's bootx64.efi should differ from bootmgfw.efi: \(before)")
-        #expect(after.count == 2 && after[0] == after[1] && after[1] == before[1], "after apply: \(after), before: \(before)")
+        #expect(
+            before.count == 2 && before[0] != before[1],
+            "the fixture's bootx64.efi should differ from bootmgfw.efi: \(before)")
+        #expect(
+            after.count == 2 && after[0] == after[1] && after[1] == before[1],
+            "after apply: \(after), before: \(before)")
         #expect(back == before, "rollback should put the original bootx64.efi back")
     }
 }

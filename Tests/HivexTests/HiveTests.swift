@@ -26,7 +26,10 @@ func tempDir() throws -> String {
     @Test func checksumFollowsWindowsRuleForZeroAndAllOnes() {
         var base = [UInt8](repeating: 0, count: 512)
         #expect(RegfChecksum.compute(base) == 1)
-        base[0] = 0xFF; base[1] = 0xFF; base[2] = 0xFF; base[3] = 0xFF
+        base[0] = 0xFF
+        base[1] = 0xFF
+        base[2] = 0xFF
+        base[3] = 0xFF
         #expect(RegfChecksum.compute(base) == 0xFFFF_FFFE)
         base[4] = 0x01
         #expect(RegfChecksum.compute(base) == 0xFFFF_FFFF ^ 0x01)
@@ -43,7 +46,9 @@ func tempDir() throws -> String {
     @Test func truncatedAndGarbageFilesAreRejectedWithThePath() throws {
         let dir = try tempDir()
         #expect(FileManager.default.createFile(atPath: dir + "/short", contents: Data(BlankHive.bytes().prefix(3000))))
-        #expect(FileManager.default.createFile(atPath: dir + "/garbage", contents: Data((0..<9000).map { UInt8(truncatingIfNeeded: $0 &* 31) })))
+        #expect(
+            FileManager.default.createFile(
+                atPath: dir + "/garbage", contents: Data((0..<9000).map { UInt8(truncatingIfNeeded: $0 &* 31) })))
         for name in ["short", "garbage"] {
             do {
                 _ = try Hive(path: dir + "/" + name)
@@ -60,14 +65,16 @@ func tempDir() throws -> String {
     @Test func declarativeContentIsWrittenAndReadBackExactly() throws {
         let dir = try tempDir()
         var content = HiveContent(fileName: "SYSTEM")
-        content.set("ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}", [
-            "EnableDHCP": .dword(0),
-            "IPAddress": .multiString(["10.0.0.5", "10.0.0.6"]),
-            "NameServer": .string("8.8.8.8"),
-            "Path": .expandString("%SystemRoot%\\x"),
-            "Q": .qword(0x1_0000_0001),
-            "Blob": .binary([1, 2, 3]),
-        ])
+        content.set(
+            "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}",
+            [
+                "EnableDHCP": .dword(0),
+                "IPAddress": .multiString(["10.0.0.5", "10.0.0.6"]),
+                "NameServer": .string("8.8.8.8"),
+                "Path": .expandString("%SystemRoot%\\x"),
+                "Q": .qword(0x1_0000_0001),
+                "Blob": .binary([1, 2, 3]),
+            ])
         try content.write(to: dir + "/SYSTEM")
         let hive = try Hive(path: dir + "/SYSTEM")
         let node = try #require(try hive.node(at: "controlset001\\SERVICES\\tcpip\\Parameters\\Interfaces\\{A}"))
@@ -122,7 +129,9 @@ func tempDir() throws -> String {
 }
 
 @Suite struct MinimalPETests {
-    @Test(arguments: [(MinimalPE.Machine.amd64, "PE32+ executable", "x86-64"), (.i386, "PE32 executable", "Intel 80386")])
+    @Test(arguments: [
+        (MinimalPE.Machine.amd64, "PE32+ executable", "x86-64"), (.i386, "PE32 executable", "Intel 80386"),
+    ])
     func fileRecognisesTheMachineType(machine: MinimalPE.Machine, kind: String, arch: String) throws {
         let dir = try tempDir()
         let path = dir + "/cmd.exe"
@@ -148,9 +157,12 @@ func tempDir() throws -> String {
         let hive = try Hive(path: dir + "/h", writable: true)
         defer { hive.close() }
         let node = try hive.ensureNode(at: "Software\\Test")
-        try hive.setValue(of: node, HiveValue(name: "Fits", value: .binary([UInt8](repeating: 1, count: Hive.maxValueBytes))))
+        try hive.setValue(
+            of: node, HiveValue(name: "Fits", value: .binary([UInt8](repeating: 1, count: Hive.maxValueBytes))))
         do {
-            try hive.setValue(of: node, HiveValue(name: "TooBig", value: .binary([UInt8](repeating: 1, count: Hive.maxValueBytes + 1))))
+            try hive.setValue(
+                of: node,
+                HiveValue(name: "TooBig", value: .binary([UInt8](repeating: 1, count: Hive.maxValueBytes + 1))))
             Issue.record("a value over one cell was written")
         } catch let e as HivexError {
             #expect(e.errno.rawValue == EFBIG && e.description.contains("big-data"), "\(e)")

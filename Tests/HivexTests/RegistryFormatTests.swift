@@ -9,7 +9,9 @@ import Testing
 func hiveStates() throws -> [[UInt8]] {
     let dir = try tempDir()
     var content = HiveContent(rootName: "ROOT", fileName: "\\SystemRoot\\System32\\Config\\SYSTEM")
-    content.set("ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}", ["EnableDHCP": .dword(0), "IPAddress": .multiString(["10.0.0.5"])])
+    content.set(
+        "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}",
+        ["EnableDHCP": .dword(0), "IPAddress": .multiString(["10.0.0.5"])])
     content.set("ControlSet001\\Control\\CrashControl", ["AutoReboot": .dword(1)])
     content.set("Select", ["Current": .dword(1)])
     try content.write(to: dir + "/s0")
@@ -49,7 +51,8 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
         let vectors: [([UInt8], UInt64)] = [
             ([], 0x30ED_35C1_00CD_3C7D), ([0xAF], 0x48E7_3FC7_7D75_DDC1), ([0xE7, 0x0F], 0xB5F6_E1FC_485D_BFF8),
             ([0x37, 0xF4, 0x95], 0xF0B0_7C78_9B8C_F7E8), ([0x86, 0x42, 0xDC, 0x59], 0x7008_F2E8_7E9C_F556),
-            ([0x15, 0x3F, 0xB7, 0x98, 0x26], 0xE6C0_8C6D_A2AF_A997), ([0x09, 0x32, 0xE6, 0x24, 0x6C, 0x47], 0x6F04_BF1A_5EA2_4060),
+            ([0x15, 0x3F, 0xB7, 0x98, 0x26], 0xE6C0_8C6D_A2AF_A997),
+            ([0x09, 0x32, 0xE6, 0x24, 0x6C, 0x47], 0x6F04_BF1A_5EA2_4060),
             ([0xAB, 0x42, 0x7E, 0xA8, 0xD1, 0x0F, 0xC7], 0xE118_47E4_F067_8C41),
         ]
         for (data, want) in vectors {
@@ -98,20 +101,22 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
         let s = try hiveStates()
         var (primary, logs) = DirtyHive.newFormat(s)
         // Damage one byte of the third entry's pages: its Marvin32 hash no longer matches.
-        let e1 = DirtyHive.entry(from: s[0], to: s[1], sequence: 0).count, e2 = DirtyHive.entry(from: s[1], to: s[2], sequence: 0).count
+        let e1 = DirtyHive.entry(from: s[0], to: s[1], sequence: 0).count,
+            e2 = DirtyHive.entry(from: s[1], to: s[2], sequence: 0).count
         logs[0].bytes[512 + e1 + e2 + 600] ^= 0xFF
         let r = try HiveRecovery.recover(primary: primary, logs: logs)
         #expect(bins(r.bytes) == bins(s[2]), "only the first two entries should apply")
         #expect(r.applied[0].contains("2 entries") && r.applied[0].contains("Marvin32"), "\(r.applied)")
-        primary[4] = primary[8]   // now clean: logs are ignored
-        primary.replaceSubrange(508..<512, with: withUnsafeBytes(of: BaseBlock.checksum(primary).littleEndian, Array.init))
+        primary[4] = primary[8]  // now clean: logs are ignored
+        primary.replaceSubrange(
+            508..<512, with: withUnsafeBytes(of: BaseBlock.checksum(primary).littleEndian, Array.init))
         #expect(try HiveRecovery.recover(primary: primary, logs: logs).bytes == primary)
     }
 
     @Test func aDamagedBaseBlockIsTakenFromTheLog() throws {
         let s = try hiveStates()
         var (primary, logs) = DirtyHive.newFormat(s)
-        primary[100] ^= 0x5A   // checksum now wrong
+        primary[100] ^= 0x5A  // checksum now wrong
         #expect(!(try BaseBlock(primary)).checksumValid)
         let r = try HiveRecovery.recover(primary: primary, logs: logs)
         #expect(bins(r.bytes) == bins(s[3]))
@@ -125,7 +130,9 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
         #expect(bins(r.bytes) == bins(s[3]))
         #expect(!(try BaseBlock(r.bytes)).isDirty)
         #expect(r.applied.first?.contains("old format") == true)
-        #expect(try value(r.bytes, "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}", "EnableDHCP") == .dword(1))
+        #expect(
+            try value(r.bytes, "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{A}", "EnableDHCP") == .dword(1)
+        )
     }
 
     @Test func aDirtyHiveWithoutUsableLogsIsRefused() throws {
@@ -179,13 +186,20 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
         #expect(gigabyte.count == 1536)
         // More than any real hive: the entry is not taken when the log is read, and recovery has nothing to replay.
         let parsed = try TransactionLog(name: "SYSTEM.LOG1", bytes: gigabyte)
-        #expect(parsed.entries.isEmpty && parsed.stoppedBecause?.contains("invalid hive bins size") == true, "\(parsed.stoppedBecause ?? "")")
-        #expect(throws: RegfError.self) { _ = try HiveRecovery.recover(primary: primary, logs: [("SYSTEM.LOG1", gigabyte)]) }
+        #expect(
+            parsed.entries.isEmpty && parsed.stoppedBecause?.contains("invalid hive bins size") == true,
+            "\(parsed.stoppedBecause ?? "")")
+        #expect(throws: RegfError.self) {
+            _ = try HiveRecovery.recover(primary: primary, logs: [("SYSTEM.LOG1", gigabyte)])
+        }
         // Within a hive's limit but far more than the 1.5 KiB log could have grown it: refused before allocating.
         log += entry(claiming: 256 << 20)
         #expect(try TransactionLog(name: "SYSTEM.LOG1", bytes: log).entries.first?.hiveBinsSize == 256 << 20)
-        let error = #expect(throws: RegfError.self) { _ = try HiveRecovery.recover(primary: primary, logs: [("SYSTEM.LOG1", log)]) }
-        #expect(error?.message.contains("more than the hive and its logs could hold") == true, "\(error?.message ?? "")")
+        let error = #expect(throws: RegfError.self) {
+            _ = try HiveRecovery.recover(primary: primary, logs: [("SYSTEM.LOG1", log)])
+        }
+        #expect(
+            error?.message.contains("more than the hive and its logs could hold") == true, "\(error?.message ?? "")")
         // The old format: a DIRT log whose base block claims 1 GiB is refused as well.
         var old = Array(s[0][0..<512])
         old.put32(1, at: 28)
@@ -235,15 +249,23 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
         let summary = Fuzz.run("hive+logs") { rng in
             let round = Int.random(in: 0..<1_000_000, using: &rng)
             let useOld = round % 3 == 0
-            let p = Bool.random(using: &rng) ? Fuzz.mutate(useOld ? oldPrimary : primary, limit: 1 << 20, using: &rng) : (useOld ? oldPrimary : primary)
-            let l = useOld ? [("HIVE.LOG", Fuzz.mutate(oldLog, limit: 1 << 20, using: &rng))]
-                : logs.map { ($0.name, Bool.random(using: &rng) ? Fuzz.mutate($0.bytes, limit: 1 << 20, using: &rng) : $0.bytes) }
+            let p =
+                Bool.random(using: &rng)
+                ? Fuzz.mutate(useOld ? oldPrimary : primary, limit: 1 << 20, using: &rng)
+                : (useOld ? oldPrimary : primary)
+            let l =
+                useOld
+                ? [("HIVE.LOG", Fuzz.mutate(oldLog, limit: 1 << 20, using: &rng))]
+                : logs.map {
+                    ($0.name, Bool.random(using: &rng) ? Fuzz.mutate($0.bytes, limit: 1 << 20, using: &rng) : $0.bytes)
+                }
             do {
                 let r = try HiveRecovery.recover(primary: p, logs: l)
                 recovered += 1
                 // A replay never produces more than the hive and its logs could hold.
                 guard r.bytes.count <= max(p.count, 4096) + l.reduce(0, { $0 + $1.1.count }) + 4096 else {
-                    return "recovery produced \(r.bytes.count) bytes from \(p.count) + \(l.map(\.1.count)) bytes of input"
+                    return
+                        "recovery produced \(r.bytes.count) bytes from \(p.count) + \(l.map(\.1.count)) bytes of input"
                 }
                 _ = try? HiveCheck(r.bytes)
                 // What recovery accepts goes on to hivex, as in remedy.
@@ -266,8 +288,12 @@ func value(_ bytes: [UInt8], _ key: String, _ name: String) throws -> RegistryVa
         for f in summary.failures.prefix(5) { Issue.record("\(f)") }
         #expect(summary.rounds > 0)
         if summary.rounds > 50 {
-            #expect(recovered > 0 && rejected > 0, "mutations should both pass and fail: \(recovered) recovered, \(rejected) rejected")
+            #expect(
+                recovered > 0 && rejected > 0,
+                "mutations should both pass and fail: \(recovered) recovered, \(rejected) rejected")
         }
-        print("registry fuzz: \(summary.rounds) rounds, \(recovered) recovered, \(rejected) rejected, \(hivexOpened) opened by hivex")
+        print(
+            "registry fuzz: \(summary.rounds) rounds, \(recovered) recovered, \(rejected) rejected, \(hivexOpened) opened by hivex"
+        )
     }
 }

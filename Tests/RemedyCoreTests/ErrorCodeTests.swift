@@ -5,7 +5,8 @@ import Testing
 /// The error codes are a closed, documented list: the README's paragraph and `RemedyError.Code` name the same codes.
 @Suite struct ErrorCodeTests {
     static func readmeCodes() throws -> Set<String> {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
         let start = try #require(readme.range(of: "Error codes: "))
         let end = try #require(readme.range(of: "The list is closed", range: start.upperBound..<readme.endIndex))
@@ -18,7 +19,12 @@ import Testing
             case "(": depth += 1
             case ")": depth -= 1
             case "`" where depth == 0:
-                if let w = word { codes.insert(w); word = nil } else { word = "" }
+                if let w = word {
+                    codes.insert(w)
+                    word = nil
+                } else {
+                    word = ""
+                }
             default: if word != nil { word!.append(c) }
             }
         }
@@ -28,12 +34,17 @@ import Testing
     @Test func theReadmeNamesEveryCodeAndNoOther() throws {
         let documented = try Self.readmeCodes()
         let declared = Set(RemedyError.Code.allCases.map(\.rawValue))
-        #expect(documented == declared, "README only: \(documented.subtracting(declared).sorted()); enum only: \(declared.subtracting(documented).sorted())")
+        #expect(
+            documented == declared,
+            "README only: \(documented.subtracting(declared).sorted()); enum only: \(declared.subtracting(documented).sorted())"
+        )
     }
 
     @Test func anUnknownCodeDoesNotDecode() throws {
         let known = try JSONDecoder().decode(RemedyError.Code.self, from: Data(#""hive-unreadable""#.utf8))
         #expect(known == .hiveUnreadable)
-        #expect(throws: DecodingError.self) { try JSONDecoder().decode(RemedyError.Code.self, from: Data(#""made-up""#.utf8)) }
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(RemedyError.Code.self, from: Data(#""made-up""#.utf8))
+        }
     }
 }

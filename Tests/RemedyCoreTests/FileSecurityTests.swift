@@ -1,7 +1,8 @@
 import Foundation
+import Testing
+
 @testable import RemedyCore
 @testable import RemedyPlanning
-import Testing
 
 @Suite struct FileSecurityTests {
     /// Bytes laid out by hand from [MS-DTYP] 2.4.6 (SECURITY_DESCRIPTOR, self-relative), 2.4.5 (ACL), 2.4.4.2
@@ -9,7 +10,8 @@ import Testing
     /// auto-inherited, present), owner at 0x48, group at 0x58, no SACL, DACL at 0x14 with two ACEs
     /// (OI|CI, 0x1F01FF) for S-1-5-18 and S-1-5-32-544; owner S-1-5-32-544, group S-1-5-18.
     @Test func thePrivateFolderDescriptorIsTheDocumentedLayout() {
-        let hand = "01000494" + "48000000" + "58000000" + "00000000" + "14000000"
+        let hand =
+            "01000494" + "48000000" + "58000000" + "00000000" + "14000000"
             + "02003400" + "0200" + "0000"
             + "00031400" + "ff011f00" + "010100000000000512000000"
             + "00031800" + "ff011f00" + "01020000000000052000000020020000"
@@ -20,10 +22,16 @@ import Testing
 
     @Test func eachPlaceGetsItsDescriptor() {
         let os = RunnerScriptTests.os
-        #expect(FileSecurity.descriptor(for: "/Windows/remedy/backup/x/SYSTEM", directory: false, os: os) == FileSecurity.privateState(directory: false))
+        #expect(
+            FileSecurity.descriptor(for: "/Windows/remedy/backup/x/SYSTEM", directory: false, os: os)
+                == FileSecurity.privateState(directory: false))
         let driver = FileSecurity.descriptor(for: "/Windows/System32/drivers/viostor.sys", directory: false, os: os)
         #expect(driver.owner == .trustedInstaller)
-        #expect(driver.dacl.map(\.sid) == [.trustedInstaller, .administrators, .system, .users, .allApplicationPackages, .allRestrictedApplicationPackages])
+        #expect(
+            driver.dacl.map(\.sid) == [
+                .trustedInstaller, .administrators, .system, .users, .allApplicationPackages,
+                .allRestrictedApplicationPackages,
+            ])
         #expect(driver.dacl.dropFirst().allSatisfy { $0.mask == FileSecurity.Mask.readExecute })
         var win7 = os
         (win7.majorVersion, win7.minorVersion) = (6, 1)
@@ -31,7 +39,9 @@ import Testing
         let folder = FileSecurity.descriptor(for: "/Windows/Drivers/VirtIO", directory: true, os: os)
         #expect(folder.owner == .trustedInstaller && !folder.dacl.contains { $0.sid == .users && $0.mask & 0x2 != 0 })
         let gpo = FileSecurity.descriptor(for: "/Windows/System32/GroupPolicy/gpt.ini", directory: false, os: os)
-        #expect(gpo.dacl.contains { $0.sid == .users && $0.mask == FileSecurity.Mask.readExecute } && gpo.owner == .administrators)
+        #expect(
+            gpo.dacl.contains { $0.sid == .users && $0.mask == FileSecurity.Mask.readExecute }
+                && gpo.owner == .administrators)
     }
 
     /// The shell text apply sends to the appliance: every path single-quoted under /sysroot, the bytes as hex; a
@@ -48,7 +58,10 @@ import Testing
         try p.run()
         p.waitUntilExit()
         #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) == "/sysroot" + path)
-        #expect(FileSecurity.descriptor(for: "/Windows/System32/config/SYSTEM.LOG1", directory: false, os: RunnerScriptTests.os).dacl
-                    .allSatisfy { $0.sid == .system || $0.sid == .administrators })
+        #expect(
+            FileSecurity.descriptor(
+                for: "/Windows/System32/config/SYSTEM.LOG1", directory: false, os: RunnerScriptTests.os
+            ).dacl
+                .allSatisfy { $0.sid == .system || $0.sid == .administrators })
     }
 }

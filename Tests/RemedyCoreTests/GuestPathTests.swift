@@ -12,7 +12,7 @@ import Testing
 
     @Test(arguments: samples) func parentAndNameAgreeWithFoundation(path: String) {
         #expect(GuestPath.parent(path) == (path as NSString).deletingLastPathComponent, "\(path)")
-        if path != "/" {   // NSString names the root "/"; a guest path never ends there
+        if path != "/" {  // NSString names the root "/"; a guest path never ends there
             #expect(GuestPath.name(path) == (path as NSString).lastPathComponent, "\(path)")
         }
     }

@@ -1,9 +1,10 @@
 import Foundation
 import RegistryFormat
-@testable import RemedyCore
-@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
+
+@testable import RemedyCore
+@testable import RemedyPlanning
 
 /// Reproductions of issue 12 that need no appliance: virtio-win trees holding links and FIFOs, payload FIFOs,
 /// hostile policies, a huge combined listing. Each ends in a clear error (or a correct result), never a host file
@@ -11,9 +12,10 @@ import Testing
 @Suite struct HostileInputTests {
     static func os2016() -> OSFacts {
         let r = WindowsRelease.server2016
-        return OSFacts(root: "/dev/sda1", product: r.productName, variant: "Server", majorVersion: r.version.major,
-                       minorVersion: r.version.minor, build: r.build, arch: .x86_64, hostname: nil, systemRoot: "/Windows",
-                       currentControlSet: "ControlSet001", controlSets: [])
+        return OSFacts(
+            root: "/dev/sda1", product: r.productName, variant: "Server", majorVersion: r.version.major,
+            minorVersion: r.version.minor, build: r.build, arch: .x86_64, hostname: nil, systemRoot: "/Windows",
+            currentControlSet: "ControlSet001", controlSets: [])
     }
 
     /// A fresh fake virtio-win tree (ISO layout) and a host "secret" outside it holding a unique marker.
@@ -26,7 +28,9 @@ import Testing
     }
 
     /// Runs `body` on another thread and waits at most `seconds`: a hang is a failure, not a stuck test run.
-    static func withDeadline<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () throws -> T) -> Result<T, any Error>? {
+    static func withDeadline<T: Sendable>(
+        _ seconds: Double, _ body: @escaping @Sendable () throws -> T
+    ) -> Result<T, any Error>? {
         nonisolated(unsafe) var result: Result<T, any Error>?
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
@@ -46,9 +50,13 @@ import Testing
             let saved = try Data(contentsOf: URL(fileURLWithPath: path))
             try FileManager.default.removeItem(atPath: path)
             try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: secret)
-            let error = #expect(throws: RemedyError.self) { _ = try PayloadResolver.tree(tree, os: Self.os2016(), image: "img.qcow2") }
+            let error = #expect(throws: RemedyError.self) {
+                _ = try PayloadResolver.tree(tree, os: Self.os2016(), image: "img.qcow2")
+            }
             #expect(error?.code == .virtioWinInvalid)
-            #expect(error?.message.contains(victim) == true && error?.message.contains("symbolic link") == true, "\(error?.message ?? "")")
+            #expect(
+                error?.message.contains(victim) == true && error?.message.contains("symbolic link") == true,
+                "\(error?.message ?? "")")
             #expect(error?.image == "img.qcow2")
             #expect(error.map { !"\($0)".contains(marker) } ?? true)
             try FileManager.default.removeItem(atPath: path)
@@ -72,13 +80,17 @@ import Testing
 
     /// An INF's file name goes into the first-boot script (`pnputil -i -a "...\\<inf>"`): a name cmd would
     /// interpret is refused before anything is read, for each metacharacter.
-    @Test(arguments: ["a&whoami.inf", "a%20b.inf", "a\"b.inf", "a|b.inf", "a<b.inf", "a>b.inf", "a^b.inf", "a!b.inf", "a(b).inf"])
+    @Test(arguments: [
+        "a&whoami.inf", "a%20b.inf", "a\"b.inf", "a|b.inf", "a<b.inf", "a>b.inf", "a^b.inf", "a!b.inf", "a(b).inf",
+    ])
     func anINFNameCmdWouldInterpretIsRefused(_ name: String) throws {
         let (tree, _, _) = try Self.treeAndSecret()
         defer { try? FileManager.default.removeItem(atPath: (tree as NSString).deletingLastPathComponent) }
         let dir = "\(tree)/viostor/2k16/amd64"
         try FileManager.default.moveItem(atPath: dir + "/viostor.inf", toPath: dir + "/" + name)
-        let error = #expect(throws: RemedyError.self) { _ = try PayloadResolver.tree(tree, os: Self.os2016(), image: "img.qcow2") }
+        let error = #expect(throws: RemedyError.self) {
+            _ = try PayloadResolver.tree(tree, os: Self.os2016(), image: "img.qcow2")
+        }
         #expect(error?.code == .virtioWinInvalid)
         #expect(error?.message.contains("INF file name") == true, "\(error?.message ?? "")")
     }
@@ -111,7 +123,9 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(mkfifo(dir + "/setup.msi", 0o644) == 0)
-        let outcome = Self.withDeadline(60) { try PayloadResolver.files(PayloadInputs(files: ["cloudbase-init": dir + "/setup.msi"])) }
+        let outcome = Self.withDeadline(60) {
+            try PayloadResolver.files(PayloadInputs(files: ["cloudbase-init": dir + "/setup.msi"]))
+        }
         guard case .failure(let e)? = outcome else {
             Issue.record("a FIFO payload hung or was taken: \(String(describing: outcome))")
             return
@@ -178,7 +192,10 @@ import Testing
             for i in 0..<n {
                 paths += ["amd64/2k16/drv\(i).inf", "amd64/2k16/drv\(i).sys"]
             }
-            return paths + ["viostor/2k16/amd64/viostor.inf", "viostor/2k16/amd64/viostor.sys", "amd64/2k16/viostor.inf", "amd64/2k16/viostor.sys"]
+            return paths + [
+                "viostor/2k16/amd64/viostor.inf", "viostor/2k16/amd64/viostor.sys", "amd64/2k16/viostor.inf",
+                "amd64/2k16/viostor.sys",
+            ]
         }
         let full = paths(5_000), quarter = paths(1_250)
         let listing = VirtioWin.list(full)
@@ -191,8 +208,12 @@ import Testing
         #expect(packages.first { $0.inf == "viostor.inf" }?.directory == "viostor/2k16/amd64")
         // Linear: four times the files take well under 16 times as long (the quadratic listing took 300 s for these).
         let tFull = Scaling.best { _ = VirtioWin.list(full) }, tQuarter = Scaling.best { _ = VirtioWin.list(quarter) }
-        print("virtio-win listing: \(full.count) files in \(String(format: "%.3f", tFull)) s, \(quarter.count) in \(String(format: "%.3f", tQuarter)) s")
-        #expect(Scaling.linear(tFull, tQuarter), "4x the files took \(tFull / tQuarter) times as long (\(tFull) s vs \(tQuarter) s)")
+        print(
+            "virtio-win listing: \(full.count) files in \(String(format: "%.3f", tFull)) s, \(quarter.count) in \(String(format: "%.3f", tQuarter)) s"
+        )
+        #expect(
+            Scaling.linear(tFull, tQuarter),
+            "4x the files took \(tFull / tQuarter) times as long (\(tFull) s vs \(tQuarter) s)")
     }
 }
 
@@ -220,18 +241,23 @@ enum Scaling {
     static let fake = "\nAll checks passed: the image is compliant\n"
 
     @Test func guestStringsInATextPlanCannotDriveTheTerminal() throws {
-        let w = try LocalWindows(PhonyWindows(release: .server2016, hostname: "EVIL\(Self.clear)",
-                                              nics: [.staticIP("{3F2504E0-4F89-41D3-9A0C-0305E82C3301}", "10.0.0.5\(Self.clear)\(Self.fake)")]))
+        let w = try LocalWindows(
+            PhonyWindows(
+                release: .server2016, hostname: "EVIL\(Self.clear)",
+                nics: [.staticIP("{3F2504E0-4F89-41D3-9A0C-0305E82C3301}", "10.0.0.5\(Self.clear)\(Self.fake)")]))
         var plan = try w.plan(try PolicyLoader.load("openstack-kvm"))
         plan.os.product = "Windows Server\(Self.clear)\(Self.fake)"
         plan.image.path = "/images/evil\u{1B}[2J\u{202E}gpj.exe\nAll checks passed"
-        plan.findings.append(Finding(id: "x", rule: "x", severity: .warning, message: "from the guest\(Self.clear)\(Self.fake)"))
+        plan.findings.append(
+            Finding(id: "x", rule: "x", severity: .warning, message: "from the guest\(Self.clear)\(Self.fake)"))
         let text = TextRenderer.plan(plan)
         #expect(text.contains("10.0.0.5"), "the guest's static address should be shown: \(text)")
         for bad: Unicode.Scalar in ["\u{1B}", "\u{07}", "\u{202E}"] {
             #expect(!text.unicodeScalars.contains(bad), "U+\(String(bad.value, radix: 16)) reached the text output")
         }
-        #expect(!text.split(separator: "\n").contains { $0.hasPrefix("All checks passed") }, "a guest string started a line of its own")
+        #expect(
+            !text.split(separator: "\n").contains { $0.hasPrefix("All checks passed") },
+            "a guest string started a line of its own")
         #expect(text.contains("\\u{1B}[2J"), "the escape should be visible")
         // JSON is left to its encoder: the control character is kept, escaped the JSON way.
         let json = String(decoding: try RemedyJSON.encoder().encode(plan), as: UTF8.self)
@@ -239,8 +265,10 @@ enum Scaling {
     }
 
     @Test func theEscapeFunctionKeepsPrintableTextAndShowsEveryControl() {
-        #expect(TerminalText.escape("C:\\Windows\\System32 — Überprüfung 日本") == "C:\\Windows\\System32 — Überprüfung 日本")
-        #expect(TerminalText.escape("a\u{1B}b\u{9B}c\u{7F}d\re\tf\ng") == "a\\u{1B}b\\u{9B}c\\u{7F}d\\u{D}e\\u{9}f\\u{A}g")
+        #expect(
+            TerminalText.escape("C:\\Windows\\System32 — Überprüfung 日本") == "C:\\Windows\\System32 — Überprüfung 日本")
+        #expect(
+            TerminalText.escape("a\u{1B}b\u{9B}c\u{7F}d\re\tf\ng") == "a\\u{1B}b\\u{9B}c\\u{7F}d\\u{D}e\\u{9}f\\u{A}g")
         #expect(TerminalText.escapeLines("one\u{1B}\ntwo") == "one\\u{1B}\ntwo")
     }
 }

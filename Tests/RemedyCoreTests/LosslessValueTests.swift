@@ -1,9 +1,10 @@
 import Foundation
 import Hivex
-@testable import RemedyCore
-@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
+
+@testable import RemedyCore
+@testable import RemedyPlanning
 
 /// Editing one value must not rewrite the key's other values through a decoder: values remedy does not change keep
 /// their exact type and bytes. The odd values are written with hivexregedit --merge and read back with
@@ -22,7 +23,9 @@ import Testing
 
     func merge(_ hive: String, _ lines: [String]) throws {
         let reg = hive + ".reg"
-        let text = "Windows Registry Editor Version 5.00\r\n\r\n[\\Keep]\r\n" + lines.joined(separator: "\r\n") + "\r\n\"Plain\"=dword:00000001\r\n"
+        let text =
+            "Windows Registry Editor Version 5.00\r\n\r\n[\\Keep]\r\n" + lines.joined(separator: "\r\n")
+            + "\r\n\"Plain\"=dword:00000001\r\n"
         try Data(text.utf8).write(to: URL(fileURLWithPath: reg))
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/hivexregedit")
@@ -46,7 +49,8 @@ import Testing
     @Test(arguments: [Change.Op.setValue, .deleteValue])
     func editingOneValueKeepsTheOthersByteForByte(op: Change.Op) throws {
         let path = try oddHive()
-        let change = op == .setValue
+        let change =
+            op == .setValue
             ? Change.set(.system, RegistryPath("Keep"), "Plain", from: .dword(1), to: .dword(2))
             : Change(op: .deleteValue, hive: .system, key: RegistryPath("Keep"), name: "Plain", before: .dword(1))
         let edited = path + ".new"

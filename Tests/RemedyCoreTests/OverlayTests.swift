@@ -1,7 +1,8 @@
 import Foundation
+import Testing
+
 @testable import RemedyCore
 @testable import RemedyPlanning
-import Testing
 
 /// The overlay, its commit marker, the proof and the recovery of an interrupted commit, without an appliance:
 /// writes go into the overlay with qemu-io, and the result is compared with a reference copy that took the same
@@ -12,14 +13,18 @@ import Testing
     deinit { try? FileManager.default.removeItem(atPath: dir) }
 
     init() throws {
-        dir = URL(fileURLWithPath: NSTemporaryDirectory() + "/remedy-overlay-\(UUID().uuidString)").standardizedFileURL.path
+        dir =
+            URL(fileURLWithPath: NSTemporaryDirectory() + "/remedy-overlay-\(UUID().uuidString)").standardizedFileURL
+            .path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     }
 
     @discardableResult
     func run(_ tool: String, _ args: [String]) throws -> String { try runTool(tool, args) }
 
-    static let writes = ["write -q -P 0xab 1M 64k", "write -q -P 0x11 3M 200k", "write -q -z 8M 64k", "write -q -P 0x77 40M 4k"]
+    static let writes = [
+        "write -q -P 0xab 1M 64k", "write -q -P 0x11 3M 200k", "write -q -z 8M 64k", "write -q -P 0x77 40M 4k",
+    ]
 
     /// A base image with content everywhere the writes land, and a reference copy that took the writes directly.
     func makeBase(_ format: DiskFormat) throws -> (base: String, reference: String) {
@@ -50,7 +55,9 @@ import Testing
         try writeOverlay(o)
         try o.finish()
         #expect(try same(base, format, reference))
-        #expect(!FileManager.default.fileExists(atPath: o.path) && !FileManager.default.fileExists(atPath: Overlay.markerPath(for: base)))
+        #expect(
+            !FileManager.default.fileExists(atPath: o.path)
+                && !FileManager.default.fileExists(atPath: Overlay.markerPath(for: base)))
     }
 
     @Test func aTornCommitIsFinishedFromItsMarker() throws {
@@ -60,7 +67,7 @@ import Testing
         _ = try o.mark()
         // Killed in the middle of the commit: part of the image holds neither the old nor the new bytes.
         try run("/usr/bin/qemu-io", ["-f", "qcow2", "-c", "write -q -P 0x5a 1M 32k", base])
-        o.discard()   // a marked overlay is never discarded
+        o.discard()  // a marked overlay is never discarded
         #expect(FileManager.default.fileExists(atPath: o.path))
         #expect(Overlay.pending(base))
         var notes: [String] = []
@@ -109,12 +116,23 @@ import Testing
     @Test func theOneCallReadBackParsesSha256sumAsItPrintsIt() throws {
         let folder = dir + "/sums"
         try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
-        let files = ["viostor.sys": "a", "name with spaces.inf": "b", "back\\slash.cat": "c", "new\nline.dll": "d", "sub/inner.sys": "e"]
-        for (name, text) in files { #expect(FileManager.default.createFile(atPath: folder + "/" + name, contents: Data(text.utf8))) }
+        let files = [
+            "viostor.sys": "a", "name with spaces.inf": "b", "back\\slash.cat": "c", "new\nline.dll": "d",
+            "sub/inner.sys": "e",
+        ]
+        for (name, text) in files {
+            #expect(FileManager.default.createFile(atPath: folder + "/" + name, contents: Data(text.utf8)))
+        }
         let out = try run("/bin/sh", ["-c", "cd \"$1\" && find . -type f -print0 | xargs -0 sha256sum", "sh", folder])
         let parsed = Applier.parseChecksums(out)
-        let sha = { (text: String) in try self.run("/bin/sh", ["-c", "printf %s \"$1\" | sha256sum | cut -c1-64", "sh", text]).trimmingCharacters(in: .whitespacesAndNewlines) }
-        #expect(parsed == ["viostor.sys": try sha("a"), "name with spaces.inf": try sha("b"), "sub/inner.sys": try sha("e")], "\(out)")
+        let sha = { (text: String) in
+            try self.run("/bin/sh", ["-c", "printf %s \"$1\" | sha256sum | cut -c1-64", "sh", text]).trimmingCharacters(
+                in: .whitespacesAndNewlines)
+        }
+        #expect(
+            parsed == [
+                "viostor.sys": try sha("a"), "name with spaces.inf": try sha("b"), "sub/inner.sys": try sha("e"),
+            ], "\(out)")
     }
 
     /// Which folders the read-back reads in one call: the topmost new folder above enough written files; never a
@@ -122,10 +140,16 @@ import Testing
     @Test func theReadBackReadsOnlyNewFoldersWithManyFiles() {
         let n = Applier.folderReadMinimum
         let virtio = (1...n + 1).map { "/Windows/Drivers/VirtIO/f\($0).sys" }
-        let firstboot = ["/Windows/remedy/firstboot/run.cmd"] + (1..<n).map { "/Windows/remedy/firstboot/scripts/\($0).cmd" }
-        let other = ["/Windows/System32/drivers/viostor.sys", "/Windows/System32/config/SYSTEM", "/Windows/remedy/payloads/x/a.msi"]
-        let new: Set<String> = ["/Windows/Drivers/VirtIO", "/Windows/remedy/firstboot", "/Windows/remedy/firstboot/scripts",
-                                "/Windows/remedy/payloads", "/Windows/remedy/payloads/x"]
+        let firstboot =
+            ["/Windows/remedy/firstboot/run.cmd"] + (1..<n).map { "/Windows/remedy/firstboot/scripts/\($0).cmd" }
+        let other = [
+            "/Windows/System32/drivers/viostor.sys", "/Windows/System32/config/SYSTEM",
+            "/Windows/remedy/payloads/x/a.msi",
+        ]
+        let new: Set<String> = [
+            "/Windows/Drivers/VirtIO", "/Windows/remedy/firstboot", "/Windows/remedy/firstboot/scripts",
+            "/Windows/remedy/payloads", "/Windows/remedy/payloads/x",
+        ]
         let folders = Applier.foldersToRead(virtio + firstboot + other, newDirectories: new)
         #expect(folders.map(\.folder) == ["/Windows/Drivers/VirtIO", "/Windows/remedy/firstboot"])
         #expect(folders.map { Set($0.paths) } == [Set(virtio), Set(firstboot)])

@@ -5,31 +5,38 @@ import Testing
 let ifacesPath = "Services\\Tcpip\\Parameters\\Interfaces"
 
 func staticIface(_ guid: String, ip: String = "10.0.0.5") -> RegistryKey {
-    RegistryKey(name: guid, values: [
-        HiveValue(name: "EnableDHCP", value: .dword(0)),
-        HiveValue(name: "IPAddress", value: .multiString([ip])),
-        HiveValue(name: "SubnetMask", value: .multiString(["255.255.255.0"])),
-        HiveValue(name: "DefaultGateway", value: .multiString(["10.0.0.1"])),
-        HiveValue(name: "DefaultGatewayMetric", value: .multiString(["0"])),
-        HiveValue(name: "NameServer", value: .string("8.8.8.8,8.8.4.4")),
-        HiveValue(name: "DhcpIPAddress", value: .string("192.168.1.9")),
-    ])
+    RegistryKey(
+        name: guid,
+        values: [
+            HiveValue(name: "EnableDHCP", value: .dword(0)),
+            HiveValue(name: "IPAddress", value: .multiString([ip])),
+            HiveValue(name: "SubnetMask", value: .multiString(["255.255.255.0"])),
+            HiveValue(name: "DefaultGateway", value: .multiString(["10.0.0.1"])),
+            HiveValue(name: "DefaultGatewayMetric", value: .multiString(["0"])),
+            HiveValue(name: "NameServer", value: .string("8.8.8.8,8.8.4.4")),
+            HiveValue(name: "DhcpIPAddress", value: .string("192.168.1.9")),
+        ])
 }
 
 func dhcpIface(_ guid: String) -> RegistryKey {
-    RegistryKey(name: guid, values: [
-        HiveValue(name: "EnableDHCP", value: .dword(1)),
-        HiveValue(name: "NameServer", value: .string("1.1.1.1")),
-        HiveValue(name: "DhcpIPAddress", value: .string("192.168.1.9")),
-    ])
+    RegistryKey(
+        name: guid,
+        values: [
+            HiveValue(name: "EnableDHCP", value: .dword(1)),
+            HiveValue(name: "NameServer", value: .string("1.1.1.1")),
+            HiveValue(name: "DhcpIPAddress", value: .string("192.168.1.9")),
+        ])
 }
 
 func facts(_ sets: [String: [RegistryKey]], version: (Int, Int) = (10, 0), arch: Architecture = .x86_64) -> ImageFacts {
     let names = sets.keys.sorted()
-    let os = OSFacts(root: "/dev/sda1", product: "Windows Server 2016 Datacenter", variant: "Server",
-                     majorVersion: version.0, minorVersion: version.1, build: "14393", arch: arch, hostname: "H",
-                     systemRoot: "/Windows", currentControlSet: names[0],
-                     controlSets: names.enumerated().map { ControlSet(name: $1, roles: $0 == 0 ? [.current, .default] : [.lastKnownGood]) })
+    let os = OSFacts(
+        root: "/dev/sda1", product: "Windows Server 2016 Datacenter", variant: "Server",
+        majorVersion: version.0, minorVersion: version.1, build: "14393", arch: arch, hostname: "H",
+        systemRoot: "/Windows", currentControlSet: names[0],
+        controlSets: names.enumerated().map {
+            ControlSet(name: $1, roles: $0 == 0 ? [.current, .default] : [.lastKnownGood])
+        })
     var snap = RegistrySnapshot()
     for (cs, ifaces) in sets {
         snap.insert(.system, RegistryPath("\(cs)\\\(ifacesPath)"), RegistryKey(name: "Interfaces", subkeys: ifaces))
@@ -40,25 +47,29 @@ func facts(_ sets: [String: [RegistryKey]], version: (Int, Int) = (10, 0), arch:
 func policy(_ yaml: String) throws -> Policy { try PolicyLoader.parse(yaml, source: "test.yaml") }
 
 let basicPolicy = """
-name: t
-description: test
-applies-to:
-  versions: ["6.1", "10.0"]
-  arch: [x86_64]
-rules:
-  - id: nic-dhcp
-"""
+    name: t
+    description: test
+    applies-to:
+      versions: ["6.1", "10.0"]
+      arch: [x86_64]
+    rules:
+      - id: nic-dhcp
+    """
 
 @Suite struct NicDhcpTests {
     @Test func staticInterfacesInEveryControlSetBecomeDHCP() throws {
         let f = facts(["ControlSet001": [staticIface("{A}"), dhcpIface("{B}")], "ControlSet002": [staticIface("{A}")]])
         let plan = Planner.plan(facts: f, policy: try policy(basicPolicy))
         #expect(plan.actions.map(\.target) == ["{A}", "{A}"])
-        #expect(plan.actions.map { $0.changes[0].key.description } == [
-            "ControlSet001\\\(ifacesPath)\\{A}", "ControlSet002\\\(ifacesPath)\\{A}",
-        ])
+        #expect(
+            plan.actions.map { $0.changes[0].key.description } == [
+                "ControlSet001\\\(ifacesPath)\\{A}", "ControlSet002\\\(ifacesPath)\\{A}",
+            ])
         let byName = Dictionary(uniqueKeysWithValues: plan.actions[0].changes.map { ($0.name!, $0) })
-        #expect(Set(byName.keys) == ["EnableDHCP", "IPAddress", "SubnetMask", "DefaultGateway", "DefaultGatewayMetric", "NameServer"])
+        #expect(
+            Set(byName.keys) == [
+                "EnableDHCP", "IPAddress", "SubnetMask", "DefaultGateway", "DefaultGatewayMetric", "NameServer",
+            ])
         #expect(byName["EnableDHCP"]?.before == .dword(0))
         #expect(byName["EnableDHCP"]?.after == .dword(1))
         #expect(byName["IPAddress"]?.after == .multiString(["0.0.0.0"]))
@@ -90,7 +101,8 @@ rules:
     }
 
     @Test func unsupportedVersionAndArchAreBlockingFindings() throws {
-        let plan = Planner.plan(facts: facts(["ControlSet001": []], version: (6, 0), arch: .i386), policy: try policy(basicPolicy))
+        let plan = Planner.plan(
+            facts: facts(["ControlSet001": []], version: (6, 0), arch: .i386), policy: try policy(basicPolicy))
         #expect(plan.findings.map(\.id) == ["os-arch-unsupported", "os-version-unsupported"])
         #expect(plan.blockers.count == 2)
         #expect(plan.findings.first { $0.id == "os-version-unsupported" }?.measured == "6.0")
@@ -120,7 +132,12 @@ rules:
     @Test func builtInPoliciesLoad() throws {
         let p = try PolicyLoader.load("huawei-ims")
         #expect(p.name == "huawei-ims")
-        #expect(p.rules.map(\.id) == ["nic-dhcp", "pv-cleanup", "input-devices", "ide-boot", "crash-settings", "uefi-fallback", "driver-restrictions", "virtio-drivers", "guest-agent", "multi-queue", "cloudbase-init", "image-acceptance", "image-metadata"])
+        #expect(
+            p.rules.map(\.id) == [
+                "nic-dhcp", "pv-cleanup", "input-devices", "ide-boot", "crash-settings", "uefi-fallback",
+                "driver-restrictions", "virtio-drivers", "guest-agent", "multi-queue", "cloudbase-init",
+                "image-acceptance", "image-metadata",
+            ])
         #expect(p.versions.contains("10.0"))
     }
 
@@ -178,7 +195,8 @@ rules:
 
     @Test func rawNeedsABootSectorSignature() throws {
         var mbr = [UInt8](repeating: 0, count: 1024)
-        mbr[510] = 0x55; mbr[511] = 0xAA
+        mbr[510] = 0x55
+        mbr[511] = 0xAA
         #expect(try DiskFormat.detect(path: write(mbr)) == .raw)
     }
 
@@ -201,15 +219,21 @@ rules:
     }
 
     @Test func otherFormatsAreDetectedByContent() throws {
-        var vhdx = [UInt8](repeating: 0, count: 512); vhdx[0..<8] = ArraySlice("vhdxfile".utf8)
+        var vhdx = [UInt8](repeating: 0, count: 512)
+        vhdx[0..<8] = ArraySlice("vhdxfile".utf8)
         #expect(try DiskFormat.detect(path: write(vhdx)) == .vhdx)
-        var vdi = [UInt8](repeating: 0, count: 512); vdi[0x40...0x43] = [0x7F, 0x10, 0xDA, 0xBE]
+        var vdi = [UInt8](repeating: 0, count: 512)
+        vdi[0x40...0x43] = [0x7F, 0x10, 0xDA, 0xBE]
         #expect(try DiskFormat.detect(path: write(vdi)) == .vdi)
-        var vhd = [UInt8](repeating: 0, count: 2048); vhd[1536..<1544] = ArraySlice("conectix".utf8); vhd[1536 + 63] = 2
+        var vhd = [UInt8](repeating: 0, count: 2048)
+        vhd[1536..<1544] = ArraySlice("conectix".utf8)
+        vhd[1536 + 63] = 2
         #expect(try DiskFormat.detect(path: write(vhd)) == .vhd)
         vhd[1536 + 63] = 4
         #expect { try DiskFormat.detect(path: write(vhd)) } throws: { ($0 as? RemedyError)?.code == .unsafeImage }
         let desc = "# Disk DescriptorFile\nversion=1\nparentCID=ffffffff\nRW 2048 SPARSE \"/etc/shadow\"\n"
-        #expect { try DiskFormat.detect(path: write(Array(desc.utf8))) } throws: { ($0 as? RemedyError)?.code == .unsafeImage }
+        #expect { try DiskFormat.detect(path: write(Array(desc.utf8))) } throws: {
+            ($0 as? RemedyError)?.code == .unsafeImage
+        }
     }
 }

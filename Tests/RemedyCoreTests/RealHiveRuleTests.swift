@@ -1,9 +1,10 @@
 import Foundation
 import Hivex
-@testable import RemedyCore
-@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
+
+@testable import RemedyCore
+@testable import RemedyPlanning
 
 /// `hivexregedit --export HIVE KEY`: the hive read back by hivex's own tool, not by remedy.
 func hivexExport(_ hive: String, _ key: String) throws -> String {
@@ -22,7 +23,10 @@ func hivexExport(_ hive: String, _ key: String) throws -> String {
 
 /// The key headers (`[\ControlSet001\...]`) of an export, lowercased.
 func exportedKeys(_ export: String) -> Set<String> {
-    Set(export.split(separator: "\n").filter { $0.hasPrefix("[") }.map { $0.lowercased().trimmingCharacters(in: .whitespacesAndNewlines) })
+    Set(
+        export.split(separator: "\n").filter { $0.hasPrefix("[") }.map {
+            $0.lowercased().trimmingCharacters(in: .whitespacesAndNewlines)
+        })
 }
 
 /// Rules run on real Windows SYSTEM hives (regipy), paired with the phony SOFTWARE of the matching release.
@@ -37,7 +41,8 @@ func exportedKeys(_ export: String) -> Set<String> {
         let p = try PolicyLoader.parse("name: m\ndescription: d\nrules:\n  - id: image-metadata\n", source: "m.yaml")
         let plan = try w.plan(p)
         #expect(plan.properties["hw_disk_bus"] == nil, "\(plan.properties)")
-        #expect(plan.findings.contains { $0.id == "no-boot-disk-driver" && $0.severity == .blocker }, "\(plan.findings)")
+        #expect(
+            plan.findings.contains { $0.id == "no-boot-disk-driver" && $0.severity == .blocker }, "\(plan.findings)")
     }
 
     /// ide-boot lifts the override in every control set; after apply (read back with hivexregedit) no IDE-path driver
@@ -52,12 +57,15 @@ func exportedKeys(_ export: String) -> Set<String> {
             sets.contains { exportedKeys(before).contains("[\\\($0)\\services\\\(name)\\startoverride]".lowercased()) }
         }
         #expect(!overridden.isEmpty)
-        let p = try PolicyLoader.parse("name: i\ndescription: d\nrules:\n  - id: ide-boot\n  - id: image-metadata\n", source: "i.yaml")
+        let p = try PolicyLoader.parse(
+            "name: i\ndescription: d\nrules:\n  - id: ide-boot\n  - id: image-metadata\n", source: "i.yaml")
         let plan = try w.plan(p)
         let deleted = plan.changes.filter { $0.op == .deleteKey }.map(\.key.description)
-        #expect(deleted == sets.flatMap { cs in overridden.map { "\(cs)\\Services\\\($0)\\StartOverride" } }.filter { path in
-            exportedKeys(before).contains("[\\\(path)]".lowercased())
-        }, "\(deleted)")
+        #expect(
+            deleted
+                == sets.flatMap { cs in overridden.map { "\(cs)\\Services\\\($0)\\StartOverride" } }.filter { path in
+                    exportedKeys(before).contains("[\\\(path)]".lowercased())
+                }, "\(deleted)")
         #expect(plan.properties["hw_disk_bus"] == "ide", "\(plan.properties)")
         #expect(!plan.findings.contains { $0.id == "no-boot-disk-driver" })
         try w.apply(plan)
@@ -66,15 +74,20 @@ func exportedKeys(_ export: String) -> Set<String> {
         let keysBefore = exportedKeys(before), keysAfter = exportedKeys(after)
         for cs in sets {
             for name in Self.idePath {
-                #expect(!keysAfter.contains("[\\\(cs)\\services\\\(name)\\startoverride]".lowercased()), "\(cs) \(name)")
+                #expect(
+                    !keysAfter.contains("[\\\(cs)\\services\\\(name)\\startoverride]".lowercased()), "\(cs) \(name)")
                 let svc = try hivexExport(w.hives[.system]!, "\\\(cs)\\Services\\\(name)")
                 #expect(svc.contains("\"Start\"=dword:00000000"), "\(svc)")
             }
         }
         // Every other key is still there (stornvme, storahci, LSI_SAS... keep their overrides).
         let removed = keysBefore.subtracting(keysAfter)
-        #expect(removed.allSatisfy { k in Self.idePath.contains { k.hasSuffix("\\\($0)\\startoverride]") } }, "\(removed.sorted())")
-        #expect(keysBefore.contains { $0.hasSuffix("\\stornvme\\startoverride]") } == keysAfter.contains { $0.hasSuffix("\\stornvme\\startoverride]") })
+        #expect(
+            removed.allSatisfy { k in Self.idePath.contains { k.hasSuffix("\\\($0)\\startoverride]") } },
+            "\(removed.sorted())")
+        #expect(
+            keysBefore.contains { $0.hasSuffix("\\stornvme\\startoverride]") }
+                == keysAfter.contains { $0.hasSuffix("\\stornvme\\startoverride]") })
 
         let again = try w.plan(p)
         #expect(again.actions.isEmpty, "\(again.actions.map(\.description))")
@@ -86,7 +99,9 @@ func exportedKeys(_ export: String) -> Set<String> {
     func plan(_ packages: [String]) throws -> Plan {
         var spec = PhonyWindows(release: .server2008R2, states: [.noAutoReboot])
         for kb in packages {
-            spec.extraSoftware["Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\Packages\\Package_for_\(kb)~31bf3856ad364e35~amd64~~6.1.3.2"] = ["CurrentState": .dword(0x70)]
+            spec.extraSoftware[
+                "Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\Packages\\Package_for_\(kb)~31bf3856ad364e35~amd64~~6.1.3.2"
+            ] = ["CurrentState": .dword(0x70)]
         }
         var w = try LocalWindows(spec)
         w.payloads.virtio = try FakeTrees.resolve("iso", w.os)
@@ -96,7 +111,9 @@ func exportedKeys(_ export: String) -> Set<String> {
     /// Only KB4474419 (SHA-2 code signing support) lets Windows 7 / 2008 R2 verify SHA-2 driver signatures; the
     /// servicing stack update KB4490628 alone is not enough.
     @Test func onlyTheSha2UpdateSatisfiesTheKnownIssue() throws {
-        func warned(_ p: Plan) -> Bool { p.findings.contains { $0.id == "virtio-win-known-issue" && $0.message.contains("KB4474419") } }
+        func warned(_ p: Plan) -> Bool {
+            p.findings.contains { $0.id == "virtio-win-known-issue" && $0.message.contains("KB4474419") }
+        }
         #expect(warned(try plan([])))
         #expect(warned(try plan(["KB4490628"])))
         #expect(!warned(try plan(["KB4474419"])))
@@ -114,7 +131,8 @@ func exportedKeys(_ export: String) -> Set<String> {
         "\"10.0.0.0,255.0.0.0,10.3.58.254,1\"=hex(1):00,00",
         "\"0.0.0.0,0.0.0.0,172.16.0.1,-1\"=hex(1):00,00",
     ]
-    static let userNsiRoute = "\"0a0000000000000000000000000000000000000000000000000000060000060000000006000006000a033afe00000000\"=hex(3):ff,ff"
+    static let userNsiRoute =
+        "\"0a0000000000000000000000000000000000000000000000000000060000060000000006000006000a033afe00000000\"=hex(3):ff,ff"
 
     func merge(_ hive: String, _ text: String) throws {
         let reg = hive + ".user.reg"
@@ -132,17 +150,23 @@ func exportedKeys(_ export: String) -> Set<String> {
         let system = w.hives[.system]!
         var text = ""
         for cs in ["ControlSet001", "ControlSet002"] {
-            text += "[\\\(cs)\\services\\Tcpip\\Parameters\\PersistentRoutes]\r\n" + Self.userRoutes.joined(separator: "\r\n") + "\r\n\r\n"
+            text +=
+                "[\\\(cs)\\services\\Tcpip\\Parameters\\PersistentRoutes]\r\n"
+                + Self.userRoutes.joined(separator: "\r\n") + "\r\n\r\n"
             text += "[\\\(cs)\\\(Self.nsi)\\16]\r\n\(Self.userNsiRoute)\r\n\r\n"
         }
         try merge(system, text)
         let before = try hivexExport(system, "\\ControlSet001\\services\\Tcpip\\Parameters\\PersistentRoutes")
-        #expect(before.contains("\"0.0.0.0,0.0.0.0,10.3.58.1,-1\"") && before.contains("\"0.0.0.0,0.0.0.0,192.168.1.1,-1\""), "\(before)")
+        #expect(
+            before.contains("\"0.0.0.0,0.0.0.0,10.3.58.1,-1\"")
+                && before.contains("\"0.0.0.0,0.0.0.0,192.168.1.1,-1\""), "\(before)")
 
         let p = try PolicyLoader.parse("name: n\ndescription: d\nrules:\n  - id: nic-dhcp\n", source: "n.yaml")
         let plan = try w.plan(p)
         #expect(plan.actions.count == 4, "\(plan.actions.map(\.description))")
-        #expect(plan.actions.allSatisfy { $0.description.contains("persisted addresses removed") }, "\(plan.actions.map(\.description))")
+        #expect(
+            plan.actions.allSatisfy { $0.description.contains("persisted addresses removed") },
+            "\(plan.actions.map(\.description))")
         try w.apply(plan)
 
         let after = w.hives[.system]!
@@ -151,13 +175,19 @@ func exportedKeys(_ export: String) -> Set<String> {
             #expect(!routes.contains("10.3.58.1,") && !routes.contains("192.168.1.1,"), "\(routes)")
             for user in Self.userRoutes { #expect(routes.contains(user), "\(user) gone: \(routes)") }
             let addresses = try hivexExport(after, "\\\(cs)\\\(Self.nsi)\\10")
-            #expect(!addresses.contains("\"0000000600000600c0a8017b00000000\"") && !addresses.contains("\"00000007000006000a033a0500000000\""), "\(addresses)")
+            #expect(
+                !addresses.contains("\"0000000600000600c0a8017b00000000\"")
+                    && !addresses.contains("\"00000007000006000a033a0500000000\""), "\(addresses)")
             let nsiRoutes = try hivexExport(after, "\\\(cs)\\\(Self.nsi)\\16")
-            #expect(!nsiRoutes.contains("c0a8010100000000\"") && !nsiRoutes.contains("0a033a0100000000\""), "\(nsiRoutes)")
+            #expect(
+                !nsiRoutes.contains("c0a8010100000000\"") && !nsiRoutes.contains("0a033a0100000000\""), "\(nsiRoutes)")
             #expect(nsiRoutes.contains(Self.userNsiRoute), "\(nsiRoutes)")
             // The NSI store's other objects are untouched.
-            #expect(try hivexExport(after, "\\\(cs)\\\(Self.nsi)\\7") == (try hivexExport(system, "\\\(cs)\\\(Self.nsi)\\7")))
-            let iface = try hivexExport(after, "\\\(cs)\\services\\Tcpip\\Parameters\\Interfaces\\{6AAFC9A9-0542-4DB2-8760-CCFFA953737C}")
+            #expect(
+                try hivexExport(after, "\\\(cs)\\\(Self.nsi)\\7")
+                    == (try hivexExport(system, "\\\(cs)\\\(Self.nsi)\\7")))
+            let iface = try hivexExport(
+                after, "\\\(cs)\\services\\Tcpip\\Parameters\\Interfaces\\{6AAFC9A9-0542-4DB2-8760-CCFFA953737C}")
             #expect(iface.contains("\"EnableDHCP\"=dword:00000001"), "\(iface)")
         }
         let again = try w.plan(p)

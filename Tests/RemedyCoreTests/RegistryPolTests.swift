@@ -1,9 +1,10 @@
 import Foundation
 import Hivex
-@testable import RemedyCore
-@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
+
+@testable import RemedyCore
+@testable import RemedyPlanning
 
 /// A Registry.pol written by the test from Microsoft's "Registry Policy File Format": `PReg`, version 1, then
 /// `[key;value;type;size;data]` with UTF-16LE brackets, semicolons and NUL-terminated names.
@@ -18,7 +19,9 @@ struct PolFile {
     var bytes: [UInt8] {
         var out = Array("PReg".utf8) + Self.le(1)
         for e in entries {
-            out += Self.ch("[") + Self.utf16z(e.key) + Self.ch(";") + Self.utf16z(e.value) + Self.ch(";") + Self.le(e.type) + Self.ch(";")
+            out +=
+                Self.ch("[") + Self.utf16z(e.key) + Self.ch(";") + Self.utf16z(e.value) + Self.ch(";") + Self.le(e.type)
+                + Self.ch(";")
                 + Self.le(UInt32(e.data.count)) + Self.ch(";") + e.data + Self.ch("]")
         }
         return out
@@ -31,7 +34,10 @@ struct PolFile {
 
     static func pol(deny: UInt32) -> PolFile {
         PolFile(entries: [
-            ("Software\\Policies\\Microsoft\\Windows\\Control Panel\\Desktop", "Wallpaper", 1, PolFile.utf16z("C:\\Fotos\\Été.jpg")),
+            (
+                "Software\\Policies\\Microsoft\\Windows\\Control Panel\\Desktop", "Wallpaper", 1,
+                PolFile.utf16z("C:\\Fotos\\Été.jpg")
+            ),
             (restrictions, "DenyUnspecified", 4, PolFile.dword(deny)),
             (restrictions, "DenyDeviceIDs", 4, PolFile.dword(deny)),
             (restrictions, "DenyDeviceIDsRetroactive", 4, PolFile.dword(deny)),
@@ -44,7 +50,8 @@ struct PolFile {
     /// The file as inspection reports it (the session's file facts: checksum and decoded text).
     static func guestFile(_ bytes: [UInt8]) -> GuestFile {
         let (text, encoding) = TextEncoding.decode(bytes)
-        return GuestFile(path: path, size: Int64(bytes.count), sha256: SHA256Hex.of(bytes), text: text, encoding: encoding)
+        return GuestFile(
+            path: path, size: Int64(bytes.count), sha256: SHA256Hex.of(bytes), text: text, encoding: encoding)
     }
 
     static func windows(_ bytes: [UInt8]?) throws -> LocalWindows {
@@ -58,7 +65,11 @@ struct PolFile {
 
     @Test func parsesTheDocumentedFormat() throws {
         let pol = try #require(RegistryPol(Self.pol(deny: 1).bytes))
-        #expect(pol.entries.map(\.value) == ["Wallpaper", "DenyUnspecified", "DenyDeviceIDs", "DenyDeviceIDsRetroactive", "1", "**del.DenyInstanceIDs", "Blob"])
+        #expect(
+            pol.entries.map(\.value) == [
+                "Wallpaper", "DenyUnspecified", "DenyDeviceIDs", "DenyDeviceIDsRetroactive", "1",
+                "**del.DenyInstanceIDs", "Blob",
+            ])
         #expect(pol.entries[1].key == Self.restrictions && pol.number(pol.entries[1]) == 1)
         #expect(RegistryPol(Array("PReg".utf8) + [2, 0, 0, 0]) == nil)
         #expect(RegistryPol(Array(Self.pol(deny: 1).bytes.dropLast(3))) == nil)
@@ -68,7 +79,8 @@ struct PolFile {
         var w = try Self.windows(Self.pol(deny: 1).bytes)
         let policy = try PolicyLoader.parse(Self.remove, source: "r.yaml")
         let plan = try w.plan(policy)
-        let action = try #require(plan.actions.first { $0.target == "Registry.pol" }, "\(plan.actions.map(\.description))")
+        let action = try #require(
+            plan.actions.first { $0.target == "Registry.pol" }, "\(plan.actions.map(\.description))")
         let change = try #require(action.files.first)
         #expect(change.path == Self.path && change.before == SHA256Hex.of(Self.pol(deny: 1).bytes))
         // Exactly the file the documented format gives with the three switches 0: the rest byte for byte.
@@ -85,7 +97,9 @@ struct PolFile {
         let plan = try w.plan(try PolicyLoader.parse(Self.report, source: "r.yaml"))
         #expect(plan.actions.isEmpty)
         let found = plan.findings.filter { $0.id == "device-install-restricted" }
-        #expect(found.map(\.measured) == ["Registry.pol DenyUnspecified=1", "Registry.pol DenyDeviceIDs=1"], "\(plan.findings)")
+        #expect(
+            found.map(\.measured) == ["Registry.pol DenyUnspecified=1", "Registry.pol DenyDeviceIDs=1"],
+            "\(plan.findings)")
         #expect(found.first?.severity == .blocker)
     }
 
@@ -93,7 +107,8 @@ struct PolFile {
         for bytes in [nil, Self.pol(deny: 0).bytes] {
             let w = try Self.windows(bytes)
             let plan = try w.plan(try PolicyLoader.parse(Self.remove, source: "r.yaml"))
-            #expect(plan.actions.isEmpty && plan.findings.isEmpty, "\(plan.actions.map(\.description)) \(plan.findings)")
+            #expect(
+                plan.actions.isEmpty && plan.findings.isEmpty, "\(plan.actions.map(\.description)) \(plan.findings)")
         }
     }
 

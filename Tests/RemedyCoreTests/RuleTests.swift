@@ -1,9 +1,10 @@
 import Foundation
 import Hivex
-@testable import RemedyCore
-@testable import RemedyPlanning
 import RemedyFixtures
 import Testing
+
+@testable import RemedyCore
+@testable import RemedyPlanning
 
 /// A phony Windows as real hive files on the host (written with libhivex
 /// from the same description the image factory uses), planned and applied
@@ -19,24 +20,29 @@ struct LocalWindows {
         dir = NSTemporaryDirectory() + "/remedy-local-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         hives = [.system: dir + "/SYSTEM", .software: dir + "/SOFTWARE", .sam: dir + "/SAM"]
-        try spec.writeSystemHive(to: hives[.system]!, mountedDevice: [0x12, 0x34, 0x56, 0x78, 0, 0x10, 0, 0, 0, 0, 0, 0])
+        try spec.writeSystemHive(
+            to: hives[.system]!, mountedDevice: [0x12, 0x34, 0x56, 0x78, 0, 0x10, 0, 0, 0, 0, 0, 0])
         try spec.softwareHive().write(to: hives[.software]!)
         try spec.samHive().write(to: hives[.sam]!)
         let system = try Hive(path: hives[.system]!)
         defer { system.close() }
         let (sets, current) = try HiveReader.controlSets(system, guest: "SYSTEM")
-        os = OSFacts(root: "/dev/sda2", product: spec.release.productName, variant: "Server",
-                     majorVersion: spec.release.version.major, minorVersion: spec.release.version.minor, build: spec.release.build,
-                     arch: spec.arch, hostname: spec.hostname, systemRoot: "/Windows", currentControlSet: current, controlSets: sets,
-                     firmware: spec.firmware, partitionTable: spec.firmware == .uefi ? .gpt : .msdos)
+        os = OSFacts(
+            root: "/dev/sda2", product: spec.release.productName, variant: "Server",
+            majorVersion: spec.release.version.major, minorVersion: spec.release.version.minor,
+            build: spec.release.build,
+            arch: spec.arch, hostname: spec.hostname, systemRoot: "/Windows", currentControlSet: current,
+            controlSets: sets,
+            firmware: spec.firmware, partitionTable: spec.firmware == .uefi ? .gpt : .msdos)
     }
 
     func facts(_ requirements: [RegistryRequirement]) throws -> ImageFacts {
         var open: [HiveName: Hive] = [:]
         defer { open.values.forEach { $0.close() } }
         for (name, path) in hives { open[name] = try Hive(path: path) }
-        return ImageFacts(image: ImageInfo(path: dir, format: .raw, fileSize: 0), os: os,
-                          registry: try HiveReader.snapshot(open, requirements, image: dir))
+        return ImageFacts(
+            image: ImageInfo(path: dir, format: .raw, fileSize: 0), os: os,
+            registry: try HiveReader.snapshot(open, requirements, image: dir))
     }
 
     /// The image's files as far as tests put them there (and apply writes them).
@@ -96,7 +102,8 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
             var w = try LocalWindows(PhonyWindows(release: release, states: [state, .noAutoReboot]))
             let policy = try PolicyLoader.load("huawei-ims")
             let plan = try w.plan(policy)
-            #expect(Set(plan.actions.map(\.rule)) == Set(rules), "\(release) \(state): \(plan.actions.map(\.description))")
+            #expect(
+                Set(plan.actions.map(\.rule)) == Set(rules), "\(release) \(state): \(plan.actions.map(\.description))")
             #expect(!plan.findings.contains { $0.severity == .blocker }, "\(plan.findings)")
             try w.apply(plan)
             let again = try w.plan(policy)
@@ -110,25 +117,34 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
         #expect(plan.actions.isEmpty, "\(plan.actions.map(\.description))")
         // The note that a password's complexity cannot be read offline, and the warnings that without
         // virtio-win and a Cloudbase-Init MSI the image keeps booting from IDE, without multi-queue or Cloudbase-Init.
-        #expect(plan.findings.map(\.id) == ["multi-queue-no-driver", "payload-missing", "virtio-win-missing", "password-complexity"], "\(plan.findings)")
+        #expect(
+            plan.findings.map(\.id) == [
+                "multi-queue-no-driver", "payload-missing", "virtio-win-missing", "password-complexity",
+            ], "\(plan.findings)")
         #expect(plan.properties["hw_disk_bus"] == "ide")
     }
 
     @Test func everythingBrokenAtOnceIsPlannedExactly() throws {
-        var w = try LocalWindows(PhonyWindows(
-            release: .server2008R2, nics: [.staticIP("{11111111-2222-3333-4444-555555555555}", "10.9.8.7", gateway: "10.9.8.1")],
-            states: everyOldPlatform.union([.ideDisabled, .deviceInstallRestricted])))
+        var w = try LocalWindows(
+            PhonyWindows(
+                release: .server2008R2,
+                nics: [.staticIP("{11111111-2222-3333-4444-555555555555}", "10.9.8.7", gateway: "10.9.8.1")],
+                states: everyOldPlatform.union([.ideDisabled, .deviceInstallRestricted])))
         let policy = try PolicyLoader.load("huawei-ims")
         let plan = try w.plan(policy)
         func targets(_ rule: String) -> [String] { plan.actions.filter { $0.rule == rule }.compactMap(\.target) }
         let sets = ["ControlSet001", "ControlSet002"]
-        #expect(targets("nic-dhcp") == ["{11111111-2222-3333-4444-555555555555}", "{11111111-2222-3333-4444-555555555555}"])
-        let disabled = ["prl_fs", "prl_mouf", "prl_strg", "pvscsi", "VBoxGuest", "VBoxMouse", "vmhgfs", "vmmouse", "vmxnet3ndis6",
-                        "xenbus", "xenbus_monitor", "xenfilt", "xennet", "xenvbd"]
+        #expect(
+            targets("nic-dhcp") == ["{11111111-2222-3333-4444-555555555555}", "{11111111-2222-3333-4444-555555555555}"])
+        let disabled = [
+            "prl_fs", "prl_mouf", "prl_strg", "pvscsi", "VBoxGuest", "VBoxMouse", "vmhgfs", "vmmouse", "vmxnet3ndis6",
+            "xenbus", "xenbus_monitor", "xenfilt", "xennet", "xenvbd",
+        ]
         #expect(targets("pv-cleanup") == disabled + disabled)
-        #expect(plan.actions.filter { $0.rule == "pv-cleanup" }.allSatisfy {
-            $0.changes.count == 1 && $0.changes[0].name == "Start" && $0.changes[0].after == .dword(4)
-        })
+        #expect(
+            plan.actions.filter { $0.rule == "pv-cleanup" }.allSatisfy {
+                $0.changes.count == 1 && $0.changes[0].name == "Start" && $0.changes[0].after == .dword(4)
+            })
         // Keyboard (vmkbd), Mouse (VBoxMouse, vmmouse), DiskDrive (prl_strg), HDC and System (XENFILT), per control set.
         #expect(plan.actions.filter { $0.rule == "input-devices" }.count == 10)
         let ide = plan.actions.filter { $0.rule == "ide-boot" }
@@ -145,14 +161,24 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
 
         try w.apply(plan)
         for cs in sets {
-            #expect(try w.value(.system, "\(cs)\\Control\\Class\\\(mouseClass)", "UpperFilters") == .multiString(["mouclass"]))
-            #expect(try w.value(.system, "\(cs)\\Control\\Class\\\(keyboardClass)", "UpperFilters") == .multiString(["kbdclass"]))
+            #expect(
+                try w.value(.system, "\(cs)\\Control\\Class\\\(mouseClass)", "UpperFilters")
+                    == .multiString(["mouclass"]))
+            #expect(
+                try w.value(.system, "\(cs)\\Control\\Class\\\(keyboardClass)", "UpperFilters")
+                    == .multiString(["kbdclass"]))
             #expect(try w.value(.system, "\(cs)\\Control\\Class\\\(diskClass)", "LowerFilters") == nil)
-            #expect(try w.value(.system, "\(cs)\\Control\\Class\\\(diskClass)", "UpperFilters") == .multiString(["PartMgr"]))
+            #expect(
+                try w.value(.system, "\(cs)\\Control\\Class\\\(diskClass)", "UpperFilters") == .multiString(["PartMgr"])
+            )
             #expect(try w.value(.system, "\(cs)\\Services\\xenfilt", "Start") == .dword(4))
             #expect(try w.value(.system, "\(cs)\\Services\\intelide", "Start") == .dword(0))
-            #expect(try w.value(.system, "\(cs)\\Control\\CriticalDeviceDatabase\\pci#ven_8086&dev_7010", "Service") == .string("intelide"))
-            #expect(try w.value(.system, "\(cs)\\Control\\CriticalDeviceDatabase\\gendisk", "ClassGUID") == .string(diskClass))
+            #expect(
+                try w.value(.system, "\(cs)\\Control\\CriticalDeviceDatabase\\pci#ven_8086&dev_7010", "Service")
+                    == .string("intelide"))
+            #expect(
+                try w.value(.system, "\(cs)\\Control\\CriticalDeviceDatabase\\gendisk", "ClassGUID")
+                    == .string(diskClass))
             #expect(try w.value(.system, "\(cs)\\Control\\CrashControl", "AutoReboot") == .dword(0))
         }
         let again = try w.plan(policy)
@@ -168,7 +194,8 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
 
     @Test func restrictionsAreOnlyReportedUnlessThePolicyAllowsRemoving() throws {
         let w = try LocalWindows(PhonyWindows(release: .server2019, states: [.deviceInstallRestricted, .noAutoReboot]))
-        let p = try PolicyLoader.parse("""
+        let p = try PolicyLoader.parse(
+            """
             name: r
             description: d
             rules:
@@ -189,30 +216,44 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
         let rdp = plan.actions.filter { $0.rule == "remote-access" }
         #expect(rdp.count == 4, "\(rdp.map(\.description))")
         let rule = try #require(plan.changes.first { $0.name == "RemoteDesktop-UserMode-In-TCP" })
-        guard case .string(let before)? = rule.before, case .string(let after)? = rule.after else { Issue.record("not strings"); return }
+        guard case .string(let before)? = rule.before, case .string(let after)? = rule.after else {
+            Issue.record("not strings")
+            return
+        }
         #expect(before.hasPrefix("v2.22|") && after.hasPrefix("v2.22|"))
         #expect(after == before.replacingOccurrences(of: "Active=FALSE", with: "Active=TRUE"))
-        #expect(plan.properties["hw_disk_bus"] == "ide" && plan.properties["os_type"] == "windows" && plan.properties["__os_bit"] == nil)
+        #expect(
+            plan.properties["hw_disk_bus"] == "ide" && plan.properties["os_type"] == "windows"
+                && plan.properties["__os_bit"] == nil)
         try w.apply(plan)
         #expect(try w.value(.system, "ControlSet002\\Control\\Terminal Server", "fDenyTSConnections") == .dword(0))
         #expect(try w.plan(policy).actions.isEmpty)
 
-        let nla = try PolicyLoader.parse("name: n\ndescription: d\nrules:\n  - id: remote-access\n    with: {nla: disabled, firewall: false}\n", source: "n.yaml")
+        let nla = try PolicyLoader.parse(
+            "name: n\ndescription: d\nrules:\n  - id: remote-access\n    with: {nla: disabled, firewall: false}\n",
+            source: "n.yaml")
         let off = try w.plan(nla)
-        #expect(off.changes.map { "\($0.key)|\($0.name!)|\($0.after!)" } == ["ControlSet001", "ControlSet002"].map {
-            "\($0)\\Control\\Terminal Server\\WinStations\\RDP-Tcp|UserAuthentication|\(RegistryValue.dword(0))"
-        })
+        #expect(
+            off.changes.map { "\($0.key)|\($0.name!)|\($0.after!)" }
+                == ["ControlSet001", "ControlSet002"].map {
+                    "\($0)\\Control\\Terminal Server\\WinStations\\RDP-Tcp|UserAuthentication|\(RegistryValue.dword(0))"
+                })
     }
 
     @Test func azurePolicyAppliesCleanlyAndSettles() throws {
-        var w = try LocalWindows(PhonyWindows(release: .server2019, firmware: .uefi, nics: [.staticIP("{A0000000-0000-0000-0000-000000000001}", "10.0.0.4")],
-                                              states: [.vmwareTools]))
+        var w = try LocalWindows(
+            PhonyWindows(
+                release: .server2019, firmware: .uefi,
+                nics: [.staticIP("{A0000000-0000-0000-0000-000000000001}", "10.0.0.4")],
+                states: [.vmwareTools]))
         let policy = try PolicyLoader.load("azure")
         let plan = try w.plan(policy)
         #expect(!plan.findings.contains { $0.id == "policy-conflict" }, "\(plan.findings)")
         let rules = Set(plan.actions.map(\.rule))
-        for r in ["nic-dhcp", "pv-cleanup", "input-devices", "remote-access", "san-policy", "rtc-utc", "temp-environment",
-                  "crash-dump", "user-mode-dumps", "rdp-policy", "rdp-listener", "firewall-public"] {
+        for r in [
+            "nic-dhcp", "pv-cleanup", "input-devices", "remote-access", "san-policy", "rtc-utc", "temp-environment",
+            "crash-dump", "user-mode-dumps", "rdp-policy", "rdp-listener", "firewall-public",
+        ] {
             #expect(rules.contains(r), "\(r) missing from \(rules.sorted())")
         }
         // Services the image does not have are not created.
@@ -220,8 +261,11 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
         #expect(plan.properties["hw_firmware_type"] == "uefi")
         try w.apply(plan)
         #expect(try w.value(.system, "ControlSet001\\Services\\partmgr\\Parameters", "SanPolicy") == .dword(1))
-        #expect(try w.value(.system, "ControlSet002\\Control\\Session Manager\\Environment", "TEMP") == .expandString("%SystemRoot%\\TEMP"))
-        #expect(try w.value(.software, "Microsoft\\Windows\\Windows Error Reporting\\LocalDumps", "DumpType") == .dword(2))
+        #expect(
+            try w.value(.system, "ControlSet002\\Control\\Session Manager\\Environment", "TEMP")
+                == .expandString("%SystemRoot%\\TEMP"))
+        #expect(
+            try w.value(.software, "Microsoft\\Windows\\Windows Error Reporting\\LocalDumps", "DumpType") == .dword(2))
         #expect(try w.plan(policy).actions.isEmpty)
     }
 
@@ -246,32 +290,32 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
     @Test func extendsOverridesDisablesAndAddsRules() throws {
         let dir = try write([
             "base.yaml": """
-                name: base
-                description: base
-                applies-to: {versions: ["10.0"], arch: [x86_64]}
-                parameters: {dns: false}
-                rules:
-                  - id: nic-dhcp
-                    with: {keep-static-dns: $dns}
-                  - id: crash-settings
-                  - id: ide-boot
-                """,
+            name: base
+            description: base
+            applies-to: {versions: ["10.0"], arch: [x86_64]}
+            parameters: {dns: false}
+            rules:
+              - id: nic-dhcp
+                with: {keep-static-dns: $dns}
+              - id: crash-settings
+              - id: ide-boot
+            """,
             "site.yaml": """
-                name: site
-                description: site
-                extends: base.yaml
-                parameters: {dns: true}
-                rules:
-                  - id: ide-boot
-                    enabled: false
-                  - id: crash-settings
-                    with: {auto-reboot: true}
-                  - id: banner
-                    registry:
-                      hive: SOFTWARE
-                      key: Microsoft\\Windows NT\\CurrentVersion\\Winlogon
-                      values: [{name: LegalNoticeCaption, data: "Property of ACME"}]
-                """,
+            name: site
+            description: site
+            extends: base.yaml
+            parameters: {dns: true}
+            rules:
+              - id: ide-boot
+                enabled: false
+              - id: crash-settings
+                with: {auto-reboot: true}
+              - id: banner
+                registry:
+                  hive: SOFTWARE
+                  key: Microsoft\\Windows NT\\CurrentVersion\\Winlogon
+                  values: [{name: LegalNoticeCaption, data: "Property of ACME"}]
+            """,
         ])
         let p = try PolicyLoader.load(dir + "/site.yaml")
         #expect(p.name == "site")
@@ -286,7 +330,10 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
     }
 
     @Test func extendsCyclesAreErrors() throws {
-        let dir = try write(["a.yaml": "name: a\ndescription: a\nextends: b.yaml\n", "b.yaml": "name: b\ndescription: b\nextends: a.yaml\n"])
+        let dir = try write([
+            "a.yaml": "name: a\ndescription: a\nextends: b.yaml\n",
+            "b.yaml": "name: b\ndescription: b\nextends: a.yaml\n",
+        ])
         #expect { try PolicyLoader.load(dir + "/a.yaml") } throws: {
             ($0 as? RemedyError)?.code == .policyInvalid && "\($0)".contains("extends itself")
         }
@@ -301,8 +348,10 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
         ("      values: [{name: X, data: $nope}]", "no policy parameter nope"),
     ])
     func registryRuleErrorsNameTheLine(values: String, message: String) throws {
-        let yaml = "name: t\ndescription: d\nrules:\n  - id: ok\n    registry: {hive: SYSTEM, key: CurrentControlSet\\Control\\X, values: [{name: A, data: 1}]}\n"
-            + "  - id: bad\n    registry:\n      hive: SYSTEM\n      key: CurrentControlSet\\Control\\X\n" + values + "\n"
+        let yaml =
+            "name: t\ndescription: d\nrules:\n  - id: ok\n    registry: {hive: SYSTEM, key: CurrentControlSet\\Control\\X, values: [{name: A, data: 1}]}\n"
+            + "  - id: bad\n    registry:\n      hive: SYSTEM\n      key: CurrentControlSet\\Control\\X\n" + values
+            + "\n"
         do {
             _ = try PolicyLoader.parse(yaml, source: "t.yaml")
             Issue.record("accepted: \(values)")
@@ -314,7 +363,8 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
 
     @Test func registryRulesSetCreateDeleteAndReport() throws {
         var w = try LocalWindows(PhonyWindows(release: .server2016, controlSetCount: 2))
-        let p = try PolicyLoader.parse("""
+        let p = try PolicyLoader.parse(
+            """
             name: t
             description: d
             rules:
@@ -360,7 +410,8 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
 
     @Test func rulesThatDisagreeAreABlockingFinding() throws {
         let w = try LocalWindows(PhonyWindows(release: .server2016))
-        let p = try PolicyLoader.parse("""
+        let p = try PolicyLoader.parse(
+            """
             name: t
             description: d
             rules:
@@ -372,7 +423,10 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
         #expect(conflict.severity == .blocker)
         #expect(conflict.measured == "crash-settings")
         // The later rule saw the earlier one's result: its `before` is crash-settings' `after`.
-        #expect(plan.changes.filter { $0.name == "AutoReboot" }.map(\.before) == [.dword(1), .dword(1), .dword(0), .dword(0)])
+        #expect(
+            plan.changes.filter { $0.name == "AutoReboot" }.map(\.before) == [
+                .dword(1), .dword(1), .dword(0), .dword(0),
+            ])
     }
 
     @Test func shippedPoliciesLoad() throws {
@@ -390,9 +444,12 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
 /// gives a policy-invalid error, never a crash or a hang.
 @Suite struct PolicyFuzzTests {
     @Test func mutatedPoliciesFailCleanly() throws {
-        let sources = try ["huawei-ims", "openstack-kvm", "azure"].map { try String(contentsOfFile: PolicyLoader.locate($0), encoding: .utf8) }
+        let sources = try ["huawei-ims", "openstack-kvm", "azure"].map {
+            try String(contentsOfFile: PolicyLoader.locate($0), encoding: .utf8)
+        }
         var rng = SystemRandomNumberGenerator()
-        let deadline = Date().addingTimeInterval(Double(ProcessInfo.processInfo.environment["REMEDY_FUZZ_SECONDS"] ?? "") ?? 2)
+        let deadline = Date().addingTimeInterval(
+            Double(ProcessInfo.processInfo.environment["REMEDY_FUZZ_SECONDS"] ?? "") ?? 2)
         var rounds = 0, parsed = 0, rejected = 0
         let noise = Array(":-[]{}#&*!|>'\"%@`,?\n\t \\$".utf8)
         // At least 60 rounds (every mutation kind of every policy several times), however slow a loaded machine is.
@@ -401,9 +458,17 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
             var bytes = Array(sources[rounds % sources.count].utf8)
             switch rounds % 4 {
             case 0: bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng)))
-            case 1: for _ in 0..<Int.random(in: 1...6, using: &rng) { bytes[Int.random(in: 0..<bytes.count, using: &rng)] = noise.randomElement(using: &rng)! }
-            case 2: for _ in 0..<Int.random(in: 1...6, using: &rng) { bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
-            default: bytes.insert(contentsOf: noise.shuffled(using: &rng).prefix(5), at: Int.random(in: 0..<bytes.count, using: &rng))
+            case 1:
+                for _ in 0..<Int.random(in: 1...6, using: &rng) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &rng)] = noise.randomElement(using: &rng)!
+                }
+            case 2:
+                for _ in 0..<Int.random(in: 1...6, using: &rng) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                }
+            default:
+                bytes.insert(
+                    contentsOf: noise.shuffled(using: &rng).prefix(5), at: Int.random(in: 0..<bytes.count, using: &rng))
             }
             do {
                 _ = try PolicyLoader.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
@@ -414,9 +479,15 @@ let diskClass = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
             }
         }
         // Deep nesting and huge scalars.
-        for text in [String(repeating: "[", count: 5000), "name: " + String(repeating: "x", count: 2_000_000) + "\ndescription: d\n",
-                     "name: t\ndescription: d\nrules:\n" + String(repeating: "  - id: nic-dhcp\n", count: 5000)] {
-            do { _ = try PolicyLoader.parse(text, source: "fuzz.yaml"); parsed += 1 } catch is RemedyError { rejected += 1 }
+        for text in [
+            String(repeating: "[", count: 5000),
+            "name: " + String(repeating: "x", count: 2_000_000) + "\ndescription: d\n",
+            "name: t\ndescription: d\nrules:\n" + String(repeating: "  - id: nic-dhcp\n", count: 5000),
+        ] {
+            do {
+                _ = try PolicyLoader.parse(text, source: "fuzz.yaml")
+                parsed += 1
+            } catch is RemedyError { rejected += 1 }
         }
         #expect(rejected > 0, "\(rounds) rounds, \(parsed) parsed, \(rejected) rejected")
     }

@@ -1,28 +1,38 @@
 import Foundation
+import Testing
+
 @testable import RemedyCore
 @testable import RemedyPlanning
-import Testing
 
 /// `uefi-fallback` on facts: the fallback loader of the ESP becomes a copy of bootmgfw.efi when missing or different.
 @Suite struct UefiFallbackTests {
-    static let manager = GuestFile(path: "/EFI/Microsoft/Boot/bootmgfw.efi", size: 1024, sha256: String(repeating: "a", count: 64))
+    static let manager = GuestFile(
+        path: "/EFI/Microsoft/Boot/bootmgfw.efi", size: 1024, sha256: String(repeating: "a", count: 64))
 
-    func uefiFacts(arch: Architecture = .x86_64, firmware: Firmware = .uefi, fallback: GuestFile?, manager: GuestFile? = UefiFallbackTests.manager) -> ImageFacts {
+    func uefiFacts(
+        arch: Architecture = .x86_64, firmware: Firmware = .uefi, fallback: GuestFile?,
+        manager: GuestFile? = UefiFallbackTests.manager
+    ) -> ImageFacts {
         var f = facts(["ControlSet001": []], arch: arch)
         f.os.firmware = firmware
         var files: [String: GuestFile] = [:]
         if let manager { files[manager.path.lowercased()] = manager }
         if let fallback { files[fallback.path.lowercased()] = fallback }
-        f.volume = VolumeFacts(bootManager: "/dev/sda1:/EFI/Microsoft/Boot/bootmgfw.efi", inspected: true,
-                               esp: ESPFacts(device: "/dev/sda1", files: files))
+        f.volume = VolumeFacts(
+            bootManager: "/dev/sda1:/EFI/Microsoft/Boot/bootmgfw.efi", inspected: true,
+            esp: ESPFacts(device: "/dev/sda1", files: files))
         return f
     }
 
     @Test func aMissingFallbackIsACopyOfTheBootManager() throws {
         let r = UefiFallbackRule().evaluate(uefiFacts(fallback: nil))
         let files = r.actions.flatMap(\.files)
-        #expect(files == [FileChange(path: "/EFI/Boot/bootx64.efi", source: "image:esp:/EFI/Microsoft/Boot/bootmgfw.efi", size: 1024,
-                                     sha256: Self.manager.sha256, before: nil, volume: "esp")])
+        #expect(
+            files == [
+                FileChange(
+                    path: "/EFI/Boot/bootx64.efi", source: "image:esp:/EFI/Microsoft/Boot/bootmgfw.efi", size: 1024,
+                    sha256: Self.manager.sha256, before: nil, volume: "esp")
+            ])
         #expect(r.findings.map(\.id) == ["uefi-fallback"])
     }
 
@@ -51,13 +61,15 @@ import Testing
     }
 
     @Test func theShippedPoliciesRunItAndThePlanSettles() throws {
-        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .appendingPathComponent("Policies").path
         for name in ["huawei-ims", "openstack-kvm"] {
             let text = try String(contentsOfFile: "\(dir)/\(name).yaml", encoding: .utf8)
             #expect(text.contains("uefi-fallback") || name == "openstack-kvm", "\(name)")
         }
-        let p = try policy("""
+        let p = try policy(
+            """
             name: t
             description: test
             applies-to:
@@ -75,7 +87,9 @@ import Testing
         let c = FileChange(path: "/Windows/x.sys", source: "virtio-win:x.sys", size: 1, sha256: "c", before: nil)
         let json = String(decoding: try JSONEncoder().encode(c), as: UTF8.self)
         #expect(!json.contains("volume"))
-        let esp = FileChange(path: "/EFI/Boot/bootx64.efi", source: "image:esp:/EFI/Microsoft/Boot/bootmgfw.efi", size: 1, sha256: "c", before: nil, volume: "esp")
+        let esp = FileChange(
+            path: "/EFI/Boot/bootx64.efi", source: "image:esp:/EFI/Microsoft/Boot/bootmgfw.efi", size: 1, sha256: "c",
+            before: nil, volume: "esp")
         let back = try JSONDecoder().decode(FileChange.self, from: try JSONEncoder().encode(esp))
         #expect(back == esp)
         #expect(try JSONDecoder().decode(FileChange.self, from: try JSONEncoder().encode(c)) == c)

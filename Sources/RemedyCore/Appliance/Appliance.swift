@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import Guestfs
+import Synchronization
 import SystemPackage
 
 /// How the appliance VM is accelerated.
@@ -46,9 +46,11 @@ public struct ApplianceOptions: Sendable {
     /// or a batch for ever. Generous: the slowest real call (a large tar under TCG) takes a few minutes.
     public var callTimeout: TimeInterval = 900
 
-    public init(acceleration: Acceleration = .auto, kvmTimeout: TimeInterval = 30, launchTimeout: TimeInterval = 600,
-                memoryMiB: Int? = nil, cacheFile: String = ApplianceOptions.defaultCacheFile,
-                debug: Bool = false, notice: @escaping @Sendable (String) -> Void = { _ in }) {
+    public init(
+        acceleration: Acceleration = .auto, kvmTimeout: TimeInterval = 30, launchTimeout: TimeInterval = 600,
+        memoryMiB: Int? = nil, cacheFile: String = ApplianceOptions.defaultCacheFile,
+        debug: Bool = false, notice: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.acceleration = acceleration
         self.kvmTimeout = kvmTimeout
         self.launchTimeout = launchTimeout
@@ -69,7 +71,9 @@ public struct ApplianceOptions: Sendable {
     /// Options from the environment: `REMEDY_ACCEL`, `REMEDY_KVM_TIMEOUT`,
     /// `REMEDY_LAUNCH_TIMEOUT`, `REMEDY_MEMSIZE`, `REMEDY_DEBUG`. libguestfs's own
     /// `LIBGUESTFS_BACKEND_SETTINGS=force_tcg` is honoured as `tcg`.
-    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> ApplianceOptions {
+    public static func fromEnvironment(
+        _ env: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> ApplianceOptions {
         var o = ApplianceOptions()
         if let a = env["REMEDY_ACCEL"], !a.isEmpty {
             guard let accel = Acceleration(rawValue: a) else {
@@ -83,7 +87,9 @@ public struct ApplianceOptions: Sendable {
         if let t = env["REMEDY_LAUNCH_TIMEOUT"].flatMap(Double.init) { o.launchTimeout = t }
         if let m = env["REMEDY_MEMSIZE"].flatMap(Int.init) { o.memoryMiB = m }
         if let t = env["REMEDY_CALL_TIMEOUT"], !t.isEmpty {
-            guard let seconds = Double(t), seconds > 0 else { throw RemedyError(.invalidArgument, "REMEDY_CALL_TIMEOUT must be a number of seconds, not \(t)") }
+            guard let seconds = Double(t), seconds > 0 else {
+                throw RemedyError(.invalidArgument, "REMEDY_CALL_TIMEOUT must be a number of seconds, not \(t)")
+            }
             o.callTimeout = seconds
         }
         o.debug = ["1", "true", "yes"].contains(env["REMEDY_DEBUG"] ?? "")
@@ -103,13 +109,16 @@ struct AccelerationCache: Codable {
         var u = utsname()
         uname(&u)
         let release = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+        let cpu =
+            (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("model name") }.map(String.init) ?? "?"
-        let qemu = ["/usr/bin/qemu-system-x86_64", "/usr/libexec/qemu-kvm"].compactMap { path -> String? in
-            guard let a = try? FileManager.default.attributesOfItem(atPath: path),
-                  let m = a[.modificationDate] as? Date else { return nil }
-            return "\(path)@\(Int(m.timeIntervalSince1970))"
-        }.first ?? "?"
+        let qemu =
+            ["/usr/bin/qemu-system-x86_64", "/usr/libexec/qemu-kvm"].compactMap { path -> String? in
+                guard let a = try? FileManager.default.attributesOfItem(atPath: path),
+                    let m = a[.modificationDate] as? Date
+                else { return nil }
+                return "\(path)@\(Int(m.timeIntervalSince1970))"
+            }.first ?? "?"
         return [release, cpu, qemu].joined(separator: "|")
     }
 
@@ -126,7 +135,8 @@ struct AccelerationCache: Codable {
         e.dateEncodingStrategy = .iso8601
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         guard let data = try? e.encode(self) else { return }
-        try? FileManager.default.createDirectory(atPath: FilePath(path).removingLastComponent().string, withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(
+            atPath: FilePath(path).removingLastComponent().string, withIntermediateDirectories: true)
         let tmp = path + ".\(getpid()).tmp"
         if FileManager.default.createFile(atPath: tmp, contents: data) { _ = Foundation.rename(tmp, path) }
     }
@@ -164,36 +174,58 @@ public final class Appliance {
             return try tcg(drives, options)
         case .kvm:
             guard kvmAvailable() else {
-                throw RemedyError(.applianceFailed, "--accel kvm: /dev/kvm is missing or not accessible; use --accel tcg or auto")
+                throw RemedyError(
+                    .applianceFailed, "--accel kvm: /dev/kvm is missing or not accessible; use --accel tcg or auto")
             }
             do {
                 return try attempt(drives, .kvm, deadline: options.kvmTimeout, options)
             } catch let e as LaunchTimeout {
-                throw RemedyError(.applianceTimeout, "the KVM appliance did not boot within \(Int(e.seconds)) s; KVM does not work on this host, use --accel tcg or auto")
+                throw RemedyError(
+                    .applianceTimeout,
+                    "the KVM appliance did not boot within \(Int(e.seconds)) s; KVM does not work on this host, use --accel tcg or auto"
+                )
             } catch let e as RemedyError where e.code == .applianceFailed {
-                throw RemedyError(.applianceFailed, e.message + "; KVM may not work on this host, use --accel tcg or auto", cause: e)
+                throw RemedyError(
+                    .applianceFailed, e.message + "; KVM may not work on this host, use --accel tcg or auto", cause: e)
             }
         case .auto:
             guard kvmAvailable() else { return try tcg(drives, options) }
             let cached = AccelerationCache.load(options.cacheFile)
             if let cached, !cached.kvmBoots {
-                if CachedNotice.once() { options.notice("using TCG (software emulation): a KVM appliance did not boot on this host when probed on \(Self.day(cached.probedAt)); remembered in \(options.cacheFile) (delete it, or pass --accel kvm, to try KVM again)") }
+                if CachedNotice.once() {
+                    options.notice(
+                        "using TCG (software emulation): a KVM appliance did not boot on this host when probed on \(Self.day(cached.probedAt)); remembered in \(options.cacheFile) (delete it, or pass --accel kvm, to try KVM again)"
+                    )
+                }
                 return try tcg(drives, options)
             }
             do {
                 let a = try attempt(drives, .kvm, deadline: options.kvmTimeout, options)
                 if cached == nil {
-                    AccelerationCache(host: AccelerationCache.hostKey(), kvmBoots: true, probedAt: Date(), timeoutSeconds: options.kvmTimeout).save(options.cacheFile)
+                    AccelerationCache(
+                        host: AccelerationCache.hostKey(), kvmBoots: true, probedAt: Date(),
+                        timeoutSeconds: options.kvmTimeout
+                    ).save(options.cacheFile)
                 }
                 return a
             } catch let e as LaunchTimeout {
-                options.notice("the KVM appliance did not boot within \(e.seconds < 10 ? String(format: "%.1f", e.seconds) : String(Int(e.seconds))) s (/dev/kvm exists but guests hang here); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)")
-                AccelerationCache(host: AccelerationCache.hostKey(), kvmBoots: false, probedAt: Date(), timeoutSeconds: options.kvmTimeout).save(options.cacheFile)
+                options.notice(
+                    "the KVM appliance did not boot within \(e.seconds < 10 ? String(format: "%.1f", e.seconds) : String(Int(e.seconds))) s (/dev/kvm exists but guests hang here); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)"
+                )
+                AccelerationCache(
+                    host: AccelerationCache.hostKey(), kvmBoots: false, probedAt: Date(),
+                    timeoutSeconds: options.kvmTimeout
+                ).save(options.cacheFile)
                 return try tcg(drives, options)
             } catch let e as RemedyError where e.code == .applianceFailed {
                 // qemu can also abort at once under KVM (seen here: "failed to set MSR"); that is no better than a hang.
-                options.notice("\(e.message); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)")
-                AccelerationCache(host: AccelerationCache.hostKey(), kvmBoots: false, probedAt: Date(), timeoutSeconds: options.kvmTimeout).save(options.cacheFile)
+                options.notice(
+                    "\(e.message); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)"
+                )
+                AccelerationCache(
+                    host: AccelerationCache.hostKey(), kvmBoots: false, probedAt: Date(),
+                    timeoutSeconds: options.kvmTimeout
+                ).save(options.cacheFile)
                 return try tcg(drives, options)
             }
         }
@@ -220,11 +252,16 @@ public final class Appliance {
         do {
             return try attempt(drives, .tcg, deadline: options.launchTimeout, options)
         } catch let e as LaunchTimeout {
-            throw RemedyError(.applianceTimeout, "the appliance did not start within \(e.seconds < 10 ? String(format: "%.1f", e.seconds) : String(Int(e.seconds))) s under TCG and was stopped (raise --launch-timeout / REMEDY_LAUNCH_TIMEOUT on a slow or loaded host)")
+            throw RemedyError(
+                .applianceTimeout,
+                "the appliance did not start within \(e.seconds < 10 ? String(format: "%.1f", e.seconds) : String(Int(e.seconds))) s under TCG and was stopped (raise --launch-timeout / REMEDY_LAUNCH_TIMEOUT on a slow or loaded host)"
+            )
         }
     }
 
-    private static func attempt(_ drives: [Drive], _ accel: Acceleration, deadline: TimeInterval, _ options: ApplianceOptions) throws -> Appliance {
+    private static func attempt(
+        _ drives: [Drive], _ accel: Acceleration, deadline: TimeInterval, _ options: ApplianceOptions
+    ) throws -> Appliance {
         let g = try Guestfs()
         let token = "remedy.launch=" + UUID().uuidString.lowercased()
         do {
@@ -250,7 +287,10 @@ public final class Appliance {
             watchdog.cancel()
             g.close()
             if watchdog.fired { throw LaunchTimeout(seconds: deadline) }
-            throw RemedyError(.applianceFailed, "the appliance failed to start under \(accel.rawValue == "tcg" ? "TCG" : "KVM"): \(Self.firstLine(e.message))", cause: e)
+            throw RemedyError(
+                .applianceFailed,
+                "the appliance failed to start under \(accel.rawValue == "tcg" ? "TCG" : "KVM"): \(Self.firstLine(e.message))",
+                cause: e)
         }
         // From now on every call runs under a deadline; the same token finds qemu to stop it.
         g.deadline = CallWatchdog(token: token, seconds: options.callTimeout)
@@ -266,7 +306,9 @@ public final class Appliance {
             try guestfs.shutdown()
             stopped = true
         } catch let e as GuestfsError {
-            throw RemedyError(.writeFailed, "the appliance failed to flush and stop: \(e.message); nothing was committed to the image", cause: e)
+            throw RemedyError(
+                .writeFailed,
+                "the appliance failed to flush and stop: \(e.message); nothing was committed to the image", cause: e)
         }
     }
 
@@ -317,7 +359,8 @@ final class Watchdog: Sendable {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
         for entry in entries {
             guard let pid = Int32(entry), pid != me,
-                  let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+                let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+            else { continue }
             if String(decoding: cmd.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(token) {
                 Glibc.kill(pid, SIGKILL)
             }
@@ -344,7 +387,7 @@ final class CallWatchdog: GuestfsDeadline, Sendable {
         self.token = token
         state = Mutex(State(seconds: seconds))
         timer = Mutex(DispatchSource.makeTimerSource(queue: .global()))
-        let tick = max(0.1, min(1, seconds / 10))   // later changes of `seconds` are seen at most a second late
+        let tick = max(0.1, min(1, seconds / 10))  // later changes of `seconds` are seen at most a second late
         timer.withLock { timer in
             timer.schedule(deadline: .now() + tick, repeating: tick)
             timer.setEventHandler { [weak self] in self?.check() }
@@ -363,7 +406,9 @@ final class CallWatchdog: GuestfsDeadline, Sendable {
             defer { state.running = nil }
             return state.running
         }
-        if let call, PhaseTimes.requested { PhaseTimes.add("call:" + call.function, Date().timeIntervalSince(call.since)) }
+        if let call, PhaseTimes.requested {
+            PhaseTimes.add("call:" + call.function, Date().timeIntervalSince(call.since))
+        }
     }
 
     var expired: String? { state.withLock { $0.stoppedBecause } }
@@ -376,9 +421,11 @@ final class CallWatchdog: GuestfsDeadline, Sendable {
 
     private func check() {
         let overrun: String? = state.withLock { state in
-            guard state.stoppedBecause == nil, let r = state.running, Date().timeIntervalSince(r.since) > state.seconds else { return nil }
+            guard state.stoppedBecause == nil, let r = state.running, Date().timeIntervalSince(r.since) > state.seconds
+            else { return nil }
             let s = state.seconds < 10 ? String(format: "%.1f", state.seconds) : String(Int(state.seconds))
-            state.stoppedBecause = "the appliance call \(r.function) did not finish within \(s) s and the appliance was stopped "
+            state.stoppedBecause =
+                "the appliance call \(r.function) did not finish within \(s) s and the appliance was stopped "
                 + "(the image may make it hang; raise REMEDY_CALL_TIMEOUT on a slow host)"
             return r.function
         }

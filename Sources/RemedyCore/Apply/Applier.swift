@@ -22,8 +22,9 @@ public enum Applier {
     public static func apply(_ plan: Plan, in session: ImageSession, now: Date = Date()) throws -> ApplyReport {
         precondition(session.writable, "apply needs a session opened writable")
         let runID = Self.runID(now)
-        var report = ApplyReport(runID: runID, remedyVersion: RemedyVersion.current, startedAt: now, plan: plan,
-                                 backups: [:], record: nil, acceleration: session.appliance.acceleration.rawValue)
+        var report = ApplyReport(
+            runID: runID, remedyVersion: RemedyVersion.current, startedAt: now, plan: plan,
+            backups: [:], record: nil, acceleration: session.appliance.acceleration.rawValue)
         let changes = plan.changes
         let fileChanges = plan.fileChanges.filter { $0.volume == nil }
         let espChanges = plan.fileChanges.filter { $0.volume != nil }
@@ -35,8 +36,11 @@ public enum Applier {
         }
         let image = session.imagePath
         if plan.findings.contains(where: { $0.id == .hibernated }) {
-            throw RemedyError(.hibernated, image: image, "Windows was hibernated or shut down with Fast Startup: its volume cannot be edited safely; "
-                              + "boot the VM, shut it down fully (shutdown /s /t 0) or turn hibernation off (powercfg /h off), and export it again. Nothing was written")
+            throw RemedyError(
+                .hibernated, image: image,
+                "Windows was hibernated or shut down with Fast Startup: its volume cannot be edited safely; "
+                    + "boot the VM, shut it down fully (shutdown /s /t 0) or turn hibernation off (powercfg /h off), and export it again. Nothing was written"
+            )
         }
 
         // 1. Every hive edited and verified locally, every file's content at hand and checked, before anything is written to the image.
@@ -56,12 +60,16 @@ public enum Applier {
                 try g.touch(probe)
                 try g.rm(probe)
             } catch let e as GuestfsError {
-                throw RemedyError(.unsafeImage, image: image, "the Windows volume cannot be written (\(e.message)): it was probably not shut down cleanly "
-                                  + "(hibernation, Fast Startup or a crash); boot it and shut it down fully, then try again. Nothing was written", cause: e)
+                throw RemedyError(
+                    .unsafeImage, image: image,
+                    "the Windows volume cannot be written (\(e.message)): it was probably not shut down cleanly "
+                        + "(hibernation, Fast Startup or a crash); boot it and shut it down fully, then try again. Nothing was written",
+                    cause: e)
             }
             try g.mkdirP(backupDir)
             // Files first: each checked against the plan, the original kept, the new one uploaded beside and renamed over.
-            let newDirectories = try writeFiles(fileChanges, localFiles, session: session, backupDir: backupDir, runID: runID, report: &report)
+            let newDirectories = try writeFiles(
+                fileChanges, localFiles, session: session, backupDir: backupDir, runID: runID, report: &report)
             try writeESP(espChanges, session: session, backupDir: backupDir, report: &report)
             try Fault.point("after-file-writes", image: image)
             // Every hive's new content uploaded beside it and read back, before any is replaced.
@@ -78,15 +86,26 @@ public enum Applier {
                 try g.upload(newFile, to: temp)
                 let check = newFile + ".check"
                 try g.download(temp, to: check)
-                if try Fault.point("hive-upload", image: image) { try Data([0x55]).write(to: URL(fileURLWithPath: check)) }
+                if try Fault.point("hive-upload", image: image) {
+                    try Data([0x55]).write(to: URL(fileURLWithPath: check))
+                }
                 guard FileManager.default.contentsEqual(atPath: check, andPath: newFile) else {
                     try? g.rmF(temp)
-                    throw RemedyError(.verifyFailed, image: image, "the \(hive.rawValue) hive read back from the image differs from what was uploaded")
+                    throw RemedyError(
+                        .verifyFailed, image: image,
+                        "the \(hive.rawValue) hive read back from the image differs from what was uploaded")
                 }
                 // The hive keeps its security descriptor (ntfs-3g would give the new file Everyone: Full Control).
-                try FileSecurity.set(g, [FileSecurity.keeping(temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
-                                                              directory: false, os: session.os)], image: image)
-                let size = ((try? FileManager.default.attributesOfItem(atPath: newFile))?[.size] as? NSNumber)?.int64Value ?? Int64.max
+                try FileSecurity.set(
+                    g,
+                    [
+                        FileSecurity.keeping(
+                            temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
+                            directory: false, os: session.os)
+                    ], image: image)
+                let size =
+                    ((try? FileManager.default.attributesOfItem(atPath: newFile))?[.size] as? NSNumber)?.int64Value
+                    ?? Int64.max
                 temps.append((hive, temp, target, backup, try Overlay.sha256(newFile, image: image), size))
             }
             // The record says what this run did before the first hive is replaced (rollback finds it even if the
@@ -115,36 +134,52 @@ public enum Applier {
             try Fault.point("record", image: image)
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
             try g.upload(local, to: recordPath)
-            try FileSecurity.securePrivate(g, state, image: image)   // backups, records, staged payloads: SYSTEM and Administrators only
-            try g.sync()   // the writes flushed to the disk, as before any unmount; then the proof reads them back
+            // backups, records, staged payloads: SYSTEM and Administrators only
+            try FileSecurity.securePrivate(g, state, image: image)
+            try g.sync()  // the writes flushed to the disk, as before any unmount; then the proof reads them back
             try PhaseTimes.measure("proof-readback") {
-                try proveWritten(temps.map { ($0.target, $0.sha, $0.size) } + fileTargets(report, fileChanges, session: session), session: session,
-                                 newDirectories: newDirectories.filter { !(backupDir + "/").hasPrefix($0 + "/") })
+                try proveWritten(
+                    temps.map { ($0.target, $0.sha, $0.size) } + fileTargets(report, fileChanges, session: session),
+                    session: session,
+                    newDirectories: newDirectories.filter { !(backupDir + "/").hasPrefix($0 + "/") })
             }
             // finishWrites (below) syncs and unmounts: the proof only read.
         } catch let e as GuestfsError {
-            throw RemedyError(.writeFailed, image: image, "writing to the image failed: \(e.message); " + notWritten(replaced, report), cause: e)
+            throw RemedyError(
+                .writeFailed, image: image,
+                "writing to the image failed: \(e.message); " + notWritten(replaced, report), cause: e)
         } catch let e as RemedyError {
-            throw RemedyError(e.code, image: image, e.message + (e.message.hasSuffix("nothing was written") ? "" : "; " + notWritten(replaced, report)), cause: e.cause)
+            throw RemedyError(
+                e.code, image: image,
+                e.message + (e.message.hasSuffix("nothing was written") ? "" : "; " + notWritten(replaced, report)),
+                cause: e.cause)
         }
         // The appliance stops (its own, here; a shared one after every image of the batch), then the commit:
         // its errors say what state the image is in.
         do {
             try session.finishWrites()
         } catch let e as GuestfsError {
-            throw RemedyError(.writeFailed, image: image, "flushing the appliance failed: \(e.message); nothing was written to the image", cause: e)
+            throw RemedyError(
+                .writeFailed, image: image,
+                "flushing the appliance failed: \(e.message); nothing was written to the image", cause: e)
         }
         return report
     }
 
     /// What a failed apply left: every write went to the overlay, which is dropped; the image is as it was.
     static func notWritten(_ replaced: [HiveName], _ report: ApplyReport) -> String {
-        let done = replaced.map(\.rawValue) + (report.injected.isEmpty && report.fileBackups.isEmpty ? [] : ["\(report.injected.count + report.fileBackups.count) file(s)"])
-        return "nothing was written to the image" + (done.isEmpty ? "" : " (\(done.joined(separator: ", ")) had been written to its overlay, now discarded)")
+        let done =
+            replaced.map(\.rawValue)
+            + (report.injected.isEmpty && report.fileBackups.isEmpty
+                ? [] : ["\(report.injected.count + report.fileBackups.count) file(s)"])
+        return "nothing was written to the image"
+            + (done.isEmpty ? "" : " (\(done.joined(separator: ", ")) had been written to its overlay, now discarded)")
     }
 
     /// The guest path, planned SHA-256 and size of every file this run wrote.
-    static func fileTargets(_ report: ApplyReport, _ changes: [FileChange], session: ImageSession) -> [(String, String, Int64)] {
+    static func fileTargets(
+        _ report: ApplyReport, _ changes: [FileChange], session: ImageSession
+    ) -> [(String, String, Int64)] {
         var out: [(String, String, Int64)] = []
         for c in changes where c.op == .write {
             if let path = session.guestDirectories.resolveExisting(c.path) { out.append((path, c.sha256, c.size)) }
@@ -165,8 +200,10 @@ public enum Applier {
     /// DriverStore copy) is read whole with `pread` when it is small, and checksummed alone otherwise (a hive); no
     /// call reads a file this run did not write. A file whose read does not match is checksummed alone again, and
     /// that checksum is the verdict.
-    static func proveWritten(_ targets: [(path: String, sha: String, size: Int64)], session: ImageSession, newDirectories: Set<String> = []) throws {
-        let g = session.g   // the caller has synced: drop the caches, then read from the disk
+    static func proveWritten(
+        _ targets: [(path: String, sha: String, size: Int64)], session: ImageSession, newDirectories: Set<String> = []
+    ) throws {
+        let g = session.g  // the caller has synced: drop the caches, then read from the disk
         try PhaseTimes.measure("readback-drop-caches") { try g.dropCaches(3) }
         var read: [String: String] = [:]
         for (top, paths) in Self.foldersToRead(targets.map(\.path), newDirectories: newDirectories) {
@@ -179,14 +216,18 @@ public enum Applier {
         for t in targets {
             var matched = read[t.path].flatMap { $0 == t.sha ? $0 : nil }
             if matched == nil, t.size <= Self.smallReadLimit {
-                let bytes = try PhaseTimes.measure("readback-small") { try g.pread(t.path, count: Int(t.size) + 1, offset: 0) }
+                let bytes = try PhaseTimes.measure("readback-small") {
+                    try g.pread(t.path, count: Int(t.size) + 1, offset: 0)
+                }
                 if bytes.count == t.size, SHA256Hex.of(bytes) == t.sha { matched = t.sha }
             }
             var got = try matched ?? PhaseTimes.measure("readback-checksum") { try g.checksum("sha256", t.path) }
             if try Fault.point("read-back", image: session.imagePath) { got = String(repeating: "0", count: 64) }
             guard got == t.sha else {
-                throw RemedyError(.verifyFailed, image: session.imagePath,
-                                  "\(ImageSession.windowsPath(t.path)) read back from the disk after a flush is not what was written (SHA-256 \(got), expected \(t.sha))")
+                throw RemedyError(
+                    .verifyFailed, image: session.imagePath,
+                    "\(ImageSession.windowsPath(t.path)) read back from the disk after a flush is not what was written (SHA-256 \(got), expected \(t.sha))"
+                )
             }
         }
     }
@@ -211,7 +252,9 @@ public enum Applier {
             }
             if let top { below[top, default: []].append(path) }
         }
-        return below.filter { $0.value.count >= folderReadMinimum }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        return below.filter { $0.value.count >= folderReadMinimum }.sorted { $0.key < $1.key }.map {
+            ($0.key, $0.value)
+        }
     }
 
     /// `checksums_out`'s `sha256sum` lines (`<64 hex>  ./<relative path>`) as relative path -> SHA-256; escaped lines
@@ -221,9 +264,15 @@ public enum Applier {
         for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
             let bytes = Array(line.utf8)
             guard bytes.count > 68, bytes[64] == UInt8(ascii: " "), bytes[65] == UInt8(ascii: " "),
-                  bytes[66] == UInt8(ascii: "."), bytes[67] == UInt8(ascii: "/") else { continue }
+                bytes[66] == UInt8(ascii: "."), bytes[67] == UInt8(ascii: "/")
+            else { continue }
             let hex = bytes[0..<64]
-            guard hex.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }) else { continue }
+            guard
+                hex.allSatisfy({
+                    (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                        || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+                })
+            else { continue }
             out[String(decoding: bytes[68...], as: UTF8.self)] = String(decoding: hex, as: UTF8.self)
         }
         return out
@@ -236,12 +285,17 @@ public enum Applier {
     /// source checked against the plan, the files replaced backed up under `<backupDir>/esp` on the Windows volume
     /// (recorded as `esp:<path>`), then each copy made beside its target, checked and renamed over it. Leaves the
     /// Windows filesystem mounted read-write.
-    static func writeESP(_ changes: [FileChange], session: ImageSession, backupDir: String, report: inout ApplyReport) throws {
+    static func writeESP(
+        _ changes: [FileChange], session: ImageSession, backupDir: String, report: inout ApplyReport
+    ) throws {
         guard !changes.isEmpty else { return }
         let g = session.g
         let image = session.imagePath
         guard let esp = session.volume.esp else {
-            throw RemedyError(.planMismatch, image: image, "the plan writes to the EFI system partition, which this image does not have (the image changed since it was planned)")
+            throw RemedyError(
+                .planMismatch, image: image,
+                "the plan writes to the EFI system partition, which this image does not have (the image changed since it was planned)"
+            )
         }
         // 1. Check (read-only) and copy out what will be replaced.
         try session.mountESP(esp.device, writable: false)
@@ -250,19 +304,28 @@ public enum Applier {
         var kept: [Int: String] = [:]
         for (i, c) in changes.enumerated() {
             guard c.volume == "esp", c.op == .write, let source = c.source, source.hasPrefix(espSource) else {
-                throw RemedyError(.planMismatch, image: image, "the plan has a file change on volume \(c.volume ?? "?") remedy cannot make (\(c.path)); nothing was written there")
+                throw RemedyError(
+                    .planMismatch, image: image,
+                    "the plan has a file change on volume \(c.volume ?? "?") remedy cannot make (\(c.path)); nothing was written there"
+                )
             }
             let from = String(source.dropFirst(espSource.count))
-            guard let real = try? g.caseSensitivePath(from), (try? g.isFile(real)) == true, try g.checksum("sha256", real) == c.sha256 else {
-                throw RemedyError(.planMismatch, image: image, "the EFI system partition's \(from) is not the file the plan copies (SHA-256 \(c.sha256)); "
-                                  + "the image changed since it was planned")
+            guard let real = try? g.caseSensitivePath(from), (try? g.isFile(real)) == true,
+                try g.checksum("sha256", real) == c.sha256
+            else {
+                throw RemedyError(
+                    .planMismatch, image: image,
+                    "the EFI system partition's \(from) is not the file the plan copies (SHA-256 \(c.sha256)); "
+                        + "the image changed since it was planned")
             }
             sources.append(real)
             let existing = (try? g.caseSensitivePath(c.path)).flatMap { (try? g.isFile($0)) == true ? $0 : nil }
             let now = try existing.map { try g.checksum("sha256", $0) }
             guard now == c.before else {
-                throw RemedyError(.planMismatch, image: image, "the EFI system partition's \(c.path) is \(now.map { "SHA-256 \($0)" } ?? "absent"), the plan expected "
-                                  + "\(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned)")
+                throw RemedyError(
+                    .planMismatch, image: image,
+                    "the EFI system partition's \(c.path) is \(now.map { "SHA-256 \($0)" } ?? "absent"), the plan expected "
+                        + "\(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned)")
             }
             targets.append(existing ?? c.path)
             if let existing {
@@ -288,7 +351,9 @@ public enum Applier {
             try g.cp(sources[i], temp)
             guard try g.checksum("sha256", temp) == c.sha256 else {
                 try? g.rmF(temp)
-                throw RemedyError(.verifyFailed, image: image, "the copy of \(sources[i]) on the EFI system partition differs from it; \(target) was not replaced")
+                throw RemedyError(
+                    .verifyFailed, image: image,
+                    "the copy of \(sources[i]) on the EFI system partition differs from it; \(target) was not replaced")
             }
             try g.rename(temp, target)
             if c.before == nil { report.injected.append("esp:" + target) }
@@ -302,7 +367,9 @@ public enum Applier {
     static func restoreESP(_ backups: [String: String], remove: [String], session: ImageSession) throws {
         guard !backups.isEmpty || !remove.isEmpty else { return }
         guard let esp = session.volume.esp else {
-            throw RemedyError(.planMismatch, image: session.imagePath, "the record names files of an EFI system partition this image does not have")
+            throw RemedyError(
+                .planMismatch, image: session.imagePath,
+                "the record names files of an EFI system partition this image does not have")
         }
         let g = session.g
         try session.remountWritable()
@@ -329,7 +396,10 @@ public enum Applier {
         let dir = session.workDirectory + "/files"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for (i, c) in changes.enumerated() {
-            guard c.op == .write else { out.append(""); continue }
+            guard c.op == .write else {
+                out.append("")
+                continue
+            }
             let local: String
             if let bytes = c.contentBytes {
                 local = "\(dir)/\(i)"
@@ -339,11 +409,16 @@ public enum Applier {
             } else if let source = c.source, let path = session.localSource(source) {
                 local = path
             } else {
-                throw RemedyError(.planMismatch, image: session.imagePath, "\(c.path): the plan names source \(c.source ?? "none"), which this run was not given")
+                throw RemedyError(
+                    .planMismatch, image: session.imagePath,
+                    "\(c.path): the plan names source \(c.source ?? "none"), which this run was not given")
             }
             let (sha, _) = try SHA256Hex.ofFile(local)
             guard sha == c.sha256 else {
-                throw RemedyError(.planMismatch, image: session.imagePath, "\(c.source ?? c.path) changed since it was planned (SHA-256 \(sha), planned \(c.sha256)); nothing was written")
+                throw RemedyError(
+                    .planMismatch, image: session.imagePath,
+                    "\(c.source ?? c.path) changed since it was planned (SHA-256 \(sha), planned \(c.sha256)); nothing was written"
+                )
             }
             out.append(local)
         }
@@ -356,8 +431,10 @@ public enum Applier {
     /// kept in the backup first). A rename is atomic: a target holds the old file or the new one.
     /// Returns the folders it created.
     @discardableResult
-    static func writeFiles(_ changes: [FileChange], _ locals: [String], session: ImageSession, backupDir: String, runID: String,
-                           report: inout ApplyReport) throws -> Set<String> {
+    static func writeFiles(
+        _ changes: [FileChange], _ locals: [String], session: ImageSession, backupDir: String, runID: String,
+        report: inout ApplyReport
+    ) throws -> Set<String> {
         guard !changes.isEmpty else { return [] }
         let g = session.g
         var targets: [String] = []
@@ -365,8 +442,11 @@ public enum Applier {
             let existing = session.guestDirectories.resolveExisting(c.path)
             let now = try existing.flatMap { (try g.isFile($0)) ? try g.checksum("sha256", $0) : nil }
             guard now == c.before else {
-                throw RemedyError(.planMismatch, image: session.imagePath, "\(ImageSession.windowsPath(c.path)) is \(now.map { "SHA-256 \($0)" } ?? "absent"), "
-                                  + "the plan expected \(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned); nothing was written")
+                throw RemedyError(
+                    .planMismatch, image: session.imagePath,
+                    "\(ImageSession.windowsPath(c.path)) is \(now.map { "SHA-256 \($0)" } ?? "absent"), "
+                        + "the plan expected \(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned); nothing was written"
+                )
             }
             targets.append(existing ?? session.guestDirectories.resolveForWriting(c.path))
         }
@@ -384,15 +464,19 @@ public enum Applier {
         defer { try? g.rmRf(staging) }
         if !staged.isEmpty {
             let tar = session.workDirectory + "/upload.tar"
-            try HostTool.run("/usr/bin/tar", ["-c", "-h", "-f", tar, "-C", bundle] + staged.map(String.init), image: session.imagePath)
+            try HostTool.run(
+                "/usr/bin/tar", ["-c", "-h", "-f", tar, "-C", bundle] + staged.map(String.init),
+                image: session.imagePath)
             try g.mkdirP(staging)
             try g.tarIn(tar, to: staging)
             let sums = session.workDirectory + "/upload.sha256"
             try g.checksumsOut("sha256", staging, to: sums)
             let got = Applier.parseChecksums((try? String(contentsOfFile: sums, encoding: .utf8)) ?? "")
             for i in staged where got[String(i)] != changes[i].sha256 {
-                throw RemedyError(.verifyFailed, image: session.imagePath,
-                                  "\(ImageSession.windowsPath(targets[i])) read back from the image differs from what was uploaded; no file was replaced")
+                throw RemedyError(
+                    .verifyFailed, image: session.imagePath,
+                    "\(ImageSession.windowsPath(targets[i])) read back from the image differs from what was uploaded; no file was replaced"
+                )
             }
             // Each new file gets its security descriptor before it is renamed into place (never Everyone: Full Control,
             // which ntfs-3g gives a new file and does not replace by inheritance): a replaced file keeps the original's,
@@ -400,7 +484,9 @@ public enum Applier {
             var security: [FileSecurity.Assignment] = []
             for i in staged {
                 let original = changes[i].before == nil ? nil : try? g.lgetxattr(targets[i], FileSecurity.attribute)
-                security.append(FileSecurity.keeping("\(staging)/\(i)", original: original, as: targets[i], directory: false, os: session.os))
+                security.append(
+                    FileSecurity.keeping(
+                        "\(staging)/\(i)", original: original, as: targets[i], directory: false, os: session.os))
             }
             for i in staged {
                 let parent = GuestPath.parent(targets[i])
@@ -427,7 +513,7 @@ public enum Applier {
             case .delete:
                 try g.rm(target)
             case .write:
-                try g.rename("\(staging)/\(i)", target)   // its folder was created above
+                try g.rename("\(staging)/\(i)", target)  // its folder was created above
                 session.guestDirectories.noteCreated(target)
                 if c.before == nil { report.injected.append(target) }
             }
@@ -437,18 +523,22 @@ public enum Applier {
 
     /// Edits local copies of the hives: for each hive the plan touches, a new
     /// file beside the original (`HIVE.remedy-new`), edited and verified.
-    public static func prepare(_ changes: [Change], localHives: [HiveName: String], integrity: [HiveName: HiveIntegrity] = [:],
-                               image: String) throws -> [(hive: HiveName, newFile: String)] {
+    public static func prepare(
+        _ changes: [Change], localHives: [HiveName: String], integrity: [HiveName: HiveIntegrity] = [:],
+        image: String
+    ) throws -> [(hive: HiveName, newFile: String)] {
         var prepared: [(hive: HiveName, newFile: String)] = []
         for hive in HiveName.allCases {
             let mine = changes.filter { $0.hive == hive }
             guard !mine.isEmpty else { continue }
             guard let original = localHives[hive] else {
-                throw RemedyError(.hiveUnreadable, image: image, "the plan edits the \(hive.rawValue) hive, which was not read")
+                throw RemedyError(
+                    .hiveUnreadable, image: image, "the plan edits the \(hive.rawValue) hive, which was not read")
             }
             let newFile = original + ".remedy-new"
-            try edit(original, writingTo: newFile, mine, hive: hive, image: image,
-                     aboveSequence: integrity[hive]?.highestLogSequence ?? 0)
+            try edit(
+                original, writingTo: newFile, mine, hive: hive, image: image,
+                aboveSequence: integrity[hive]?.highestLogSequence ?? 0)
             try verify(original: original, edited: newFile, mine, hive: hive, image: image)
             prepared.append((hive, newFile))
         }
@@ -468,8 +558,10 @@ public enum Applier {
     /// The result is sealed as Windows expects: both sequence numbers equal
     /// and above `aboveSequence` (every transaction log's), the checksum by
     /// Windows' rule (hivex's plain XOR differs when it comes out 0 or ~0).
-    public static func edit(_ original: String, writingTo destination: String, _ changes: [Change], hive name: HiveName, image: String,
-                            aboveSequence: UInt32 = 0) throws {
+    public static func edit(
+        _ original: String, writingTo destination: String, _ changes: [Change], hive name: HiveName, image: String,
+        aboveSequence: UInt32 = 0
+    ) throws {
         do {
             let hive = try Hive(path: original, writable: true)
             defer { hive.close() }
@@ -486,11 +578,16 @@ public enum Applier {
                     } else if c.before == nil, c.op == .setValue {
                         node = try hive.ensureNode(at: c.key.description)
                     } else {
-                        throw RemedyError(.planMismatch, image: image, "\(where_): the key does not exist (the image changed since it was planned)")
+                        throw RemedyError(
+                            .planMismatch, image: image,
+                            "\(where_): the key does not exist (the image changed since it was planned)")
                     }
                     let now = try hive.value(of: node, named: valueName)
                     guard now == c.before else {
-                        throw RemedyError(.planMismatch, image: image, "\(where_) is \(now.map { "\($0)" } ?? "absent"), the plan expected \(c.before.map { "\($0)" } ?? "absent")")
+                        throw RemedyError(
+                            .planMismatch, image: image,
+                            "\(where_) is \(now.map { "\($0)" } ?? "absent"), the plan expected \(c.before.map { "\($0)" } ?? "absent")"
+                        )
                     }
                     if c.op == .setValue, let after = c.after {
                         try hive.setValue(of: node, HiveValue(name: valueName, value: after))
@@ -514,12 +611,19 @@ public enum Applier {
     }
 
     static func seal(_ path: String, above: UInt32, hive name: HiveName, image: String) throws {
-        guard var bytes = FileManager.default.contents(atPath: path).map({ [UInt8]($0) }), let base = try? BaseBlock(bytes), bytes.count >= BaseBlock.size else {
-            throw RemedyError(.verifyFailed, image: image, "the edited \(name.rawValue) hive cannot be read back; nothing was written to the image")
+        guard var bytes = FileManager.default.contents(atPath: path).map({ [UInt8]($0) }),
+            let base = try? BaseBlock(bytes), bytes.count >= BaseBlock.size
+        else {
+            throw RemedyError(
+                .verifyFailed, image: image,
+                "the edited \(name.rawValue) hive cannot be read back; nothing was written to the image")
         }
         BaseBlock.seal(&bytes, sequence: max(base.primarySequence, above &+ 1))
         let fd = open(path, O_WRONLY)
-        guard fd >= 0 else { throw RemedyError(.writeFailed, image: image, "cannot reopen the edited \(name.rawValue) hive: \(Errno.last)") }
+        guard fd >= 0 else {
+            throw RemedyError(
+                .writeFailed, image: image, "cannot reopen the edited \(name.rawValue) hive: \(Errno.last)")
+        }
         defer { close(fd) }
         let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, BaseBlock.size, 0) }
         guard written == BaseBlock.size, fsync(fd) == 0 else {
@@ -529,34 +633,54 @@ public enum Applier {
 
     /// Re-opens the edited hive and checks that every touched key holds
     /// exactly the original values with the changes applied, nothing else.
-    public static func verify(original: String, edited: String, _ changes: [Change], hive name: HiveName, image: String) throws {
+    public static func verify(
+        original: String, edited: String, _ changes: [Change], hive name: HiveName, image: String
+    ) throws {
         do {
             let before = try Hive(path: original)
             let after = try Hive(path: edited)
-            defer { before.close(); after.close() }
+            defer {
+                before.close()
+                after.close()
+            }
             var keys: [RegistryPath] = []
-            for c in changes where (c.op == .setValue || c.op == .deleteValue) && !keys.contains(c.key) { keys.append(c.key) }
+            for c in changes where (c.op == .setValue || c.op == .deleteValue) && !keys.contains(c.key) {
+                keys.append(c.key)
+            }
             for key in keys {
                 // Raw type and bytes: values the plan does not change must keep their exact bytes.
                 var expected: [String: RawHiveValue] = [:]
                 if let n = try before.node(at: key.description) {
-                    for v in try before.rawValues(of: n) { expected[v.name.lowercased()] = RawHiveValue(name: "", type: v.type, data: v.data) }
+                    for v in try before.rawValues(of: n) {
+                        expected[v.name.lowercased()] = RawHiveValue(name: "", type: v.type, data: v.data)
+                    }
                 }
                 for c in changes where c.key == key {
                     guard let vn = c.name?.lowercased() else { continue }
-                    expected[vn] = c.op == .setValue ? c.after.map { RawHiveValue(name: "", type: $0.type, data: $0.encoded) } : nil
+                    expected[vn] =
+                        c.op == .setValue
+                        ? c.after.map { RawHiveValue(name: "", type: $0.type, data: $0.encoded) } : nil
                 }
                 guard let n = try after.node(at: key.description) else {
-                    throw RemedyError(.verifyFailed, image: image, "after editing, \(name.rawValue)\\\(key) is missing; nothing was written to the image")
+                    throw RemedyError(
+                        .verifyFailed, image: image,
+                        "after editing, \(name.rawValue)\\\(key) is missing; nothing was written to the image")
                 }
                 var actual: [String: RawHiveValue] = [:]
-                for v in try after.rawValues(of: n) { actual[v.name.lowercased()] = RawHiveValue(name: "", type: v.type, data: v.data) }
+                for v in try after.rawValues(of: n) {
+                    actual[v.name.lowercased()] = RawHiveValue(name: "", type: v.type, data: v.data)
+                }
                 guard actual == expected else {
-                    throw RemedyError(.verifyFailed, image: image, "after editing, \(name.rawValue)\\\(key) does not hold the planned values; nothing was written to the image")
+                    throw RemedyError(
+                        .verifyFailed, image: image,
+                        "after editing, \(name.rawValue)\\\(key) does not hold the planned values; nothing was written to the image"
+                    )
                 }
             }
         } catch let e as HivexError {
-            throw RemedyError(.verifyFailed, image: image, "the edited \(name.rawValue) hive does not re-open: \(e); nothing was written to the image", cause: e)
+            throw RemedyError(
+                .verifyFailed, image: image,
+                "the edited \(name.rawValue) hive does not re-open: \(e); nothing was written to the image", cause: e)
         }
     }
 }

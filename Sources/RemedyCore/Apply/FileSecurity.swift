@@ -30,7 +30,8 @@ public enum FileSecurity {
         public static let system = SID(5, [18])
         public static let administrators = SID(5, [32, 544])
         public static let users = SID(5, [32, 545])
-        public static let trustedInstaller = SID(5, [80, 956_008_885, 3_418_522_649, 1_831_038_044, 1_853_292_631, 2_271_478_464])
+        public static let trustedInstaller = SID(
+            5, [80, 956_008_885, 3_418_522_649, 1_831_038_044, 1_853_292_631, 2_271_478_464])
         public static let allApplicationPackages = SID(15, [2, 1])
         public static let allRestrictedApplicationPackages = SID(15, [2, 2])
 
@@ -90,7 +91,8 @@ public enum FileSecurity {
             let daclOffset = 20, ownerOffset = daclOffset + aclBytes.count
             let ownerBytes = owner.bytes, groupOffset = ownerOffset + ownerBytes.count
             let control: UInt16 = 0x8000 | 0x1000 | 0x0400 | 0x0004
-            return [1, 0] + le16(control) + le32(UInt32(ownerOffset)) + le32(UInt32(groupOffset)) + le32(0) + le32(UInt32(daclOffset))
+            return [1, 0] + le16(control) + le32(UInt32(ownerOffset)) + le32(UInt32(groupOffset)) + le32(0)
+                + le32(UInt32(daclOffset))
                 + aclBytes + ownerBytes + group.bytes
         }
     }
@@ -98,8 +100,9 @@ public enum FileSecurity {
     /// SYSTEM and Administrators only; a directory passes it on to what is created in it.
     public static func privateState(directory: Bool) -> Descriptor {
         let inherit = directory ? Inherit.objects | Inherit.containers : 0
-        return Descriptor(owner: .administrators, group: .system,
-                          dacl: [ACE(.system, Mask.fullControl, inherit), ACE(.administrators, Mask.fullControl, inherit)])
+        return Descriptor(
+            owner: .administrators, group: .system,
+            dacl: [ACE(.system, Mask.fullControl, inherit), ACE(.administrators, Mask.fullControl, inherit)])
     }
 
     /// A Windows system file (`System32\drivers\*.sys`, `INF\oem*.inf`) or folder (`DriverStore\FileRepository\<pkg>`).
@@ -112,10 +115,16 @@ public enum FileSecurity {
             // The folder as System32's: TrustedInstaller owns subfolders, SYSTEM and Administrators modify the folder and
             // fully control what is created in it, everyone else reads.
             let all = Inherit.objects | Inherit.containers | Inherit.inheritOnly
-            dacl = [ACE(.trustedInstaller, Mask.fullControl), ACE(.trustedInstaller, Mask.genericAll, Inherit.containers | Inherit.inheritOnly),
+            dacl =
+                [
+                    ACE(.trustedInstaller, Mask.fullControl),
+                    ACE(.trustedInstaller, Mask.genericAll, Inherit.containers | Inherit.inheritOnly),
                     ACE(.system, Mask.modify), ACE(.system, Mask.genericAll, all),
-                    ACE(.administrators, Mask.modify), ACE(.administrators, Mask.genericAll, all)]
-                + readers.filter { $0 != .administrators && $0 != .system }.flatMap { [ACE($0, Mask.readExecute), ACE($0, Mask.genericReadExecute, all)] }
+                    ACE(.administrators, Mask.modify), ACE(.administrators, Mask.genericAll, all),
+                ]
+                + readers.filter { $0 != .administrators && $0 != .system }.flatMap {
+                    [ACE($0, Mask.readExecute), ACE($0, Mask.genericReadExecute, all)]
+                }
                 + [ACE(.creatorOwner, Mask.genericAll, all)]
         } else {
             dacl += readers.map { ACE($0, Mask.readExecute) }
@@ -126,15 +135,20 @@ public enum FileSecurity {
     /// Anything else remedy creates: administrators and SYSTEM write, users read.
     public static func administered(directory: Bool) -> Descriptor {
         let inherit = directory ? Inherit.objects | Inherit.containers : 0
-        return Descriptor(owner: .administrators, group: .system,
-                          dacl: [ACE(.system, Mask.fullControl, inherit), ACE(.administrators, Mask.fullControl, inherit),
-                                 ACE(.users, Mask.readExecute, inherit)])
+        return Descriptor(
+            owner: .administrators, group: .system,
+            dacl: [
+                ACE(.system, Mask.fullControl, inherit), ACE(.administrators, Mask.fullControl, inherit),
+                ACE(.users, Mask.readExecute, inherit),
+            ])
     }
 
     /// The descriptor for a guest path remedy creates.
     public static func descriptor(for path: String, directory: Bool, os: OSFacts) -> Descriptor {
         let p = path.lowercased(), root = os.systemRoot.lowercased()
-        if p == root + "/remedy" || p.hasPrefix(root + "/remedy/") || p.hasPrefix(root + "/system32/config/") { return privateState(directory: directory) }
+        if p == root + "/remedy" || p.hasPrefix(root + "/remedy/") || p.hasPrefix(root + "/system32/config/") {
+            return privateState(directory: directory)
+        }
         for place in ["/system32/drivers/", "/inf/", "/system32/driverstore/", "/drivers/", "/syswow64/drivers/"]
         where p.hasPrefix(root + place) || p + "/" == root + place {
             return windowsSystem(directory: directory, os: os)
@@ -173,7 +187,9 @@ public enum FileSecurity {
 
     /// The assignment that gives `path` the descriptor `original` (a replaced file's, trimmed to its used length), or
     /// remedy's for `logical` when there is none or ntfs-3g refuses it.
-    static func keeping(_ path: String, original: [UInt8]?, as logical: String, directory: Bool, os: OSFacts) -> Assignment {
+    static func keeping(
+        _ path: String, original: [UInt8]?, as logical: String, directory: Bool, os: OSFacts
+    ) -> Assignment {
         let own = descriptor(for: logical, directory: directory, os: os).bytes
         guard let o = original, let n = usedLength(o) else { return Assignment(path: path, bytes: own) }
         return Assignment(path: path, bytes: Array(o.prefix(n)), fallback: own)
@@ -199,7 +215,11 @@ public enum FileSecurity {
         var batch: [String] = [], size = 0, names: [String] = []
         func flush() throws {
             guard !batch.isEmpty else { return }
-            defer { batch = []; size = 0; names = [] }
+            defer {
+                batch = []
+                size = 0
+                names = []
+            }
             try run(g, batch.joined(separator: " && "), about: names, image: image)
         }
         for item in items {
@@ -218,20 +238,28 @@ public enum FileSecurity {
     static func securePrivate(_ g: Guestfs, _ directory: String, image: String? = nil) throws {
         let root = shQuoted(applianceRoot + directory)
         let set = "-exec setfattr -h -n \(attribute) -v"
-        try run(g, "if [ -d \(root) ]; then find \(root) -type d \(set) \(hex(privateState(directory: true).bytes)) {} + && "
-                + "find \(root) ! -type d \(set) \(hex(privateState(directory: false).bytes)) {} +; fi", about: [directory], image: image)
+        try run(
+            g,
+            "if [ -d \(root) ]; then find \(root) -type d \(set) \(hex(privateState(directory: true).bytes)) {} + && "
+                + "find \(root) ! -type d \(set) \(hex(privateState(directory: false).bytes)) {} +; fi",
+            about: [directory], image: image)
     }
 
     private static func run(_ g: Guestfs, _ command: String, about paths: [String], image: String?) throws {
         let marker = "remedy-acl-done"
-        let what = paths.prefix(3).map(ImageSession.windowsPath).joined(separator: ", ") + (paths.count > 3 ? " and \(paths.count - 3) more" : "")
+        let what =
+            paths.prefix(3).map(ImageSession.windowsPath).joined(separator: ", ")
+            + (paths.count > 3 ? " and \(paths.count - 3) more" : "")
         do {
             let out = try g.debug("sh", ["\(command) && echo \(marker)"])
             guard out.contains(marker) else {
-                throw RemedyError(.writeFailed, image: image, "cannot set the permissions of \(what): \(out.trimmingCharacters(in: .whitespacesAndNewlines))")
+                throw RemedyError(
+                    .writeFailed, image: image,
+                    "cannot set the permissions of \(what): \(out.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
         } catch let e as GuestfsError {
-            throw RemedyError(.writeFailed, image: image, "cannot set the permissions of \(what): \(e.message)", cause: e)
+            throw RemedyError(
+                .writeFailed, image: image, "cannot set the permissions of \(what): \(e.message)", cause: e)
         }
     }
 }

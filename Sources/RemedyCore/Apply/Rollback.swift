@@ -29,17 +29,25 @@ public enum Rollback {
             // Every backup must exist and be a hive before anything is touched.
             for (hive, backup) in sources.sorted(by: { $0.key < $1.key }) {
                 guard session.hivePaths[hive] != nil else {
-                    throw RemedyError(.hiveUnreadable, image: image, "a backup of the \(hive.rawValue) hive exists, but remedy does not read that hive")
+                    throw RemedyError(
+                        .hiveUnreadable, image: image,
+                        "a backup of the \(hive.rawValue) hive exists, but remedy does not read that hive")
                 }
                 guard try g.isFile(backup) else {
-                    throw RemedyError(.hiveUnreadable, image: image, "the backup \(ImageSession.windowsPath(backup)) recorded for the \(hive.rawValue) hive is missing; nothing was changed")
+                    throw RemedyError(
+                        .hiveUnreadable, image: image,
+                        "the backup \(ImageSession.windowsPath(backup)) recorded for the \(hive.rawValue) hive is missing; nothing was changed"
+                    )
                 }
                 let local = session.workDirectory + "/rollback-\(hive.rawValue)"
                 try g.download(backup, to: local)
                 do {
                     try Hive(path: local).close()
                 } catch let e as HivexError {
-                    throw RemedyError(.hiveUnreadable, image: image, "the backup \(ImageSession.windowsPath(backup)) is not a valid hive (\(e)); nothing was changed", cause: e)
+                    throw RemedyError(
+                        .hiveUnreadable, image: image,
+                        "the backup \(ImageSession.windowsPath(backup)) is not a valid hive (\(e)); nothing was changed",
+                        cause: e)
                 }
                 report.restored[hive.rawValue] = backup
             }
@@ -55,34 +63,52 @@ public enum Rollback {
                 try g.cp(backup, temp)
                 guard try g.checksum("sha256", temp) == g.checksum("sha256", backup) else {
                     try? g.rmF(temp)
-                    throw RemedyError(.verifyFailed, image: image, "the copy of \(ImageSession.windowsPath(backup)) differs from the backup; \(hive.rawValue) was not restored")
+                    throw RemedyError(
+                        .verifyFailed, image: image,
+                        "the copy of \(ImageSession.windowsPath(backup)) differs from the backup; \(hive.rawValue) was not restored"
+                    )
                 }
-                try FileSecurity.set(g, [FileSecurity.keeping(temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
-                                                              directory: false, os: session.os)], image: image)   // the hive's own descriptor
+                try FileSecurity.set(
+                    g,
+                    [
+                        FileSecurity.keeping(
+                            temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
+                            directory: false, os: session.os)
+                    ], image: image)  // the hive's own descriptor
                 try g.rename(temp, target)
             }
             // Transaction logs of recovered hives go back beside their hive (the oldest record has the originals).
             var logsBack: [String: String] = [:]
-            for r in records { for (original, kept) in r.movedLogs where logsBack[original] == nil { logsBack[original] = kept } }
+            for r in records {
+                for (original, kept) in r.movedLogs where logsBack[original] == nil { logsBack[original] = kept }
+            }
             // A file cp creates gets ntfs-3g's Everyone: Full Control: each one put back keeps the descriptor it has, or gets remedy's.
             var security: [FileSecurity.Assignment] = []
             func putBack(_ kept: String, _ path: String) throws {
-                security.append(FileSecurity.keeping(path, original: try? g.lgetxattr(path, FileSecurity.attribute), as: path, directory: false, os: session.os))
+                security.append(
+                    FileSecurity.keeping(
+                        path, original: try? g.lgetxattr(path, FileSecurity.attribute), as: path, directory: false,
+                        os: session.os))
                 try g.cp(kept, path)
             }
             for (original, kept) in logsBack.sorted(by: { $0.key < $1.key }) { try putBack(kept, original) }
             // Files remedy replaced go back from their oldest copy; files it added are removed.
             let filesBack = firstBackups
-            for (path, kept) in filesBack.sorted(by: { $0.key < $1.key }) where !path.hasPrefix("esp:") { try putBack(kept, path) }
+            for (path, kept) in filesBack.sorted(by: { $0.key < $1.key }) where !path.hasPrefix("esp:") {
+                try putBack(kept, path)
+            }
             try FileSecurity.set(g, security, image: image)
             for path in injected where !path.hasPrefix("esp:") { try g.rmF(path) }
             // Files of the EFI system partition (`esp:<path>`), from their backups on the Windows volume.
-            try Applier.restoreESP(filesBack.filter { $0.key.hasPrefix("esp:") },
-                                   remove: injected.filter { $0.hasPrefix("esp:") }, session: session)
+            try Applier.restoreESP(
+                filesBack.filter { $0.key.hasPrefix("esp:") },
+                remove: injected.filter { $0.hasPrefix("esp:") }, session: session)
             try g.rmRf(state)
             try session.finishWrites()
         } catch let e as GuestfsError {
-            throw RemedyError(.writeFailed, image: image, "rollback failed: \(e.message); run remedy rollback again to finish", cause: e)
+            throw RemedyError(
+                .writeFailed, image: image, "rollback failed: \(e.message); run remedy rollback again to finish",
+                cause: e)
         }
         return report
     }
@@ -96,8 +122,14 @@ public enum Rollback {
         var remove: [String] = []
         var seen = Set<String>()
         for r in records {
-            for path in r.injected where !seen.contains(path) { seen.insert(path); remove.append(path) }
-            for (path, kept) in r.fileBackups.sorted(by: { $0.key < $1.key }) where !seen.contains(path) { seen.insert(path); restore[path] = kept }
+            for path in r.injected where !seen.contains(path) {
+                seen.insert(path)
+                remove.append(path)
+            }
+            for (path, kept) in r.fileBackups.sorted(by: { $0.key < $1.key }) where !seen.contains(path) {
+                seen.insert(path)
+                restore[path] = kept
+            }
         }
         return (restore, remove)
     }
@@ -120,11 +152,17 @@ public enum Rollback {
             let local = session.workDirectory + "/record-" + name
             try g.download(logDir + "/" + name, to: local)
             do {
-                let a = try RemedyJSON.decoder().decode(ApplyReport.self, from: Data(contentsOf: URL(fileURLWithPath: local)))
-                out.append(RunRecord(runID: a.runID, backups: a.backups, injected: a.injected, movedLogs: a.movedLogs, fileBackups: a.fileBackups))
+                let a = try RemedyJSON.decoder().decode(
+                    ApplyReport.self, from: Data(contentsOf: URL(fileURLWithPath: local)))
+                out.append(
+                    RunRecord(
+                        runID: a.runID, backups: a.backups, injected: a.injected, movedLogs: a.movedLogs,
+                        fileBackups: a.fileBackups))
             } catch {
-                throw RemedyError(.imageUnreadable, image: session.imagePath,
-                                  "the remedy record \(ImageSession.windowsPath(logDir + "/" + name)) cannot be read (\(error)); nothing was changed", cause: error)
+                throw RemedyError(
+                    .imageUnreadable, image: session.imagePath,
+                    "the remedy record \(ImageSession.windowsPath(logDir + "/" + name)) cannot be read (\(error)); nothing was changed",
+                    cause: error)
             }
         }
         // A run whose record was never written (a failure or crash between its first backup and its record)
@@ -138,7 +176,9 @@ public enum Rollback {
                 guard try g.isDir(dir) else { continue }
                 var r = RunRecord(runID: run)
                 for name in try g.ls(dir) {
-                    if let hive = HiveName.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }), try g.isFile(dir + "/" + name) {
+                    if let hive = HiveName.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }),
+                        try g.isFile(dir + "/" + name)
+                    {
                         r.backups[hive.rawValue] = dir + "/" + name
                     }
                 }

@@ -57,8 +57,10 @@ public struct BatchReport: Sendable, Equatable, Codable {
     public var entries: [BatchEntry]
     public var skipped: [BatchSkip]
 
-    public init(mode: String, directory: String, policy: PolicyReference, shard: String?, startedAt: Date, finishedAt: Date?,
-                entries: [BatchEntry], skipped: [BatchSkip]) {
+    public init(
+        mode: String, directory: String, policy: PolicyReference, shard: String?, startedAt: Date, finishedAt: Date?,
+        entries: [BatchEntry], skipped: [BatchSkip]
+    ) {
         self.mode = mode
         self.directory = directory
         self.policy = policy
@@ -85,7 +87,10 @@ public struct BatchReport: Sendable, Equatable, Codable {
         guard var out = reports.first else { throw RemedyError(.invalidArgument, "no reports to merge") }
         for r in reports.dropFirst() {
             guard r.mode == out.mode, r.policy.name == out.policy.name else {
-                throw RemedyError(.invalidArgument, "cannot merge a \(r.mode) report of policy \(r.policy.name) with a \(out.mode) report of policy \(out.policy.name)")
+                throw RemedyError(
+                    .invalidArgument,
+                    "cannot merge a \(r.mode) report of policy \(r.policy.name) with a \(out.mode) report of policy \(out.policy.name)"
+                )
             }
         }
         var byPath: [String: BatchEntry] = [:]
@@ -118,16 +123,20 @@ public struct Shard: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// `K/N`, or `N` with K from `JOB_COMPLETION_INDEX` (a Kubernetes Indexed Job).
-    public static func parse(_ text: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Shard {
+    public static func parse(
+        _ text: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> Shard {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         if parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]) { return try Shard(index: k, count: n) }
         if parts.count == 1, let n = Int(parts[0]) {
             guard let env = environment["JOB_COMPLETION_INDEX"], let k = Int(env) else {
-                throw RemedyError(.invalidArgument, "--shard \(text) needs K: give --shard K/\(n) or set JOB_COMPLETION_INDEX")
+                throw RemedyError(
+                    .invalidArgument, "--shard \(text) needs K: give --shard K/\(n) or set JOB_COMPLETION_INDEX")
             }
             return try Shard(index: k, count: n)
         }
-        throw RemedyError(.invalidArgument, "--shard takes K/N (0 <= K < N) or N with JOB_COMPLETION_INDEX set, not \(text)")
+        throw RemedyError(
+            .invalidArgument, "--shard takes K/N (0 <= K < N) or N with JOB_COMPLETION_INDEX set, not \(text)")
     }
 
     public func contains(_ relativePath: String) -> Bool {
@@ -145,7 +154,9 @@ public struct Shard: Sendable, Equatable, CustomStringConvertible {
 /// Finds disk images under a directory, recursively.
 public enum ImageDiscovery {
     /// Extensions of the formats remedy reads (and of the cloud's own ZVHD/ZVHD2, reported as unsupported), and OVF packages.
-    public static let extensions: Set<String> = ["raw", "img", "qcow2", "qcow", "vmdk", "vhd", "vhdx", "vdi", "qed", "zvhd", "zvhd2", "ova", "ovf"]
+    public static let extensions: Set<String> = [
+        "raw", "img", "qcow2", "qcow", "vmdk", "vhd", "vhdx", "vdi", "qed", "zvhd", "zvhd2", "ova", "ovf",
+    ]
 
     /// Image paths (sorted) and the files skipped, with why. Files with an
     /// image extension are always candidates (a broken one is reported by the
@@ -160,7 +171,11 @@ public enum ImageDiscovery {
             throw RemedyError(.invalidArgument, "\(directory) is not a directory")
         }
         let root = URL(fileURLWithPath: directory)
-        guard let walker = fm.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey, .isSymbolicLinkKey], options: [.skipsHiddenFiles]) else {
+        guard
+            let walker = fm.enumerator(
+                at: root, includingPropertiesForKeys: [.isRegularFileKey, .isSymbolicLinkKey],
+                options: [.skipsHiddenFiles])
+        else {
             throw RemedyError(.invalidArgument, "cannot read the directory \(directory)")
         }
         var candidates: [URL] = []
@@ -177,7 +192,9 @@ public enum ImageDiscovery {
         // Files an .ovf names (its disks, its manifest) are read through it.
         var owned: Set<String> = []
         for url in candidates where url.pathExtension.lowercased() == "ovf" {
-            guard let data = try? Data(contentsOf: url, options: .mappedIfSafe), data.count <= Int(ImageSource.maxDescriptorBytes) else { continue }
+            guard let data = try? Data(contentsOf: url, options: .mappedIfSafe),
+                data.count <= Int(ImageSource.maxDescriptorBytes)
+            else { continue }
             let text = String(decoding: data, as: UTF8.self)
             let dir = url.deletingLastPathComponent()
             for m in text.matches(of: /href\s*=\s*"([^"]+)"/) where TarIndex.isPlainName(String(m.1)) {
@@ -192,7 +209,9 @@ public enum ImageDiscovery {
             let ext = url.pathExtension.lowercased()
             if owned.contains(path) {
                 skipped.append(BatchSkip(path: path, reason: "part of an OVF package (read through its .ovf)"))
-            } else if ext == "vmdk", name.range(of: #"-(flat|s\d{3}|f\d{3}|delta)\.vmdk$"#, options: .regularExpression) != nil {
+            } else if ext == "vmdk",
+                name.range(of: #"-(flat|s\d{3}|f\d{3}|delta)\.vmdk$"#, options: .regularExpression) != nil
+            {
                 skipped.append(BatchSkip(path: path, reason: "VMDK extent (read through its descriptor)"))
             } else if extensions.contains(ext) {
                 images.append(path)
@@ -231,7 +250,10 @@ public final class BatchRunner: Sendable {
         public var inputs: PayloadInputs
         /// Apply mode: where each image's result goes (`--output-dir`), nil to change the images in place.
         public var output: (@Sendable (String) -> OutputTarget?)?
-        public init(mode: Mode, jobs: Int, perAppliance: Int, appliance: ApplianceOptions, inputs: PayloadInputs = PayloadInputs()) {
+        public init(
+            mode: Mode, jobs: Int, perAppliance: Int, appliance: ApplianceOptions,
+            inputs: PayloadInputs = PayloadInputs()
+        ) {
             self.mode = mode
             self.jobs = jobs
             self.perAppliance = perAppliance
@@ -267,8 +289,9 @@ public final class BatchRunner: Sendable {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         var availableMiB = Int(ProcessInfo.processInfo.physicalMemory / 1_048_576)
         if let meminfo = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-           let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-           let kb = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+            let kb = Int(line.split(separator: " ").dropFirst().first ?? "")
+        {
             availableMiB = kb / 1024
         }
         let byMemory = max(1, (availableMiB - 512) / (applianceMiB + 256))
@@ -277,8 +300,10 @@ public final class BatchRunner: Sendable {
 
     /// Processes `images`; returns their entries in completion order. `onStart` is called as an image starts and
     /// `onEntry` as one finishes, from the appliances' threads, one call at a time.
-    public func run(_ images: [String], onStart: @escaping @Sendable (String) -> Void = { _ in },
-                    onEntry: @escaping @Sendable (BatchEntry) -> Void = { _ in }) -> [BatchEntry] {
+    public func run(
+        _ images: [String], onStart: @escaping @Sendable (String) -> Void = { _ in },
+        onEntry: @escaping @Sendable (BatchEntry) -> Void = { _ in }
+    ) -> [BatchEntry] {
         guard !images.isEmpty else { return [] }
         let jobs = max(1, min(options.jobs, images.count))
         let per = max(1, options.perAppliance)
@@ -315,10 +340,13 @@ public final class BatchRunner: Sendable {
     func process(_ group: [String], onStart: (String) -> Void = { _ in }, report: (BatchEntry) -> Void) {
         let start = Date()
         for p in group { onStart(p) }
-        let (appliance, sessions) = ImageSession.openMany(group, writable: options.mode == .apply, options: options.appliance, inputs: options.inputs,
-                                                           output: options.output)
-        if appliance == nil, group.count > 1, sessions.contains(where: { if case .failure(let e) = $0 { Self.isLaunchFailure(e) } else { false } }) {
-            for p in group { process([p], report: report) }   // already started
+        let (appliance, sessions) = ImageSession.openMany(
+            group, writable: options.mode == .apply, options: options.appliance, inputs: options.inputs,
+            output: options.output)
+        if appliance == nil, group.count > 1,
+            sessions.contains(where: { if case .failure(let e) = $0 { Self.isLaunchFailure(e) } else { false } })
+        {
+            for p in group { process([p], report: report) }  // already started
             return
         }
         let share = Date().timeIntervalSince(start) / Double(group.count)
@@ -374,7 +402,9 @@ public final class BatchRunner: Sendable {
         for (session, var entry) in pending {
             if let flushError, entry.runID != nil || session.overlay?.output != nil {
                 entry.status = .failed
-                entry.error = .init(code: flushError.code.rawValue, message: "the appliance failed to flush and stop after writing: \(flushError.message)")
+                entry.error = .init(
+                    code: flushError.code.rawValue,
+                    message: "the appliance failed to flush and stop after writing: \(flushError.message)")
             } else if flushError == nil {
                 do {
                     try session.complete()
@@ -392,7 +422,9 @@ public final class BatchRunner: Sendable {
 
     /// `--output-dir`: each image to the same relative path under `out` (with the extension of `format` when one
     /// is given; qcow sources become qcow2), the directories made as needed.
-    public static func outputs(under out: String, from directory: String, format: DiskFormat?) -> @Sendable (String) -> OutputTarget? {
+    public static func outputs(
+        under out: String, from directory: String, format: DiskFormat?
+    ) -> @Sendable (String) -> OutputTarget? {
         { path in
             var rel = ImageDiscovery.relative(path, to: directory)
             let source = (try? DiskFormat.detect(path: path)) ?? .raw
@@ -402,7 +434,8 @@ public final class BatchRunner: Sendable {
                 rel = FilePath(rel).removingExtension + "." + (f == .raw ? "raw" : f.rawValue)
             }
             let target = out + "/" + rel
-            try? FileManager.default.createDirectory(atPath: FilePath(target).removingLastComponent().string, withIntermediateDirectories: true)
+            try? FileManager.default.createDirectory(
+                atPath: FilePath(target).removingLastComponent().string, withIntermediateDirectories: true)
             return OutputTarget(path: target, format: f)
         }
     }
@@ -416,12 +449,15 @@ public final class BatchRunner: Sendable {
     }
 
     static func entry(_ path: String, session: ImageSession, plan: Plan) -> BatchEntry {
-        BatchEntry(path: path, status: .compliant, format: session.format.rawValue, os: plan.os, actions: plan.actions,
-                   findings: plan.findings, properties: plan.properties, runID: nil, durationSeconds: 0, error: nil)
+        BatchEntry(
+            path: path, status: .compliant, format: session.format.rawValue, os: plan.os, actions: plan.actions,
+            findings: plan.findings, properties: plan.properties, runID: nil, durationSeconds: 0, error: nil)
     }
 
     static func failed(_ path: String, _ e: RemedyError) -> BatchEntry {
-        BatchEntry(path: path, status: .failed, format: try? DiskFormat.detect(path: path).rawValue, os: nil, actions: [], findings: [],
-                   properties: [:], runID: nil, durationSeconds: 0, error: .init(code: e.code.rawValue, message: e.message))
+        BatchEntry(
+            path: path, status: .failed, format: try? DiskFormat.detect(path: path).rawValue, os: nil, actions: [],
+            findings: [],
+            properties: [:], runID: nil, durationSeconds: 0, error: .init(code: e.code.rawValue, message: e.message))
     }
 }

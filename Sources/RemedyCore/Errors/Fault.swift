@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import Guestfs
+import Synchronization
 import SystemPackage
 
 /// A developer hook for the crash and failure tests: `REMEDY_FAULT` names points of apply where remedy dies or fails
@@ -62,7 +62,11 @@ public enum Fault {
     /// A point where a hostile image could make an appliance call hang (`hang:<point>:<image file name>`): the
     /// call is made, under the call deadline like every other.
     static func hang(_ point: String, image: String, guestfs g: Guestfs) throws {
-        guard enabled, spec.contains(where: { $0.action == "hang" && $0.point == point && $0.image == (FilePath(image).lastComponent?.string ?? "") }) else { return }
+        guard enabled,
+            spec.contains(where: {
+                $0.action == "hang" && $0.point == point && $0.image == (FilePath(image).lastComponent?.string ?? "")
+            })
+        else { return }
         try g.sleep(600)
     }
 
@@ -81,7 +85,10 @@ public enum Fault {
     static func die() -> Never {
         let pids = appliances.withLock { $0 }
         // Only processes that are still a qemu (an appliance shut down earlier may have left its pid to another).
-        for p in pids where String(decoding: FileManager.default.contents(atPath: "/proc/\(p)/cmdline") ?? Data(), as: UTF8.self).contains("qemu") {
+        for p in pids
+        where String(decoding: FileManager.default.contents(atPath: "/proc/\(p)/cmdline") ?? Data(), as: UTF8.self)
+            .contains("qemu")
+        {
             kill(p, SIGKILL)
         }
         kill(getpid(), SIGKILL)

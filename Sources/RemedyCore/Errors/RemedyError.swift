@@ -67,7 +67,8 @@ public struct RemedyError: Error, CustomStringConvertible, Sendable {
     static func wrap(_ error: any Error, image: String) -> RemedyError {
         switch error {
         case let e as RemedyError: e.with(image: image)
-        case let e as GuestfsError: RemedyError(.imageUnreadable, image: image, "inspection failed: \(e.message)", cause: e)
+        case let e as GuestfsError:
+            RemedyError(.imageUnreadable, image: image, "inspection failed: \(e.message)", cause: e)
         case let e as HivexError: RemedyError(.hiveUnreadable, image: image, "a hive cannot be read: \(e)", cause: e)
         default: RemedyError(.internal, image: image, "\(error)", cause: error)
         }

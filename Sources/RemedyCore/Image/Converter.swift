@@ -8,8 +8,10 @@ import SystemPackage
 public enum Converter {
     public enum Target: String, Sendable, CaseIterable { case raw, qcow2 }
 
-    public static func convert(_ input: String, to target: Target, output: String, overwrite: Bool = false,
-                               progress: Bool = false) throws {
+    public static func convert(
+        _ input: String, to target: Target, output: String, overwrite: Bool = false,
+        progress: Bool = false
+    ) throws {
         // qemu is given only what its own parse showed to be self-contained (the canonical path, the detected
         // format); an OVA/OVF gives its system disk (manifest checked, read from the tar in place).
         let format: DiskFormat
@@ -31,7 +33,7 @@ public enum Converter {
         try? fm.removeItem(atPath: temp)
         var args = ["convert", "-f", format.qemuName, "-O", target.rawValue]
         if progress { args.append("-p") }
-        if target == .qcow2 { args += ["-c"] }   // compressed: smaller uploads
+        if target == .qcow2 { args += ["-c"] }  // compressed: smaller uploads
         args += [source, temp]
         do {
             try QemuImg.run(args, image: input)
@@ -41,7 +43,8 @@ public enum Converter {
         }
         guard rename(temp, output) == 0 else {
             try? fm.removeItem(atPath: temp)
-            throw RemedyError(.writeFailed, image: input, "cannot rename the converted image to \(output): \(Errno.last)")
+            throw RemedyError(
+                .writeFailed, image: input, "cannot rename the converted image to \(output): \(Errno.last)")
         }
     }
 }

@@ -24,22 +24,36 @@ extension DiskFormat {
         }
         func be32(_ o: Int) -> UInt32 { o + 4 <= head.count ? head[o..<o + 4].reduce(0) { $0 << 8 | UInt32($1) } : 0 }
         func be64(_ o: Int) -> UInt64 { o + 8 <= head.count ? head[o..<o + 8].reduce(0) { $0 << 8 | UInt64($1) } : 0 }
-        func le32(_ o: Int) -> UInt32 { o + 4 <= head.count ? head[o..<o + 4].reversed().reduce(0) { $0 << 8 | UInt32($1) } : 0 }
-        func le64(_ o: Int) -> UInt64 { o + 8 <= head.count ? head[o..<o + 8].reversed().reduce(0) { $0 << 8 | UInt64($1) } : 0 }
+        func le32(_ o: Int) -> UInt32 {
+            o + 4 <= head.count ? head[o..<o + 4].reversed().reduce(0) { $0 << 8 | UInt32($1) } : 0
+        }
+        func le64(_ o: Int) -> UInt64 {
+            o + 8 <= head.count ? head[o..<o + 8].reversed().reduce(0) { $0 << 8 | UInt64($1) } : 0
+        }
         func starts(_ s: String) -> Bool { head.starts(with: Array(s.utf8)) }
 
         // Huawei Cloud's own formats (their qemu driver's cookies "z2strm" and "stream"): recognised, not readable here.
-        for (cookie, name) in [("z2strm", "ZVHD2"), ("stream", "ZVHD")] where starts(cookie) && head.count > 6 && head[6] == 0 {
-            throw RemedyError(.unsupportedFormat, image: path, "a \(name) image (Huawei Cloud's own format): the cloud imports it as it is, but remedy cannot "
-                              + "open it; convert it to qcow2 or raw with the cloud's image tool (qemu-img with its zvhd driver) to remediate it")
+        for (cookie, name) in [("z2strm", "ZVHD2"), ("stream", "ZVHD")]
+        where starts(cookie) && head.count > 6 && head[6] == 0 {
+            throw RemedyError(
+                .unsupportedFormat, image: path,
+                "a \(name) image (Huawei Cloud's own format): the cloud imports it as it is, but remedy cannot "
+                    + "open it; convert it to qcow2 or raw with the cloud's image tool (qemu-img with its zvhd driver) to remediate it"
+            )
         }
         if head.starts(with: [0x51, 0x46, 0x49, 0xFB]) {  // "QFI\xfb"
             let version = be32(4)
             if be64(8) != 0 {
-                throw RemedyError(.unsafeImage, image: path, "the qcow\(version == 1 ? "" : "2") image has a backing file; remedy edits self-contained images only (flatten it with qemu-img convert first)")
+                throw RemedyError(
+                    .unsafeImage, image: path,
+                    "the qcow\(version == 1 ? "" : "2") image has a backing file; remedy edits self-contained images only (flatten it with qemu-img convert first)"
+                )
             }
-            if version == 3, be64(72) & 4 != 0 {   // incompatible feature bit 2: an external data file
-                throw RemedyError(.unsafeImage, image: path, "the qcow2 image keeps its data in an external file; remedy edits self-contained images only (convert it with qemu-img first)")
+            if version == 3, be64(72) & 4 != 0 {  // incompatible feature bit 2: an external data file
+                throw RemedyError(
+                    .unsafeImage, image: path,
+                    "the qcow2 image keeps its data in an external file; remedy edits self-contained images only (convert it with qemu-img first)"
+                )
             }
             switch version {
             case 1: return .qcow
@@ -49,7 +63,9 @@ extension DiskFormat {
         }
         if starts("QED\0") {
             if le64(16) & 1 != 0 {
-                throw RemedyError(.unsafeImage, image: path, "the QED image has a backing file; remedy edits self-contained images only")
+                throw RemedyError(
+                    .unsafeImage, image: path,
+                    "the QED image has a backing file; remedy edits self-contained images only")
             }
             return .qed
         }
@@ -65,7 +81,9 @@ extension DiskFormat {
                 let (byteOffset, overflow) = offset.multipliedReportingOverflow(by: 512)
                 if !overflow, byteOffset < size {
                     try? fh.seek(toOffset: base + byteOffset)
-                    let text = String(decoding: (try? fh.read(upToCount: Int(min(size - byteOffset, descriptorReadLimit)))) ?? Data(), as: UTF8.self)
+                    let text = String(
+                        decoding: (try? fh.read(upToCount: Int(min(size - byteOffset, descriptorReadLimit)))) ?? Data(),
+                        as: UTF8.self)
                     try checkVMDKDescriptor(text, path: path)
                 }
             }
@@ -75,14 +93,17 @@ extension DiskFormat {
                 try? fh.seek(toOffset: base + 512)
                 let area = (try? fh.read(upToCount: Int(min(size - 512, 10 * 1024)))) ?? Data()
                 if String(decoding: area, as: UTF8.self).contains("parentFileNameHint") {
-                    throw RemedyError(.unsafeImage, image: path, "the VMDK is a snapshot (it names a parent disk); consolidate it first")
+                    throw RemedyError(
+                        .unsafeImage, image: path,
+                        "the VMDK is a snapshot (it names a parent disk); consolidate it first")
                 }
             }
             return .vmdk
         }
         if starts("# Disk DescriptorFile") {
             try? fh.seek(toOffset: base)
-            let text = String(decoding: (try? fh.read(upToCount: Int(min(size, descriptorReadLimit)))) ?? Data(), as: UTF8.self)
+            let text = String(
+                decoding: (try? fh.read(upToCount: Int(min(size, descriptorReadLimit)))) ?? Data(), as: UTF8.self)
             try checkVMDKDescriptor(text, path: path)
             return .vmdk
         }
@@ -94,13 +115,16 @@ extension DiskFormat {
         if footer.starts(with: Array("conectix".utf8)), footer.count >= 64 {
             let diskType = footer[60..<64].reduce(0) { $0 << 8 | UInt32($1) }
             if diskType == 4 {
-                throw RemedyError(.unsafeImage, image: path, "the VHD is a differencing disk (it needs its parent); merge it first")
+                throw RemedyError(
+                    .unsafeImage, image: path, "the VHD is a differencing disk (it needs its parent); merge it first")
             }
             return .vhd
         }
         // Raw: a disk with a partition table or a boot sector ends its first sector with 55 AA.
         guard size >= 512, head.count >= 512, head[510] == 0x55, head[511] == 0xAA else {
-            throw RemedyError(.unsupportedFormat, image: path, "not a disk image: no known image format header and no partition table or boot sector in a raw disk")
+            throw RemedyError(
+                .unsupportedFormat, image: path,
+                "not a disk image: no known image format header and no partition table or boot sector in a raw disk")
         }
         return .raw
     }
@@ -117,15 +141,20 @@ extension DiskFormat {
     /// such names while it is being asked.
     static func checkVMDKDescriptor(_ text: String, path: String) throws {
         if text.contains("parentFileNameHint") {
-            throw RemedyError(.unsafeImage, image: path, "the VMDK is a snapshot (it names a parent disk); consolidate it first")
+            throw RemedyError(
+                .unsafeImage, image: path, "the VMDK is a snapshot (it names a parent disk); consolidate it first")
         }
         for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\u{0B}" || $0 == "\u{0C}" })
-            guard let first = words.first, ["RW", "RDONLY", "NOACCESS"].contains(first), let q1 = line.firstIndex(of: "\"") else { continue }
+            guard let first = words.first, ["RW", "RDONLY", "NOACCESS"].contains(first),
+                let q1 = line.firstIndex(of: "\"")
+            else { continue }
             let rest = line[line.index(after: q1)...]
             let file = String(rest[..<(rest.firstIndex(of: "\"") ?? rest.endIndex)])
             if file.isEmpty || file.hasPrefix("/") || file.contains(":") || file.split(separator: "/").contains("..") {
-                throw RemedyError(.unsafeImage, image: path, "the VMDK descriptor points at an extent outside its directory (\(file))")
+                throw RemedyError(
+                    .unsafeImage, image: path, "the VMDK descriptor points at an extent outside its directory (\(file))"
+                )
             }
         }
     }

@@ -1,8 +1,9 @@
 import Foundation
 import Synchronization
+
 #if canImport(FoundationXML)
-import FoundationXML
-import SystemPackage
+    import FoundationXML
+    import SystemPackage
 #endif
 
 /// An image given as an OVF package: a `.ova` (a tar of the `.ovf`
@@ -84,13 +85,17 @@ public struct ImageSource: Sendable {
         func locate(_ name: String) throws -> (file: String, offset: UInt64, size: UInt64) {
             if let f = files[name] { return f }
             guard kind == .ovf, TarIndex.isPlainName(name) else {
-                throw RemedyError(.unsafeImage, image: path, "the package names \(name), which is not a file of the package")
+                throw RemedyError(
+                    .unsafeImage, image: path, "the package names \(name), which is not a file of the package")
             }
             let p = dir + "/" + name
             var st = stat()
-            guard lstat(p, &st) == 0 else { throw RemedyError(.imageNotFound, image: path, "\(name) is missing beside the OVF") }
+            guard lstat(p, &st) == 0 else {
+                throw RemedyError(.imageNotFound, image: path, "\(name) is missing beside the OVF")
+            }
             guard (st.st_mode & S_IFMT) == S_IFREG else {
-                throw RemedyError(.unsafeImage, image: path, "\(name) beside the OVF is not a regular file (a symlink?)")
+                throw RemedyError(
+                    .unsafeImage, image: path, "\(name) beside the OVF is not a regular file (a symlink?)")
             }
             return (p, 0, UInt64(st.st_size))
         }
@@ -99,16 +104,23 @@ public struct ImageSource: Sendable {
         // Manifest: every digest line checked; a mismatch names the file.
         let manifestName = FilePath(descriptorName).removingExtension + ".mf"
         var manifestChecked: [String] = []
-        if kind == .ova ? files[manifestName] != nil : FileManager.default.fileExists(atPath: dir + "/" + manifestName) {
-            let text = String(decoding: try read(try locate(manifestName), image: path, what: manifestName), as: UTF8.self)
-            for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+        if kind == .ova ? files[manifestName] != nil : FileManager.default.fileExists(atPath: dir + "/" + manifestName)
+        {
+            let text = String(
+                decoding: try read(try locate(manifestName), image: path, what: manifestName), as: UTF8.self)
+            for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" })
+            where !line.trimmingCharacters(in: .whitespaces).isEmpty {
                 guard let m = line.wholeMatch(of: /\s*(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*/) else {
-                    throw RemedyError(.unsafeImage, image: path, "the manifest \(manifestName) has a line remedy cannot check: \(line.prefix(80))")
+                    throw RemedyError(
+                        .unsafeImage, image: path,
+                        "the manifest \(manifestName) has a line remedy cannot check: \(line.prefix(80))")
                 }
                 let name = String(m.2)
                 let actual = try digest(String(m.1), try locate(name), image: path)
                 guard actual == m.3.lowercased() else {
-                    throw RemedyError(.unsafeImage, image: path, "\(name) does not match its \(m.1) digest in \(manifestName) (tampered or corrupt)")
+                    throw RemedyError(
+                        .unsafeImage, image: path,
+                        "\(name) does not match its \(m.1) digest in \(manifestName) (tampered or corrupt)")
                 }
                 manifestChecked.append(name)
             }
@@ -128,16 +140,19 @@ public struct ImageSource: Sendable {
         let format = try DiskFormat.detect(path: disk.file, offset: disk.offset, length: disk.size)
         let spec: String
         if kind == .ova {
-            let inner: [String: Any] = ["driver": "raw", "offset": disk.offset, "size": disk.size,
-                                        "file": ["driver": "file", "filename": canonical]]
+            let inner: [String: Any] = [
+                "driver": "raw", "offset": disk.offset, "size": disk.size,
+                "file": ["driver": "file", "filename": canonical],
+            ]
             let top: [String: Any] = ["driver": format.qemuName, "file": inner]
             let json = try JSONSerialization.data(withJSONObject: top, options: [.sortedKeys, .withoutEscapingSlashes])
             spec = "json:" + String(decoding: json, as: UTF8.self)
         } else {
             spec = disk.file
         }
-        return ImageSource(kind: kind, path: path, diskPath: disk.file, diskOffset: kind == .ova ? disk.offset : nil,
-                           diskSize: kind == .ova ? disk.size : nil, format: format, qemuSpec: spec, facts: facts)
+        return ImageSource(
+            kind: kind, path: path, diskPath: disk.file, diskOffset: kind == .ova ? disk.offset : nil,
+            diskSize: kind == .ova ? disk.size : nil, format: format, qemuSpec: spec, facts: facts)
     }
 
     /// What the appliance attaches (path, qemu format) and qemu's view of the disk.
@@ -151,11 +166,13 @@ public struct ImageSource: Sendable {
         // qemu must open the member and nothing else: every extent it names is the member's own raw node.
         for extent in (data["extents"] as? [[String: Any]]) ?? [] {
             guard let name = extent["filename"] as? String, isMemberSpec(name) else {
-                throw RemedyError(.unsafeImage, image: path, "the disk in the OVA names another file (\(extent["filename"] ?? "?"))")
+                throw RemedyError(
+                    .unsafeImage, image: path, "the disk in the OVA names another file (\(extent["filename"] ?? "?"))")
             }
         }
-        let view = QemuView(format: format, virtualSize: (top["virtual-size"] as? NSNumber)?.int64Value ?? 0,
-                            createType: data["create-type"] as? String, files: [diskPath], readOnlyReason: "it is inside an OVA")
+        let view = QemuView(
+            format: format, virtualSize: (top["virtual-size"] as? NSNumber)?.int64Value ?? 0,
+            createType: data["create-type"] as? String, files: [diskPath], readOnlyReason: "it is inside an OVA")
         let dir = try work.make(image: path)
         let overlay = dir + "/disk.qcow2"
         try QemuImg.run(["create", "-q", "-f", "qcow2", "-b", qemuSpec, "-F", format.qemuName, overlay], image: path)
@@ -166,11 +183,14 @@ public struct ImageSource: Sendable {
     /// the member's offset and size over the OVA file itself, parsed (not matched as text).
     func isMemberSpec(_ name: String) -> Bool {
         guard name.hasPrefix("json:"), let offset = diskOffset, let size = diskSize,
-              let object = try? JSONSerialization.jsonObject(with: Data(name.dropFirst(5).utf8)) as? [String: Any],
-              Set(object.keys) == ["driver", "offset", "size", "file"], object["driver"] as? String == "raw",
-              (object["offset"] as? NSNumber)?.uint64Value == UInt64(offset), (object["size"] as? NSNumber)?.uint64Value == UInt64(size),
-              let file = object["file"] as? [String: Any], Set(file.keys) == ["driver", "filename"], file["driver"] as? String == "file",
-              let filename = file["filename"] as? String else { return false }
+            let object = try? JSONSerialization.jsonObject(with: Data(name.dropFirst(5).utf8)) as? [String: Any],
+            Set(object.keys) == ["driver", "offset", "size", "file"], object["driver"] as? String == "raw",
+            (object["offset"] as? NSNumber)?.uint64Value == UInt64(offset),
+            (object["size"] as? NSNumber)?.uint64Value == UInt64(size),
+            let file = object["file"] as? [String: Any], Set(file.keys) == ["driver", "filename"],
+            file["driver"] as? String == "file",
+            let filename = file["filename"] as? String
+        else { return false }
         return filename == diskPath
     }
 
@@ -181,16 +201,22 @@ public struct ImageSource: Sendable {
     func annotate(_ plan: inout Plan) {
         plan.source = facts
         if facts.disks.count > 1 {
-            plan.findings.append(Finding(id: "source-multiple-disks", rule: "source", severity: .warning,
-                                         message: "the \(kind.rawValue.uppercased()) has \(facts.disks.count) disks; the cloud takes one system disk: remedy reads the first (\(facts.disks[0].file ?? facts.disks[0].id)) as the system disk, the others must be imported as data disks",
-                                         measured: "\(facts.disks.count) disks", requirement: "1 system disk"))
+            plan.findings.append(
+                Finding(
+                    id: "source-multiple-disks", rule: "source", severity: .warning,
+                    message:
+                        "the \(kind.rawValue.uppercased()) has \(facts.disks.count) disks; the cloud takes one system disk: remedy reads the first (\(facts.disks[0].file ?? facts.disks[0].id)) as the system disk, the others must be imported as data disks",
+                    measured: "\(facts.disks.count) disks", requirement: "1 system disk"))
         }
         if let fw = facts.firmware {
             let ovf = fw.lowercased() == "efi" ? "uefi" : fw.lowercased()
             if plan.os.firmware != .unknown, ovf != plan.os.firmware.rawValue {
-                plan.findings.append(Finding(id: "source-firmware-mismatch", rule: "source", severity: .warning,
-                                             message: "the descriptor says the VM boots with \(fw) but the disk is laid out for \(plan.os.firmware.rawValue); register the image with the disk's firmware",
-                                             measured: plan.os.firmware.rawValue, requirement: ovf))
+                plan.findings.append(
+                    Finding(
+                        id: "source-firmware-mismatch", rule: "source", severity: .warning,
+                        message:
+                            "the descriptor says the VM boots with \(fw) but the disk is laid out for \(plan.os.firmware.rawValue); register the image with the disk's firmware",
+                        measured: plan.os.firmware.rawValue, requirement: ovf))
             }
         }
     }
@@ -202,7 +228,9 @@ public struct ImageSource: Sendable {
 
     static func read(_ f: (file: String, offset: UInt64, size: UInt64), image: String, what: String) throws -> Data {
         guard f.size <= maxDescriptorBytes else {
-            throw RemedyError(.unsupportedFormat, image: image, "\(what) is \(f.size) bytes; remedy reads descriptors and manifests up to \(maxDescriptorBytes)")
+            throw RemedyError(
+                .unsupportedFormat, image: image,
+                "\(what) is \(f.size) bytes; remedy reads descriptors and manifests up to \(maxDescriptorBytes)")
         }
         guard let fh = FileHandle(forReadingAtPath: f.file) else {
             throw RemedyError(.imageUnreadable, image: image, "cannot read \(what)")
@@ -213,11 +241,18 @@ public struct ImageSource: Sendable {
     }
 
     /// A hex digest of a byte range, by coreutils (fast on multi-GB disks).
-    static func digest(_ algorithm: String, _ f: (file: String, offset: UInt64, size: UInt64), image: String) throws -> String {
+    static func digest(
+        _ algorithm: String, _ f: (file: String, offset: UInt64, size: UInt64), image: String
+    ) throws -> String {
         let tool = "/usr/bin/" + algorithm.lowercased() + "sum"
-        let r = try? HostTool.execute("/bin/sh", ["-c", "tail -c +\"$2\" -- \"$1\" | head -c \"$3\" | \"$4\"", "sh", f.file,
-                                                  String(f.offset + 1), String(f.size), tool])
-        guard let r, r.status == 0, let hex = String(decoding: r.stdout, as: UTF8.self).split(separator: " ").first else {
+        let r = try? HostTool.execute(
+            "/bin/sh",
+            [
+                "-c", "tail -c +\"$2\" -- \"$1\" | head -c \"$3\" | \"$4\"", "sh", f.file,
+                String(f.offset + 1), String(f.size), tool,
+            ])
+        guard let r, r.status == 0, let hex = String(decoding: r.stdout, as: UTF8.self).split(separator: " ").first
+        else {
             throw RemedyError(.imageUnreadable, image: image, "cannot compute the \(algorithm) digest")
         }
         return hex.lowercased()
@@ -256,7 +291,8 @@ enum OVFDescriptor {
     static func parse(_ data: Data, image: String) throws -> SourceFacts {
         let head = String(decoding: data.prefix(1 << 20), as: UTF8.self)
         if head.contains("<!DOCTYPE") || head.contains("<!ENTITY") {
-            throw RemedyError(.unsafeImage, image: image, "the OVF descriptor has a DTD or entities, which remedy does not read")
+            throw RemedyError(
+                .unsafeImage, image: image, "the OVF descriptor has a DTD or entities, which remedy does not read")
         }
         let reader = Reader()
         let parser = XMLParser(data: data)
@@ -264,7 +300,9 @@ enum OVFDescriptor {
         parser.shouldProcessNamespaces = false
         parser.delegate = reader
         guard parser.parse() else {
-            throw RemedyError(.unsupportedFormat, image: image, "the OVF descriptor is not well-formed XML: \(parser.parserError.map { "\($0)" } ?? "?")")
+            throw RemedyError(
+                .unsupportedFormat, image: image,
+                "the OVF descriptor is not well-formed XML: \(parser.parserError.map { "\($0)" } ?? "?")")
         }
         var facts = SourceFacts()
         var disks: [SourceFacts.Disk] = []
@@ -301,8 +339,11 @@ enum OVFDescriptor {
             return out
         }
 
-        func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName qName: String?,
-                    attributes attributeDict: [String: String] = [:]) {
+        func parser(
+            _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
+            qualifiedName qName: String?,
+            attributes attributeDict: [String: String] = [:]
+        ) {
             let name = Self.local(elementName)
             let a = Self.attrs(attributeDict)
             let parent = stack.last ?? ""
@@ -328,7 +369,9 @@ enum OVFDescriptor {
             if text.utf8.count < 4096 { text += string }
         }
 
-        func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName qName: String?) {
+        func parser(
+            _ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName qName: String?
+        ) {
             let name = Self.local(elementName)
             stack.removeLast()
             let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -348,7 +391,11 @@ enum OVFDescriptor {
 /// only, each a contiguous byte range. Nothing is extracted. A member whose
 /// name is absolute or climbs out (`..`) makes the whole archive unsafe.
 enum TarIndex {
-    struct Member { var name: String; var offset: UInt64; var size: UInt64 }
+    struct Member {
+        var name: String
+        var offset: UInt64
+        var size: UInt64
+    }
 
     static func isPlainName(_ name: String) -> Bool {
         !name.isEmpty && !name.hasPrefix("/") && !name.contains("\\") && !name.split(separator: "/").contains("..")
@@ -367,7 +414,8 @@ enum TarIndex {
         var paxName: String?, paxSize: UInt64?
         while offset + 512 <= total {
             guard members.count < ImageSource.maxMembers else {
-                throw RemedyError(.unsupportedFormat, image: image, "the OVA has more than \(ImageSource.maxMembers) members")
+                throw RemedyError(
+                    .unsupportedFormat, image: image, "the OVA has more than \(ImageSource.maxMembers) members")
             }
             try fh.seek(toOffset: offset)
             let h = [UInt8](try fh.read(upToCount: 512) ?? Data())
@@ -379,11 +427,15 @@ enum TarIndex {
             }
             // Header checksum: the sum of the header with the checksum field as spaces.
             let sum = h.enumerated().reduce(0) { $0 + (($1.offset >= 148 && $1.offset < 156) ? 32 : Int($1.element)) }
-            guard let stored = Int(field(148, 8).trimmingCharacters(in: .whitespaces.union(.init(charactersIn: "\0"))), radix: 8), stored == sum else {
+            guard
+                let stored = Int(
+                    field(148, 8).trimmingCharacters(in: .whitespaces.union(.init(charactersIn: "\0"))), radix: 8),
+                stored == sum
+            else {
                 throw RemedyError(.unsupportedFormat, image: image, "not a tar archive (bad header at byte \(offset))")
             }
             var size: UInt64
-            if h[124] & 0x80 != 0 {   // base-256
+            if h[124] & 0x80 != 0 {  // base-256
                 size = h[125..<136].reduce(UInt64(0)) { ($0 << 8) | UInt64($1) }
             } else {
                 guard let s = UInt64(field(124, 12).trimmingCharacters(in: .whitespaces), radix: 8) else {
@@ -394,13 +446,16 @@ enum TarIndex {
             let type = h[156]
             let data = offset + 512
             guard size <= total, data <= total - size else {
-                throw RemedyError(.unsupportedFormat, image: image, "a tar member runs past the end of the OVA (truncated?)")
+                throw RemedyError(
+                    .unsupportedFormat, image: image, "a tar member runs past the end of the OVA (truncated?)")
             }
             var name = field(0, 100)
             let prefix = field(345, 155)
             if field(257, 5) == "ustar", !prefix.isEmpty { name = prefix + "/" + name }
             if type == UInt8(ascii: "x") || type == UInt8(ascii: "L") {
-                guard size <= 1 << 20 else { throw RemedyError(.unsupportedFormat, image: image, "oversized tar extended header") }
+                guard size <= 1 << 20 else {
+                    throw RemedyError(.unsupportedFormat, image: image, "oversized tar extended header")
+                }
                 try fh.seek(toOffset: data)
                 let body = try fh.read(upToCount: Int(size)) ?? Data()
                 if type == UInt8(ascii: "L") {
@@ -418,14 +473,16 @@ enum TarIndex {
                 if let paxSize {
                     size = paxSize
                     guard size <= total, data <= total - size else {
-                        throw RemedyError(.unsupportedFormat, image: image, "a tar member runs past the end of the OVA (truncated?)")
+                        throw RemedyError(
+                            .unsupportedFormat, image: image, "a tar member runs past the end of the OVA (truncated?)")
                     }
                 }
                 (paxName, paxSize, longName) = (nil, nil, nil)
                 if name.hasPrefix("./") { name.removeFirst(2) }
                 if type == UInt8(ascii: "0") || type == 0 {
                     guard isPlainName(name) else {
-                        throw RemedyError(.unsafeImage, image: image, "the OVA has a member whose path escapes the archive (\(name))")
+                        throw RemedyError(
+                            .unsafeImage, image: image, "the OVA has a member whose path escapes the archive (\(name))")
                     }
                     members.append(Member(name: name, offset: data, size: size))
                 }

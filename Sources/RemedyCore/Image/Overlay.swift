@@ -78,7 +78,10 @@ final class Overlay {
     /// `/dev/disk/by-id/...` or LVM path stays the same across reboots where `/dev/sdb` may not).
     static func stateLocation(for image: String) -> (directory: String, name: String) {
         if isBlockDevice(image) {
-            let name = "blockdev" + absolutePath(image).replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
+            let name =
+                "blockdev"
+                + absolutePath(image).replacingOccurrences(of: "%", with: "%25").replacingOccurrences(
+                    of: "/", with: "%2F")
             return (blockDeviceStateDirectory, name)
         }
         let dir = FilePath(image).removingLastComponent().string
@@ -86,13 +89,16 @@ final class Overlay {
     }
 
     static var blockDeviceStateDirectory: String {
-        let base = ProcessInfo.processInfo.environment["REMEDY_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/lib/remedy"
+        let base =
+            ProcessInfo.processInfo.environment["REMEDY_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? "/var/lib/remedy"
         return FilePath(base).appending("block-devices").string
     }
 
     /// The path made absolute against the working directory and tidied (`.`, `..`, `//`), symlinks left as given.
     static func absolutePath(_ path: String) -> String {
-        FilePath(path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path).lexicallyNormalized().string
+        FilePath(path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path)
+            .lexicallyNormalized().string
     }
 
     static func isBlockDevice(_ path: String) -> Bool {
@@ -104,7 +110,8 @@ final class Overlay {
 
     /// Is there an overlay or a commit marker of an earlier run beside the image?
     static func pending(_ image: String) -> Bool {
-        FileManager.default.fileExists(atPath: markerPath(for: image)) || FileManager.default.fileExists(atPath: overlayPath(beside: image))
+        FileManager.default.fileExists(atPath: markerPath(for: image))
+            || FileManager.default.fileExists(atPath: overlayPath(beside: image))
     }
 
     private init(base: String, baseFormat: DiskFormat, path: String, output: OutputTarget?) {
@@ -117,7 +124,9 @@ final class Overlay {
     /// A new, empty overlay on top of `base` (beside it, or beside the output).
     /// `backing` is what qemu reads for the source when it is not the file `base` itself (an OVA's disk: a `json:`
     /// spec of the tar member's byte range); an overlay for in-place writes always sits beside its image.
-    static func create(base: String, backing qemuBacking: String? = nil, format: DiskFormat, output: OutputTarget?) throws -> Overlay {
+    static func create(
+        base: String, backing qemuBacking: String? = nil, format: DiskFormat, output: OutputTarget?
+    ) throws -> Overlay {
         let fm = FileManager.default
         let path: String
         let backing: String
@@ -129,15 +138,19 @@ final class Overlay {
             path = overlayPath(beside: base)
             backing = absolutePath(base)
             do {
-                try fm.createDirectory(atPath: FilePath(path).removingLastComponent().string, withIntermediateDirectories: true,
-                                       attributes: [.posixPermissions: 0o700])
+                try fm.createDirectory(
+                    atPath: FilePath(path).removingLastComponent().string, withIntermediateDirectories: true,
+                    attributes: [.posixPermissions: 0o700])
             } catch {
-                throw RemedyError(.writeFailed, image: base, "cannot create remedy's state directory for block devices "
-                                  + "\(FilePath(path).removingLastComponent().string) (REMEDY_STATE_DIR): \(error.localizedDescription); the image is unchanged", cause: error)
+                throw RemedyError(
+                    .writeFailed, image: base,
+                    "cannot create remedy's state directory for block devices "
+                        + "\(FilePath(path).removingLastComponent().string) (REMEDY_STATE_DIR): \(error.localizedDescription); the image is unchanged",
+                    cause: error)
             }
         } else {
             path = overlayPath(beside: base)
-            backing = (FilePath(base).lastComponent?.string ?? "")   // relative: the overlay lives beside its image
+            backing = (FilePath(base).lastComponent?.string ?? "")  // relative: the overlay lives beside its image
         }
         try? fm.removeItem(atPath: path)
         try QemuImg.run(["create", "-q", "-f", "qcow2", "-F", format.qemuName, "-b", backing, path], image: base)
@@ -171,8 +184,10 @@ final class Overlay {
         do {
             try Self.completeCommit(image: base, format: baseFormat, marker: marker)
         } catch let e as RemedyError {
-            throw RemedyError(e.code, image: base, e.message + "; the checked overlay and its commit marker are kept beside the image: "
-                              + "the next remedy command on this image finishes the commit", cause: e)
+            throw RemedyError(
+                e.code, image: base,
+                e.message + "; the checked overlay and its commit marker are kept beside the image: "
+                    + "the next remedy command on this image finishes the commit", cause: e)
         }
     }
 
@@ -181,14 +196,17 @@ final class Overlay {
         try QemuImg.run(["check", "-q", "-f", "qcow2", path], image: base)
         let ranges = try Self.writtenRanges(path, image: base)
         try Fault.point("before-marker", image: base)
-        let marker = Marker(overlay: (FilePath(path).lastComponent?.string ?? ""), overlaySize: Self.size(path),
-                            overlaySHA256: try PhaseTimes.measure("marker") { try Self.sha256(path, image: base) },
-                            ranges: ranges.map { [$0.start, $0.length] }, createdAt: Date())
+        let marker = Marker(
+            overlay: (FilePath(path).lastComponent?.string ?? ""), overlaySize: Self.size(path),
+            overlaySHA256: try PhaseTimes.measure("marker") { try Self.sha256(path, image: base) },
+            ranges: ranges.map { [$0.start, $0.length] }, createdAt: Date())
         let markerFile = Self.markerPath(for: base)
         let temp = markerFile + ".tmp"
         try Self.durableWrite(try RemedyJSON.encoder().encode(marker), to: temp, image: base)
         guard rename(temp, markerFile) == 0 else {
-            throw RemedyError(.writeFailed, image: base, "cannot write the commit marker \(markerFile): \(Errno.last); the image is unchanged")
+            throw RemedyError(
+                .writeFailed, image: base,
+                "cannot write the commit marker \(markerFile): \(Errno.last); the image is unchanged")
         }
         Self.syncDirectory(of: markerFile)
         marked = true
@@ -208,14 +226,20 @@ final class Overlay {
             return
         }
         guard size(overlay) == marker.overlaySize, try sha256(overlay, image: image) == marker.overlaySHA256 else {
-            throw RemedyError(.writeFailed, image: image, "an interrupted remedy commit cannot be finished: \(overlay) is not the overlay "
-                              + "\(markerFile) describes; the image may be partly written: keep both files and restore the image from a copy")
+            throw RemedyError(
+                .writeFailed, image: image,
+                "an interrupted remedy commit cannot be finished: \(overlay) is not the overlay "
+                    + "\(markerFile) describes; the image may be partly written: keep both files and restore the image from a copy"
+            )
         }
         let ranges = marker.ranges.compactMap { $0.count == 2 ? (start: $0[0], length: $0[1]) : nil }
         if Fault.hit("mid-commit") == "kill" {
             // A torn commit: part of the first written range already holds other bytes.
             if let r = ranges.first {
-                _ = try? HostTool.run("/usr/bin/qemu-io", ["-f", format.qemuName, "-c", "write -q -P 0x5a \(r.start) \(min(r.length, 65536))", image], image: image)
+                _ = try? HostTool.run(
+                    "/usr/bin/qemu-io",
+                    ["-f", format.qemuName, "-c", "write -q -P 0x5a \(r.start) \(min(r.length, 65536))", image],
+                    image: image)
             }
             Fault.die()
         }
@@ -239,7 +263,9 @@ final class Overlay {
             do {
                 marker = try RemedyJSON.decoder().decode(Marker.self, from: data)
             } catch {
-                throw RemedyError(.writeFailed, image: image, "the remedy commit marker \(markerFile) cannot be read (\(error)); the image may be partly written")
+                throw RemedyError(
+                    .writeFailed, image: image,
+                    "the remedy commit marker \(markerFile) cannot be read (\(error)); the image may be partly written")
             }
             notice("\(image): finishing the commit of an apply that was interrupted (\(markerFile))")
             try completeCommit(image: image, format: format, marker: marker)
@@ -247,7 +273,9 @@ final class Overlay {
         try? fm.removeItem(atPath: markerFile + ".tmp")
         let overlay = overlayPath(beside: image)
         if fm.fileExists(atPath: overlay) {
-            notice("\(image): removing the overlay of an apply that was interrupted before its commit (the image was not changed)")
+            notice(
+                "\(image): removing the overlay of an apply that was interrupted before its commit (the image was not changed)"
+            )
             try? fm.removeItem(atPath: overlay)
         }
     }
@@ -264,7 +292,9 @@ final class Overlay {
         do {
             try Self.runQemuImg(args, image: base, progress: output.progress)
             Self.fsyncFile(temp)
-            try PhaseTimes.measure("proof-commit") { try Self.prove(ranges, overlay: path, target: temp, format: output.format) }
+            try PhaseTimes.measure("proof-commit") {
+                try Self.prove(ranges, overlay: path, target: temp, format: output.format)
+            }
             guard rename(temp, output.path) == 0 else {
                 throw RemedyError(.writeFailed, image: base, "cannot rename \(temp) to \(output.path): \(Errno.last)")
             }
@@ -278,7 +308,12 @@ final class Overlay {
 
     // MARK: proof
 
-    struct Extent { var start: Int64; var length: Int64; var zero: Bool; var offset: Int64? }
+    struct Extent {
+        var start: Int64
+        var length: Int64
+        var zero: Bool
+        var offset: Int64?
+    }
 
     /// The guest ranges the overlay itself holds (depth 0 of `qemu-img map`), merged.
     static func writtenRanges(_ overlay: String, image: String) throws -> [(start: Int64, length: Int64)] {
@@ -299,15 +334,21 @@ final class Overlay {
             throw RemedyError(.verifyFailed, image: image, "qemu-img map of the overlay gave no readable answer")
         }
         return list.compactMap { e in
-            guard (e["depth"] as? Int) == 0, let s = (e["start"] as? NSNumber)?.int64Value, let l = (e["length"] as? NSNumber)?.int64Value else { return nil }
+            guard (e["depth"] as? Int) == 0, let s = (e["start"] as? NSNumber)?.int64Value,
+                let l = (e["length"] as? NSNumber)?.int64Value
+            else { return nil }
             let data = (e["data"] as? Bool) ?? false
-            return Extent(start: s, length: l, zero: (e["zero"] as? Bool) ?? false && !data, offset: data ? (e["offset"] as? NSNumber)?.int64Value : nil)
+            return Extent(
+                start: s, length: l, zero: (e["zero"] as? Bool) ?? false && !data,
+                offset: data ? (e["offset"] as? NSNumber)?.int64Value : nil)
         }
     }
 
     /// Compares every range the overlay holds with the same range of `target` read from its file (raw: directly;
     /// other formats: through `qemu-img dd`), so success means the bytes are in the file.
-    static func prove(_ ranges: [(start: Int64, length: Int64)], overlay: String, target: String, format: DiskFormat) throws {
+    static func prove(
+        _ ranges: [(start: Int64, length: Int64)], overlay: String, target: String, format: DiskFormat
+    ) throws {
         let extents = try Self.extents(overlay, image: target)
         guard let ov = FileHandle(forReadingAtPath: overlay) else {
             throw RemedyError(.verifyFailed, image: target, "cannot read the overlay \(overlay) to check the commit")
@@ -316,7 +357,11 @@ final class Overlay {
         // Windows of the target read at once (ranges closer than 1 MiB share one read).
         var windows: [(start: Int64, end: Int64)] = []
         for r in ranges {
-            if let last = windows.last, r.start - last.end < 1 << 20 { windows[windows.count - 1].end = r.start + r.length } else { windows.append((r.start, r.start + r.length)) }
+            if let last = windows.last, r.start - last.end < 1 << 20 {
+                windows[windows.count - 1].end = r.start + r.length
+            } else {
+                windows.append((r.start, r.start + r.length))
+            }
         }
         let work = NSTemporaryDirectory() + "/remedy-prove-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -331,8 +376,12 @@ final class Overlay {
             } else {
                 let bs: Int64 = (w.start % 65536 == 0 && w.end % 65536 == 0) ? 65536 : 512
                 // qemu-img dd (7.2) applies count before skip: count is the block where the read ends.
-                try HostTool.run("/usr/bin/qemu-img", ["dd", "-f", format.qemuName, "-O", "raw", "bs=\(bs)", "skip=\(w.start / bs)",
-                                                       "count=\((w.end + bs - 1) / bs)", "if=\(target)", "of=\(work)"], image: target)
+                try HostTool.run(
+                    "/usr/bin/qemu-img",
+                    [
+                        "dd", "-f", format.qemuName, "-O", "raw", "bs=\(bs)", "skip=\(w.start / bs)",
+                        "count=\((w.end + bs - 1) / bs)", "if=\(target)", "of=\(work)",
+                    ], image: target)
                 bytes = (try? Data(contentsOf: URL(fileURLWithPath: work))) ?? Data()
                 try? FileManager.default.removeItem(atPath: work)
             }
@@ -348,13 +397,17 @@ final class Overlay {
                 } else {
                     continue
                 }
-                guard bytes[bytes.startIndex + lo..<bytes.startIndex + hi] == expected else { throw mismatch(target, e.start) }
+                guard bytes[bytes.startIndex + lo..<bytes.startIndex + hi] == expected else {
+                    throw mismatch(target, e.start)
+                }
             }
         }
     }
 
     static func mismatch(_ target: String, _ offset: Int64) -> RemedyError {
-        RemedyError(.verifyFailed, image: target, "the image file does not hold what was written (first difference in the range at byte \(offset))")
+        RemedyError(
+            .verifyFailed, image: target,
+            "the image file does not hold what was written (first difference in the range at byte \(offset))")
     }
 
     // MARK: host helpers
@@ -373,7 +426,9 @@ final class Overlay {
         guard fd >= 0 else { throw RemedyError(.writeFailed, image: image, "cannot write \(path): \(Errno.last)") }
         defer { close(fd) }
         let n = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard n == data.count, fsync(fd) == 0 else { throw RemedyError(.writeFailed, image: image, "cannot write \(path): \(Errno.last)") }
+        guard n == data.count, fsync(fd) == 0 else {
+            throw RemedyError(.writeFailed, image: image, "cannot write \(path): \(Errno.last)")
+        }
     }
 
     static func fsyncFile(_ path: String) {
@@ -423,10 +478,14 @@ public enum PhaseTimes {
     /// `phase=seconds` pairs, sorted by phase (counts as whole numbers).
     public static var summary: String {
         seconds.withLock {
-            $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.key.hasPrefix("calls:") ? String(Int($0.value)) : String(format: "%.2f", $0.value))" }
-                .joined(separator: " ")
+            $0.sorted { $0.key < $1.key }.map {
+                "\($0.key)=\($0.key.hasPrefix("calls:") ? String(Int($0.value)) : String(format: "%.2f", $0.value))"
+            }
+            .joined(separator: " ")
         }
     }
 
-    public static var requested: Bool { ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["REMEDY_TIMINGS"] ?? "") }
+    public static var requested: Bool {
+        ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["REMEDY_TIMINGS"] ?? "")
+    }
 }

@@ -58,7 +58,8 @@ struct PreparedImage {
         let pending = Overlay.pending(path)
         if flock(fd, (writable || pending ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             Glibc.close(fd)
-            throw RemedyError(.imageLocked, image: path, "the image is locked by another process (another remedy apply?)")
+            throw RemedyError(
+                .imageLocked, image: path, "the image is locked by another process (another remedy apply?)")
         }
         do {
             var image: PreparedImage
@@ -70,7 +71,9 @@ struct PreparedImage {
             } else {
                 let format = try DiskFormat.detect(path: path)
                 if pending {
-                    do { try Overlay.recover(path, format: format, notice: notice) } catch { throw RemedyError.wrap(error, image: path) }
+                    do { try Overlay.recover(path, format: format, notice: notice) } catch {
+                        throw RemedyError.wrap(error, image: path)
+                    }
                 }
                 let view = try QemuView.inspect(path, format: format)
                 image = PreparedImage(path: path, format: format, fileSize: fileSize, lockFD: fd)
@@ -81,7 +84,9 @@ struct PreparedImage {
             if writable, let reason = image.readOnlyReason {
                 image.source?.cleanup()
                 for fd in image.extentLockFDs { Glibc.close(fd) }
-                throw RemedyError(.imageReadOnly, image: path, "remedy cannot apply in place: \(reason); write the result to a new image with --output OUT")
+                throw RemedyError(
+                    .imageReadOnly, image: path,
+                    "remedy cannot apply in place: \(reason); write the result to a new image with --output OUT")
             }
             return image
         } catch {
@@ -96,10 +101,13 @@ struct PreparedImage {
         for f in files {
             let fd = Glibc.open(f, O_RDONLY | O_CLOEXEC)
             guard fd >= 0, flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 else {
-                let why = fd < 0 ? "cannot be opened: \(Errno.last)" : "is locked by another process or another image that uses it"
+                let why =
+                    fd < 0
+                    ? "cannot be opened: \(Errno.last)" : "is locked by another process or another image that uses it"
                 if fd >= 0 { Glibc.close(fd) }
                 for d in fds { Glibc.close(d) }
-                throw RemedyError(fd < 0 ? .imageUnreadable : .imageLocked, image: image, "the image's extent \(f) \(why)")
+                throw RemedyError(
+                    fd < 0 ? .imageUnreadable : .imageLocked, image: image, "the image's extent \(f) \(why)")
             }
             fds.append(fd)
         }

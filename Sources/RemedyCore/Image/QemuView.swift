@@ -23,7 +23,9 @@ public struct QemuView: Sendable, Equatable {
 
     /// VMDK create types qemu writes in place. Everything else (streamOptimized,
     /// seSparse, vmfsSparse, custom...) is read-only to remedy.
-    static let writableVMDK: Set<String> = ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "vmfs"]
+    static let writableVMDK: Set<String> = [
+        "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "vmfs",
+    ]
 
     /// How long qemu-img info may take (a descriptor naming a FIFO or a device must never hang remedy).
     static let timeout: TimeInterval = 60
@@ -36,7 +38,9 @@ public struct QemuView: Sendable, Equatable {
         let file = String(cString: canonical)
         free(canonical)
         let top = try info(spec: file, format: format, image: path)
-        var view = QemuView(format: format, virtualSize: (top["virtual-size"] as? NSNumber)?.int64Value ?? 0, createType: nil, files: [file], readOnlyReason: nil)
+        var view = QemuView(
+            format: format, virtualSize: (top["virtual-size"] as? NSNumber)?.int64Value ?? 0, createType: nil,
+            files: [file], readOnlyReason: nil)
         let data = ((top["format-specific"] as? [String: Any])?["data"] as? [String: Any]) ?? [:]
         if format == .vmdk {
             view.createType = data["create-type"] as? String
@@ -48,7 +52,9 @@ public struct QemuView: Sendable, Equatable {
                 let resolved = try checkExtent(name, directory: dir, image: path)
                 if !view.files.contains(resolved) { view.files.append(resolved) }
                 if (extent["compressed"] as? Bool) == true {
-                    view.readOnlyReason = view.readOnlyReason ?? "its VMDK extents are compressed (\(view.createType ?? "streamOptimized")): qemu cannot update them in place"
+                    view.readOnlyReason =
+                        view.readOnlyReason
+                        ?? "its VMDK extents are compressed (\(view.createType ?? "streamOptimized")): qemu cannot update them in place"
                 }
                 if let f = (extent["format"] as? String)?.uppercased(), ["SESPARSE", "VMFSSPARSE"].contains(f) {
                     view.readOnlyReason = view.readOnlyReason ?? "its VMDK extents are \(f), which qemu only reads"
@@ -61,7 +67,8 @@ public struct QemuView: Sendable, Equatable {
         // access() says yes to root for any file; a file without any write permission bit is read-only to remedy too.
         func readOnly(_ f: String) -> Bool {
             var st = stat()
-            return access(f, W_OK) != 0 || (stat(f, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && st.st_mode & 0o222 == 0)
+            return access(f, W_OK) != 0
+                || (stat(f, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && st.st_mode & 0o222 == 0)
         }
         if view.readOnlyReason == nil, let ro = view.files.first(where: readOnly) {
             view.readOnlyReason = ro == file ? "the file is read-only" : "its extent \(ro) is read-only"
@@ -79,22 +86,31 @@ public struct QemuView: Sendable, Equatable {
                 throw RemedyError(.imageLocked, image: image, "the image is in use by another process: \(text)")
             }
             if status == -1 {
-                throw RemedyError(.unsafeImage, image: image, "qemu-img info did not finish within \(Int(timeout)) s (does the image name a device or a FIFO?)")
+                throw RemedyError(
+                    .unsafeImage, image: image,
+                    "qemu-img info did not finish within \(Int(timeout)) s (does the image name a device or a FIFO?)")
             }
-            throw RemedyError(.unsupportedFormat, image: image, "qemu cannot open the image as \(format.rawValue): \(text)")
+            throw RemedyError(
+                .unsupportedFormat, image: image, "qemu cannot open the image as \(format.rawValue): \(text)")
         }
-        guard let chain = (try? JSONSerialization.jsonObject(with: out)) as? [[String: Any]], let top = chain.first else {
+        guard let chain = (try? JSONSerialization.jsonObject(with: out)) as? [[String: Any]], let top = chain.first
+        else {
             throw RemedyError(.imageUnreadable, image: image, "qemu-img info gave no answer remedy understands")
         }
         if chain.count != 1 || top["backing-filename"] != nil || top["full-backing-filename"] != nil {
-            throw RemedyError(.unsafeImage, image: image, "the image has a backing file (\(top["backing-filename"] as? String ?? "a parent")); remedy edits self-contained images only (flatten it with qemu-img convert first)")
+            throw RemedyError(
+                .unsafeImage, image: image,
+                "the image has a backing file (\(top["backing-filename"] as? String ?? "a parent")); remedy edits self-contained images only (flatten it with qemu-img convert first)"
+            )
         }
         if let f = top["format"] as? String, f != format.qemuName {
             throw RemedyError(.unsupportedFormat, image: image, "qemu reads the image as \(f), not \(format.qemuName)")
         }
         let data = ((top["format-specific"] as? [String: Any])?["data"] as? [String: Any]) ?? [:]
         if let dataFile = data["data-file"] {
-            throw RemedyError(.unsafeImage, image: image, "the image keeps its data in an external file (\(dataFile)); remedy edits self-contained images only")
+            throw RemedyError(
+                .unsafeImage, image: image,
+                "the image keeps its data in an external file (\(dataFile)); remedy edits self-contained images only")
         }
         return top
     }
@@ -103,7 +119,9 @@ public struct QemuView: Sendable, Equatable {
     /// image's own directory, after symlinks are resolved.
     static func checkExtent(_ name: String, directory: String, image: String) throws -> String {
         guard name.hasPrefix("/") else {
-            throw RemedyError(.unsafeImage, image: image, "the VMDK names an extent qemu would open through a protocol or a relative path (\(name))")
+            throw RemedyError(
+                .unsafeImage, image: image,
+                "the VMDK names an extent qemu would open through a protocol or a relative path (\(name))")
         }
         guard let c = realpath(name, nil) else {
             throw RemedyError(.imageUnreadable, image: image, "the VMDK's extent \(name) is missing")
@@ -111,8 +129,12 @@ public struct QemuView: Sendable, Equatable {
         let resolved = String(cString: c)
         free(c)
         var st = stat()
-        guard FilePath(resolved).removingLastComponent().string == directory, stat(resolved, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-            throw RemedyError(.unsafeImage, image: image, "the VMDK names an extent outside its own directory or not a regular file (\(name))")
+        guard FilePath(resolved).removingLastComponent().string == directory, stat(resolved, &st) == 0,
+            (st.st_mode & S_IFMT) == S_IFREG
+        else {
+            throw RemedyError(
+                .unsafeImage, image: image,
+                "the VMDK names an extent outside its own directory or not a regular file (\(name))")
         }
         return resolved
     }

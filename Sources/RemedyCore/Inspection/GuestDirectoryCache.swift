@@ -24,7 +24,8 @@ final class GuestDirectoryCache {
         if dir == "/" || dir.isEmpty {
             result = ("", [:])
         } else if let parent = listing(GuestPath.parent(dir)),
-                  let stored = parent.names[GuestPath.name(dir).lowercased()] {
+            let stored = parent.names[GuestPath.name(dir).lowercased()]
+        {
             result = (parent.path + "/" + stored, [:])
         }
         if var r = result {
@@ -39,7 +40,8 @@ final class GuestDirectoryCache {
     /// The stored spelling of an existing guest path (NTFS is case-insensitive to Windows, not to the appliance), or nil.
     func resolveExisting(_ path: String) -> String? {
         guard let dir = listing(GuestPath.parent(path)),
-              let name = dir.names[GuestPath.name(path).lowercased()] else { return nil }
+            let name = dir.names[GuestPath.name(path).lowercased()]
+        else { return nil }
         return dir.path + "/" + name
     }
 

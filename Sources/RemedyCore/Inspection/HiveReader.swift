@@ -10,10 +10,14 @@ enum HiveReader {
     /// replays them into the local copy (the original is kept beside it as
     /// `HIVE.orig`). hivex would open a dirty hive silently, with stale data,
     /// and its commit would mark it clean so Windows ignores the logs.
-    static func recoverIfDirty(_ hive: HiveName, local: String, guestPath: String, g: Guestfs, workDirectory: String) throws -> HiveIntegrity {
+    static func recoverIfDirty(
+        _ hive: HiveName, local: String, guestPath: String, g: Guestfs, workDirectory: String
+    ) throws -> HiveIntegrity {
         let dir = GuestPath.parent(guestPath)
         let file = GuestPath.name(guestPath).lowercased()
-        let logNames = ((try? g.ls(dir)) ?? []).filter { ["\(file).log", "\(file).log1", "\(file).log2"].contains($0.lowercased()) }.sorted()
+        let logNames = ((try? g.ls(dir)) ?? []).filter {
+            ["\(file).log", "\(file).log1", "\(file).log2"].contains($0.lowercased())
+        }.sorted()
         var logs: [(name: String, bytes: [UInt8])] = []
         var logPaths: [String] = []
         for name in logNames {
@@ -24,9 +28,12 @@ enum HiveReader {
                 try checkSize(g, guest, limit: RegistryLimits.maxLogFile, what: "the \(hive.rawValue) transaction log")
                 try g.download(guest, to: localLog)
             } catch let e as GuestfsError {
-                throw RemedyError(.hiveUnreadable, "cannot read the \(hive.rawValue) transaction log \(guest): \(e.message)", cause: e)
+                throw RemedyError(
+                    .hiveUnreadable, "cannot read the \(hive.rawValue) transaction log \(guest): \(e.message)", cause: e
+                )
             }
-            logs.append((name, (try? HostFile.read(localLog, followLinks: false, limit: RegistryLimits.maxLogFile)) ?? []))
+            logs.append(
+                (name, (try? HostFile.read(localLog, followLinks: false, limit: RegistryLimits.maxLogFile)) ?? []))
             logPaths.append(guest)
         }
         let bytes = (try? HostFile.read(local, followLinks: false, limit: RegistryLimits.maxHiveFile)) ?? []
@@ -34,10 +41,14 @@ enum HiveReader {
         do {
             base = try BaseBlock(bytes)
         } catch let e as RegfError {
-            throw RemedyError(.hiveUnreadable, "the \(hive.rawValue) hive (\(guestPath)) is not a valid registry hive: \(e.message)", cause: e)
+            throw RemedyError(
+                .hiveUnreadable, "the \(hive.rawValue) hive (\(guestPath)) is not a valid registry hive: \(e.message)",
+                cause: e)
         }
-        var info = HiveIntegrity(hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence, secondarySequence: base.secondarySequence,
-                                 checksumValid: base.checksumValid, logs: logPaths, replayed: [], highestLogSequence: 0)
+        var info = HiveIntegrity(
+            hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence,
+            secondarySequence: base.secondarySequence,
+            checksumValid: base.checksumValid, logs: logPaths, replayed: [], highestLogSequence: 0)
         guard base.isDirty else {
             info.highestLogSequence = (try? HiveRecovery.recover(primary: bytes, logs: logs).highestLogSequence) ?? 0
             return info
@@ -56,8 +67,10 @@ enum HiveReader {
             info.highestLogSequence = r.highestLogSequence
             return info
         } catch let e as RegfError {
-            throw RemedyError(.hiveUnrecoverable, "the \(hive.rawValue) hive (\(guestPath)) was not cleanly closed by Windows and cannot be recovered: \(e.message); "
-                              + "nothing was changed (boot the VM once and shut it down cleanly, then export it again)", cause: e)
+            throw RemedyError(
+                .hiveUnrecoverable,
+                "the \(hive.rawValue) hive (\(guestPath)) was not cleanly closed by Windows and cannot be recovered: \(e.message); "
+                    + "nothing was changed (boot the VM once and shut it down cleanly, then export it again)", cause: e)
         }
     }
 
@@ -65,7 +78,9 @@ enum HiveReader {
     static func checkSize(_ g: Guestfs, _ path: String, limit: Int, what: String) throws {
         let size = try g.fileSize(path)
         guard size <= Int64(limit) else {
-            throw RemedyError(.hiveUnreadable, "\(what) (\(path)) is \(size) bytes, more than remedy accepts (\(limit) bytes): not a real hive")
+            throw RemedyError(
+                .hiveUnreadable,
+                "\(what) (\(path)) is \(size) bytes, more than remedy accepts (\(limit) bytes): not a real hive")
         }
     }
 
@@ -73,7 +88,9 @@ enum HiveReader {
         do {
             return try Hive(path: local)
         } catch let e as HivexError {
-            throw RemedyError(.hiveUnreadable, "the \(hive.rawValue) hive (\(guest)) is not a valid registry hive: \(e.errno)", cause: e)
+            throw RemedyError(
+                .hiveUnreadable, "the \(hive.rawValue) hive (\(guest)) is not a valid registry hive: \(e.errno)",
+                cause: e)
         }
     }
 
@@ -82,7 +99,9 @@ enum HiveReader {
         do {
             let root = try system.root()
             guard let select = try system.child(of: root, named: "Select") else {
-                throw RemedyError(.hiveUnreadable, "the SYSTEM hive (\(guest)) has no Select key: cannot tell which control set Windows boots")
+                throw RemedyError(
+                    .hiveUnreadable,
+                    "the SYSTEM hive (\(guest)) has no Select key: cannot tell which control set Windows boots")
             }
             var roleOf: [Int: [ControlSet.Role]] = [:]
             var current = 0
@@ -99,35 +118,44 @@ enum HiveReader {
             for child in try system.children(of: root) {
                 let name = try system.name(of: child)
                 let lower = name.lowercased()
-                guard lower.hasPrefix("controlset"), let n = Int(lower.dropFirst(10)), lower.count == 13 else { continue }
+                guard lower.hasPrefix("controlset"), let n = Int(lower.dropFirst(10)), lower.count == 13 else {
+                    continue
+                }
                 sets.append(ControlSet(name: name, roles: roleOf[n] ?? []))
             }
             let currentName = String(format: "ControlSet%03d", current)
             guard sets.contains(where: { $0.name.lowercased() == currentName.lowercased() }) else {
-                throw RemedyError(.hiveUnreadable, "Select\\Current names \(currentName), which is not in the SYSTEM hive (\(guest))")
+                throw RemedyError(
+                    .hiveUnreadable, "Select\\Current names \(currentName), which is not in the SYSTEM hive (\(guest))")
             }
-            return (sets.sorted { $0.name < $1.name }, sets.first { $0.name.lowercased() == currentName.lowercased() }!.name)
+            return (
+                sets.sorted { $0.name < $1.name }, sets.first { $0.name.lowercased() == currentName.lowercased() }!.name
+            )
         } catch let e as HivexError {
             throw RemedyError(.hiveUnreadable, "the SYSTEM hive (\(guest)) is damaged: \(e)", cause: e)
         }
     }
 
     /// Reads requirements from open hives into a snapshot.
-    static func snapshot(_ hives: [HiveName: Hive], _ requirements: [RegistryRequirement], image: String) throws -> RegistrySnapshot {
+    static func snapshot(
+        _ hives: [HiveName: Hive], _ requirements: [RegistryRequirement], image: String
+    ) throws -> RegistrySnapshot {
         var snapshot = RegistrySnapshot()
         for r in requirements {
             guard let hive = hives[r.hive] else {
-                if r.hive == .sam {   // optional: an image without a readable SAM reads as one without accounts
+                if r.hive == .sam {  // optional: an image without a readable SAM reads as one without accounts
                     snapshot.insert(.sam, r.path, nil)
                     continue
                 }
-                throw RemedyError(.hiveUnreadable, image: image, "the \(r.hive.rawValue) hive is not read by remedy yet")
+                throw RemedyError(
+                    .hiveUnreadable, image: image, "the \(r.hive.rawValue) hive is not read by remedy yet")
             }
             do {
                 let node = try hive.node(at: r.path.description)
                 snapshot.insert(r.hive, r.path, try node.map { try read(hive, $0, depth: r.depth) })
             } catch let e as HivexError {
-                throw RemedyError(.hiveUnreadable, image: image, "reading \(r.hive.rawValue)\\\(r.path): \(e)", cause: e)
+                throw RemedyError(
+                    .hiveUnreadable, image: image, "reading \(r.hive.rawValue)\\\(r.path): \(e)", cause: e)
             }
         }
         return snapshot

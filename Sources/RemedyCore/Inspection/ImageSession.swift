@@ -30,8 +30,9 @@ public final class ImageSession {
     let install: WindowsInstall
     /// Hibernation and encryption as inspection found them.
     public var volume: VolumeFacts {
-        VolumeFacts(hibernated: install.hibernated, encrypted: install.encrypted, filesystems: install.filesystems,
-                    bootManager: install.bootManager, inspected: true, esp: install.esp)
+        VolumeFacts(
+            hibernated: install.hibernated, encrypted: install.encrypted, filesystems: install.filesystems,
+            bootManager: install.bootManager, inspected: true, esp: install.esp)
     }
     /// What the user gave to inject, and where the virtio-win ISO is in the appliance.
     public internal(set) var inputs = PayloadInputs()
@@ -57,8 +58,10 @@ public final class ImageSession {
     /// Opens, inspects and reads the hives of a Windows image, in an appliance of its own.
     /// A writable session writes into an overlay (see ``Overlay``): into the image after a proven commit, or with
     /// `output` into a new image, the source only read.
-    public static func open(image path: String, writable: Bool, options: ApplianceOptions, inputs: PayloadInputs = PayloadInputs(),
-                            output: OutputTarget? = nil) throws -> ImageSession {
+    public static func open(
+        image path: String, writable: Bool, options: ApplianceOptions, inputs: PayloadInputs = PayloadInputs(),
+        output: OutputTarget? = nil
+    ) throws -> ImageSession {
         let prepared = try PreparedImage.prepare(path, writable: writable && output == nil, notice: options.notice)
         let appliance: Appliance
         var overlay: Overlay?
@@ -73,7 +76,8 @@ public final class ImageSession {
         do {
             try afterLaunch(appliance, image: path)
             let devices = try appliance.guestfs.listDevices()
-            let session = try ImageSession(prepared, writable: writable, appliance: appliance, device: devices[0], owns: true)
+            let session = try ImageSession(
+                prepared, writable: writable, appliance: appliance, device: devices[0], owns: true)
             session.inputs = inputs
             session.isoDevice = inputs.virtioWinIsImage ? devices.last : nil
             session.overlay = overlay
@@ -89,8 +93,9 @@ public final class ImageSession {
     /// A fresh overlay on the image (``PreparedImage/prepare(_:writable:notice:)`` already refused an image qemu
     /// cannot update in place).
     static func makeOverlay(_ prepared: PreparedImage, output: OutputTarget?) throws -> Overlay {
-        return try Overlay.create(base: prepared.path, backing: output == nil ? nil : (prepared.source?.qemuSpec ?? prepared.drivePath),
-                                  format: prepared.format, output: output)
+        return try Overlay.create(
+            base: prepared.path, backing: output == nil ? nil : (prepared.source?.qemuSpec ?? prepared.drivePath),
+            format: prepared.format, output: output)
     }
 
     /// The image as the appliance sees it: its overlay, writable, or the image itself, read-only.
@@ -115,9 +120,11 @@ public final class ImageSession {
     /// failure fails them all (the caller retries them one by one to find
     /// the culprit). The caller shuts the appliance down after its writes,
     /// then closes the sessions.
-    public static func openMany(_ paths: [String], writable: Bool, options: ApplianceOptions,
-                                inputs: PayloadInputs = PayloadInputs(),
-                                output: ((String) -> OutputTarget?)? = nil) -> (appliance: Appliance?, sessions: [Result<ImageSession, RemedyError>]) {
+    public static func openMany(
+        _ paths: [String], writable: Bool, options: ApplianceOptions,
+        inputs: PayloadInputs = PayloadInputs(),
+        output: ((String) -> OutputTarget?)? = nil
+    ) -> (appliance: Appliance?, sessions: [Result<ImageSession, RemedyError>]) {
         var results = [Result<ImageSession, RemedyError>?](repeating: nil, count: paths.count)
         var prepared: [(index: Int, image: PreparedImage, overlay: Overlay?)] = []
         for (i, p) in paths.enumerated() {
@@ -136,7 +143,8 @@ public final class ImageSession {
         let appliance: Appliance
         let devices: [String]
         do {
-            appliance = try Appliance.launch(drives: prepared.map { drive($0.image, $0.overlay) } + isoDrives(inputs), options: options)
+            appliance = try Appliance.launch(
+                drives: prepared.map { drive($0.image, $0.overlay) } + isoDrives(inputs), options: options)
             devices = try appliance.guestfs.listDevices()
             try afterLaunch(appliance, image: prepared[0].image.path)
         } catch {
@@ -149,7 +157,8 @@ public final class ImageSession {
         }
         for (n, (i, img, overlay)) in prepared.enumerated() {
             do {
-                let session = try ImageSession(img, writable: writable, appliance: appliance, device: devices[n], owns: false)
+                let session = try ImageSession(
+                    img, writable: writable, appliance: appliance, device: devices[n], owns: false)
                 session.inputs = inputs
                 session.isoDevice = inputs.virtioWinIsImage ? devices.last : nil
                 session.overlay = overlay
@@ -178,9 +187,10 @@ public final class ImageSession {
         var built = false
         defer { if !built { try? FileManager.default.removeItem(atPath: work) } }
         let g = appliance.guestfs
-        imageInfo = ImageInfo(path: prepared.path, format: prepared.format, fileSize: prepared.fileSize,
-                              virtualSize: try? g.blockdevSize(device))
-        appliance.mounted = nil   // locate unmounts whatever another session left mounted
+        imageInfo = ImageInfo(
+            path: prepared.path, format: prepared.format, fileSize: prepared.fileSize,
+            virtualSize: try? g.blockdevSize(device))
+        appliance.mounted = nil  // locate unmounts whatever another session left mounted
         do {
             install = try WindowsInspector.locate(g, device: device)
         } catch let e as GuestfsError {
@@ -200,22 +210,27 @@ public final class ImageSession {
             }
             let local = workDirectory + "/" + hive.rawValue
             do {
-                try HiveReader.checkSize(g, guestPath, limit: RegistryLimits.maxHiveFile, what: "the \(hive.rawValue) hive")
+                try HiveReader.checkSize(
+                    g, guestPath, limit: RegistryLimits.maxHiveFile, what: "the \(hive.rawValue) hive")
                 try g.download(guestPath, to: local)
             } catch let e as GuestfsError {
-                throw RemedyError(.hiveUnreadable, "cannot read the \(hive.rawValue) hive (\(guestPath)): \(e.message)", cause: e)
+                throw RemedyError(
+                    .hiveUnreadable, "cannot read the \(hive.rawValue) hive (\(guestPath)): \(e.message)", cause: e)
             }
             hivePaths[hive] = guestPath
             localHives[hive] = local
-            integrity[hive] = try HiveReader.recoverIfDirty(hive, local: local, guestPath: guestPath, g: g, workDirectory: workDirectory)
+            integrity[hive] = try HiveReader.recoverIfDirty(
+                hive, local: local, guestPath: guestPath, g: g, workDirectory: workDirectory)
         }
         let system = try HiveReader.openHive(.system, localHives[.system]!, guest: hivePaths[.system]!)
         let software = try HiveReader.openHive(.software, localHives[.software]!, guest: hivePaths[.software]!)
         openHives = [.system: system, .software: software]
         // SAM is read, never written (local accounts, for the administrator-account check); an unreadable one is left out.
         if let sam = try? g.caseSensitivePath("\(systemRoot)/System32/config/SAM"), (try? g.isFile(sam)) == true,
-           (try? HiveReader.checkSize(g, sam, limit: RegistryLimits.maxHiveFile, what: "the SAM hive")) != nil,
-           (try? g.download(sam, to: workDirectory + "/SAM")) != nil, let hive = try? Hive(path: workDirectory + "/SAM") {
+            (try? HiveReader.checkSize(g, sam, limit: RegistryLimits.maxHiveFile, what: "the SAM hive")) != nil,
+            (try? g.download(sam, to: workDirectory + "/SAM")) != nil,
+            let hive = try? Hive(path: workDirectory + "/SAM")
+        {
             openHives[.sam] = hive
         }
 
@@ -223,10 +238,13 @@ public final class ImageSession {
         let arch: Architecture = {
             guard let cmd = try? g.caseSensitivePath("\(systemRoot)/System32/cmd.exe") else { return .unknown }
             // The PE header's machine field (one pread), or libguestfs's `file` when it does not say.
-            if let head = try? g.pread(cmd, count: 4096, offset: 0), let a = WindowsInspector.peArchitecture(head) { return a }
+            if let head = try? g.pread(cmd, count: 4096, offset: 0), let a = WindowsInspector.peArchitecture(head) {
+                return a
+            }
             return (try? g.fileArchitecture(cmd)).flatMap(Architecture.init(rawValue:)) ?? .unknown
         }()
-        os = WindowsInspector.osFacts(install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
+        os = WindowsInspector.osFacts(
+            install, system: system, software: software, arch: arch, controlSets: controlSets, current: current)
         lockFD = prepared.lockFD
         extentLockFDs = prepared.extentLockFDs
         source = prepared.source
@@ -243,8 +261,9 @@ public final class ImageSession {
 
     /// Reads the subtrees the requirements name into plain values.
     public func facts(for requirements: [RegistryRequirement]) throws -> ImageFacts {
-        ImageFacts(image: imageInfo, os: os, registry: try HiveReader.snapshot(openHives, requirements, image: imagePath),
-                   hives: integrity.values.sorted { $0.hive < $1.hive }, volume: volume)
+        ImageFacts(
+            image: imageInfo, os: os, registry: try HiveReader.snapshot(openHives, requirements, image: imagePath),
+            hives: integrity.values.sorted { $0.hive < $1.hive }, volume: volume)
     }
 
     /// Plans the policy against this image.
@@ -257,8 +276,10 @@ public final class ImageSession {
     /// What a policy takes from virtio-win: the INFs of the drivers its `virtio-drivers` rule injects (none
     /// without the rule: no INF is fetched or parsed), and the programs its `guest-agent` rule installs (none without it).
     static func virtioSelection(_ policy: Policy) -> (drivers: Set<String>, tools: Set<VirtioWin.Tool>) {
-        (policy.rule(VirtioDriversRule.self).map { Set($0.drivers) } ?? [],
-         policy.rule(GuestAgentRule.self)?.tools ?? [])
+        (
+            policy.rule(VirtioDriversRule.self).map { Set($0.drivers) } ?? [],
+            policy.rule(GuestAgentRule.self)?.tools ?? []
+        )
     }
 
     /// Everything the policy's rules need: registry subtrees, payloads, files in the image.
@@ -288,7 +309,8 @@ public final class ImageSession {
             throw e.with(image: imagePath)
         }
         for (name, path) in inputs.files {
-            payloadRoots[name] = FilePath(URL(fileURLWithPath: path).standardizedFileURL.path).removingLastComponent().string
+            payloadRoots[name] =
+                FilePath(URL(fileURLWithPath: path).standardizedFileURL.path).removingLastComponent().string
         }
         if let source = inputs.virtioWin {
             if let iso = isoDevice {
@@ -304,7 +326,9 @@ public final class ImageSession {
                         do {
                             try g.mountReadOnly(iso, at: "/")
                         } catch let e as GuestfsError {
-                            throw RemedyError(.virtioWinInvalid, image: imagePath, "the virtio-win ISO \(source) cannot be mounted: \(e.message)", cause: e)
+                            throw RemedyError(
+                                .virtioWinInvalid, image: imagePath,
+                                "the virtio-win ISO \(source) cannot be mounted: \(e.message)", cause: e)
                         }
                         mounted = true
                     }
@@ -332,7 +356,8 @@ public final class ImageSession {
                 }
             } else {
                 payloadRoots["virtio-win"] = URL(fileURLWithPath: source).standardizedFileURL.path
-                facts.virtio = try PayloadResolver.tree(source, os: os, drivers: virtioDrivers, tools: virtioTools, image: imagePath)
+                facts.virtio = try PayloadResolver.tree(
+                    source, os: os, drivers: virtioDrivers, tools: virtioTools, image: imagePath)
             }
         }
         resolvedPayloads = facts
@@ -371,7 +396,9 @@ public final class ImageSession {
                 }
                 snapshot.files[key] = .some(file)
             } catch let e as GuestfsError {
-                throw RemedyError(.imageUnreadable, image: imagePath, "cannot read \(ImageSession.windowsPath(path)): \(e.message)", cause: e)
+                throw RemedyError(
+                    .imageUnreadable, image: imagePath, "cannot read \(ImageSession.windowsPath(path)): \(e.message)",
+                    cause: e)
             }
         }
         return snapshot

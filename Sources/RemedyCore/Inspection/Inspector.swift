@@ -59,24 +59,35 @@ public enum WindowsInspector {
         let encrypted = seen.filter { $0.type.lowercased() == "bitlocker" }.map(\.fs)
         guard let windows = found.first else {
             if !encrypted.isEmpty {
-                throw RemedyError(.encrypted, "the disk has BitLocker-encrypted volumes (\(encrypted.joined(separator: ", "))) and no readable Windows: "
-                                  + "remedy cannot inspect it and the cloud rejects encrypted images; decrypt it in Windows (manage-bde -off C:) and export it again")
+                throw RemedyError(
+                    .encrypted,
+                    "the disk has BitLocker-encrypted volumes (\(encrypted.joined(separator: ", "))) and no readable Windows: "
+                        + "remedy cannot inspect it and the cloud rejects encrypted images; decrypt it in Windows (manage-bde -off C:) and export it again"
+                )
             }
             var others: [String] = []
             for (fs, type) in seen where linuxFilesystems.contains(type) {
                 guard root.mount(fs) else { continue }
                 defer { root.unmount() }
                 if (try? g.isFile("/etc/os-release")) == true {
-                    let name = (try? g.readFile("/etc/os-release")).flatMap { prettyName(String(decoding: $0, as: UTF8.self)) } ?? "Linux"
+                    let name =
+                        (try? g.readFile("/etc/os-release")).flatMap { prettyName(String(decoding: $0, as: UTF8.self)) }
+                        ?? "Linux"
                     others.append("linux (\(name)) on \(fs)")
                 }
             }
-            if !others.isEmpty { throw RemedyError(.notWindows, "not a Windows image: found " + others.joined(separator: "; ")) }
+            if !others.isEmpty {
+                throw RemedyError(.notWindows, "not a Windows image: found " + others.joined(separator: "; "))
+            }
             let list = seen.map { "\($0.fs) \($0.type)" }.joined(separator: ", ")
-            throw RemedyError(.noOperatingSystem, "no operating system found (filesystems: \(list.isEmpty ? "none" : list))")
+            throw RemedyError(
+                .noOperatingSystem, "no operating system found (filesystems: \(list.isEmpty ? "none" : list))")
         }
         guard found.count == 1 else {
-            throw RemedyError(.multipleOperatingSystems, "more than one Windows installation found (\(found.map(\.fs).joined(separator: ", "))); remedy edits images with exactly one")
+            throw RemedyError(
+                .multipleOperatingSystems,
+                "more than one Windows installation found (\(found.map(\.fs).joined(separator: ", "))); remedy edits images with exactly one"
+            )
         }
         let table = partitionTable(g, device: device, partitioned: !partitions.isEmpty)
         let boot = bootManager(root, filesystems: seen, uefi: table == .gpt)
@@ -85,10 +96,11 @@ public enum WindowsInspector {
             root.unmount()
             try g.mountReadOnly(windows.fs, at: "/")
         }
-        return WindowsInstall(device: device, root: windows.fs, systemRoot: windows.systemRoot, partitionTable: table,
-                              hibernated: hibernated(g), encrypted: encrypted,
-                              filesystems: seen.map { FilesystemFacts(device: $0.fs, type: $0.type, windows: $0.fs == windows.fs) },
-                              bootManager: boot, esp: esp)
+        return WindowsInstall(
+            device: device, root: windows.fs, systemRoot: windows.systemRoot, partitionTable: table,
+            hibernated: hibernated(g), encrypted: encrypted,
+            filesystems: seen.map { FilesystemFacts(device: $0.fs, type: $0.type, windows: $0.fs == windows.fs) },
+            bootManager: boot, esp: esp)
     }
 
     /// The partition table as parted names it (`gpt`, `msdos`, ...), read from the first two sectors: a GPT header
@@ -96,7 +108,9 @@ public enum WindowsInspector {
     /// `msdos`. One `pread_device` (about 0.02 s under TCG) instead of starting parted (1-2 s); parted decides what
     /// the sectors do not (an unpartitioned disk, no signature).
     static func partitionTable(_ g: Guestfs, device: String, partitioned: Bool) -> PartitionTable {
-        if partitioned, let head = try? g.preadDevice(device, count: 1024, offset: 0), let table = partitionTable(firstSectors: head) {
+        if partitioned, let head = try? g.preadDevice(device, count: 1024, offset: 0),
+            let table = partitionTable(firstSectors: head)
+        {
             return table
         }
         return (try? g.partitionTableType(device)).flatMap(PartitionTable.init(rawValue:)) ?? .unknown
@@ -132,7 +146,8 @@ public enum WindowsInspector {
         var facts = ESPFacts(device: filesystem)
         for wanted in [ESPFacts.bootManager, ESPFacts.fallbackX64, ESPFacts.fallbackIA32] {
             guard let path = try? g.caseSensitivePath(wanted), (try? g.isFile(path)) == true,
-                  let size = try? g.fileSize(path), let sum = try? g.checksum("sha256", path) else { continue }
+                let size = try? g.fileSize(path), let sum = try? g.checksum("sha256", path)
+            else { continue }
             facts.files[wanted.lowercased()] = GuestFile(path: path, size: size, sha256: sum)
         }
         return facts
@@ -160,7 +175,8 @@ public enum WindowsInspector {
     /// on hibernation and on a Fast Startup shutdown, and zeroes it on resume.
     static func hibernated(_ g: Guestfs) -> Bool {
         guard let path = try? g.caseSensitivePath("/hiberfil.sys"), (try? g.isFile(path)) == true,
-              let head = try? g.pread(path, count: 4, offset: 0), head.count == 4 else { return false }
+            let head = try? g.pread(path, count: 4, offset: 0), head.count == 4
+        else { return false }
         return ["hibr", "wake", "rstr"].contains(String(decoding: head, as: UTF8.self).lowercased())
     }
 
@@ -172,8 +188,10 @@ public enum WindowsInspector {
     }
 
     /// OS facts from the hives (and the architecture found from `cmd.exe`).
-    static func osFacts(_ install: WindowsInstall, system: Hive, software: Hive, arch: Architecture,
-                        controlSets: [ControlSet], current: String) -> OSFacts {
+    static func osFacts(
+        _ install: WindowsInstall, system: Hive, software: Hive, arch: Architecture,
+        controlSets: [ControlSet], current: String
+    ) -> OSFacts {
         func string(_ hive: Hive, _ path: String, _ name: String) -> String? {
             guard let node = try? hive.node(at: path) else { return nil }
             switch try? hive.value(of: node, named: name) {
@@ -182,7 +200,8 @@ public enum WindowsInspector {
             }
         }
         func number(_ hive: Hive, _ path: String, _ name: String) -> Int? {
-            guard let node = try? hive.node(at: path), case .dword(let v)? = try? hive.value(of: node, named: name) else { return nil }
+            guard let node = try? hive.node(at: path), case .dword(let v)? = try? hive.value(of: node, named: name)
+            else { return nil }
             return Int(v)
         }
         let cv = "Microsoft\\Windows NT\\CurrentVersion"
@@ -190,7 +209,10 @@ public enum WindowsInspector {
         var minor = number(software, cv, "CurrentMinorVersionNumber")
         if major == nil, let legacy = string(software, cv, "CurrentVersion") {
             let parts = legacy.split(separator: ".").compactMap { Int($0) }
-            if parts.count == 2 { major = parts[0]; minor = parts[1] }
+            if parts.count == 2 {
+                major = parts[0]
+                minor = parts[1]
+            }
         }
         let installation = string(software, cv, "InstallationType") ?? ""
         let table = install.partitionTable

@@ -50,7 +50,8 @@ final class ISOCache: Sendable {
                 entry = known
             } else {
                 guard let base = Self.directory else {
-                    throw RemedyError(.hostFailed, "cannot create a temporary directory for the virtio-win ISO: \(Errno.last)")
+                    throw RemedyError(
+                        .hostFailed, "cannot create a temporary directory for the virtio-win ISO: \(Errno.last)")
                 }
                 entry = Entry(root: "\(base)/\(entries.count)")
                 try FileManager.default.createDirectory(atPath: entry.root, withIntermediateDirectories: true)

@@ -20,13 +20,18 @@ struct ISOReader {
             do {
                 modes = try g.lstatModes("/" + dir, names)
             } catch let e as GuestfsError {
-                throw RemedyError(.virtioWinInvalid, image: image, "cannot read \(dir) in the virtio-win ISO \(source): \(e.message)", cause: e)
+                throw RemedyError(
+                    .virtioWinInvalid, image: image, "cannot read \(dir) in the virtio-win ISO \(source): \(e.message)",
+                    cause: e)
             }
             for (name, mode) in zip(names, modes) {
                 let kind: HostFile.Kind? = mode < 0 ? nil : HostFile.kind(mode_t(truncatingIfNeeded: mode))
                 guard kind == .regular else {
-                    throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(dir.isEmpty ? "" : dir + "/")\(name) is "
-                                      + "\(kind.map { "a \($0.rawValue)" } ?? "missing"), not a regular file; only regular files are taken from virtio-win")
+                    throw RemedyError(
+                        .virtioWinInvalid, image: image,
+                        "\(source): \(dir.isEmpty ? "" : dir + "/")\(name) is "
+                            + "\(kind.map { "a \($0.rawValue)" } ?? "missing"), not a regular file; only regular files are taken from virtio-win"
+                    )
                 }
             }
         }
@@ -43,11 +48,15 @@ struct ISOReader {
             do {
                 try g.tarOut("/" + dir, to: tar)
             } catch let e as GuestfsError {
-                throw RemedyError(.virtioWinInvalid, image: image, "cannot read \(dir) from the virtio-win ISO: \(e.message)", cause: e)
+                throw RemedyError(
+                    .virtioWinInvalid, image: image, "cannot read \(dir) from the virtio-win ISO: \(e.message)",
+                    cause: e)
             }
-            try HostTool.run("/usr/bin/tar", ["-x", "-f", tar, "-C", local, "--no-same-owner", "--no-same-permissions"]
-                             + files.map { "./" + GuestPath.name($0) }, image: image,
-                             failure: .virtioWinInvalid)
+            try HostTool.run(
+                "/usr/bin/tar",
+                ["-x", "-f", tar, "-C", local, "--no-same-owner", "--no-same-permissions"]
+                    + files.map { "./" + GuestPath.name($0) }, image: image,
+                failure: .virtioWinInvalid)
             try? FileManager.default.removeItem(atPath: tar)
         }
     }

@@ -1,6 +1,6 @@
 import Foundation
-import Yams
 import SystemPackage
+import Yams
 
 /// What the user hands remedy to inject: a virtio-win source and payload
 /// files by manifest name (`--virtio-win`, `--payload NAME=PATH`).
@@ -36,7 +36,10 @@ public struct PayloadInputs: Sendable, Equatable {
         if let v = virtioWin {
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: v, isDirectory: &isDir) else {
-                throw RemedyError(.virtioWinInvalid, "virtio-win not found at \(v): give the virtio-win ISO, an unpacked ISO tree or the packaged tree (/usr/share/virtio-win)")
+                throw RemedyError(
+                    .virtioWinInvalid,
+                    "virtio-win not found at \(v): give the virtio-win ISO, an unpacked ISO tree or the packaged tree (/usr/share/virtio-win)"
+                )
             }
             if !isDir.boolValue {
                 // A FIFO or device is refused here, not waited on (the user named the path: a link is followed).
@@ -48,14 +51,18 @@ public struct PayloadInputs: Sendable, Equatable {
                 try? h.seek(toOffset: 0x8001)
                 let magic = (try? h.read(upToCount: 5)).map { [UInt8]($0) } ?? []
                 guard magic == Array("CD001".utf8) else {
-                    throw RemedyError(.virtioWinInvalid, "\(v) is neither a directory nor an ISO 9660 image: give the virtio-win ISO, an unpacked ISO tree or the packaged tree")
+                    throw RemedyError(
+                        .virtioWinInvalid,
+                        "\(v) is neither a directory nor an ISO 9660 image: give the virtio-win ISO, an unpacked ISO tree or the packaged tree"
+                    )
                 }
             }
         }
         for (name, path) in files.sorted(by: { $0.key < $1.key }) {
             guard PayloadManifest.named(name) != nil else {
                 let known = PayloadManifest.all().map(\.name).joined(separator: ", ")
-                throw RemedyError(.invalidArgument, "no payload manifest named \(name) (known: \(known.isEmpty ? "none" : known))")
+                throw RemedyError(
+                    .invalidArgument, "no payload manifest named \(name) (known: \(known.isEmpty ? "none" : known))")
             }
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
@@ -77,19 +84,26 @@ enum PayloadResolver {
     /// symbolic link, FIFO or device): it throws `virtio-win-invalid` naming the first one that is not.
     /// `tools`: the programs beside the drivers to take (the guest agent MSI, the balloon service), none unless asked
     /// for; one the source lacks is left nil in the facts (the rule that wanted it reports it).
-    static func virtio(source: String, kind: String, os: OSFacts, drivers: Set<String>? = nil, tools: Set<VirtioWin.Tool> = [],
-                       list: () throws -> [String], regular: ([String]) throws -> Void = { _ in },
-                       fetch: ([String]) throws -> Void, cache: String, image: String) throws -> VirtioFacts {
+    static func virtio(
+        source: String, kind: String, os: OSFacts, drivers: Set<String>? = nil, tools: Set<VirtioWin.Tool> = [],
+        list: () throws -> [String], regular: ([String]) throws -> Void = { _ in },
+        fetch: ([String]) throws -> Void, cache: String, image: String
+    ) throws -> VirtioFacts {
         let paths = try list()
         let listing = VirtioWin.list(paths)
         guard !listing.packages.isEmpty else {
-            throw RemedyError(.virtioWinInvalid, image: image, "\(source) holds no virtio-win drivers (no <Driver>/<os>/<arch>/*.inf, drivers/by-driver or drivers/by-os directories)")
+            throw RemedyError(
+                .virtioWinInvalid, image: image,
+                "\(source) holds no virtio-win drivers (no <Driver>/<os>/<arch>/*.inf, drivers/by-driver or drivers/by-os directories)"
+            )
         }
         guard let key = VirtioWin.key(for: os), let candidates = listing.packages[key] else {
             let wanted = VirtioWin.key(for: os).map { "directory \($0)" } ?? "no virtio-win directory exists for it"
-            throw RemedyError(.virtioWinNoMatch, image: image,
-                              "the virtio-win at \(source) has no drivers for \(VirtioWin.describe(os)) (\(wanted)); it has: "
-                              + listing.available.joined(separator: ", ") + ". Nothing was changed: use a virtio-win release that supports this Windows")
+            throw RemedyError(
+                .virtioWinNoMatch, image: image,
+                "the virtio-win at \(source) has no drivers for \(VirtioWin.describe(os)) (\(wanted)); it has: "
+                    + listing.available.joined(separator: ", ")
+                    + ". Nothing was changed: use a virtio-win release that supports this Windows")
         }
         var packages: [DriverPackage] = []
         let hasFwcfg = candidates.contains { $0.inf == "fwcfg.inf" && !$0.files.isEmpty }
@@ -98,9 +112,13 @@ enum PayloadResolver {
         let chosen = candidates.filter { !($0.inf == "qemufwcfg.inf" && hasFwcfg) }
             .filter { c in drivers.map { $0.contains(String(c.inf.dropLast(4))) } ?? true }.sorted { $0.inf < $1.inf }
         // An INF's file name goes into the first-boot script (`pnputil -i -a "...\\<inf>"`): only plain names are taken.
-        if let odd = chosen.first(where: { c in !c.inf.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) } }) {
-            throw RemedyError(.virtioWinInvalid, image: image,
-                              "\(source): the INF file name \(odd.inf.debugDescription) cannot be used (only letters, digits, '.', '_' and '-' are taken)")
+        if let odd = chosen.first(where: { c in
+            !c.inf.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+        }) {
+            throw RemedyError(
+                .virtioWinInvalid, image: image,
+                "\(source): the INF file name \(odd.inf.debugDescription) cannot be used (only letters, digits, '.', '_' and '-' are taken)"
+            )
         }
         // The tools asked for, where this source has them (names from a fixed list, every path component plain).
         var toolPaths: [VirtioWin.Tool: String] = [:]
@@ -108,7 +126,8 @@ enum PayloadResolver {
             toolPaths[tool] = VirtioWin.toolPath(tool, in: paths, key: key)
         }
         let driverFiles = chosen.flatMap(\.files)
-        let wanted = driverFiles + VirtioWin.Tool.allCases.compactMap { toolPaths[$0] }.filter { !driverFiles.contains($0) }
+        let wanted =
+            driverFiles + VirtioWin.Tool.allCases.compactMap { toolPaths[$0] }.filter { !driverFiles.contains($0) }
         do {
             try regular(wanted)
         } catch let e as RemedyError {
@@ -121,10 +140,15 @@ enum PayloadResolver {
             // the source; this one holds for the very file read).
             let local = "\(cache)/\(rel)"
             let (sha, size): (String, Int64)
-            do { (sha, size) = try SHA256Hex.ofFile(local, followLinks: false, code: .virtioWinInvalid) } catch let e as RemedyError {
-                throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(rel) cannot be used: \(e.message); only regular files are taken from virtio-win")
+            do { (sha, size) = try SHA256Hex.ofFile(local, followLinks: false, code: .virtioWinInvalid) } catch let e
+                as RemedyError
+            {
+                throw RemedyError(
+                    .virtioWinInvalid, image: image,
+                    "\(source): \(rel) cannot be used: \(e.message); only regular files are taken from virtio-win")
             }
-            return PayloadFile(name: GuestPath.name(rel).lowercased(), source: "virtio-win:\(rel)", size: size, sha256: sha)
+            return PayloadFile(
+                name: GuestPath.name(rel).lowercased(), source: "virtio-win:\(rel)", size: size, sha256: sha)
         }
         for c in chosen {
             var files: [PayloadFile] = []
@@ -144,23 +168,33 @@ enum PayloadResolver {
             }
             let inf: DriverINF
             do {
-                inf = try DriverINF(name: c.inf, text: infText, arch: os.arch, osMajor: os.majorVersion, osMinor: os.minorVersion,
-                                    build: Int(os.build ?? "") ?? 0)
+                inf = try DriverINF(
+                    name: c.inf, text: infText, arch: os.arch, osMajor: os.majorVersion, osMinor: os.minorVersion,
+                    build: Int(os.build ?? "") ?? 0)
             } catch {
-                throw RemedyError(.virtioWinInvalid, image: image, "\(source): \(c.directory)/\(c.inf) cannot be used: \(error)")
+                throw RemedyError(
+                    .virtioWinInvalid, image: image, "\(source): \(c.directory)/\(c.inf) cannot be used: \(error)")
             }
-            packages.append(DriverPackage(inf: inf, files: files, infSHA256: files.first { $0.name == c.inf }?.sha256 ?? ""))
+            packages.append(
+                DriverPackage(inf: inf, files: files, infSHA256: files.first { $0.name == c.inf }?.sha256 ?? ""))
         }
         let version = packages.map(\.inf.version).max { compareVersions($0, $1) < 0 } ?? ""
-        return VirtioFacts(source: source, kind: kind, selected: key, available: listing.available, packages: packages, driverVersion: version,
-                           guestAgent: try toolPaths[.guestAgent].map(payloadFile), balloonService: try toolPaths[.balloonService].map(payloadFile))
+        return VirtioFacts(
+            source: source, kind: kind, selected: key, available: listing.available, packages: packages,
+            driverVersion: version,
+            guestAgent: try toolPaths[.guestAgent].map(payloadFile),
+            balloonService: try toolPaths[.balloonService].map(payloadFile))
     }
 
     /// The drivers from a virtio-win tree on the host (the unpacked ISO or the packaged tree): listed with lstat,
     /// the chosen files checked to be regular files before anything is read.
-    static func tree(_ source: String, os: OSFacts, drivers: Set<String>? = nil, tools: Set<VirtioWin.Tool> = [], image: String) throws -> VirtioFacts {
-        try virtio(source: source, kind: "tree", os: os, drivers: drivers, tools: tools, list: { try listDirectory(source) },
-                   regular: { try requireRegular($0, root: source, source: source) }, fetch: { _ in }, cache: source, image: image)
+    static func tree(
+        _ source: String, os: OSFacts, drivers: Set<String>? = nil, tools: Set<VirtioWin.Tool> = [], image: String
+    ) throws -> VirtioFacts {
+        try virtio(
+            source: source, kind: "tree", os: os, drivers: drivers, tools: tools, list: { try listDirectory(source) },
+            regular: { try requireRegular($0, root: source, source: source) }, fetch: { _ in }, cache: source,
+            image: image)
     }
 
     /// Every entry below a host directory that is not a directory (regular files, and links, FIFOs and devices so
@@ -176,7 +210,11 @@ enum PayloadResolver {
             }
             for name in names {
                 let path = rel.isEmpty ? name : "\(rel)/\(name)"
-                if HostFile.kind(atPath: "\(root)/\(path)") == .directory { pending.append(path) } else { out.append(path) }
+                if HostFile.kind(atPath: "\(root)/\(path)") == .directory {
+                    pending.append(path)
+                } else {
+                    out.append(path)
+                }
             }
         }
         return out
@@ -187,8 +225,10 @@ enum PayloadResolver {
         for rel in paths {
             let kind = HostFile.kind(atPath: "\(root)/\(rel)")
             guard kind == .regular else {
-                throw RemedyError(.virtioWinInvalid, "\(source): \(rel) is \(kind.map { "a \($0.rawValue)" } ?? "missing"), not a regular file; "
-                                  + "only regular files are taken from virtio-win")
+                throw RemedyError(
+                    .virtioWinInvalid,
+                    "\(source): \(rel) is \(kind.map { "a \($0.rawValue)" } ?? "missing"), not a regular file; "
+                        + "only regular files are taken from virtio-win")
             }
         }
     }
@@ -196,8 +236,11 @@ enum PayloadResolver {
     static func files(_ inputs: PayloadInputs) throws -> [String: PayloadFile] {
         var out: [String: PayloadFile] = [:]
         for (name, path) in inputs.files {
-            let (sha, size) = try SHA256Hex.ofFile(path)   // a FIFO or device is refused (the user named the file: a link is followed)
-            out[name] = PayloadFile(name: (FilePath(path).lastComponent?.string ?? ""), source: "\(name):\((FilePath(path).lastComponent?.string ?? ""))", size: size, sha256: sha)
+            // a FIFO or device is refused (the user named the file: a link is followed)
+            let (sha, size) = try SHA256Hex.ofFile(path)
+            out[name] = PayloadFile(
+                name: (FilePath(path).lastComponent?.string ?? ""),
+                source: "\(name):\((FilePath(path).lastComponent?.string ?? ""))", size: size, sha256: sha)
         }
         return out
     }
@@ -233,12 +276,15 @@ extension PayloadManifest {
     public static func load(_ path: String) throws -> PayloadManifest {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw RemedyError(.policyInvalid, "cannot read payload manifest \(path): \(error.localizedDescription)", cause: error)
+            throw RemedyError(
+                .policyInvalid, "cannot read payload manifest \(path): \(error.localizedDescription)", cause: error)
         }
         var m: PayloadManifest
         do {
             try PolicyLoader.checkShape(text, source: path)
-            guard let node = try Yams.compose(yaml: text) else { throw RemedyError(.policyInvalid, "payload manifest \(path) is empty") }
+            guard let node = try Yams.compose(yaml: text) else {
+                throw RemedyError(.policyInvalid, "payload manifest \(path) is empty")
+            }
             try PolicyLoader.checkExpansion(node, source: path)
             m = try YAMLDecoder().decode(PayloadManifest.self, from: node)
         } catch let e as RemedyError {
@@ -253,7 +299,9 @@ extension PayloadManifest {
                 do {
                     m.templates[rel] = try String(contentsOfFile: "\(m.directory)/\(rel)", encoding: .utf8)
                 } catch {
-                    throw RemedyError(.policyInvalid, "payload \(m.name): template \(rel) is missing from \(m.directory)", cause: error)
+                    throw RemedyError(
+                        .policyInvalid, "payload \(m.name): template \(rel) is missing from \(m.directory)",
+                        cause: error)
                 }
             }
         }

@@ -1,6 +1,6 @@
 import Foundation
-import Yams
 import SystemPackage
+import Yams
 
 /// Loads policies from YAML. Errors name the file, line and column.
 ///
@@ -37,7 +37,11 @@ public enum PolicyLoader {
         var parameters: [String: ParamValue]?
         var rules: [Entry]?
 
-        enum CodingKeys: String, CodingKey { case name, description, extends, appliesTo = "applies-to", parameters, rules }
+        enum CodingKeys: String, CodingKey {
+            case name, description, extends
+            case appliesTo = "applies-to"
+            case parameters, rules
+        }
 
         struct AppliesTo: Decodable {
             var versions: [String]?
@@ -108,7 +112,8 @@ public enum PolicyLoader {
     static func resolve(text: String, source: String, seen: [String]) throws -> Resolved {
         let canonical = FilePath(source).lexicallyNormalized().string
         if seen.contains(canonical) {
-            throw RemedyError(.policyInvalid, "\(source): extends itself (\((seen + [canonical]).joined(separator: " -> ")))")
+            throw RemedyError(
+                .policyInvalid, "\(source): extends itself (\((seen + [canonical]).joined(separator: " -> ")))")
         }
         let (doc, node) = try decode(text, source: source)
         var base: Resolved
@@ -122,8 +127,10 @@ public enum PolicyLoader {
             base = try resolve(parentPath, seen: seen + [canonical])
             base.chain.insert(base.name, at: 0)
         } else {
-            base = Resolved(name: doc.name, description: doc.description, source: source, chain: [], versions: [], architectures: [],
-                            parameters: [:], entries: [])
+            base = Resolved(
+                name: doc.name, description: doc.description, source: source, chain: [], versions: [],
+                architectures: [],
+                parameters: [:], entries: [])
         }
         base.name = doc.name
         base.description = doc.description
@@ -142,8 +149,10 @@ public enum PolicyLoader {
                 if let r = entry.registry { base.entries[j].registry = r }
                 base.entries[j].at = at
             } else {
-                base.entries.append(ResolvedEntry(id: entry.id, with: entry.with ?? [:], enabled: entry.enabled ?? true,
-                                                  description: entry.description, registry: entry.registry, at: at))
+                base.entries.append(
+                    ResolvedEntry(
+                        id: entry.id, with: entry.with ?? [:], enabled: entry.enabled ?? true,
+                        description: entry.description, registry: entry.registry, at: at))
             }
         }
         return base
@@ -160,11 +169,20 @@ public enum PolicyLoader {
         var depth = 0, deepest = 0, line = 1
         var quote: UInt8?
         for b in text.utf8 {
-            if b == UInt8(ascii: "\n") { line += 1; quote = nil; continue }
-            if let q = quote { if b == q { quote = nil }; continue }
+            if b == UInt8(ascii: "\n") {
+                line += 1
+                quote = nil
+                continue
+            }
+            if let q = quote {
+                if b == q { quote = nil }
+                continue
+            }
             switch b {
             case UInt8(ascii: "\""), UInt8(ascii: "'"): quote = b
-            case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1; deepest = max(deepest, depth)
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                deepest = max(deepest, depth)
             case UInt8(ascii: "]"), UInt8(ascii: "}"): depth = max(0, depth - 1)
             default: break
             }
@@ -183,12 +201,17 @@ public enum PolicyLoader {
         while let node = pending.popLast() {
             count += 1
             if count > Limits.yamlNodes {
-                throw RemedyError(.policyInvalid, "\(source): the document expands to more than \(Limits.yamlNodes) nodes "
-                                  + "(nested aliases?): refused")
+                throw RemedyError(
+                    .policyInvalid,
+                    "\(source): the document expands to more than \(Limits.yamlNodes) nodes "
+                        + "(nested aliases?): refused")
             }
             switch node {
             case .mapping(let m):
-                for (k, v) in m { pending.append(k); pending.append(v) }
+                for (k, v) in m {
+                    pending.append(k)
+                    pending.append(v)
+                }
             case .sequence(let q):
                 pending.append(contentsOf: q)
             default:
@@ -214,7 +237,8 @@ public enum PolicyLoader {
         do {
             return (try YAMLDecoder().decode(Document.self, from: node), node)
         } catch let e as DecodingError {
-            throw RemedyError(.policyInvalid, "\(source)\(location(of: e, in: node)): \(decodingErrorText(e))", cause: e)
+            throw RemedyError(
+                .policyInvalid, "\(source)\(location(of: e, in: node)): \(decodingErrorText(e))", cause: e)
         }
     }
 
@@ -225,26 +249,33 @@ public enum PolicyLoader {
                 let with = try entry.with.mapValues { try Policy.substitute($0, r.parameters) }
                 if let spec = entry.registry {
                     if BuiltinRule.named(entry.id) != nil {
-                        throw PolicyParameterError(message: "\(entry.id) is a built-in rule; a registry rule needs an id of its own")
+                        throw PolicyParameterError(
+                            message: "\(entry.id) is a built-in rule; a registry rule needs an id of its own")
                     }
                     guard with.isEmpty else {
                         throw PolicyParameterError(message: "registry rule \(entry.id) takes no `with` parameters")
                     }
-                    rules.append(try RegistryRule(id: entry.id, description: entry.description, spec: spec, parameters: r.parameters))
+                    rules.append(
+                        try RegistryRule(
+                            id: entry.id, description: entry.description, spec: spec, parameters: r.parameters))
                 } else if let builtin = BuiltinRule.named(entry.id) {
                     rules.append(try builtin.make(PolicyParameters(with), ruleInputs(builtin)))
                 } else if let manifest = PayloadManifest.named(entry.id) {
                     rules.append(try PayloadRule(manifest: manifest, parameters: PolicyParameters(with)))
                 } else {
                     let known = BuiltinRule.all.map(\.documentation.id).joined(separator: ", ")
-                    throw PolicyParameterError(message: "unknown rule \(entry.id) (built-in rules: \(known); or give `registry:` for a registry rule)")
+                    throw PolicyParameterError(
+                        message:
+                            "unknown rule \(entry.id) (built-in rules: \(known); or give `registry:` for a registry rule)"
+                    )
                 }
             } catch let e as PolicyParameterError {
                 throw RemedyError(.policyInvalid, "\(entry.at): \(e.message)", cause: e)
             }
         }
-        return Policy(name: r.name, description: r.description, source: r.source, extends: r.chain, versions: r.versions,
-                      architectures: r.architectures, parameters: r.parameters, rules: rules)
+        return Policy(
+            name: r.name, description: r.description, source: r.source, extends: r.chain, versions: r.versions,
+            architectures: r.architectures, parameters: r.parameters, rules: rules)
     }
 
     /// Loads what a built-in rule is built from (its payload manifests), so that building it reads no file.
@@ -279,7 +310,10 @@ public enum PolicyLoader {
             if fm.fileExists(atPath: candidate) { return candidate }
         }
         let known = builtinNames().joined(separator: ", ")
-        throw RemedyError(.policyNotFound, "no policy named \(nameOrPath) (built-in: \(known.isEmpty ? "none found in " + dirs.joined(separator: ", ") : known))")
+        throw RemedyError(
+            .policyNotFound,
+            "no policy named \(nameOrPath) (built-in: \(known.isEmpty ? "none found in " + dirs.joined(separator: ", ") : known))"
+        )
     }
 
     /// Names of the policies found in the built-in directories.
@@ -304,7 +338,9 @@ public enum PolicyLoader {
     }
 
     static func decodingErrorText(_ e: DecodingError) -> String {
-        func path(_ p: [CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+        func path(_ p: [CodingKey]) -> String {
+            p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
         switch e {
         case .keyNotFound(let key, let ctx):
             let at = path(ctx.codingPath)
@@ -325,9 +361,13 @@ public enum PolicyLoader {
         }
         var node = root
         for key in ctx.codingPath {
-            if let i = key.intValue, let next = node[i] { node = next }
-            else if let next = node[key.stringValue] { node = next }
-            else { break }
+            if let i = key.intValue, let next = node[i] {
+                node = next
+            } else if let next = node[key.stringValue] {
+                node = next
+            } else {
+                break
+            }
         }
         guard let mark = node.mark else { return "" }
         return ":\(mark.line):\(mark.column)"
@@ -346,8 +386,12 @@ public enum ResourceLocator {
         if let exe = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
             var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
             for _ in 0..<6 {
-                for candidate in [dir.appendingPathComponent(name).path, dir.appendingPathComponent("share/remedy/\(name)").path]
-                where fm.fileExists(atPath: candidate, isDirectory: &isDir) && isDir.boolValue && !dirs.contains(candidate) {
+                for candidate in [
+                    dir.appendingPathComponent(name).path, dir.appendingPathComponent("share/remedy/\(name)").path,
+                ]
+                where fm.fileExists(atPath: candidate, isDirectory: &isDir) && isDir.boolValue
+                    && !dirs.contains(candidate)
+                {
                     dirs.append(candidate)
                 }
                 dir = dir.deletingLastPathComponent()

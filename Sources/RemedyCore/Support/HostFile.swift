@@ -10,7 +10,14 @@ import SystemPackage
 /// between the check and the read), then read normally.
 public enum HostFile {
     /// What a directory entry is, from `lstat` (a link is never followed).
-    enum Kind: String { case regular = "regular file", directory, symlink = "symbolic link", fifo = "FIFO", device = "device", socket, other }
+    enum Kind: String {
+        case regular = "regular file"
+        case directory
+        case symlink = "symbolic link"
+        case fifo = "FIFO"
+        case device = "device"
+        case socket, other
+    }
 
     static func kind(_ mode: mode_t) -> Kind {
         switch mode & S_IFMT {
@@ -63,12 +70,15 @@ public enum HostFile {
         defer { try? h.close() }
         var st = stat()
         if fstat(h.fileDescriptor, &st) == 0, Int(st.st_size) > limit {
-            throw Refused(description: "\(path) is \(st.st_size) bytes, more than the \(limit) remedy accepts", tooLarge: true)
+            throw Refused(
+                description: "\(path) is \(st.st_size) bytes, more than the \(limit) remedy accepts", tooLarge: true)
         }
         var out: [UInt8] = []
         while let chunk = try h.read(upToCount: 1 << 20), !chunk.isEmpty {
             out += chunk
-            if out.count > limit { throw Refused(description: "\(path) is more than the \(limit) bytes remedy accepts", tooLarge: true) }
+            if out.count > limit {
+                throw Refused(description: "\(path) is more than the \(limit) bytes remedy accepts", tooLarge: true)
+            }
         }
         return out
     }

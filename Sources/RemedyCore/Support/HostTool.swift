@@ -21,8 +21,10 @@ enum HostTool {
     }
 
     /// Runs the program and returns what it did; throws only when it cannot be started.
-    static func execute(_ executable: String, _ arguments: [String], output: Output = .capture,
-                        timeout: TimeInterval? = nil) throws -> Result {
+    static func execute(
+        _ executable: String, _ arguments: [String], output: Output = .capture,
+        timeout: TimeInterval? = nil
+    ) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
@@ -54,16 +56,20 @@ enum HostTool {
         drained.wait()
         p.waitUntilExit()
         timer.cancel()
-        return Result(status: p.terminationStatus, stdout: stdout,
-                      stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines),
-                      timedOut: killed.withLock { $0 })
+        return Result(
+            status: p.terminationStatus, stdout: stdout,
+            stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self).trimmingCharacters(
+                in: .whitespacesAndNewlines),
+            timedOut: killed.withLock { $0 })
     }
 
     /// Runs the program and returns its standard output; a failure is an error naming the image, with `failure` as its
     /// code and what the program said on stderr.
     @discardableResult
-    static func run(_ executable: String, _ arguments: [String], image: String, output: Output = .capture,
-                    failure: RemedyError.Code = .writeFailed) throws -> Data {
+    static func run(
+        _ executable: String, _ arguments: [String], image: String, output: Output = .capture,
+        failure: RemedyError.Code = .writeFailed
+    ) throws -> Data {
         let name = (FilePath(executable).lastComponent?.string ?? "")
         let result: Result
         do {

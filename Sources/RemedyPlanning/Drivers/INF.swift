@@ -1,3 +1,5 @@
+import Foundation
+
 /// A Windows setup information (INF) file, parsed far enough to install a
 /// driver package offline: its sections, the `[Version]` facts, the models
 /// (hardware IDs) under `[Manufacturer]` for one architecture, and the
@@ -45,10 +47,14 @@ public struct INFFile: Sendable, Equatable {
             number += 1
             if !continuing { start = number }
             var line = Array(bytes[i..<end])
-            if end < bytes.count && bytes[end] == 0x0D && end + 1 < bytes.count && bytes[end + 1] == 0x0A { i = end + 2 } else { i = end + 1 }
+            if end < bytes.count && bytes[end] == 0x0D && end + 1 < bytes.count && bytes[end + 1] == 0x0A {
+                i = end + 2
+            } else {
+                i = end + 1
+            }
             if line.starts(with: [0xEF, 0xBB, 0xBF]) { line.removeFirst(3) }
             line = Self.trim(Self.stripComment(line))
-            if line.last == 0x5C {   // `\` continues the line
+            if line.last == 0x5C {  // `\` continues the line
                 pending += line.dropLast() + [0x20]
                 continuing = true
                 continue
@@ -57,7 +63,7 @@ public struct INFFile: Sendable, Equatable {
             pending = []
             continuing = false
             if logical.isEmpty { continue }
-            if logical.first == 0x5B, let close = logical.firstIndex(of: 0x5D) {   // [section]
+            if logical.first == 0x5B, let close = logical.firstIndex(of: 0x5D) {  // [section]
                 let name = String(decoding: Self.trim(Array(logical[1..<close])), as: UTF8.self)
                 current = name
                 if sections[name.lowercased()] == nil {
@@ -80,14 +86,17 @@ public struct INFFile: Sendable, Equatable {
         for (section, key, value, n) in raw {
             let fields = Self.splitFields(value).map { substitute(String(decoding: $0, as: UTF8.self)) }
             let rawKey = key.map { String(decoding: Self.unquote(Self.trim($0)), as: UTF8.self) }
-            sections[section.lowercased(), default: []].append(Line(key: rawKey.map { substitute($0) }, fields: fields, number: n, rawKey: rawKey))
+            sections[section.lowercased(), default: []].append(
+                Line(key: rawKey.map { substitute($0) }, fields: fields, number: n, rawKey: rawKey))
         }
     }
 
     static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
 
     static func trim(_ b: [UInt8]) -> [UInt8] {
-        guard let s = b.firstIndex(where: { !isSpace($0) }), let e = b.lastIndex(where: { !isSpace($0) }) else { return [] }
+        guard let s = b.firstIndex(where: { !isSpace($0) }), let e = b.lastIndex(where: { !isSpace($0) }) else {
+            return []
+        }
         return Array(b[s...e])
     }
 
@@ -114,7 +123,11 @@ public struct INFFile: Sendable, Equatable {
         var cur: [UInt8] = []
         var inQuote = false
         for c in value {
-            if c == 0x22 { inQuote.toggle(); cur.append(c); continue }
+            if c == 0x22 {
+                inQuote.toggle()
+                cur.append(c)
+                continue
+            }
             if c == 0x2C && !inQuote {
                 fields.append(unquote(trim(cur)))
                 cur = []
@@ -180,8 +193,6 @@ public struct INFFile: Sendable, Equatable {
     }
 
 }
-
-import Foundation
 
 /// What a driver INF installs, for one architecture: the facts remedy
 /// turns into registry entries and files.
@@ -342,7 +353,8 @@ public struct DriverINF: Sendable, Equatable, Codable {
                 let major = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
                 let minor = parts.count > 2 ? Int(parts[2]) ?? 0 : 0
                 let minBuild = parts.count > 5 ? Int(parts[5]) ?? 0 : 0
-                let applies = (major, minor) < (osMajor, osMinor) || ((major, minor) == (osMajor, osMinor) && build >= minBuild)
+                let applies =
+                    (major, minor) < (osMajor, osMinor) || ((major, minor) == (osMajor, osMinor) && build >= minBuild)
                 guard applies else { continue }
                 if best == nil || (major, minor, minBuild) > best!.1 { best = (d, (major, minor, minBuild)) }
             }
@@ -363,12 +375,18 @@ public struct DriverINF: Sendable, Equatable, Codable {
                 } else {
                     modelIndex[key] = models.count
                     noteString(line.rawKey ?? "")
-                    models.append(Model(description: line.key ?? "", installSection: install, hardwareIDs: [hw], compatibleIDs: compatible,
-                                        configuration: install, rawDescription: line.rawKey ?? ""))
+                    models.append(
+                        Model(
+                            description: line.key ?? "", installSection: install, hardwareIDs: [hw],
+                            compatibleIDs: compatible,
+                            configuration: install, rawDescription: line.rawKey ?? ""))
                 }
             }
         }
-        guard !models.isEmpty else { throw ParseError.missing("models for \(platform) (\(osMajor).\(osMinor) build \(build)) under [Manufacturer]") }
+        guard !models.isEmpty else {
+            throw ParseError.missing(
+                "models for \(platform) (\(osMajor).\(osMinor) build \(build)) under [Manufacturer]")
+        }
         usedStrings = strings
 
         let packageFiles = inf.section("SourceDisksFiles") + inf.section("SourceDisksFiles.\(arch.windowsName)")
@@ -380,7 +398,10 @@ public struct DriverINF: Sendable, Equatable, Codable {
         var sectionOf: [String: String] = [:]
         for i in models.indices {
             let install = models[i].installSection
-            if let known = sectionOf[install.lowercased()] { models[i].configuration = known; continue }
+            if let known = sectionOf[install.lowercased()] {
+                models[i].configuration = known
+                continue
+            }
             // The install section may itself be decorated (rhelscsi_inst.NTamd64): prefer the decorated one.
             let candidates = ["\(install).\(platform)", "\(install).nt", install]
             guard let section = candidates.first(where: { inf.has($0) }) else {
@@ -391,7 +412,8 @@ public struct DriverINF: Sendable, Equatable, Codable {
             sectionOf[install.lowercased()] = spelled
             models[i].configuration = spelled
             for add in inf.lines("\(section).Services", "AddService") {
-                guard let svcName = add.fields.first, !svcName.isEmpty else { continue }   // `AddService = ,2`: a null service
+                // `AddService = ,2`: a null service
+                guard let svcName = add.fields.first, !svcName.isEmpty else { continue }
                 let flags = add.fields.count > 1 ? Self.number(add.fields[1]) ?? 0 : 0
                 guard add.fields.count > 2 else { continue }
                 guard Self.validServiceName(svcName) else {
@@ -399,27 +421,42 @@ public struct DriverINF: Sendable, Equatable, Codable {
                 }
                 let inst = add.fields[2]
                 func num(_ key: String) -> UInt32? { inf.value(inst, key).flatMap(Self.number) }
-                guard let type = num("ServiceType"), let start = num("StartType"), let errorControl = num("ErrorControl"),
-                      let binary = inf.value(inst, "ServiceBinary") else {
+                guard let type = num("ServiceType"), let start = num("StartType"),
+                    let errorControl = num("ErrorControl"),
+                    let binary = inf.value(inst, "ServiceBinary")
+                else {
                     throw ParseError.missing("ServiceType, StartType, ErrorControl and ServiceBinary in [\(inst)]")
                 }
                 if serviceNames.contains(svcName.lowercased()) { continue }
                 // The service runs a file of this package, from a directory Windows resolves (no other file of the system).
-                let binaryLine = inf.section(inst).first { $0.key?.lowercased() == "servicebinary" }?.number ?? add.number
+                let binaryLine =
+                    inf.section(inst).first { $0.key?.lowercased() == "servicebinary" }?.number ?? add.number
                 guard let split = INFDirid.split(binary), INFDirid.known(split.id) else {
-                    throw ParseError.refused(line: binaryLine, "ServiceBinary '\(binary)' of [\(inst)] does not start with a directory id Windows defines (%12%, %13%, ...)")
+                    throw ParseError.refused(
+                        line: binaryLine,
+                        "ServiceBinary '\(binary)' of [\(inst)] does not start with a directory id Windows defines (%12%, %13%, ...)"
+                    )
                 }
                 let file = split.rest.split(separator: "\\").last.map { String($0).lowercased() } ?? ""
                 guard fileSet.contains(file) else {
-                    throw ParseError.refused(line: binaryLine, "ServiceBinary '\(binary)' of [\(inst)] is not a file of the package (SourceDisksFiles)")
+                    throw ParseError.refused(
+                        line: binaryLine,
+                        "ServiceBinary '\(binary)' of [\(inst)] is not a file of the package (SourceDisksFiles)")
                 }
-                var svc = Service(name: svcName, type: type, start: start, errorControl: errorControl,
-                                  group: inf.value(inst, "LoadOrderGroup"), binary: binary, imagePath: Self.imagePath(binary),
-                                  displayName: inf.value(inst, "DisplayName"), flags: flags, section: inst)
+                var svc = Service(
+                    name: svcName, type: type, start: start, errorControl: errorControl,
+                    group: inf.value(inst, "LoadOrderGroup"), binary: binary, imagePath: Self.imagePath(binary),
+                    displayName: inf.value(inst, "DisplayName"), flags: flags, section: inst)
                 svc.addServiceLine = add.number
-                svc.servicesSection = inf.sectionOrder.first { $0.lowercased() == "\(section).Services".lowercased() } ?? "\(section).Services"
-                let directives: Set<String> = ["servicetype", "starttype", "errorcontrol", "servicebinary", "loadordergroup", "displayname"]
-                svc.directiveLines = inf.section(inst).filter { $0.key.map { directives.contains($0.lowercased()) } ?? false }.map(\.number)
+                svc.servicesSection =
+                    inf.sectionOrder.first { $0.lowercased() == "\(section).Services".lowercased() }
+                    ?? "\(section).Services"
+                let directives: Set<String> = [
+                    "servicetype", "starttype", "errorcontrol", "servicebinary", "loadordergroup", "displayname",
+                ]
+                svc.directiveLines = inf.section(inst).filter {
+                    $0.key.map { directives.contains($0.lowercased()) } ?? false
+                }.map(\.number)
                 for reg in inf.lines(inst, "AddReg") {
                     for name in reg.fields where !name.isEmpty {
                         svc.addReg += try Self.addReg(inf, section: name, service: svcName, eventLog: false)
@@ -429,13 +466,20 @@ public struct DriverINF: Sendable, Equatable, Codable {
                     let logSection = add.fields[3]
                     let log = add.fields.count > 4 && !add.fields[4].isEmpty ? add.fields[4] : "System"
                     let source = add.fields.count > 5 && !add.fields[5].isEmpty ? add.fields[5] : svcName
-                    guard ["system", "application", "security"].contains(log.lowercased()), Self.validServiceName(source) else {
-                        throw ParseError.refused(line: add.number, "AddService's event log '\(log)\\\(source)' is not the System, Application or Security log of a valid source")
+                    guard ["system", "application", "security"].contains(log.lowercased()),
+                        Self.validServiceName(source)
+                    else {
+                        throw ParseError.refused(
+                            line: add.number,
+                            "AddService's event log '\(log)\\\(source)' is not the System, Application or Security log of a valid source"
+                        )
                     }
                     // The event source is the service's own (every virtio-win INF leaves it to the default, the service
                     // name): another name would write another component's event source key.
                     guard source.lowercased() == svcName.lowercased() else {
-                        throw ParseError.refused(line: add.number, "AddService's event source '\(source)' is not the service's own ('\(svcName)')")
+                        throw ParseError.refused(
+                            line: add.number,
+                            "AddService's event source '\(source)' is not the service's own ('\(svcName)')")
                     }
                     var writes: [INFRegistryWrite] = []
                     for reg in inf.lines(logSection, "AddReg") {
@@ -455,15 +499,18 @@ public struct DriverINF: Sendable, Equatable, Codable {
 
     /// Service and event source names: what the Service Control Manager accepts as a key name (no `\` or `/`, at most 256).
     static func validServiceName(_ s: String) -> Bool {
-        !s.isEmpty && s.count <= 256 && !s.contains("\\") && !s.contains("/") && !s.unicodeScalars.contains { $0.value < 0x20 }
+        !s.isEmpty && s.count <= 256 && !s.contains("\\") && !s.contains("/")
+            && !s.unicodeScalars.contains { $0.value < 0x20 }
             && s != "." && s != ".."
     }
 
     /// The values a service's own AddReg may not set: they come from the service-install section's directives
     /// (ServiceType, StartType, ErrorControl, ServiceBinary, LoadOrderGroup, Dependencies, StartName), and a package
     /// that set them through AddReg could make its service start differently from what its install section says.
-    static let serviceDirectiveValues: Set<String> = ["type", "start", "errorcontrol", "imagepath", "group", "tag",
-                                                      "dependonservice", "dependongroup", "objectname"]
+    static let serviceDirectiveValues: Set<String> = [
+        "type", "start", "errorcontrol", "imagepath", "group", "tag",
+        "dependonservice", "dependongroup", "objectname",
+    ]
 
     /// Reads an AddReg section for a service-install (`eventLog` false: HKR is the service key) or an event-log
     /// install (HKR is the event source key), refusing anything outside them.
@@ -486,7 +533,9 @@ public struct DriverINF: Sendable, Equatable, Codable {
             case .hkr:
                 // HKR: the service's own key (or its event source); the directive values and StartOverride are not AddReg's.
                 if !eventLog, w.subkey.isEmpty, let n = w.valueName, serviceDirectiveValues.contains(n.lowercased()) {
-                    throw ParseError.refused(line: line.number, "[\(section)] sets the service's \(n), which only the service-install directives may set")
+                    throw ParseError.refused(
+                        line: line.number,
+                        "[\(section)] sets the service's \(n), which only the service-install directives may set")
                 }
                 if !eventLog, w.subkey.lowercased().split(separator: "\\").first == "startoverride" {
                     throw ParseError.refused(line: line.number, "[\(section)] writes the service's StartOverride")
@@ -496,7 +545,9 @@ public struct DriverINF: Sendable, Equatable, Codable {
                 let own = "system\\currentcontrolset\\services\\\(service.lowercased())"
                 let key = w.subkey.lowercased()
                 guard !eventLog, key == own || key.hasPrefix(own + "\\") else {
-                    throw ParseError.refused(line: line.number, "[\(section)] writes HKLM\\\(w.subkey), outside the service \(service)'s own key")
+                    throw ParseError.refused(
+                        line: line.number,
+                        "[\(section)] writes HKLM\\\(w.subkey), outside the service \(service)'s own key")
                 }
             }
             out.append(w)
@@ -507,7 +558,8 @@ public struct DriverINF: Sendable, Equatable, Codable {
     /// `%12%\viostor.sys` -> `System32\drivers\viostor.sys` (12 is the drivers directory id).
     static func imagePath(_ binary: String) -> String {
         var b = binary
-        for (id, path) in [("%12%", "System32\\drivers"), ("%11%", "System32"), ("%10%", "%SystemRoot%")] where b.lowercased().hasPrefix(id) {
+        for (id, path) in [("%12%", "System32\\drivers"), ("%11%", "System32"), ("%10%", "%SystemRoot%")]
+        where b.lowercased().hasPrefix(id) {
             b = path + b.dropFirst(id.count)
         }
         return b
@@ -522,7 +574,10 @@ public struct DriverINF: Sendable, Equatable, Codable {
 
 /// One `AddReg` line (Microsoft's "INF AddReg Directive"): `reg-root, [subkey], [value-entry-name], [flags], [value]`.
 public struct INFRegistryWrite: Sendable, Equatable, Codable {
-    public enum Root: String, Sendable, Codable { case hkr = "HKR", hklm = "HKLM" }
+    public enum Root: String, Sendable, Codable {
+        case hkr = "HKR"
+        case hklm = "HKLM"
+    }
     public var root: Root
     /// Relative to the root (HKR: the service key; HKLM: `SYSTEM\CurrentControlSet\...`), `\`-separated, may be empty.
     public var subkey: String
@@ -535,8 +590,9 @@ public struct INFRegistryWrite: Sendable, Equatable, Codable {
     public var section: String
     public var line: Int
 
-    public static let binValueType: UInt32 = 0x1, noClobberFlag: UInt32 = 0x2, delValFlag: UInt32 = 0x4, appendFlag: UInt32 = 0x8,
-                      keyOnlyFlag: UInt32 = 0x10, overwriteOnlyFlag: UInt32 = 0x20
+    public static let binValueType: UInt32 = 0x1, noClobberFlag: UInt32 = 0x2, delValFlag: UInt32 = 0x4,
+        appendFlag: UInt32 = 0x8,
+        keyOnlyFlag: UInt32 = 0x10, overwriteOnlyFlag: UInt32 = 0x20
     public var isDelete: Bool { value == nil && valueName != nil }
     public var noClobber: Bool { flags & Self.noClobberFlag != 0 }
     public var appends: Bool { flags & Self.appendFlag != 0 }
@@ -556,12 +612,17 @@ public struct INFRegistryWrite: Sendable, Equatable, Codable {
         subkey = fields.count > 1 ? fields[1].trimmingCharacters(in: CharacterSet(charactersIn: "\\")) : ""
         let name: String? = fields.count > 2 && !fields[2].isEmpty ? fields[2] : nil
         let flagText = fields.count > 3 ? fields[3] : ""
-        guard let f = flagText.isEmpty ? 0 : DriverINF.number(flagText) else { throw Invalid(why: "AddReg flags '\(flagText)' are not a number") }
+        guard let f = flagText.isEmpty ? 0 : DriverINF.number(flagText) else {
+            throw Invalid(why: "AddReg flags '\(flagText)' are not a number")
+        }
         flags = f
         let data = Array(fields.dropFirst(4))
         // Flags that change which view of the registry is written, and that no virtio-win INF uses.
-        if f & (0x1000 | 0x2000 | 0x4000) != 0 { throw Invalid(why: "AddReg flags 0x\(String(f, radix: 16)) (64/32-bit or common key) are not supported") }
-        let typeBits = f & ~(Self.noClobberFlag | Self.delValFlag | Self.appendFlag | Self.keyOnlyFlag | Self.overwriteOnlyFlag)
+        if f & (0x1000 | 0x2000 | 0x4000) != 0 {
+            throw Invalid(why: "AddReg flags 0x\(String(f, radix: 16)) (64/32-bit or common key) are not supported")
+        }
+        let typeBits =
+            f & ~(Self.noClobberFlag | Self.delValFlag | Self.appendFlag | Self.keyOnlyFlag | Self.overwriteOnlyFlag)
         if f & Self.keyOnlyFlag != 0 && typeBits == 0 {
             valueName = nil
             value = nil
@@ -581,18 +642,20 @@ public struct INFRegistryWrite: Sendable, Equatable, Codable {
         }
         valueName = name ?? ""
         switch typeBits {
-        case 0x00000000:   // FLG_ADDREG_TYPE_SZ
+        case 0x00000000:  // FLG_ADDREG_TYPE_SZ
             value = .string(data.first ?? "")
-        case 0x00020000:   // FLG_ADDREG_TYPE_EXPAND_SZ
+        case 0x00020000:  // FLG_ADDREG_TYPE_EXPAND_SZ
             value = .expandString(data.first ?? "")
-        case 0x00010000:   // FLG_ADDREG_TYPE_MULTI_SZ
+        case 0x00010000:  // FLG_ADDREG_TYPE_MULTI_SZ
             value = .multiString(data.filter { !$0.isEmpty })
-        case 0x00010001:   // FLG_ADDREG_TYPE_DWORD
-            guard let d = data.first, let n = DriverINF.number(d) else { throw Invalid(why: "a REG_DWORD value '\(data.first ?? "")' that is not a number") }
+        case 0x00010001:  // FLG_ADDREG_TYPE_DWORD
+            guard let d = data.first, let n = DriverINF.number(d) else {
+                throw Invalid(why: "a REG_DWORD value '\(data.first ?? "")' that is not a number")
+            }
             value = .dword(n)
-        case 0x00020001:   // FLG_ADDREG_TYPE_NONE
+        case 0x00020001:  // FLG_ADDREG_TYPE_NONE
             value = .raw(type: 0, data: try Self.bytes(data))
-        case 0x00000001:   // FLG_ADDREG_TYPE_BINARY
+        case 0x00000001:  // FLG_ADDREG_TYPE_BINARY
             value = .binary(try Self.bytes(data))
         default:
             // FLG_ADDREG_BINVALUETYPE with the registry type in the high word: the data is the value's bytes.
@@ -603,13 +666,16 @@ public struct INFRegistryWrite: Sendable, Equatable, Codable {
             let bytes = try Self.bytes(data)
             switch regType {
             case 4 where bytes.count == 4:
-                value = .dword(UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24)
+                value = .dword(
+                    UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24)
             case 3: value = .binary(bytes)
             default: value = .raw(type: regType, data: bytes)
             }
         }
         if appends {
-            guard case .multiString = value else { throw Invalid(why: "FLG_ADDREG_APPEND applies only to REG_MULTI_SZ") }
+            guard case .multiString = value else {
+                throw Invalid(why: "FLG_ADDREG_APPEND applies only to REG_MULTI_SZ")
+            }
         }
     }
 
@@ -633,31 +699,31 @@ public enum INFDirid {
     /// Windows directory and system drive, and `<driver store>` for DIRID 13. Nil for a dirid Windows does not define.
     public static func directory(_ id: Int) -> String? {
         switch id {
-        case -1: ""                                                          // an absolute path follows
-        case 1: "<source>"                                                   // the directory the INF was installed from
-        case 10: "%SystemRoot%"                                              // Windows directory
-        case 11: "%SystemRoot%\\System32"                                    // system directory
-        case 12: "%SystemRoot%\\System32\\drivers"                           // drivers directory
-        case 13: "<driver store>"                                            // the package's driver store directory
-        case 17: "%SystemRoot%\\INF"                                         // INF directory
-        case 18: "%SystemRoot%\\Help"                                        // Help directory
-        case 20: "%SystemRoot%\\Fonts"                                       // Fonts directory
-        case 21: "%SystemRoot%\\System32\\viewers"                           // viewers directory
-        case 23: "%SystemRoot%\\System32\\spool\\drivers\\color"             // color (ICM) directory
-        case 24: "%SystemDrive%"                                             // root of the system disk
-        case 25: "%SystemRoot%"                                              // shared directory
-        case 30: "%SystemDrive%"                                             // root of the boot disk
-        case 50: "%SystemRoot%\\system"                                      // system directory (16-bit)
-        case 51: "%SystemRoot%\\System32\\spool"                             // spool directory
-        case 52: "%SystemRoot%\\System32\\spool\\drivers"                    // spool drivers directory
-        case 53: "%USERPROFILE%"                                             // user profile directory
-        case 54: "%SystemDrive%"                                             // the directory of the boot loader
-        case 55: "%SystemRoot%\\System32\\spool\\prtprocs"                   // print processors directory
-        case 16422: "%SystemDrive%\\Program Files"                           // Program Files
-        case 16425: "%SystemRoot%\\SysWOW64"                                 // 32-bit system directory on 64-bit Windows
-        case 16426: "%SystemDrive%\\Program Files (x86)"                     // Program Files (x86)
-        case 16427: "%SystemDrive%\\Program Files\\Common Files"             // Common Files
-        case 16428: "%SystemDrive%\\Program Files (x86)\\Common Files"       // Common Files (x86)
+        case -1: ""  // an absolute path follows
+        case 1: "<source>"  // the directory the INF was installed from
+        case 10: "%SystemRoot%"  // Windows directory
+        case 11: "%SystemRoot%\\System32"  // system directory
+        case 12: "%SystemRoot%\\System32\\drivers"  // drivers directory
+        case 13: "<driver store>"  // the package's driver store directory
+        case 17: "%SystemRoot%\\INF"  // INF directory
+        case 18: "%SystemRoot%\\Help"  // Help directory
+        case 20: "%SystemRoot%\\Fonts"  // Fonts directory
+        case 21: "%SystemRoot%\\System32\\viewers"  // viewers directory
+        case 23: "%SystemRoot%\\System32\\spool\\drivers\\color"  // color (ICM) directory
+        case 24: "%SystemDrive%"  // root of the system disk
+        case 25: "%SystemRoot%"  // shared directory
+        case 30: "%SystemDrive%"  // root of the boot disk
+        case 50: "%SystemRoot%\\system"  // system directory (16-bit)
+        case 51: "%SystemRoot%\\System32\\spool"  // spool directory
+        case 52: "%SystemRoot%\\System32\\spool\\drivers"  // spool drivers directory
+        case 53: "%USERPROFILE%"  // user profile directory
+        case 54: "%SystemDrive%"  // the directory of the boot loader
+        case 55: "%SystemRoot%\\System32\\spool\\prtprocs"  // print processors directory
+        case 16422: "%SystemDrive%\\Program Files"  // Program Files
+        case 16425: "%SystemRoot%\\SysWOW64"  // 32-bit system directory on 64-bit Windows
+        case 16426: "%SystemDrive%\\Program Files (x86)"  // Program Files (x86)
+        case 16427: "%SystemDrive%\\Program Files\\Common Files"  // Common Files
+        case 16428: "%SystemDrive%\\Program Files (x86)\\Common Files"  // Common Files (x86)
         default: nil
         }
     }
@@ -667,7 +733,8 @@ public enum INFDirid {
     /// `%13%\viostor.sys` -> (13, `viostor.sys`); nil without a leading `%number%`.
     public static func split(_ path: String) -> (id: Int, rest: String)? {
         guard path.hasPrefix("%"), let end = path.dropFirst().firstIndex(of: "%"),
-              let id = Int(path[path.index(after: path.startIndex)..<end]) else { return nil }
+            let id = Int(path[path.index(after: path.startIndex)..<end])
+        else { return nil }
         var rest = String(path[path.index(after: end)...])
         while rest.hasPrefix("\\") { rest.removeFirst() }
         return (id, rest)
@@ -678,7 +745,9 @@ public enum INFDirid {
     /// `\SystemRoot\System32\DriverStore\FileRepository\<folder>\viostor.sys` for %13% (run from the driver store).
     /// Nil for a directory a boot driver cannot be loaded from (the source directory, a user profile, ...).
     public static func imagePath(_ binary: String, storeFolder: String) -> String? {
-        guard let (id, rest) = split(binary), !rest.isEmpty, !rest.split(separator: "\\").contains("..") else { return nil }
+        guard let (id, rest) = split(binary), !rest.isEmpty, !rest.split(separator: "\\").contains("..") else {
+            return nil
+        }
         switch id {
         case 12: return "System32\\drivers\\" + rest
         case 11: return "System32\\" + rest

@@ -47,7 +47,8 @@ public enum VirtioWin {
         let server = os.variant.lowercased() != "client"
         let build = Int(os.build ?? "") ?? 0
         return osDirectories.first {
-            $0.major == os.majorVersion && $0.minor == os.minorVersion && $0.server == server && ($0.builds?.contains(build) ?? true)
+            $0.major == os.majorVersion && $0.minor == os.minorVersion && $0.server == server
+                && ($0.builds?.contains(build) ?? true)
         }
     }
 
@@ -75,7 +76,7 @@ public enum VirtioWin {
 
     /// What a source offers: for each (os directory, arch directory) the packages found.
     public struct Listing: Sendable {
-        public var packages: [String: [Candidate]] = [:]   // "2k16/amd64" -> packages
+        public var packages: [String: [Candidate]] = [:]  // "2k16/amd64" -> packages
         /// OS/arch pairs the source has drivers for, in virtio-win's order.
         public var available: [String] {
             let order = VirtioWin.osDirectories.map(\.name)
@@ -97,19 +98,21 @@ public enum VirtioWin {
             byDirectory[dir, default: []].append(p)
         }
         var listing = Listing()
-        var infNames: [String: Set<String>] = [:]   // key -> INF names already taken
+        var infNames: [String: Set<String>] = [:]  // key -> INF names already taken
         // Per-driver directories first (`<Driver>/<os>/<arch>`), then combined ones.
         let dirs = byDirectory.keys.sorted { (combined($0) ? 1 : 0, $0) < (combined($1) ? 1 : 0, $1) }
         for dir in dirs {
             let parts = dir.split(separator: "/").map(String.init)
             guard let osPart = parts.first(where: { osDirectory(named: $0) != nil }).flatMap(osDirectory(named:)),
-                  let archPart = parts.last(where: { ["amd64", "x86", "i386"].contains($0.lowercased()) }) else { continue }
+                let archPart = parts.last(where: { ["amd64", "x86", "i386"].contains($0.lowercased()) })
+            else { continue }
             let arch = archPart.lowercased() == "amd64" ? "amd64" : "x86"
             let key = "\(osPart.name)/\(arch)"
             let files = byDirectory[dir]!.sorted()
             // In a combined directory only the files named after an INF belong to it: grouped once by stem, so a
             // directory of n files costs n, not n per INF.
-            let byStem = combined(dir)
+            let byStem =
+                combined(dir)
                 ? Dictionary(grouping: files) { GuestPath.stem($0.lowercased()) } : nil
             for inf in files where inf.lowercased().hasSuffix(".inf") {
                 let name = GuestPath.name(inf).lowercased()
@@ -151,9 +154,11 @@ public enum VirtioWin {
     /// A path whose every component is a plain name (letters, digits, `.`, `_`, `-`): the only ones a tool is taken from.
     static func plain(_ path: String) -> Bool {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
-        return !parts.isEmpty && parts.allSatisfy { part in
-            !part.isEmpty && part != "." && part != ".." && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
-        }
+        return !parts.isEmpty
+            && parts.allSatisfy { part in
+                !part.isEmpty && part != "." && part != ".."
+                    && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+            }
     }
 
     /// Where a source (relative paths, `/`-separated) has `tool` for the OS/arch directory `key` (`2k16/amd64`), or nil.
@@ -169,7 +174,8 @@ public enum VirtioWin {
             let names = guestAgentNames(arch)
             let found = paths.filter { p in
                 let parts = p.lowercased().split(separator: "/").map(String.init)
-                return plain(p) && parts.count >= 2 && parts[parts.count - 2] == "guest-agent" && names.contains(parts[parts.count - 1])
+                return plain(p) && parts.count >= 2 && parts[parts.count - 2] == "guest-agent"
+                    && names.contains(parts[parts.count - 1])
             }
             func rank(_ p: String) -> (Int, Int, String) {
                 (names.firstIndex(of: GuestPath.name(p).lowercased()) ?? names.count, p.split(separator: "/").count, p)
@@ -180,7 +186,8 @@ public enum VirtioWin {
                 guard plain(p), !skipped(p), GuestPath.name(p).lowercased() == "blnsvr.exe" else { return false }
                 let parts = GuestPath.parent(p).split(separator: "/").map(String.init)
                 guard let os = parts.first(where: { osDirectory(named: $0) != nil }).flatMap(osDirectory(named:)),
-                      let archPart = parts.last(where: { ["amd64", "x86", "i386"].contains($0.lowercased()) }) else { return false }
+                    let archPart = parts.last(where: { ["amd64", "x86", "i386"].contains($0.lowercased()) })
+                else { return false }
                 return os.name == keyParts[0] && (archPart.lowercased() == "amd64" ? "amd64" : "x86") == keyParts[1]
             }
             func rank(_ p: String) -> (Int, Int, Int, String) {
@@ -217,8 +224,11 @@ public struct VirtioFacts: Sendable, Equatable, Codable {
     /// The balloon service (`Balloon/2k16/amd64/blnsvr.exe`) of the selected directory, when it was asked for and the source has it.
     public var balloonService: PayloadFile?
 
-    public init(source: String, kind: String, selected: String, available: [String], packages: [DriverPackage], driverVersion: String,
-                guestAgent: PayloadFile? = nil, balloonService: PayloadFile? = nil) {
+    public init(
+        source: String, kind: String, selected: String, available: [String], packages: [DriverPackage],
+        driverVersion: String,
+        guestAgent: PayloadFile? = nil, balloonService: PayloadFile? = nil
+    ) {
         self.source = source
         self.kind = kind
         self.selected = selected

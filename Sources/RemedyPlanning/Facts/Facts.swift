@@ -14,8 +14,11 @@ public struct ImageFacts: Sendable, Equatable, Codable {
     /// Files rules asked about, as they are in the image.
     public var files: FileSnapshot
 
-    public init(image: ImageInfo, os: OSFacts, registry: RegistrySnapshot, hives: [HiveIntegrity] = [], volume: VolumeFacts = VolumeFacts(),
-                payloads: PayloadFacts = PayloadFacts(), files: FileSnapshot = FileSnapshot()) {
+    public init(
+        image: ImageInfo, os: OSFacts, registry: RegistrySnapshot, hives: [HiveIntegrity] = [],
+        volume: VolumeFacts = VolumeFacts(),
+        payloads: PayloadFacts = PayloadFacts(), files: FileSnapshot = FileSnapshot()
+    ) {
         self.image = image
         self.os = os
         self.registry = registry
@@ -41,7 +44,10 @@ public struct HiveIntegrity: Sendable, Equatable, Codable {
     /// A rewritten hive must carry a sequence number above this.
     public var highestLogSequence: UInt32
 
-    package init(hive: HiveName, dirty: Bool, primarySequence: UInt32, secondarySequence: UInt32, checksumValid: Bool, logs: [String], replayed: [String], highestLogSequence: UInt32) {
+    package init(
+        hive: HiveName, dirty: Bool, primarySequence: UInt32, secondarySequence: UInt32, checksumValid: Bool,
+        logs: [String], replayed: [String], highestLogSequence: UInt32
+    ) {
         self.hive = hive
         self.dirty = dirty
         self.primarySequence = primarySequence
@@ -69,8 +75,11 @@ public struct VolumeFacts: Sendable, Equatable, Codable {
     /// The boot files on the EFI system partition (UEFI images whose ESP holds `bootmgfw.efi`); nil otherwise.
     public var esp: ESPFacts?
 
-    public init(hibernated: Bool = false, encrypted: [String] = [], filesystems: [FilesystemFacts] = [], bootManager: String? = nil,
-                inspected: Bool = false, esp: ESPFacts? = nil) {
+    public init(
+        hibernated: Bool = false, encrypted: [String] = [], filesystems: [FilesystemFacts] = [],
+        bootManager: String? = nil,
+        inspected: Bool = false, esp: ESPFacts? = nil
+    ) {
         self.esp = esp
         self.hibernated = hibernated
         self.encrypted = encrypted
@@ -143,7 +152,10 @@ public struct ImageInfo: Sendable, Equatable, Codable {
 /// One `ControlSet00N` key and the roles `SYSTEM\Select` gives it.
 public struct ControlSet: Sendable, Equatable, Codable, Hashable {
     public enum Role: String, Sendable, Codable, CaseIterable {
-        case current = "Current", `default` = "Default", lastKnownGood = "LastKnownGood", failed = "Failed"
+        case current = "Current"
+        case `default` = "Default"
+        case lastKnownGood = "LastKnownGood"
+        case failed = "Failed"
     }
 
     public var name: String
@@ -179,9 +191,11 @@ public struct OSFacts: Sendable, Equatable, Codable {
     /// The partition table of the disk holding the Windows volume.
     public var partitionTable: PartitionTable
 
-    public init(root: String, product: String, variant: String, majorVersion: Int, minorVersion: Int, build: String?,
-                arch: Architecture, hostname: String?, systemRoot: String, currentControlSet: String, controlSets: [ControlSet],
-                firmware: Firmware = .unknown, partitionTable: PartitionTable = .unknown) {
+    public init(
+        root: String, product: String, variant: String, majorVersion: Int, minorVersion: Int, build: String?,
+        arch: Architecture, hostname: String?, systemRoot: String, currentControlSet: String, controlSets: [ControlSet],
+        firmware: Firmware = .unknown, partitionTable: PartitionTable = .unknown
+    ) {
         self.firmware = firmware
         self.partitionTable = partitionTable
         self.root = root
@@ -231,7 +245,9 @@ public struct RegistrySnapshot: Sendable, Equatable, Codable {
         var best: (RegistryPath, RegistryKey?)?
         for (rootPath, tree) in roots where path.components.count >= rootPath.components.count {
             let prefix = RegistryPath(components: Array(path.components.prefix(rootPath.components.count)))
-            if prefix == rootPath, rootPath.components.count > (best?.0.components.count ?? -1) { best = (rootPath, tree) }
+            if prefix == rootPath, rootPath.components.count > (best?.0.components.count ?? -1) {
+                best = (rootPath, tree)
+            }
         }
         return best
     }

@@ -44,7 +44,10 @@ public enum TextEncoding: String, Sendable, Codable {
         if bytes.count >= 2, bytes[0] == 0xFF, bytes[1] == 0xFE {
             var units: [UInt16] = []
             var i = 2
-            while i + 1 < bytes.count { units.append(UInt16(bytes[i]) | UInt16(bytes[i + 1]) << 8); i += 2 }
+            while i + 1 < bytes.count {
+                units.append(UInt16(bytes[i]) | UInt16(bytes[i + 1]) << 8)
+                i += 2
+            }
             return (String(decoding: units, as: UTF16.self), .utf16le)
         }
         let body = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? Array(bytes.dropFirst(3)) : bytes
@@ -79,7 +82,8 @@ public struct FileSnapshot: Sendable, Equatable, Codable {
         guard c.volume == nil else { return }
         switch c.op {
         case .write:
-            files[Self.key(c.path)] = .some(GuestFile(path: c.path, size: c.size, sha256: c.sha256, text: c.content, encoding: c.encoding))
+            files[Self.key(c.path)] = .some(
+                GuestFile(path: c.path, size: c.size, sha256: c.sha256, text: c.content, encoding: c.encoding))
         case .delete:
             files[Self.key(c.path)] = .some(nil)
         }
@@ -110,8 +114,10 @@ public struct FileChange: Sendable, Equatable, Codable {
     /// the Windows volume. A `source` of `image:esp:<path>` is another file on that filesystem.
     public var volume: String?
 
-    public init(op: Op = .write, path: String, source: String? = nil, content: String? = nil, encoding: TextEncoding? = nil,
-                size: Int64, sha256: String, before: String?, volume: String? = nil) {
+    public init(
+        op: Op = .write, path: String, source: String? = nil, content: String? = nil, encoding: TextEncoding? = nil,
+        size: Int64, sha256: String, before: String?, volume: String? = nil
+    ) {
         self.volume = volume
         self.op = op
         self.path = path
@@ -124,19 +130,24 @@ public struct FileChange: Sendable, Equatable, Codable {
     }
 
     /// A generated text file, unless the image already holds exactly this content.
-    static func text(_ path: String, _ text: String, encoding: TextEncoding = .utf8, in files: FileSnapshot) -> FileChange? {
+    static func text(
+        _ path: String, _ text: String, encoding: TextEncoding = .utf8, in files: FileSnapshot
+    ) -> FileChange? {
         let bytes = encoding.encode(text)
         let sha = SHA256Hex.of(bytes)
         let now = files.file(path)
         if now?.sha256 == sha { return nil }
-        return FileChange(path: now?.path ?? path, content: text, encoding: encoding, size: Int64(bytes.count), sha256: sha, before: now?.sha256)
+        return FileChange(
+            path: now?.path ?? path, content: text, encoding: encoding, size: Int64(bytes.count), sha256: sha,
+            before: now?.sha256)
     }
 
     /// A copied file, unless the image already holds exactly this content.
     static func copy(_ path: String, from file: PayloadFile, in files: FileSnapshot) -> FileChange? {
         let now = files.file(path)
         if now?.sha256 == file.sha256 { return nil }
-        return FileChange(path: now?.path ?? path, source: file.source, size: file.size, sha256: file.sha256, before: now?.sha256)
+        return FileChange(
+            path: now?.path ?? path, source: file.source, size: file.size, sha256: file.sha256, before: now?.sha256)
     }
 
     /// The bytes of a generated file.

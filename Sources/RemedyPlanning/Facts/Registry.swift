@@ -121,7 +121,8 @@ extension HiveValue: Codable {
     private enum CodingKeys: String, CodingKey { case name, value }
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(name: try c.decode(String.self, forKey: .name), value: try c.decode(RegistryValue.self, forKey: .value))
+        self.init(
+            name: try c.decode(String.self, forKey: .name), value: try c.decode(RegistryValue.self, forKey: .value))
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)

@@ -30,7 +30,10 @@ public struct SourceFacts: Sendable, Equatable, Codable {
     /// NIC adapter types (ResourceSubType of ResourceType 10 items), in order.
     public var nics: [String] = []
 
-    package init(kind: String = "", descriptor: String = "", manifest: String? = nil, disks: [Disk] = [], firmware: String? = nil, osType: String? = nil, nics: [String] = []) {
+    package init(
+        kind: String = "", descriptor: String = "", manifest: String? = nil, disks: [Disk] = [],
+        firmware: String? = nil, osType: String? = nil, nics: [String] = []
+    ) {
         self.kind = kind
         self.descriptor = descriptor
         self.manifest = manifest

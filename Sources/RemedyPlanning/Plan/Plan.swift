@@ -16,7 +16,10 @@ public struct Change: Sendable, Equatable, Codable {
     public var before: RegistryValue?
     public var after: RegistryValue?
 
-    public init(op: Op, hive: HiveName, key: RegistryPath, name: String? = nil, before: RegistryValue? = nil, after: RegistryValue? = nil) {
+    public init(
+        op: Op, hive: HiveName, key: RegistryPath, name: String? = nil, before: RegistryValue? = nil,
+        after: RegistryValue? = nil
+    ) {
         self.op = op
         self.hive = hive
         self.key = key
@@ -25,7 +28,9 @@ public struct Change: Sendable, Equatable, Codable {
         self.after = after
     }
 
-    public static func set(_ hive: HiveName, _ key: RegistryPath, _ name: String, from before: RegistryValue?, to after: RegistryValue) -> Change {
+    public static func set(
+        _ hive: HiveName, _ key: RegistryPath, _ name: String, from before: RegistryValue?, to after: RegistryValue
+    ) -> Change {
         Change(op: .setValue, hive: hive, key: key, name: name, before: before, after: after)
     }
 
@@ -80,7 +85,9 @@ public struct Action: Sendable, Equatable, Codable {
 /// A rule the image fails that remedy cannot (or may not) fix.
 /// A finding's stable id (`os-version-unsupported`, `hibernated`, ...): a string in JSON and in policies, a type in
 /// code. The ids the engine acts on are declared here once.
-public struct FindingID: RawRepresentable, Hashable, Comparable, Sendable, Codable, ExpressibleByStringLiteral, CustomStringConvertible {
+public struct FindingID: RawRepresentable, Hashable, Comparable, Sendable, Codable, ExpressibleByStringLiteral,
+    CustomStringConvertible
+{
     public let rawValue: String
     public init(rawValue: String) { self.rawValue = rawValue }
     public init(_ rawValue: String) { self.rawValue = rawValue }
@@ -127,7 +134,10 @@ public struct Finding: Sendable, Equatable, Codable {
     /// What the policy requires.
     public var requirement: String?
 
-    public init(id: FindingID, rule: String, severity: Severity, message: String, measured: String? = nil, requirement: String? = nil) {
+    public init(
+        id: FindingID, rule: String, severity: Severity, message: String, measured: String? = nil,
+        requirement: String? = nil
+    ) {
         self.id = id
         self.rule = rule
         self.severity = severity
@@ -163,7 +173,10 @@ public struct Plan: Sendable, Equatable, Codable {
     /// What the OVA/OVF descriptor says, when the image was given as one (absent for a plain image file).
     public var source: SourceFacts?
 
-    public init(image: ImageInfo, policy: PolicyReference, os: OSFacts, actions: [Action], findings: [Finding], properties: [String: String] = [:]) {
+    public init(
+        image: ImageInfo, policy: PolicyReference, os: OSFacts, actions: [Action], findings: [Finding],
+        properties: [String: String] = [:]
+    ) {
         self.image = image
         self.policy = policy
         self.os = os

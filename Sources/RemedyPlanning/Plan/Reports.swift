@@ -22,8 +22,10 @@ public struct ApplyReport: Sendable, Equatable, Codable {
     /// Files remedy replaced: guest path -> the copy of the original kept in the backup.
     public var fileBackups: [String: String] = [:]
 
-    public init(runID: String, remedyVersion: String, startedAt: Date, plan: Plan, backups: [String: String], record: String?,
-                acceleration: String, injected: [String] = []) {
+    public init(
+        runID: String, remedyVersion: String, startedAt: Date, plan: Plan, backups: [String: String], record: String?,
+        acceleration: String, injected: [String] = []
+    ) {
         self.runID = runID
         self.remedyVersion = remedyVersion
         self.startedAt = startedAt
@@ -34,7 +36,10 @@ public struct ApplyReport: Sendable, Equatable, Codable {
         self.injected = injected
     }
 
-    private enum CodingKeys: String, CodingKey { case schema, runID, remedyVersion, startedAt, plan, backups, record, acceleration, injected, movedLogs, fileBackups }
+    private enum CodingKeys: String, CodingKey {
+        case schema, runID, remedyVersion, startedAt, plan, backups, record, acceleration, injected, movedLogs,
+            fileBackups
+    }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -67,7 +72,10 @@ public struct RollbackReport: Sendable, Equatable, Codable {
     /// Files remedy had replaced -> the copy of the original they are restored from.
     public var restoredFiles: [String: String] = [:]
 
-    package init(schema: String = RollbackReport.schemaID, image: String, dryRun: Bool, runs: [String], restored: [String: String], removed: [String], restoredFiles: [String: String] = [:]) {
+    package init(
+        schema: String = RollbackReport.schemaID, image: String, dryRun: Bool, runs: [String],
+        restored: [String: String], removed: [String], restoredFiles: [String: String] = [:]
+    ) {
         self.schema = schema
         self.image = image
         self.dryRun = dryRun

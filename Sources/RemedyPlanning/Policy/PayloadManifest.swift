@@ -54,7 +54,8 @@ public struct PayloadManifest: Sendable, Equatable, Decodable {
 
         enum CodingKeys: String, CodingKey {
             case windows, message, reference, severity
-            case unlessUpdates = "unless-updates", fromDriverVersion = "from-driver-version"
+            case unlessUpdates = "unless-updates"
+            case fromDriverVersion = "from-driver-version"
         }
     }
 
@@ -76,7 +77,8 @@ public struct PayloadManifest: Sendable, Equatable, Decodable {
 
     enum CodingKeys: String, CodingKey {
         case name, description, documentation, input, detect, install, variants, variables, files
-        case removeKeys = "remove-keys", knownIssues = "known-issues"
+        case removeKeys = "remove-keys"
+        case knownIssues = "known-issues"
     }
 
     /// `{{name}}` replaced by the variable's value; an unknown variable is an error.
@@ -87,7 +89,9 @@ public struct PayloadManifest: Sendable, Equatable, Decodable {
             out += rest[..<open.lowerBound]
             guard let close = rest[open.upperBound...].range(of: "}}") else { break }
             let name = rest[open.upperBound..<close.lowerBound].trimmingCharacters(in: .whitespaces)
-            guard let v = variables[name] else { throw PolicyParameterError(message: "template variable \(name) has no value") }
+            guard let v = variables[name] else {
+                throw PolicyParameterError(message: "template variable \(name) has no value")
+            }
             out += v
             rest = rest[close.upperBound...]
         }

@@ -1,14 +1,24 @@
 /// A parameter value in a policy file.
 public enum ParamValue: Sendable, Equatable, Decodable, CustomStringConvertible {
-    case bool(Bool), int(Int), string(String), list([ParamValue])
+    case bool(Bool)
+    case int(Int)
+    case string(String)
+    case list([ParamValue])
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int.self) { self = .int(i) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let l = try? c.decode([ParamValue].self) { self = .list(l) }
-        else { throw DecodingError.dataCorruptedError(in: c, debugDescription: "expected a boolean, number, string or list") }
+        if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int.self) {
+            self = .int(i)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let l = try? c.decode([ParamValue].self) {
+            self = .list(l)
+        } else {
+            throw DecodingError.dataCorruptedError(
+                in: c, debugDescription: "expected a boolean, number, string or list")
+        }
     }
 
     public var description: String {
@@ -29,15 +39,20 @@ public struct PolicyParameters: Sendable {
 
     public func bool(_ name: String, default def: Bool) throws -> Bool {
         guard let v = values[name] else { return def }
-        guard case .bool(let b) = v else { throw PolicyParameterError(message: "parameter \(name) must be true or false, not \(v)") }
+        guard case .bool(let b) = v else {
+            throw PolicyParameterError(message: "parameter \(name) must be true or false, not \(v)")
+        }
         return b
     }
 
     public func string(_ name: String, default def: String, oneOf allowed: [String]? = nil) throws -> String {
         guard let v = values[name] else { return def }
-        guard case .string(let s) = v else { throw PolicyParameterError(message: "parameter \(name) must be a string, not \(v)") }
+        guard case .string(let s) = v else {
+            throw PolicyParameterError(message: "parameter \(name) must be a string, not \(v)")
+        }
         if let allowed, !allowed.contains(s) {
-            throw PolicyParameterError(message: "parameter \(name) must be one of \(allowed.joined(separator: ", ")), not \(s)")
+            throw PolicyParameterError(
+                message: "parameter \(name) must be one of \(allowed.joined(separator: ", ")), not \(s)")
         }
         return s
     }
@@ -45,16 +60,22 @@ public struct PolicyParameters: Sendable {
     public func int(_ name: String, default def: Int, in range: ClosedRange<Int>) throws -> Int {
         guard let v = values[name] else { return def }
         guard case .int(let i) = v, range.contains(i) else {
-            throw PolicyParameterError(message: "parameter \(name) must be a number in \(range.lowerBound)...\(range.upperBound), not \(v)")
+            throw PolicyParameterError(
+                message: "parameter \(name) must be a number in \(range.lowerBound)...\(range.upperBound), not \(v)")
         }
         return i
     }
 
     public func strings(_ name: String, default def: [String]) throws -> [String] {
         guard let v = values[name] else { return def }
-        guard case .list(let l) = v else { throw PolicyParameterError(message: "parameter \(name) must be a list of strings, not \(v)") }
+        guard case .list(let l) = v else {
+            throw PolicyParameterError(message: "parameter \(name) must be a list of strings, not \(v)")
+        }
         return try l.map {
-            guard case .string(let s) = $0 else { throw PolicyParameterError(message: "parameter \(name) must be a list of strings; \($0) is not a string") }
+            guard case .string(let s) = $0 else {
+                throw PolicyParameterError(
+                    message: "parameter \(name) must be a list of strings; \($0) is not a string")
+            }
             return s
         }
     }
@@ -94,8 +115,10 @@ public struct Policy: Sendable {
     public var parameters: [String: ParamValue]
     public var rules: [any Rule]
 
-    public init(name: String, description: String, source: String, extends: [String] = [], versions: [String] = [],
-                architectures: [String] = [], parameters: [String: ParamValue] = [:], rules: [any Rule]) {
+    public init(
+        name: String, description: String, source: String, extends: [String] = [], versions: [String] = [],
+        architectures: [String] = [], parameters: [String: ParamValue] = [:], rules: [any Rule]
+    ) {
         self.name = name
         self.description = description
         self.source = source
@@ -123,7 +146,8 @@ extension Policy {
             let name = String(s.dropFirst())
             guard let value = parameters[name] else {
                 let known = parameters.keys.sorted().joined(separator: ", ")
-                throw PolicyParameterError(message: "no policy parameter \(name) (parameters: \(known.isEmpty ? "none" : known))")
+                throw PolicyParameterError(
+                    message: "no policy parameter \(name) (parameters: \(known.isEmpty ? "none" : known))")
             }
             return value
         case .list(let l):

@@ -9,7 +9,11 @@ public enum TerminalText {
         guard text.unicodeScalars.contains(where: needsEscape) else { return String(text) }
         var out = ""
         for u in text.unicodeScalars {
-            if needsEscape(u) { out += "\\u{" + String(u.value, radix: 16, uppercase: true) + "}" } else { out.unicodeScalars.append(u) }
+            if needsEscape(u) {
+                out += "\\u{" + String(u.value, radix: 16, uppercase: true) + "}"
+            } else {
+                out.unicodeScalars.append(u)
+            }
         }
         return out
     }
@@ -20,7 +24,8 @@ public enum TerminalText {
     }
 
     static func needsEscape(_ u: Unicode.Scalar) -> Bool {
-        u.value < 0x20 || (0x7F...0x9F).contains(u.value) || (0x202A...0x202E).contains(u.value) || (0x2066...0x2069).contains(u.value)
+        u.value < 0x20 || (0x7F...0x9F).contains(u.value) || (0x202A...0x202E).contains(u.value)
+            || (0x2066...0x2069).contains(u.value)
     }
 }
 
@@ -37,7 +42,8 @@ public enum TextRenderer {
         out += findings(plan.findings)
         out += properties(plan.properties)
         let n = plan.changes.count, nf = plan.fileChanges.count
-        out += "\nPlan: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), \(nf) file\(nf == 1 ? "" : "s"), "
+        out +=
+            "\nPlan: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), \(nf) file\(nf == 1 ? "" : "s"), "
             + "\(plan.findings.count) finding\(plan.findings.count == 1 ? "" : "s") (\(plan.blockers.count) blocking).\n"
         return out
     }
@@ -46,7 +52,8 @@ public enum TextRenderer {
         let plan = report.plan
         var out = header(plan)
         if plan.actions.isEmpty {
-            out += "\nNothing to change: the image already complies with policy \(t(plan.policy.name)). The image was not written.\n"
+            out +=
+                "\nNothing to change: the image already complies with policy \(t(plan.policy.name)). The image was not written.\n"
         }
         out += actions(plan.actions, marker: "✓")
         out += findings(plan.findings)
@@ -59,7 +66,8 @@ public enum TextRenderer {
         }
         if let r = report.record { out += "Record: \(t(GuestPath.windows(r)))\n" }
         let n = plan.changes.count, nf = plan.fileChanges.count
-        out += "\nApplied: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), \(nf) file\(nf == 1 ? "" : "s") (run \(t(report.runID))).\n"
+        out +=
+            "\nApplied: \(plan.actions.count) action\(plan.actions.count == 1 ? "" : "s"), \(n) change\(n == 1 ? "" : "s"), \(nf) file\(nf == 1 ? "" : "s") (run \(t(report.runID))).\n"
         return out
     }
 
@@ -73,7 +81,9 @@ public enum TextRenderer {
             out += "  \(r.dryRun ? "would restore" : "restored") \(hive) from \(t(GuestPath.windows(backup)))\n"
         }
         for path in r.removed { out += "  \(r.dryRun ? "would remove" : "removed") \(t(GuestPath.windows(path)))\n" }
-        out += r.dryRun ? "\nDry run: nothing was written.\n" : "\nRolled back: the image holds its original hives again.\n"
+        out +=
+            r.dryRun
+            ? "\nDry run: nothing was written.\n" : "\nRolled back: the image holds its original hives again.\n"
         return out
     }
 
@@ -89,8 +99,13 @@ public enum TextRenderer {
         var out = "Image:   \(t(plan.image.path)) (\(t(plan.image.format.rawValue))"
         if let v = plan.image.virtualSize { out += ", \(gib(v)) virtual" }
         out += ")\n"
-        out += t("Windows: \(os.product) (NT \(os.version)\(os.build.map { " build \($0)" } ?? ""), \(os.arch), \(os.variant), \(os.firmware) boot)") + "\n"
-        let sets = os.controlSets.map { cs in cs.roles.isEmpty ? cs.name : "\(cs.name) [\(cs.roles.map(\.rawValue).joined(separator: ", "))]" }
+        out +=
+            t(
+                "Windows: \(os.product) (NT \(os.version)\(os.build.map { " build \($0)" } ?? ""), \(os.arch), \(os.variant), \(os.firmware) boot)"
+            ) + "\n"
+        let sets = os.controlSets.map { cs in
+            cs.roles.isEmpty ? cs.name : "\(cs.name) [\(cs.roles.map(\.rawValue).joined(separator: ", "))]"
+        }
         out += t("Control sets: \(sets.joined(separator: "; ")) (current \(os.currentControlSet))") + "\n"
         out += t("Policy:  \(plan.policy.name) (\(plan.policy.source))") + "\n"
         return out
@@ -111,7 +126,10 @@ public enum TextRenderer {
                 let name = t(c.name ?? "").padding(toLength: max(width, 1), withPad: " ", startingAt: 0)
                 switch c.op {
                 case .setValue:
-                    out += "      \(name)  " + t("\(c.before.map { "\($0)" } ?? "(absent)") -> \(c.after.map { "\($0)" } ?? "(absent)")") + "\n"
+                    out +=
+                        "      \(name)  "
+                        + t("\(c.before.map { "\($0)" } ?? "(absent)") -> \(c.after.map { "\($0)" } ?? "(absent)")")
+                        + "\n"
                 case .deleteValue:
                     out += "      \(name)  " + t("\(c.before.map { "\($0)" } ?? "(absent)")") + " -> (deleted)\n"
                 case .createKey:
@@ -125,10 +143,14 @@ public enum TextRenderer {
                 switch f.op {
                 case .delete: what = "(delete)"
                 case .write:
-                    let from = f.source.map { "from \($0)" } ?? "generated, \(f.content.map { $0.split(whereSeparator: \.isNewline).count } ?? 0) lines"
+                    let from =
+                        f.source.map { "from \($0)" }
+                        ?? "generated, \(f.content.map { $0.split(whereSeparator: \.isNewline).count } ?? 0) lines"
                     what = (f.before == nil ? "new file, " : "replace, ") + "\(f.size) bytes, \(from)"
                 }
-                let place = f.volume.map { "\($0):" + f.path.replacingOccurrences(of: "/", with: "\\") } ?? GuestPath.windows(f.path)
+                let place =
+                    f.volume.map { "\($0):" + f.path.replacingOccurrences(of: "/", with: "\\") }
+                    ?? GuestPath.windows(f.path)
                 out += "    " + t("\(place)  \(what)") + "\n"
             }
         }

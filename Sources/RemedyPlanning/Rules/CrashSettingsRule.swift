@@ -12,7 +12,8 @@ public struct CrashSettingsRule: Rule {
             summary: "Keep a blue screen on screen: CrashControl AutoReboot=0 in every control set.",
             checks: "SYSTEM\\ControlSet00N\\Control\\CrashControl, value AutoReboot (REG_DWORD), in every control set.",
             changes: "AutoReboot=0 (or 1 when auto-reboot is true). The dump settings are not touched.",
-            why: "Windows reboots after a stop error by default (AutoReboot=1), so an image that fails its first boot on the new "
+            why:
+                "Windows reboots after a stop error by default (AutoReboot=1), so an image that fails its first boot on the new "
                 + "platform (0x7B INACCESSIBLE_BOOT_DEVICE is the classic one) just loops and the stop code is never seen on the "
                 + "cloud's VNC console. virt-v2v makes the same change for the same reason.",
             parameters: [("auto-reboot", "false (default) keeps the stop screen; true restores Windows' default")]),
@@ -34,8 +35,12 @@ public struct CrashSettingsRule: Rule {
             var edit = KeyEdit(.system, path, facts.registry.key(.system, path))
             edit.set("AutoReboot", .dword(autoReboot ? 1 : 0))
             if !edit.changes.isEmpty {
-                result.actions.append(Action(rule: id, description: "\(autoReboot ? "reboot" : "stay on the stop screen") after a crash in \(cs.label)",
-                                             target: cs.name, changes: edit.changes))
+                result.actions.append(
+                    Action(
+                        rule: id,
+                        description:
+                            "\(autoReboot ? "reboot" : "stay on the stop screen") after a crash in \(cs.label)",
+                        target: cs.name, changes: edit.changes))
             }
         }
         return result

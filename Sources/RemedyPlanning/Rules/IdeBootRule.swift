@@ -28,16 +28,20 @@ public struct IdeBootRule: Rule {
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
             id: Self.id,
-            summary: "Make the emulated IDE disk bootable at first boot: IDE/ATA drivers boot-start, and (before Windows 8) "
+            summary:
+                "Make the emulated IDE disk bootable at first boot: IDE/ATA drivers boot-start, and (before Windows 8) "
                 + "CriticalDeviceDatabase entries for the PIIX3/PIIX4 IDE controllers.",
-            checks: "Services atapi, intelide and pciide (Start and StartOverride) in every control set; for Windows Vista/7/2008/2008 R2 (NT 6.0-6.1) also "
+            checks:
+                "Services atapi, intelide and pciide (Start and StartOverride) in every control set; for Windows Vista/7/2008/2008 R2 (NT 6.0-6.1) also "
                 + "Control\\CriticalDeviceDatabase\\pci#ven_8086&dev_7010 (PIIX3), pci#ven_8086&dev_7111 (PIIX4), pci#cc_0101, "
                 + "primary_ide_channel, secondary_ide_channel, *pnp0600 and gendisk.",
-            changes: "Start=0 (boot) for atapi, intelide and pciide, and their StartOverride key deleted where Windows 8 or later "
+            changes:
+                "Start=0 (boot) for atapi, intelide and pciide, and their StartOverride key deleted where Windows 8 or later "
                 + "demoted them with it (Start=0 with StartOverride\\0=3 does not load); before Windows 8, each missing or wrong CriticalDeviceDatabase "
                 + "entry gets Service and ClassGUID (IDE controllers {4D36E96A-...}, gendisk {4D36E967-...}). Windows 8 / 2012 and "
                 + "later ignore the CriticalDeviceDatabase, so nothing is added there for them.",
-            why: "A system disk moved to a controller Windows has never seen stops with 0x7B INACCESSIBLE_BOOT_DEVICE unless the "
+            why:
+                "A system disk moved to a controller Windows has never seen stops with 0x7B INACCESSIBLE_BOOT_DEVICE unless the "
                 + "controller's driver loads at boot and (before Windows 8) the controller's hardware ID maps to it in the "
                 + "CriticalDeviceDatabase: Microsoft's guidance for moving a system disk to new hardware (KB 314082). An image that "
                 + "came from VMware SCSI/PVSCSI, Hyper-V or Xen PV storage never used the IDE path, so it is disabled.",
@@ -52,7 +56,8 @@ public struct IdeBootRule: Rule {
     public func requirements(for os: OSFacts) -> [RegistryRequirement] {
         WindowsKeys.servicesRequirements(os)
             + WindowsKeys.startOverrideRequirements(os, services: Self.services)
-            + (os.isWindows8OrLater ? [] : os.orderedControlSets.map { RegistryRequirement(.system, Self.cdd($0.name), depth: 1) })
+            + (os.isWindows8OrLater
+                ? [] : os.orderedControlSets.map { RegistryRequirement(.system, Self.cdd($0.name), depth: 1) })
     }
 
     public func evaluate(_ facts: ImageFacts) -> RuleResult {
@@ -61,10 +66,12 @@ public struct IdeBootRule: Rule {
             for name in Self.services {
                 let path = WindowsKeys.service(cs.name, name)
                 guard let svc = facts.registry.key(.system, path) else {
-                    result.findings.append(Finding(
-                        id: "ide-driver-missing", rule: id, severity: .blocker,
-                        message: "the inbox IDE driver service \(name) is not in \(cs.label): the image cannot boot from an emulated IDE disk",
-                        measured: "Services\\\(name) absent", requirement: "Services\\\(name) installed"))
+                    result.findings.append(
+                        Finding(
+                            id: "ide-driver-missing", rule: id, severity: .blocker,
+                            message:
+                                "the inbox IDE driver service \(name) is not in \(cs.label): the image cannot boot from an emulated IDE disk",
+                            measured: "Services\\\(name) absent", requirement: "Services\\\(name) installed"))
                     continue
                 }
                 var edit = KeyEdit(.system, path, svc)
@@ -74,8 +81,11 @@ public struct IdeBootRule: Rule {
                 if !edit.changes.isEmpty || overridden != nil {
                     let was = WindowsKeys.effectiveStart(facts, cs.name, name)
                     let how = overridden == nil ? "" : ", demoted by StartOverride: the override is removed"
-                    result.actions.append(Action(rule: id, description: "load \(name) at boot in \(cs.label) (was \(ServiceStart.name(was))\(how))",
-                                                 target: name, changes: edit.changes + (overridden.map { [$0] } ?? [])))
+                    result.actions.append(
+                        Action(
+                            rule: id,
+                            description: "load \(name) at boot in \(cs.label) (was \(ServiceStart.name(was))\(how))",
+                            target: name, changes: edit.changes + (overridden.map { [$0] } ?? [])))
                 }
             }
             guard !facts.os.isWindows8OrLater else { continue }
@@ -85,8 +95,12 @@ public struct IdeBootRule: Rule {
                 edit.set("Service", .string(entry.service))
                 edit.set("ClassGUID", .string(entry.classGUID))
                 if !edit.changes.isEmpty {
-                    result.actions.append(Action(rule: id, description: "map \(entry.device) to \(entry.service) in the CriticalDeviceDatabase of \(cs.label)",
-                                                 target: entry.device, changes: edit.changes))
+                    result.actions.append(
+                        Action(
+                            rule: id,
+                            description:
+                                "map \(entry.device) to \(entry.service) in the CriticalDeviceDatabase of \(cs.label)",
+                            target: entry.device, changes: edit.changes))
                 }
             }
         }

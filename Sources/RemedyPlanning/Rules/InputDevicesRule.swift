@@ -24,15 +24,19 @@ public struct InputDevicesRule: Rule {
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
             id: Self.id,
-            summary: "Drop stale class filter drivers (keyboard, mouse, disk, SCSI, CD-ROM, IDE, system) left by the old platform.",
-            checks: "UpperFilters and LowerFilters of the Keyboard {4D36E96B-...}, Mouse {4D36E96F-...}, DiskDrive {4D36E967-...}, "
+            summary:
+                "Drop stale class filter drivers (keyboard, mouse, disk, SCSI, CD-ROM, IDE, system) left by the old platform.",
+            checks:
+                "UpperFilters and LowerFilters of the Keyboard {4D36E96B-...}, Mouse {4D36E96F-...}, DiskDrive {4D36E967-...}, "
                 + "SCSIAdapter {4D36E97B-...}, CDROM {4D36E965-...}, HDC {4D36E96A-...} and System {4D36E97D-...} classes under "
                 + "ControlSet00N\\Control\\Class, in every control set, against the installed services.",
-            changes: "Removes a filter whose service is not installed or is disabled, or that belongs to an old hypervisor's tools "
+            changes:
+                "Removes a filter whose service is not installed or is disabled, or that belongs to an old hypervisor's tools "
                 + "(VMware vmkbd/vmmouse/vmusbmouse, Parallels prl_*, Xen xenfilt, VirtualBox VBoxMouse); an emptied value "
                 + "is deleted. Windows' own filters (kbdclass, mouclass, partmgr) are kept, and restored to the keyboard and mouse "
                 + "UpperFilters when missing.",
-            why: "A class filter applies to every device of the class: when its driver is missing or disabled, no device of the class "
+            why:
+                "A class filter applies to every device of the class: when its driver is missing or disabled, no device of the class "
                 + "starts. On the keyboard and mouse classes that is \"no keyboard or mouse\" on the new platform; on the disk, SCSI "
                 + "and IDE classes it is a STOP 0x7B INACCESSIBLE_BOOT_DEVICE. Old guest tools (VMware's vmkbd/vmmouse, Xen's "
                 + "xenfilt, Parallels' prl_strg) register exactly such filters.",
@@ -43,9 +47,10 @@ public struct InputDevicesRule: Rule {
         })
 
     public func requirements(for os: OSFacts) -> [RegistryRequirement] {
-        WindowsKeys.servicesRequirements(os) + os.orderedControlSets.flatMap { cs in
-            Self.classes.map { RegistryRequirement(.system, WindowsKeys.classKey(cs.name, $0.guid), depth: 0) }
-        }
+        WindowsKeys.servicesRequirements(os)
+            + os.orderedControlSets.flatMap { cs in
+                Self.classes.map { RegistryRequirement(.system, WindowsKeys.classKey(cs.name, $0.guid), depth: 0) }
+            }
     }
 
     static let oldPlatformFilters = PvCleanupRule(platforms: PvCleanupRule.platforms)
@@ -74,10 +79,12 @@ public struct InputDevicesRule: Rule {
                         if Self.standard.contains(lower) || keep.contains(lower) {
                             kept.append(f)
                             if services[lower] == nil {
-                                result.findings.append(Finding(
-                                    id: "standard-filter-missing", rule: id, severity: .blocker,
-                                    message: "\(cls.name) class filter \(f) in \(cs.label) has no service: Windows' own driver is missing from this image",
-                                    measured: "Services\\\(f) absent", requirement: "Services\\\(f) installed"))
+                                result.findings.append(
+                                    Finding(
+                                        id: "standard-filter-missing", rule: id, severity: .blocker,
+                                        message:
+                                            "\(cls.name) class filter \(f) in \(cs.label) has no service: Windows' own driver is missing from this image",
+                                        measured: "Services\\\(f) absent", requirement: "Services\\\(f) installed"))
                             }
                             continue
                         }
@@ -89,7 +96,9 @@ public struct InputDevicesRule: Rule {
                             kept.append(f)
                         }
                     }
-                    if valueName == "UpperFilters", let req = cls.required, !kept.contains(where: { $0.lowercased() == req }) {
+                    if valueName == "UpperFilters", let req = cls.required,
+                        !kept.contains(where: { $0.lowercased() == req })
+                    {
                         kept.append(req)
                         dropped.append("+\(req)")
                     }
@@ -100,10 +109,14 @@ public struct InputDevicesRule: Rule {
                 let removed = dropped.filter { !$0.hasPrefix("+") }
                 let added = dropped.filter { $0.hasPrefix("+") }.map { String($0.dropFirst()) }
                 var what: [String] = []
-                if !removed.isEmpty { what.append("drop stale filter\(removed.count == 1 ? "" : "s") \(removed.joined(separator: ", "))") }
+                if !removed.isEmpty {
+                    what.append("drop stale filter\(removed.count == 1 ? "" : "s") \(removed.joined(separator: ", "))")
+                }
                 if !added.isEmpty { what.append("restore \(added.joined(separator: ", "))") }
-                result.actions.append(Action(rule: id, description: "\(cls.name) class in \(cs.label): \(what.joined(separator: "; "))",
-                                             target: cls.guid, changes: edit.changes))
+                result.actions.append(
+                    Action(
+                        rule: id, description: "\(cls.name) class in \(cs.label): \(what.joined(separator: "; "))",
+                        target: cls.guid, changes: edit.changes))
             }
         }
         return result

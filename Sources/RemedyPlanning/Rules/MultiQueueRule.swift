@@ -14,15 +14,19 @@ public struct MultiQueueRule: Rule {
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
             id: Self.id,
-            summary: "NIC multi-queue: check a paravirtual NIC driver is there (netkvm, injected by virtio-drivers), keep receive-side "
+            summary:
+                "NIC multi-queue: check a paravirtual NIC driver is there (netkvm, injected by virtio-drivers), keep receive-side "
                 + "scaling on, and report hw_vif_multiqueue_enabled in the image properties on a supported Windows.",
-            checks: "Windows version against the supported list (Huawei Cloud: Windows Server 2008 R2, 2012 R2 and 2016 on KVM). A "
+            checks:
+                "Windows version against the supported list (Huawei Cloud: Windows Server 2008 R2, 2012 R2 and 2016 on KVM). A "
                 + "paravirtual NIC driver: the netkvm service in the current control set, or netkvm.inf being injected from virtio-win. "
                 + "Receive-side scaling: Services\\Tcpip\\Parameters EnableRSS (Windows' global RSS switch, netsh int tcp set global "
                 + "rss), Services\\NDIS\\Parameters RSS, and each netkvm adapter's *RSS advanced property under the network class key.",
-            changes: "EnableRSS, NDIS RSS and a netkvm adapter's *RSS set back to enabled (1) where they are 0, in every control set. "
+            changes:
+                "EnableRSS, NDIS RSS and a netkvm adapter's *RSS set back to enabled (1) where they are 0, in every control set. "
                 + "The image property hw_vif_multiqueue_enabled=true when the version is supported and the driver is there.",
-            why: "The cloud enables multi-queue from the image property, but Windows only uses the extra queues through a driver "
+            why:
+                "The cloud enables multi-queue from the image property, but Windows only uses the extra queues through a driver "
                 + "that supports them and with RSS on; an image with RSS switched off (a common tuning step on VMware) gets one "
                 + "queue whatever the flavor.",
             parameters: [
@@ -31,8 +35,9 @@ public struct MultiQueueRule: Rule {
             ]),
         make: { p, _ in
             try p.only(["supported", "drivers"], rule: Self.id)
-            return MultiQueueRule(supported: try p.strings("supported", default: ["6.1", "6.3", "10.0.14393"]),
-                                  drivers: try p.strings("drivers", default: ["netkvm"]).map { $0.lowercased() })
+            return MultiQueueRule(
+                supported: try p.strings("supported", default: ["6.1", "6.3", "10.0.14393"]),
+                drivers: try p.strings("drivers", default: ["netkvm"]).map { $0.lowercased() })
         })
 
     static let netClass = "{4D36E972-E325-11CE-BFC1-08002BE10318}"
@@ -40,10 +45,14 @@ public struct MultiQueueRule: Rule {
     static func ndis(_ cs: String) -> RegistryPath { RegistryPath("\(cs)\\Services\\NDIS\\Parameters") }
 
     public func requirements(for os: OSFacts) -> [RegistryRequirement] {
-        WindowsKeys.servicesRequirements(os) + os.orderedControlSets.flatMap {
-            [RegistryRequirement(.system, Self.tcpip($0.name), depth: 0), RegistryRequirement(.system, Self.ndis($0.name), depth: 0),
-             RegistryRequirement(.system, WindowsKeys.classKey($0.name, Self.netClass), depth: 1)]
-        }
+        WindowsKeys.servicesRequirements(os)
+            + os.orderedControlSets.flatMap {
+                [
+                    RegistryRequirement(.system, Self.tcpip($0.name), depth: 0),
+                    RegistryRequirement(.system, Self.ndis($0.name), depth: 0),
+                    RegistryRequirement(.system, WindowsKeys.classKey($0.name, Self.netClass), depth: 1),
+                ]
+            }
     }
 
     public func fileRequirements(for facts: ImageFacts) -> [FileRequirement] {
@@ -55,7 +64,9 @@ public struct MultiQueueRule: Rule {
         guard os.variant.lowercased() != "client" else { return false }
         return supported.contains { v in
             let parts = v.split(separator: ".")
-            guard parts.count >= 2, Int(parts[0]) == os.majorVersion, Int(parts[1]) == os.minorVersion else { return false }
+            guard parts.count >= 2, Int(parts[0]) == os.majorVersion, Int(parts[1]) == os.minorVersion else {
+                return false
+            }
             return parts.count < 3 || String(parts[2]) == os.build
         }
     }
@@ -64,21 +75,26 @@ public struct MultiQueueRule: Rule {
         var result = RuleResult()
         let os = facts.os
         guard isSupported(os) else {
-            result.findings.append(Finding(
-                id: "multi-queue-unsupported", rule: id, severity: .info,
-                message: "NIC multi-queue is not offered for \(os.product) (the cloud supports it on \(supported.joined(separator: ", "))): "
-                    + "the image is registered without hw_vif_multiqueue_enabled",
-                measured: os.version + (os.build.map { ".\($0)" } ?? ""), requirement: supported.joined(separator: ", ")))
+            result.findings.append(
+                Finding(
+                    id: "multi-queue-unsupported", rule: id, severity: .info,
+                    message:
+                        "NIC multi-queue is not offered for \(os.product) (the cloud supports it on \(supported.joined(separator: ", "))): "
+                        + "the image is registered without hw_vif_multiqueue_enabled",
+                    measured: os.version + (os.build.map { ".\($0)" } ?? ""),
+                    requirement: supported.joined(separator: ", ")))
             return result
         }
         let installed = drivers.first { WindowsKeys.start(facts, os.currentControlSet, $0) != nil }
         let injected = drivers.first { facts.files.file(VirtioDriversRule.storeDirectory(os) + "/\($0).inf") != nil }
         guard let driver = installed ?? injected else {
-            result.findings.append(Finding(
-                id: "multi-queue-no-driver", rule: id, severity: .warning,
-                message: "no paravirtual NIC driver that supports multi-queue (\(drivers.joined(separator: ", "))) is in the image or being "
-                    + "injected: give --virtio-win so netkvm is injected, or install the cloud's NIC driver",
-                measured: "none", requirement: drivers.joined(separator: " or ")))
+            result.findings.append(
+                Finding(
+                    id: "multi-queue-no-driver", rule: id, severity: .warning,
+                    message:
+                        "no paravirtual NIC driver that supports multi-queue (\(drivers.joined(separator: ", "))) is in the image or being "
+                        + "injected: give --virtio-win so netkvm is injected, or install the cloud's NIC driver",
+                    measured: "none", requirement: drivers.joined(separator: " or ")))
             return result
         }
         for cs in os.orderedControlSets {
@@ -87,18 +103,25 @@ public struct MultiQueueRule: Rule {
                 guard let v = key?.value(name), v.number == 0 else { continue }
                 var edit = KeyEdit(.system, path, key)
                 edit.set(name, .dword(1))
-                result.actions.append(Action(rule: id, description: "turn receive-side scaling back on (\(name)) in \(cs.label)",
-                                             target: name, changes: edit.changes))
+                result.actions.append(
+                    Action(
+                        rule: id, description: "turn receive-side scaling back on (\(name)) in \(cs.label)",
+                        target: name, changes: edit.changes))
             }
             for adapter in facts.registry.key(.system, WindowsKeys.classKey(cs.name, Self.netClass))?.subkeys ?? [] {
                 guard let svc = adapter.value("Service")?.strings.first ?? adapter.value("ComponentId")?.strings.first,
-                      drivers.contains(where: { svc.lowercased().contains($0) }),
-                      case .string(let rss)? = adapter.value("*RSS"), rss == "0" else { continue }
+                    drivers.contains(where: { svc.lowercased().contains($0) }),
+                    case .string(let rss)? = adapter.value("*RSS"), rss == "0"
+                else { continue }
                 let path = WindowsKeys.classKey(cs.name, Self.netClass).appending(adapter.name)
                 var edit = KeyEdit(.system, path, adapter)
                 edit.set("*RSS", .string("1"))
-                result.actions.append(Action(rule: id, description: "turn receive-side scaling back on for \(svc) adapter \(adapter.name) in \(cs.label)",
-                                             target: adapter.name, changes: edit.changes))
+                result.actions.append(
+                    Action(
+                        rule: id,
+                        description:
+                            "turn receive-side scaling back on for \(svc) adapter \(adapter.name) in \(cs.label)",
+                        target: adapter.name, changes: edit.changes))
             }
         }
         result.properties["hw_vif_multiqueue_enabled"] = "true"

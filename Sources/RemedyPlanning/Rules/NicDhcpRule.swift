@@ -23,10 +23,12 @@ public struct NicDhcpRule: Rule {
         documentation: RuleDocumentation(
             id: Self.id,
             summary: "Set every statically addressed network interface to DHCP, in every control set.",
-            checks: "SYSTEM\\ControlSet00N\\Services\\Tcpip\\Parameters\\Interfaces\\{GUID} for every control set in the hive "
+            checks:
+                "SYSTEM\\ControlSet00N\\Services\\Tcpip\\Parameters\\Interfaces\\{GUID} for every control set in the hive "
                 + "(Current, Default, LastKnownGood, Failed and any other): an interface is static when EnableDHCP is 0, "
                 + "or absent while IPAddress holds an address other than 0.0.0.0. Interfaces already on DHCP are left alone.",
-            changes: "EnableDHCP=1; IPAddress and SubnetMask=0.0.0.0 (type kept); DefaultGateway and DefaultGatewayMetric "
+            changes:
+                "EnableDHCP=1; IPAddress and SubnetMask=0.0.0.0 (type kept); DefaultGateway and DefaultGatewayMetric "
                 + "emptied; NameServer emptied (obtain DNS automatically) unless keep-static-dns is true. Dhcp* lease values are not touched. "
                 + "What the static configuration left elsewhere goes too: Tcpip\\Parameters\\PersistentRoutes values "
                 + "\"0.0.0.0,0.0.0.0,GATEWAY,METRIC\" for the interface's static gateways, and in the IPv4 NSI store "
@@ -34,7 +36,8 @@ public struct NicDhcpRule: Rule {
                 + "routes via those gateways (\\16), the interface found by its LUID (NetLuidIndex and *IfType of the adapter "
                 + "whose NetCfgInstanceId is the interface GUID). Other persistent routes (another destination or gateway: the "
                 + "user's own) are kept.",
-            why: "The new cloud network assigns addresses with DHCP; a static address from the old network leaves the instance "
+            why:
+                "The new cloud network assigns addresses with DHCP; a static address from the old network leaves the instance "
                 + "unreachable. These are the values Windows documents for a DHCP-configured interface (Microsoft TCP/IP registry "
                 + "reference: IPAddress/SubnetMask 0.0.0.0 defer to DhcpIPAddress/DhcpSubnetMask; a static DefaultGateway or "
                 + "NameServer overrides the DHCP-supplied one). All control sets are changed because LastKnownGood may boot another one. "
@@ -70,11 +73,13 @@ public struct NicDhcpRule: Rule {
 
     public func requirements(for os: OSFacts) -> [RegistryRequirement] {
         os.controlSets.flatMap { cs in
-            [RegistryRequirement(.system, Self.interfacesPath(cs.name), depth: 1),
-             RegistryRequirement(.system, Self.persistentRoutesPath(cs.name), depth: 0),
-             RegistryRequirement(.system, Self.nsiPath(cs.name, 10), depth: 0),
-             RegistryRequirement(.system, Self.nsiPath(cs.name, 16), depth: 0),
-             RegistryRequirement(.system, Self.netClassPath(cs.name), depth: 1)]
+            [
+                RegistryRequirement(.system, Self.interfacesPath(cs.name), depth: 1),
+                RegistryRequirement(.system, Self.persistentRoutesPath(cs.name), depth: 0),
+                RegistryRequirement(.system, Self.nsiPath(cs.name, 10), depth: 0),
+                RegistryRequirement(.system, Self.nsiPath(cs.name, 16), depth: 0),
+                RegistryRequirement(.system, Self.netClassPath(cs.name), depth: 1),
+            ]
         }
     }
 
@@ -85,7 +90,8 @@ public struct NicDhcpRule: Rule {
         guard let adapters = facts.registry.key(.system, netClassPath(controlSet)) else { return nil }
         for a in adapters.subkeys {
             guard case .string(let id)? = a.value("NetCfgInstanceId"), id.lowercased() == guid.lowercased(),
-                  let index = a.value("NetLuidIndex")?.number, let type = a.value("*IfType")?.number else { continue }
+                let index = a.value("NetLuidIndex")?.number, let type = a.value("*IfType")?.number
+            else { continue }
             let v = (index & 0xFF_FFFF) << 24 | (type & 0xFFFF) << 48
             return (0..<8).map { String(format: "%02x", (v >> (8 * UInt64($0))) & 0xFF) }.joined()
         }
@@ -104,14 +110,19 @@ public struct NicDhcpRule: Rule {
     /// (`PersistentRoutes` "0.0.0.0,0.0.0.0,GATEWAY,METRIC"), and its persisted addresses and default routes in the
     /// IPv4 NSI store. Other persistent routes (a destination other than 0.0.0.0/0, or another gateway) are the
     /// user's own and stay.
-    func staleStaticState(_ facts: ImageFacts, _ iface: RegistryKey, controlSet cs: String, taken: inout Set<String>) -> [Change] {
+    func staleStaticState(
+        _ facts: ImageFacts, _ iface: RegistryKey, controlSet cs: String, taken: inout Set<String>
+    ) -> [Change] {
         var changes: [Change] = []
         let gateways = Self.addresses(iface.value("DefaultGateway")).filter { $0 != "0.0.0.0" }
         let routes = Self.persistentRoutesPath(cs)
         for v in facts.registry.key(.system, routes)?.values ?? [] {
-            let f = v.name.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let f = v.name.split(separator: ",", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
             guard f.count == 4, f[0] == "0.0.0.0", f[1] == "0.0.0.0", gateways.contains(f[2]),
-                  taken.insert("\(routes)|\(v.name)".lowercased()).inserted else { continue }
+                taken.insert("\(routes)|\(v.name)".lowercased()).inserted
+            else { continue }
             changes.append(Change(op: .deleteValue, hive: .system, key: routes, name: v.name, before: v.value))
         }
         guard let luid = Self.luid(facts, cs, iface.name) else { return changes }
@@ -127,7 +138,8 @@ public struct NicDhcpRule: Rule {
                 } else {
                     // Destination prefix (24 zero bytes: 0.0.0.0/0), LUID, LUID, next hop, padding: a default route
                     // of this interface via one of its static gateways.
-                    stale = n.count == 96 && n[0..<48].allSatisfy { $0 == "0" } && String(n[48..<64]) == luid
+                    stale =
+                        n.count == 96 && n[0..<48].allSatisfy { $0 == "0" } && String(n[48..<64]) == luid
                         && hops.contains(String(n[80..<88]))
                 }
                 if stale, taken.insert("\(path)|\(v.name)".lowercased()).inserted {
@@ -205,9 +217,11 @@ public struct NicDhcpRule: Rule {
         let shown = ips.enumerated().map { i, ip in "\(ip)/\(i < masks.count ? masks[i] : "?")" }
         var from = shown.isEmpty ? "static" : "static " + shown.joined(separator: ", ")
         if let gw = Self.addresses(iface.value("DefaultGateway")).first { from += " via \(gw)" }
-        let roles = controlSet.roles.isEmpty ? "" : " (" + controlSet.roles.map(\.rawValue).joined(separator: ", ") + ")"
+        let roles =
+            controlSet.roles.isEmpty ? "" : " (" + controlSet.roles.map(\.rawValue).joined(separator: ", ") + ")"
         let dns = keepStaticDNS ? " (static DNS kept)" : ""
-        return Action(rule: id, description: "interface \(iface.name) in \(controlSet.name)\(roles): \(from) -> DHCP\(dns)",
-                      target: iface.name, changes: changes)
+        return Action(
+            rule: id, description: "interface \(iface.name) in \(controlSet.name)\(roles): \(from) -> DHCP\(dns)",
+            target: iface.name, changes: changes)
     }
 }

@@ -39,13 +39,20 @@ public struct PayloadRule: Rule {
             checks: "Whether it is installed" + (m.detect?.service.map { " (service \($0))" } ?? "")
                 + "; the file given with --payload \(m.name)=PATH against the manifest's known SHA-256 list; the files its templates produce"
                 + (m.removeKeys.map { "; registry state " + $0.joined(separator: ", ") } ?? "") + ".",
-            changes: "Not installed: the file staged in C:\\Windows\\remedy\\payloads\\\(m.name)\\ and a first-boot step that installs it"
+            changes:
+                "Not installed: the file staged in C:\\Windows\\remedy\\payloads\\\(m.name)\\ and a first-boot step that installs it"
                 + " and copies the rendered templates into place. Installed: the rendered templates written in place."
                 + (m.removeKeys.map { " Stale state removed: " + $0.joined(separator: ", ") + "." } ?? ""),
-            why: (m.documentation ?? []).isEmpty ? "See Payloads/\(m.name)/manifest.yaml." : "Per " + (m.documentation ?? []).joined(separator: ", ") + ".",
-            parameters: [("variant", "which template set (\((m.variants ?? []).joined(separator: ", ")))"),
-                         ("required", "true: a missing payload file blocks (default: a warning)")]
-                + (m.variables ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, "template value (default \($0.value))") })
+            why: (m.documentation ?? []).isEmpty
+                ? "See Payloads/\(m.name)/manifest.yaml."
+                : "Per " + (m.documentation ?? []).joined(separator: ", ") + ".",
+            parameters: [
+                ("variant", "which template set (\((m.variants ?? []).joined(separator: ", ")))"),
+                ("required", "true: a missing payload file blocks (default: a warning)"),
+            ]
+                + (m.variables ?? [:]).sorted { $0.key < $1.key }.map {
+                    ($0.key, "template value (default \($0.value))")
+                })
     }
 
     func stageDirectory(_ os: OSFacts) -> String { os.systemRoot + "/remedy/payloads/" + manifest.name }
@@ -60,8 +67,10 @@ public struct PayloadRule: Rule {
     /// `%ProgramFiles%\Cloudbase Solutions\...` as a guest path.
     static func guestPath(_ windowsPath: String, _ os: OSFacts) -> String {
         var p = windowsPath.replacingOccurrences(of: "\\", with: "/")
-        for (variable, value) in [("%ProgramFiles%", "/Program Files"), ("%SystemRoot%", os.systemRoot), ("%windir%", os.systemRoot),
-                                  ("%SystemDrive%", ""), ("C:", "")] where p.lowercased().hasPrefix(variable.lowercased()) {
+        for (variable, value) in [
+            ("%ProgramFiles%", "/Program Files"), ("%SystemRoot%", os.systemRoot), ("%windir%", os.systemRoot),
+            ("%SystemDrive%", ""), ("C:", ""),
+        ] where p.lowercased().hasPrefix(variable.lowercased()) {
             p = value + p.dropFirst(variable.count)
             break
         }
@@ -72,19 +81,23 @@ public struct PayloadRule: Rule {
     func rendered() -> [(target: String, name: String, text: String, encoding: TextEncoding)] {
         (manifest.files ?? []).compactMap { t in
             let rel = t.template.replacingOccurrences(of: "{variant}", with: variant ?? "")
-            guard let text = manifest.templates[rel], let out = try? PayloadManifest.render(text, variables) else { return nil }
+            guard let text = manifest.templates[rel], let out = try? PayloadManifest.render(text, variables) else {
+                return nil
+            }
             let name = t.target.split(whereSeparator: { $0 == "\\" || $0 == "/" }).last.map(String.init) ?? rel
             return (t.target, name, FirstBoot.crlf(out), t.encoding ?? .utf8)
         }
     }
 
     public func requirements(for os: OSFacts) -> [RegistryRequirement] {
-        WindowsKeys.servicesRequirements(os) + (manifest.removeKeys ?? []).map { RegistryRequirement(.software, Self.softwarePath($0), depth: 0) }
+        WindowsKeys.servicesRequirements(os)
+            + (manifest.removeKeys ?? []).map { RegistryRequirement(.software, Self.softwarePath($0), depth: 0) }
     }
 
     static func softwarePath(_ key: String) -> RegistryPath {
         var k = key
-        for prefix in ["HKLM\\SOFTWARE\\", "HKEY_LOCAL_MACHINE\\SOFTWARE\\", "SOFTWARE\\"] where k.uppercased().hasPrefix(prefix.uppercased()) {
+        for prefix in ["HKLM\\SOFTWARE\\", "HKEY_LOCAL_MACHINE\\SOFTWARE\\", "SOFTWARE\\"]
+        where k.uppercased().hasPrefix(prefix.uppercased()) {
             k = String(k.dropFirst(prefix.count))
             break
         }
@@ -116,36 +129,49 @@ public struct PayloadRule: Rule {
         if isInstalled {
             action.description = "configure \(manifest.name) (installed)" + (variant.map { " for \($0)" } ?? "")
             for r in rendered() {
-                if let c = FileChange.text(Self.guestPath(r.target, os), r.text, encoding: r.encoding, in: files) { action.files.append(c) }
+                if let c = FileChange.text(Self.guestPath(r.target, os), r.text, encoding: r.encoding, in: files) {
+                    action.files.append(c)
+                }
             }
             if input != nil {
-                result.findings.append(Finding(id: .payloadNotUsed, rule: id, severity: .info,
-                                               message: "\(manifest.name) is already installed in the image: the given file is not installed again, "
-                                                   + "only its configuration is written", measured: "installed", requirement: nil))
+                result.findings.append(
+                    Finding(
+                        id: .payloadNotUsed, rule: id, severity: .info,
+                        message:
+                            "\(manifest.name) is already installed in the image: the given file is not installed again, "
+                            + "only its configuration is written", measured: "installed", requirement: nil))
             }
         } else if let input, let install = manifest.install {
-            action.description = "stage \(input.name) and install \(manifest.name) at first boot" + (variant.map { " for \($0)" } ?? "")
+            action.description =
+                "stage \(input.name) and install \(manifest.name) at first boot" + (variant.map { " for \($0)" } ?? "")
             let known = manifest.input?.known ?? []
             if let k = known.first(where: { $0.sha256.lowercased() == input.sha256 }) {
                 if let arch = k.arch, arch != os.arch.rawValue {
-                    result.findings.append(Finding(id: .payloadWrongArch, rule: id, severity: .blocker,
-                                                   message: "\(input.name) is \(manifest.name) \(k.version) for \(arch); this Windows is \(os.arch)",
-                                                   measured: arch, requirement: os.arch.rawValue))
+                    result.findings.append(
+                        Finding(
+                            id: .payloadWrongArch, rule: id, severity: .blocker,
+                            message:
+                                "\(input.name) is \(manifest.name) \(k.version) for \(arch); this Windows is \(os.arch)",
+                            measured: arch, requirement: os.arch.rawValue))
                 }
             } else {
-                result.findings.append(Finding(
-                    id: .payloadUnknown, rule: id, severity: .warning,
-                    message: "\(input.name) (SHA-256 \(input.sha256)) is not a \(manifest.name) release the manifest knows"
-                        + (known.isEmpty ? "" : " (\(known.map(\.version).joined(separator: ", ")))")
-                        + ": it is used as given; check where it came from",
-                    measured: input.sha256, requirement: "a known release"))
+                result.findings.append(
+                    Finding(
+                        id: .payloadUnknown, rule: id, severity: .warning,
+                        message:
+                            "\(input.name) (SHA-256 \(input.sha256)) is not a \(manifest.name) release the manifest knows"
+                            + (known.isEmpty ? "" : " (\(known.map(\.version).joined(separator: ", ")))")
+                            + ": it is used as given; check where it came from",
+                        measured: input.sha256, requirement: "a known release"))
             }
             let staged = stageDirectory(os) + "/" + stagedName
             if let c = FileChange.copy(staged, from: input, in: files) { action.files.append(c) }
             var copies: [String] = []
             for r in rendered() {
                 let stagedFile = stageDirectory(os) + "/files/" + r.name
-                if let c = FileChange.text(stagedFile, r.text, encoding: r.encoding, in: files) { action.files.append(c) }
+                if let c = FileChange.text(stagedFile, r.text, encoding: r.encoding, in: files) {
+                    action.files.append(c)
+                }
                 let target = r.target
                 let folder = target.split(separator: "\\").dropLast().joined(separator: "\\")
                 copies.append("if not exist \"\(folder)\" mkdir \"\(folder)\"")
@@ -156,17 +182,23 @@ public struct PayloadRule: Rule {
             let command = install.command.replacingOccurrences(of: "%PAYLOAD%", with: GuestPath.windows(staged))
                 .replacingOccurrences(of: "%LOG%", with: log)
             // Every path here is remedy's own or the manifest's (trusted, like the policy): the user's file name is not.
-            let body = ["@echo off", "setlocal EnableExtensions DisableDelayedExpansion",
-                        "rem remedy: install \(manifest.name) from the file with SHA-256 \(input.sha256)", command, "set \"RC=%ERRORLEVEL%\"",
-                        "if not \"%RC%\"==\"0\" if not \"%RC%\"==\"3010\" if not \"%RC%\"==\"1641\" exit /b %RC%"]
+            let body =
+                [
+                    "@echo off", "setlocal EnableExtensions DisableDelayedExpansion",
+                    "rem remedy: install \(manifest.name) from the file with SHA-256 \(input.sha256)", command,
+                    "set \"RC=%ERRORLEVEL%\"",
+                    "if not \"%RC%\"==\"0\" if not \"%RC%\"==\"3010\" if not \"%RC%\"==\"1641\" exit /b %RC%",
+                ]
                 + copies + (install.after ?? []) + ["exit /b %RC%", ""]
             action.files += FirstBoot.step(os, name: stepName, body: body.joined(separator: "\n"), files: files)
         } else if manifest.input != nil {
-            result.findings.append(Finding(
-                id: .payloadMissing, rule: id, severity: required ? .blocker : .warning,
-                message: "\(manifest.name) is not installed and no file was given (--payload \(manifest.name)=PATH): \(manifest.description) "
-                    + "will not run on the new platform",
-                measured: "not installed", requirement: "\(manifest.name) installed"))
+            result.findings.append(
+                Finding(
+                    id: .payloadMissing, rule: id, severity: required ? .blocker : .warning,
+                    message:
+                        "\(manifest.name) is not installed and no file was given (--payload \(manifest.name)=PATH): \(manifest.description) "
+                        + "will not run on the new platform",
+                    measured: "not installed", requirement: "\(manifest.name) installed"))
         }
         for key in manifest.removeKeys ?? [] {
             let path = Self.softwarePath(key)

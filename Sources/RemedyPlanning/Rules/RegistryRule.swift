@@ -21,7 +21,9 @@ public struct RegistryRuleSpec: Decodable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case hive, key, values, onlyIfKeyExists = "only-if-key-exists", reportOnly = "report-only"
+        case hive, key, values
+        case onlyIfKeyExists = "only-if-key-exists"
+        case reportOnly = "report-only"
     }
 }
 
@@ -42,16 +44,25 @@ public struct RegistryRule: Rule {
 
     public init(id: String, description: String?, spec: RegistryRuleSpec, parameters: [String: ParamValue]) throws {
         self.id = id
-        guard let hive = HiveName.allCases.first(where: { $0.rawValue == spec.hive.uppercased() }), [.system, .software].contains(hive) else {
-            throw PolicyParameterError(message: "registry rule \(id): hive must be SYSTEM or SOFTWARE, not \(spec.hive)")
+        guard let hive = HiveName.allCases.first(where: { $0.rawValue == spec.hive.uppercased() }),
+            [.system, .software].contains(hive)
+        else {
+            throw PolicyParameterError(
+                message: "registry rule \(id): hive must be SYSTEM or SOFTWARE, not \(spec.hive)")
         }
         self.hive = hive
         var p = RegistryPath(spec.key)
-        if let first = p.components.first, first.lowercased() == "hklm" { p = RegistryPath(components: Array(p.components.dropFirst())) }
-        if let first = p.components.first, first.uppercased() == hive.rawValue { p = RegistryPath(components: Array(p.components.dropFirst())) }
+        if let first = p.components.first, first.lowercased() == "hklm" {
+            p = RegistryPath(components: Array(p.components.dropFirst()))
+        }
+        if let first = p.components.first, first.uppercased() == hive.rawValue {
+            p = RegistryPath(components: Array(p.components.dropFirst()))
+        }
         perControlSet = p.components.first?.lowercased() == "currentcontrolset"
         if perControlSet {
-            guard hive == .system else { throw PolicyParameterError(message: "registry rule \(id): CurrentControlSet is in the SYSTEM hive") }
+            guard hive == .system else {
+                throw PolicyParameterError(message: "registry rule \(id): CurrentControlSet is in the SYSTEM hive")
+            }
             p = RegistryPath(components: Array(p.components.dropFirst()))
         }
         guard !p.components.isEmpty else { throw PolicyParameterError(message: "registry rule \(id): key is empty") }
@@ -61,11 +72,17 @@ public struct RegistryRule: Rule {
         guard !spec.values.isEmpty else { throw PolicyParameterError(message: "registry rule \(id): values is empty") }
         values = try spec.values.map { v in
             if v.absent == true {
-                guard v.data == nil else { throw PolicyParameterError(message: "registry rule \(id): value \(v.name) is absent and has data") }
+                guard v.data == nil else {
+                    throw PolicyParameterError(message: "registry rule \(id): value \(v.name) is absent and has data")
+                }
                 return (v.name, nil)
             }
-            guard let data = v.data else { throw PolicyParameterError(message: "registry rule \(id): value \(v.name) needs data (or absent: true)") }
-            return (v.name, try Self.value(try Policy.substitute(data, parameters), type: v.type, rule: id, name: v.name))
+            guard let data = v.data else {
+                throw PolicyParameterError(message: "registry rule \(id): value \(v.name) needs data (or absent: true)")
+            }
+            return (
+                v.name, try Self.value(try Policy.substitute(data, parameters), type: v.type, rule: id, name: v.name)
+            )
         }
         let shown = values.map { "\($0.name)=\($0.data.map { "\($0)" } ?? "(absent)")" }.joined(separator: ", ")
         summary = description ?? "\(hive.rawValue)\\\(spec.key): \(shown)"
@@ -76,23 +93,28 @@ public struct RegistryRule: Rule {
         func bad(_ why: String) -> PolicyParameterError {
             PolicyParameterError(message: "registry rule \(rule): value \(name): \(why)")
         }
-        let t = type?.uppercased() ?? {
-            switch data {
-            case .int: "REG_DWORD"
-            case .list: "REG_MULTI_SZ"
-            default: "REG_SZ"
-            }
-        }()
+        let t =
+            type?.uppercased()
+            ?? {
+                switch data {
+                case .int: "REG_DWORD"
+                case .list: "REG_MULTI_SZ"
+                default: "REG_SZ"
+                }
+            }()
         switch (t, data) {
         case ("REG_SZ", .string(let s)): return .string(s)
         case ("REG_EXPAND_SZ", .string(let s)): return .expandString(s)
         case ("REG_MULTI_SZ", .list(let l)):
-            return .multiString(try l.map {
-                guard case .string(let s) = $0 else { throw bad("REG_MULTI_SZ data must be a list of strings") }
-                return s
-            })
+            return .multiString(
+                try l.map {
+                    guard case .string(let s) = $0 else { throw bad("REG_MULTI_SZ data must be a list of strings") }
+                    return s
+                })
         case ("REG_DWORD", .int(let i)):
-            guard (0...Int(UInt32.max)).contains(i) else { throw bad("REG_DWORD data \(i) is out of range 0...4294967295") }
+            guard (0...Int(UInt32.max)).contains(i) else {
+                throw bad("REG_DWORD data \(i) is out of range 0...4294967295")
+            }
             return .dword(UInt32(i))
         case ("REG_QWORD", .int(let i)):
             guard i >= 0 else { throw bad("REG_QWORD data must not be negative") }
@@ -115,7 +137,8 @@ public struct RegistryRule: Rule {
         case ("REG_MULTI_SZ", _): throw bad("REG_MULTI_SZ data must be a list of strings")
         case ("REG_DWORD", _), ("REG_QWORD", _): throw bad("\(t) data must be a whole number")
         case ("REG_BINARY", _): throw bad("REG_BINARY data must be a string of hex bytes")
-        default: throw bad("unsupported type \(t) (REG_SZ, REG_EXPAND_SZ, REG_MULTI_SZ, REG_DWORD, REG_QWORD, REG_BINARY)")
+        default:
+            throw bad("unsupported type \(t) (REG_SZ, REG_EXPAND_SZ, REG_MULTI_SZ, REG_DWORD, REG_QWORD, REG_BINARY)")
         }
     }
 
@@ -142,12 +165,18 @@ public struct RegistryRule: Rule {
             guard !edit.changes.isEmpty else { continue }
             let whereText = cs.map { " in \($0.label)" } ?? ""
             if reportOnly {
-                let found = edit.changes.map { "\($0.name ?? "")=\($0.before.map { "\($0)" } ?? "(absent)")" }.joined(separator: ", ")
-                let wanted = edit.changes.map { "\($0.name ?? "")=\($0.after.map { "\($0)" } ?? "(absent)")" }.joined(separator: ", ")
-                result.findings.append(Finding(id: FindingID(id), rule: id, severity: .warning, message: "\(summary)\(whereText): \(hive.rawValue)\\\(path) differs",
-                                               measured: found, requirement: wanted))
+                let found = edit.changes.map { "\($0.name ?? "")=\($0.before.map { "\($0)" } ?? "(absent)")" }.joined(
+                    separator: ", ")
+                let wanted = edit.changes.map { "\($0.name ?? "")=\($0.after.map { "\($0)" } ?? "(absent)")" }.joined(
+                    separator: ", ")
+                result.findings.append(
+                    Finding(
+                        id: FindingID(id), rule: id, severity: .warning,
+                        message: "\(summary)\(whereText): \(hive.rawValue)\\\(path) differs",
+                        measured: found, requirement: wanted))
             } else {
-                result.actions.append(Action(rule: id, description: summary + whereText, target: cs?.name, changes: edit.changes))
+                result.actions.append(
+                    Action(rule: id, description: summary + whereText, target: cs?.name, changes: edit.changes))
             }
         }
         return result

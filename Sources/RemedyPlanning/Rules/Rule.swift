@@ -47,7 +47,10 @@ public struct RuleDocumentation: Sendable {
     public var why: String
     public var parameters: [(name: String, meaning: String)]
 
-    public init(id: String, summary: String, checks: String, changes: String, why: String, parameters: [(name: String, meaning: String)] = []) {
+    public init(
+        id: String, summary: String, checks: String, changes: String, why: String,
+        parameters: [(name: String, meaning: String)] = []
+    ) {
         self.id = id
         self.summary = summary
         self.checks = checks
@@ -66,8 +69,10 @@ public struct BuiltinRule: Sendable {
     public var manifests: [String]
     public var make: @Sendable (PolicyParameters, RuleInputs) throws -> any Rule
 
-    public init(documentation: RuleDocumentation, manifests: [String] = [],
-                make: @escaping @Sendable (PolicyParameters, RuleInputs) throws -> any Rule) {
+    public init(
+        documentation: RuleDocumentation, manifests: [String] = [],
+        make: @escaping @Sendable (PolicyParameters, RuleInputs) throws -> any Rule
+    ) {
         self.documentation = documentation
         self.manifests = manifests
         self.make = make

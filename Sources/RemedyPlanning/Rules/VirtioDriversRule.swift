@@ -18,19 +18,24 @@ public struct VirtioDriversRule: Rule {
     /// Known problems of virtio-win releases on some Windows versions (from `Payloads/virtio-win/manifest.yaml`).
     public var knownIssues: [PayloadManifest.KnownIssue]
 
-    public static let defaultDrivers = ["viostor", "vioscsi", "netkvm", "balloon", "vioser", "viorng", "pvpanic", "fwcfg", "qemufwcfg"]
+    public static let defaultDrivers = [
+        "viostor", "vioscsi", "netkvm", "balloon", "vioser", "viorng", "pvpanic", "fwcfg", "qemufwcfg",
+    ]
 
     public static let builtin = BuiltinRule(
         documentation: RuleDocumentation(
             id: Self.id,
-            summary: "Inject VirtIO drivers from virtio-win (--virtio-win ISO or tree), derived from their INF files: storage drivers "
+            summary:
+                "Inject VirtIO drivers from virtio-win (--virtio-win ISO or tree), derived from their INF files: storage drivers "
                 + "boot-start, the rest installed at first boot with pnputil.",
-            checks: "The virtio-win directory for the inspected Windows (version, server/client, build, architecture: 2k8, 2k8R2, "
+            checks:
+                "The virtio-win directory for the inspected Windows (version, server/client, build, architecture: 2k8, 2k8R2, "
                 + "2k12, 2k12R2, 2k16, 2k19, 2k22, 2k25, w7, w8, w8.1, w10, w11; amd64 or x86). For each package its INF: [Version] "
                 + "class, [Manufacturer] models and hardware IDs for the architecture, AddService service entries. In the image: "
                 + "the files under C:\\Windows\\Drivers\\VirtIO, the services in every control set, the CriticalDeviceDatabase "
                 + "(before Windows 8) or the DriverDatabase (Windows 8 and later), DevicePath.",
-            changes: "Every package's files into C:\\Windows\\Drivers\\VirtIO. For boot-critical storage packages (SCSIAdapter class, "
+            changes:
+                "Every package's files into C:\\Windows\\Drivers\\VirtIO. For boot-critical storage packages (SCSIAdapter class, "
                 + "boot-start service: viostor, vioscsi): the .sys into C:\\Windows\\System32\\drivers, the service key from the "
                 + "INF's AddService (Type, Start, ErrorControl, Group, ImagePath) in every control set, and for every hardware ID "
                 + "a CriticalDeviceDatabase entry (Service, ClassGUID) before Windows 8, or DriverDatabase entries (DriverInfFiles, "
@@ -43,15 +48,22 @@ public struct VirtioDriversRule: Rule {
                 + "CriticalDeviceDatabase; Windows 8 and later ignore it and match boot devices against the DriverDatabase. "
                 + "Non-storage drivers are not needed to boot and install cleanly with pnputil once Windows runs.",
             parameters: [
-                ("drivers", "INF names to inject (default: \(defaultDrivers.joined(separator: ", ")); those the directory lacks are skipped)"),
-                ("required", "true: a missing --virtio-win is a blocker (default false: a warning; the image still boots from IDE)"),
+                (
+                    "drivers",
+                    "INF names to inject (default: \(defaultDrivers.joined(separator: ", ")); those the directory lacks are skipped)"
+                ),
+                (
+                    "required",
+                    "true: a missing --virtio-win is a blocker (default false: a warning; the image still boots from IDE)"
+                ),
             ]),
         manifests: ["virtio-win"],
         make: { p, inputs in
             try p.only(["drivers", "required"], rule: Self.id)
-            return VirtioDriversRule(drivers: try p.strings("drivers", default: defaultDrivers).map { $0.lowercased() },
-                                     required: try p.bool("required", default: false),
-                                     knownIssues: inputs.manifests["virtio-win"]?.knownIssues ?? [])
+            return VirtioDriversRule(
+                drivers: try p.strings("drivers", default: defaultDrivers).map { $0.lowercased() },
+                required: try p.bool("required", default: false),
+                knownIssues: inputs.manifests["virtio-win"]?.knownIssues ?? [])
         })
 
     // MARK: where things go
@@ -75,7 +87,9 @@ public struct VirtioDriversRule: Rule {
         "\(p.inf.name)_\(os.arch.windowsName)_\(p.infSHA256.prefix(16))"
     }
 
-    public func requirements(for os: OSFacts) -> [RegistryRequirement] { requirements(for: os, payloads: PayloadFacts()) }
+    public func requirements(for os: OSFacts) -> [RegistryRequirement] {
+        requirements(for: os, payloads: PayloadFacts())
+    }
 
     public func requirements(for os: OSFacts, payloads: PayloadFacts) -> [RegistryRequirement] {
         var out = WindowsKeys.servicesRequirements(os) + [RegistryRequirement(.software, Self.currentVersion, depth: 0)]
@@ -84,20 +98,34 @@ public struct VirtioDriversRule: Rule {
                 // The service key with its StartOverride, Parameters\PnpInterface (service AddReg), and its event source.
                 for cs in os.orderedControlSets {
                     out.append(RegistryRequirement(.system, WindowsKeys.service(cs.name, svc.name), depth: 3))
-                    if let log = svc.eventLog { out.append(RegistryRequirement(.system, Self.eventSource(cs.name, log), depth: 1)) }
+                    if let log = svc.eventLog {
+                        out.append(RegistryRequirement(.system, Self.eventSource(cs.name, log), depth: 1))
+                    }
                 }
             }
         }
         if os.isWindows8OrLater {
             out.append(RegistryRequirement(.system, Self.driverDatabase, depth: 0))
-            out.append(RegistryRequirement(.system, Self.driverDatabase.appending("DeviceIds").appending(DriverClassGUID.scsiAdapter.lowercased()), depth: 0))
+            out.append(
+                RegistryRequirement(
+                    .system,
+                    Self.driverDatabase.appending("DeviceIds").appending(DriverClassGUID.scsiAdapter.lowercased()),
+                    depth: 0))
             out.append(RegistryRequirement(.system, Self.driverDatabase.appending("DriverInfFiles"), depth: 1))
             for p in packages(payloads) where p.bootCritical {
-                out.append(RegistryRequirement(.system, Self.driverDatabase.appending("DriverPackages").appending(Self.label(p, os)), depth: 4))
+                out.append(
+                    RegistryRequirement(
+                        .system, Self.driverDatabase.appending("DriverPackages").appending(Self.label(p, os)), depth: 4)
+                )
                 for id in p.inf.hardwareIDs + p.inf.compatibleIDs {
-                    out.append(RegistryRequirement(.system, Self.driverDatabase.appending("DeviceIds").appending(id), depth: 0))
+                    out.append(
+                        RegistryRequirement(.system, Self.driverDatabase.appending("DeviceIds").appending(id), depth: 0)
+                    )
                 }
-                out.append(RegistryRequirement(.system, Self.driverDatabase.appending("DeviceIds").appending(p.inf.classGUID.lowercased()), depth: 0))
+                out.append(
+                    RegistryRequirement(
+                        .system, Self.driverDatabase.appending("DeviceIds").appending(p.inf.classGUID.lowercased()),
+                        depth: 0))
             }
         } else {
             out += os.orderedControlSets.map { RegistryRequirement(.system, IdeBootRule.cdd($0.name), depth: 1) }
@@ -118,17 +146,23 @@ public struct VirtioDriversRule: Rule {
                 // The file an existing service of the same name runs: a working driver the image has is kept.
                 if let svc = p.inf.functionService {
                     for cs in os.orderedControlSets {
-                        if let existing = Self.existingImageFile(facts, cs.name, svc) { out.append(FileRequirement(existing)) }
+                        if let existing = Self.existingImageFile(facts, cs.name, svc) {
+                            out.append(FileRequirement(existing))
+                        }
                     }
                 }
                 if os.isWindows8OrLater {
-                    for f in p.files { out.append(FileRequirement(Self.fileRepository(os) + "/" + Self.label(p, os) + "/" + f.name)) }
+                    for f in p.files {
+                        out.append(FileRequirement(Self.fileRepository(os) + "/" + Self.label(p, os) + "/" + f.name))
+                    }
                 }
             }
         }
         if os.isWindows8OrLater {
             // Every oemN.inf number that could be taken: the ones the registry knows and a few beyond.
-            for n in 0..<(Self.oemCandidates(facts) + 1) { out.append(FileRequirement(Self.infDirectory(os) + "/oem\(n).inf")) }
+            for n in 0..<(Self.oemCandidates(facts) + 1) {
+                out.append(FileRequirement(Self.infDirectory(os) + "/oem\(n).inf"))
+            }
         }
         return out + [FileRequirement(FirstBoot.script(os, Self.firstBootStep))] + FirstBoot.requirements(os)
     }
@@ -144,14 +178,17 @@ public struct VirtioDriversRule: Rule {
         var result = RuleResult()
         let os = facts.os
         guard let virtio = facts.payloads.virtio else {
-            let has = WindowsKeys.start(facts, os.currentControlSet, "viostor") == UInt64(ServiceStart.boot)
+            let has =
+                WindowsKeys.start(facts, os.currentControlSet, "viostor") == UInt64(ServiceStart.boot)
                 || WindowsKeys.start(facts, os.currentControlSet, "vioscsi") == UInt64(ServiceStart.boot)
             if !has {
-                result.findings.append(Finding(
-                    id: .virtioWinMissing, rule: id, severity: required ? .blocker : .warning,
-                    message: "the image has no VirtIO storage driver and no virtio-win was given (--virtio-win PATH or REMEDY_VIRTIO_WIN): "
-                        + "it can only boot from an IDE disk (hw_disk_bus=ide), slowly; give the virtio-win ISO or tree to inject the drivers",
-                    measured: "no viostor/vioscsi", requirement: "VirtIO storage driver"))
+                result.findings.append(
+                    Finding(
+                        id: .virtioWinMissing, rule: id, severity: required ? .blocker : .warning,
+                        message:
+                            "the image has no VirtIO storage driver and no virtio-win was given (--virtio-win PATH or REMEDY_VIRTIO_WIN): "
+                            + "it can only boot from an IDE disk (hw_disk_bus=ide), slowly; give the virtio-win ISO or tree to inject the drivers",
+                        measured: "no viostor/vioscsi", requirement: "VirtIO storage driver"))
             }
             return result
         }
@@ -159,13 +196,17 @@ public struct VirtioDriversRule: Rule {
         for issue in knownIssues where issue.windows.contains(os.version) {
             if let from = issue.fromDriverVersion, compareVersions(virtio.driverVersion, from) < 0 { continue }
             if let updates = issue.unlessUpdates {
-                let installed = (facts.registry.key(.software, Self.cbsPackages)?.subkeys ?? []).map { $0.name.uppercased() }
+                let installed = (facts.registry.key(.software, Self.cbsPackages)?.subkeys ?? []).map {
+                    $0.name.uppercased()
+                }
                 if updates.contains(where: { kb in installed.contains { $0.contains(kb.uppercased()) } }) { continue }
             }
-            result.findings.append(Finding(
-                id: .virtioWinKnownIssue, rule: id, severity: issue.severity == "blocker" ? .blocker : .warning,
-                message: issue.message + (issue.reference.map { " (\($0))" } ?? ""),
-                measured: "virtio-win \(virtio.selected) driver version \(virtio.driverVersion)", requirement: issue.unlessUpdates?.joined(separator: " or ")))
+            result.findings.append(
+                Finding(
+                    id: .virtioWinKnownIssue, rule: id, severity: issue.severity == "blocker" ? .blocker : .warning,
+                    message: issue.message + (issue.reference.map { " (\($0))" } ?? ""),
+                    measured: "virtio-win \(virtio.selected) driver version \(virtio.driverVersion)",
+                    requirement: issue.unlessUpdates?.joined(separator: " or ")))
         }
         var files = facts.files
         var installCommands: [String] = []
@@ -174,44 +215,63 @@ public struct VirtioDriversRule: Rule {
         for p in chosen {
             // A package writes only its own services: a service the image already has must run the package's file.
             if p.bootCritical, let foreign = Self.foreignService(p, facts) {
-                result.findings.append(Finding(
-                    id: "virtio-driver-foreign-service", rule: id, severity: .blocker,
-                    message: "\(p.inf.name) from virtio-win \(virtio.selected) cannot be injected: \(foreign); an INF may install only its own "
-                        + "services, so the package is not used (is the virtio-win media tampered with?)",
-                    measured: foreign, requirement: "services of \(p.inf.name) new or running its own file"))
+                result.findings.append(
+                    Finding(
+                        id: "virtio-driver-foreign-service", rule: id, severity: .blocker,
+                        message:
+                            "\(p.inf.name) from virtio-win \(virtio.selected) cannot be injected: \(foreign); an INF may install only its own "
+                            + "services, so the package is not used (is the virtio-win media tampered with?)",
+                        measured: foreign, requirement: "services of \(p.inf.name) new or running its own file"))
                 continue
             }
-            var action = Action(rule: id, description: "inject \(p.inf.name) \(p.inf.version) (\(p.inf.driverClass)) from virtio-win \(virtio.selected)",
-                                target: String(p.inf.name.dropLast(4)), changes: [])
+            var action = Action(
+                rule: id,
+                description:
+                    "inject \(p.inf.name) \(p.inf.version) (\(p.inf.driverClass)) from virtio-win \(virtio.selected)",
+                target: String(p.inf.name.dropLast(4)), changes: [])
             for f in p.files {
-                if let c = FileChange.copy(Self.storeDirectory(os) + "/" + f.name, from: f, in: files) { action.files.append(c) }
+                if let c = FileChange.copy(Self.storeDirectory(os) + "/" + f.name, from: f, in: files) {
+                    action.files.append(c)
+                }
             }
             installCommands.append(p.inf.name)
             if p.bootCritical, let svc = p.inf.functionService, let keep = Self.workingService(facts, svc) {
-                result.findings.append(Finding(
-                    id: "virtio-driver-kept", rule: id, severity: .info,
-                    message: "\(svc.name) is already installed and loads (\(keep)): remedy keeps it and only stages \(p.inf.name) for pnputil",
-                    measured: keep, requirement: "\(p.inf.name) \(p.inf.version)"))
+                result.findings.append(
+                    Finding(
+                        id: "virtio-driver-kept", rule: id, severity: .info,
+                        message:
+                            "\(svc.name) is already installed and loads (\(keep)): remedy keeps it and only stages \(p.inf.name) for pnputil",
+                        measured: keep, requirement: "\(p.inf.name) \(p.inf.version)"))
             } else if p.bootCritical {
                 // The function driver where its ImagePath points (with %13% that is the driver store folder, copied below).
                 let store = (Self.fileRepository(os) + "/" + Self.label(p, os) + "/").lowercased()
-                if let sys = Self.functionBinary(p), let target = Self.binaryTarget(p, os), !(os.isWindows8OrLater && target.lowercased().hasPrefix(store)),
-                   let f = p.files.first(where: { $0.name == sys }),
-                   let c = FileChange.copy(target, from: f, in: files) {
+                if let sys = Self.functionBinary(p), let target = Self.binaryTarget(p, os),
+                    !(os.isWindows8OrLater && target.lowercased().hasPrefix(store)),
+                    let f = p.files.first(where: { $0.name == sys }),
+                    let c = FileChange.copy(target, from: f, in: files)
+                {
                     action.files.append(c)
                 }
                 let service = serviceChanges(p, facts)
                 if !service.isEmpty, let svc = p.inf.functionService {
-                    extraActions.append(Action(rule: id, description: Self.serviceOrigin(svc, p), target: svc.name, changes: service))
+                    extraActions.append(
+                        Action(rule: id, description: Self.serviceOrigin(svc, p), target: svc.name, changes: service))
                 }
-                action.changes += os.isWindows8OrLater ? driverDatabaseChanges(p, facts, published: published) : criticalDeviceChanges(p, facts)
+                action.changes +=
+                    os.isWindows8OrLater
+                    ? driverDatabaseChanges(p, facts, published: published) : criticalDeviceChanges(p, facts)
                 if os.isWindows8OrLater {
                     for f in p.files {
-                        if let c = FileChange.copy(Self.fileRepository(os) + "/" + Self.label(p, os) + "/" + f.name, from: f, in: files) { action.files.append(c) }
+                        if let c = FileChange.copy(
+                            Self.fileRepository(os) + "/" + Self.label(p, os) + "/" + f.name, from: f, in: files)
+                        {
+                            action.files.append(c)
+                        }
                     }
                     if let inf = p.files.first(where: { $0.name == p.inf.name }),
-                       let name = published[p.inf.name],
-                       let c = FileChange.copy(Self.infDirectory(os) + "/" + name, from: inf, in: files) {
+                        let name = published[p.inf.name],
+                        let c = FileChange.copy(Self.infDirectory(os) + "/" + name, from: inf, in: files)
+                    {
                         action.files.append(c)
                     }
                 }
@@ -227,29 +287,43 @@ public struct VirtioDriversRule: Rule {
         if !chosen.isEmpty {
             let key = facts.registry.key(.software, Self.currentVersion)
             let entry = "%SystemRoot%\\Drivers\\VirtIO"
-            let now: String = switch key?.value("DevicePath") {
-            case .string(let s)?, .expandString(let s)?: s
-            default: "%SystemRoot%\\inf"
-            }
-            if !now.lowercased().split(separator: ";").contains(where: { $0.trimmingCharacters(in: .whitespaces) == entry.lowercased() }) {
+            let now: String =
+                switch key?.value("DevicePath") {
+                case .string(let s)?, .expandString(let s)?: s
+                default: "%SystemRoot%\\inf"
+                }
+            if !now.lowercased().split(separator: ";").contains(where: {
+                $0.trimmingCharacters(in: .whitespaces) == entry.lowercased()
+            }) {
                 var edit = KeyEdit(.software, Self.currentVersion, key)
                 edit.set("DevicePath", .expandString(now + ";" + entry))
-                result.actions.append(Action(rule: id, description: "add \(entry) to DevicePath so Plug and Play finds the VirtIO drivers",
-                                             target: "DevicePath", changes: edit.changes))
+                result.actions.append(
+                    Action(
+                        rule: id, description: "add \(entry) to DevicePath so Plug and Play finds the VirtIO drivers",
+                        target: "DevicePath", changes: edit.changes))
             }
             // The rest at first boot: pnputil adds every package to the driver store and installs it on matching devices.
             // pnputil exits 259 when no device needs the package yet and 3010 when a restart completes the install.
-            let body = ["@echo off", "rem remedy: install the VirtIO drivers (virtio-win \(virtio.selected), \(virtio.driverVersion))",
-                        "set \"FAILED=0\"", "set \"RESTART=0\""]
-                + installCommands.flatMap { inf in [
-                    "pnputil -i -a \"%SystemRoot%\\Drivers\\VirtIO\\\(inf)\"",
-                    "if %ERRORLEVEL%==3010 set \"RESTART=1\"",
-                    "if not %ERRORLEVEL%==0 if not %ERRORLEVEL%==259 if not %ERRORLEVEL%==3010 set \"FAILED=1\"",
-                ] } + ["if %FAILED%==1 exit /b 1", "if %RESTART%==1 exit /b 3010", "exit /b 0", ""]
+            let body =
+                [
+                    "@echo off",
+                    "rem remedy: install the VirtIO drivers (virtio-win \(virtio.selected), \(virtio.driverVersion))",
+                    "set \"FAILED=0\"", "set \"RESTART=0\"",
+                ]
+                + installCommands.flatMap { inf in
+                    [
+                        "pnputil -i -a \"%SystemRoot%\\Drivers\\VirtIO\\\(inf)\"",
+                        "if %ERRORLEVEL%==3010 set \"RESTART=1\"",
+                        "if not %ERRORLEVEL%==0 if not %ERRORLEVEL%==259 if not %ERRORLEVEL%==3010 set \"FAILED=1\"",
+                    ]
+                } + ["if %FAILED%==1 exit /b 1", "if %RESTART%==1 exit /b 3010", "exit /b 0", ""]
             let step = FirstBoot.step(os, name: Self.firstBootStep, body: body.joined(separator: "\n"), files: files)
             if !step.isEmpty {
-                result.actions.append(Action(rule: id, description: "first boot: pnputil installs \(installCommands.count) VirtIO driver package(s)",
-                                             target: "first-boot", changes: [], files: step))
+                result.actions.append(
+                    Action(
+                        rule: id,
+                        description: "first boot: pnputil installs \(installCommands.count) VirtIO driver package(s)",
+                        target: "first-boot", changes: [], files: step))
             }
         }
         return result
@@ -258,7 +332,9 @@ public struct VirtioDriversRule: Rule {
     /// The boot-critical service, as the INF's AddService describes it, in every control set. ImagePath is the
     /// ServiceBinary with its directory id resolved as Windows resolves it (``INFDirid``).
     func serviceChanges(_ p: DriverPackage, _ facts: ImageFacts) -> [Change] {
-        guard let svc = p.inf.functionService, let image = svc.imagePath(storeFolder: Self.label(p, facts.os)) else { return [] }
+        guard let svc = p.inf.functionService, let image = svc.imagePath(storeFolder: Self.label(p, facts.os)) else {
+            return []
+        }
         var out: [Change] = []
         for cs in facts.os.orderedControlSets {
             let path = WindowsKeys.service(cs.name, svc.name)
@@ -273,7 +349,10 @@ public struct VirtioDriversRule: Rule {
             // A StartOverride left from another platform would keep the new boot driver from loading.
             if let override = facts.registry.key(.system, path.appending("StartOverride")) {
                 for v in override.values where (v.value.number ?? 0) != UInt64(svc.start) {
-                    out.append(Change(op: .deleteValue, hive: .system, key: path.appending("StartOverride"), name: v.name, before: v.value))
+                    out.append(
+                        Change(
+                            op: .deleteValue, hive: .system, key: path.appending("StartOverride"), name: v.name,
+                            before: v.value))
                 }
             }
         }
@@ -286,7 +365,8 @@ public struct VirtioDriversRule: Rule {
     static func serviceOrigin(_ svc: DriverINF.Service, _ p: DriverPackage) -> String {
         let add = svc.addServiceLine.map { " line \($0)" } ?? ""
         let lines = (svc.directiveLines ?? []).map(String.init).joined(separator: ", ")
-        return "\(svc.name): service Type, Start, ErrorControl, ImagePath from \(p.inf.name)\(add) AddService = \(svc.name) in "
+        return
+            "\(svc.name): service Type, Start, ErrorControl, ImagePath from \(p.inf.name)\(add) AddService = \(svc.name) in "
             + "[\(svc.servicesSection ?? "?")], [\(svc.section)]" + (lines.isEmpty ? "" : " lines \(lines)")
     }
 
@@ -299,14 +379,17 @@ public struct VirtioDriversRule: Rule {
         for svc in p.inf.services {
             for cs in facts.os.orderedControlSets {
                 guard let key = facts.registry.key(.system, WindowsKeys.service(cs.name, svc.name)) else { continue }
-                let image: String = switch key.value("ImagePath") {
-                case .string(let s)?, .expandString(let s)?: s
-                default: "System32\\drivers\\\(svc.name).sys"   // Windows' default for a driver without one
-                }
-                let file = image.split(whereSeparator: { $0 == "\\" || $0 == "/" }).last.map { String($0).lowercased() } ?? ""
+                let image: String =
+                    switch key.value("ImagePath") {
+                    case .string(let s)?, .expandString(let s)?: s
+                    default: "System32\\drivers\\\(svc.name).sys"  // Windows' default for a driver without one
+                    }
+                let file =
+                    image.split(whereSeparator: { $0 == "\\" || $0 == "/" }).last.map { String($0).lowercased() } ?? ""
                 let runs = file.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
                 if runs != svc.binaryFile {
-                    return "its AddService names the service \(svc.name), which \(cs.name) already has running \(image), not \(svc.binaryFile)"
+                    return
+                        "its AddService names the service \(svc.name), which \(cs.name) already has running \(image), not \(svc.binaryFile)"
                 }
             }
         }
@@ -322,10 +405,11 @@ public struct VirtioDriversRule: Rule {
         var out: [Action] = []
         for svc in p.inf.services {
             var groups: [(String, [INFRegistryWrite], (String) -> RegistryPath)] = [
-                ("[\(svc.section)] AddReg", svc.addReg, { WindowsKeys.service($0, svc.name) }),
+                ("[\(svc.section)] AddReg", svc.addReg, { WindowsKeys.service($0, svc.name) })
             ]
             if let log = svc.eventLog {
-                groups.append(("[\(log.section)] (event log \(log.log)\\\(log.name))", log.addReg, { Self.eventSource($0, log) }))
+                groups.append(
+                    ("[\(log.section)] (event log \(log.log)\\\(log.name))", log.addReg, { Self.eventSource($0, log) }))
             }
             for (what, writes, base) in groups where !writes.isEmpty {
                 var changes: [Change] = []
@@ -372,8 +456,11 @@ public struct VirtioDriversRule: Rule {
                     var sections: [String] = []
                     for w in writes where !sections.contains(w.section) { sections.append(w.section) }
                     let from = sections.map { "[\($0)]" }.joined(separator: ", ")
-                    out.append(Action(rule: id, description: "\(svc.name): values from \(p.inf.name) \(what) = \(from), lines \(lines)",
-                                      target: svc.name, changes: changes))
+                    out.append(
+                        Action(
+                            rule: id,
+                            description: "\(svc.name): values from \(p.inf.name) \(what) = \(from), lines \(lines)",
+                            target: svc.name, changes: changes))
                 }
             }
         }
@@ -394,10 +481,11 @@ public struct VirtioDriversRule: Rule {
     /// The guest file an existing service of this name runs (its ImagePath, or Windows' default for a kernel driver).
     static func existingImageFile(_ facts: ImageFacts, _ cs: String, _ svc: DriverINF.Service) -> String? {
         guard let key = facts.registry.key(.system, WindowsKeys.service(cs, svc.name)) else { return nil }
-        let image: String = switch key.value("ImagePath") {
-        case .string(let s)?, .expandString(let s)?: s
-        default: "System32\\drivers\\\(svc.name).sys"
-        }
+        let image: String =
+            switch key.value("ImagePath") {
+            case .string(let s)?, .expandString(let s)?: s
+            default: "System32\\drivers\\\(svc.name).sys"
+            }
         return INFDirid.guestPath(imagePath: image, systemRoot: facts.os.systemRoot)
     }
 
@@ -406,7 +494,8 @@ public struct VirtioDriversRule: Rule {
     static func workingService(_ facts: ImageFacts, _ svc: DriverINF.Service) -> String? {
         let cs = facts.os.currentControlSet
         guard let start = WindowsKeys.effectiveStart(facts, cs, svc.name), start <= UInt64(ServiceStart.system),
-              let file = existingImageFile(facts, cs, svc), facts.files.file(file) != nil else { return nil }
+            let file = existingImageFile(facts, cs, svc), facts.files.file(file) != nil
+        else { return nil }
         return "\(cs) Start \(start), \(file)"
     }
 
@@ -466,7 +555,9 @@ public struct VirtioDriversRule: Rule {
     /// How many oemN numbers remedy looks at: beyond every number the registry knows, room for the packages it adds.
     static func oemCandidates(_ facts: ImageFacts) -> Int {
         var top = 0
-        if case .binary(let map)? = facts.registry.key(.system, driverDatabase)?.value("OemInfMap") { top = map.count * 8 }
+        if case .binary(let map)? = facts.registry.key(.system, driverDatabase)?.value("OemInfMap") {
+            top = map.count * 8
+        }
         top = max(top, facts.registry.key(.system, driverDatabase.appending("DriverInfFiles"))?.subkeys.count ?? 0)
         return min(top, 4096) + 8
     }
@@ -505,8 +596,11 @@ public struct VirtioDriversRule: Rule {
         var edit = KeyEdit(.system, Self.driverDatabase, key)
         edit.set("OemInfMap", .binary(map))
         guard !edit.changes.isEmpty else { return nil }
-        return Action(rule: id, description: "mark \(published.values.sorted().joined(separator: ", ")) as used in DriverDatabase\\OemInfMap",
-                      target: "OemInfMap", changes: edit.changes)
+        return Action(
+            rule: id,
+            description:
+                "mark \(published.values.sorted().joined(separator: ", ")) as used in DriverDatabase\\OemInfMap",
+            target: "OemInfMap", changes: edit.changes)
     }
 
     /// Windows 8 and later: what Windows records in the DriverDatabase for an imported OEM package (compared with the
@@ -527,7 +621,9 @@ public struct VirtioDriversRule: Rule {
         }
         var configurations: [String] = []
         var seen = Set<String>()
-        for m in p.inf.models where seen.insert(m.configuration.lowercased()).inserted { configurations.append(m.configuration) }
+        for m in p.inf.models where seen.insert(m.configuration.lowercased()).inserted {
+            configurations.append(m.configuration)
+        }
         key(ddb.appending("DriverInfFiles").appending(published)) {
             $0.set("", .multiString([label]))
             $0.set("Active", .string(label))
@@ -536,7 +632,11 @@ public struct VirtioDriversRule: Rule {
         let package = ddb.appending("DriverPackages").appending(label)
         key(package) {
             $0.set("", .string(published))
-            $0.set("Version", .binary(Self.versionBlob(classGUID: p.inf.classGUID, date: p.inf.date, version: p.inf.version, arch: facts.os.arch)))
+            $0.set(
+                "Version",
+                .binary(
+                    Self.versionBlob(
+                        classGUID: p.inf.classGUID, date: p.inf.date, version: p.inf.version, arch: facts.os.arch)))
             $0.set("Provider", .string(p.inf.provider))
             $0.set("InfName", .string(p.inf.name))
             if let cat = p.inf.catalog { $0.set("Catalog", .string(cat.lowercased())) }
@@ -594,7 +694,8 @@ public struct VirtioDriversRule: Rule {
     /// order), the DriverVer date as a FILETIME (midnight UTC), the DriverVer version as four 16-bit words (least
     /// significant first: a DWORDLONG `major<<48 | minor<<32 | build<<16 | revision`), eight zero bytes.
     static func versionBlob(classGUID: String, date: String, version: String, arch: Architecture) -> [UInt8] {
-        var out: [UInt8] = [0x00, 0xFF, arch == .i386 ? 0x00 : 0x09, 0x00, 0x00, 0x00, 0x00, 0x00] + guidBytes(classGUID)
+        var out: [UInt8] =
+            [0x00, 0xFF, arch == .i386 ? 0x00 : 0x09, 0x00, 0x00, 0x00, 0x00, 0x00] + guidBytes(classGUID)
         out += le64(fileTime(date) ?? 0)
         let parts = version.split(separator: ".").map { UInt64($0) ?? 0 } + [0, 0, 0, 0]
         out += le64(parts[0] << 48 | (parts[1] & 0xFFFF) << 32 | (parts[2] & 0xFFFF) << 16 | (parts[3] & 0xFFFF))
@@ -607,7 +708,9 @@ public struct VirtioDriversRule: Rule {
     /// `MM/DD/YYYY` -> 100-ns intervals since 1601-01-01 UTC at midnight of that day.
     static func fileTime(_ date: String) -> UInt64? {
         let p = date.split(separator: "/").compactMap { Int($0) }
-        guard p.count == 3, (1...12).contains(p[0]), (1...31).contains(p[1]), (1601...30827).contains(p[2]) else { return nil }
+        guard p.count == 3, (1...12).contains(p[0]), (1...31).contains(p[1]), (1601...30827).contains(p[2]) else {
+            return nil
+        }
         // Days from 1601-01-01 (civil-from-days arithmetic, proleptic Gregorian).
         func days(_ y: Int, _ m: Int, _ d: Int) -> Int {
             let y2 = m <= 2 ? y - 1 : y

@@ -47,12 +47,14 @@ struct RegistryPol: Equatable {
         while i < bytes.count {
             let start = i
             guard expect("["), let key = string(), expect(";"), let value = string(), expect(";"),
-                  let type = dword(), expect(";"), let size = dword(), expect(";") else { return nil }
+                let type = dword(), expect(";"), let size = dword(), expect(";")
+            else { return nil }
             let dataStart = i
             guard Int(size) <= bytes.count - i else { return nil }
             i += Int(size)
             guard expect("]") else { return nil }
-            entries.append(Entry(key: key, value: value, type: type, data: dataStart..<(dataStart + Int(size)), range: start..<i))
+            entries.append(
+                Entry(key: key, value: value, type: type, data: dataStart..<(dataStart + Int(size)), range: start..<i))
         }
     }
 

@@ -20,7 +20,9 @@ extension WindowsKeys {
 
     /// Reads of the StartOverride keys of these services in these control sets
     /// (every control set of the image when `controlSets` is nil).
-    static func startOverrideRequirements(_ os: OSFacts, _ controlSets: [String]? = nil, services: [String]) -> [RegistryRequirement] {
+    static func startOverrideRequirements(
+        _ os: OSFacts, _ controlSets: [String]? = nil, services: [String]
+    ) -> [RegistryRequirement] {
         let sets = controlSets ?? os.orderedControlSets.map(\.name)
         return sets.flatMap { cs in services.map { RegistryRequirement(.system, startOverride(cs, $0), depth: 0) } }
     }
@@ -29,7 +31,9 @@ extension WindowsKeys {
     /// (a DWORD above `Start`), empty when nothing demotes it. The key must have
     /// been read (``startOverrideRequirements(_:_:services:)``).
     static func startOverrides(_ facts: ImageFacts, _ cs: String, _ name: String) -> [HiveValue] {
-        guard let start = start(facts, cs, name), let key = facts.registry.key(.system, startOverride(cs, name)) else { return [] }
+        guard let start = start(facts, cs, name), let key = facts.registry.key(.system, startOverride(cs, name)) else {
+            return []
+        }
         return key.values.filter { ($0.value.number ?? 0) > start }
     }
 
@@ -52,7 +56,8 @@ extension WindowsKeys {
     /// as it is on a Windows that never demoted it. nil when nothing demotes it.
     static func liftStartOverride(_ facts: ImageFacts, _ cs: String, _ name: String) -> Change? {
         guard let key = facts.registry.key(.system, startOverride(cs, name)),
-              key.values.contains(where: { ($0.value.number ?? 0) > 0 }) else { return nil }
+            key.values.contains(where: { ($0.value.number ?? 0) > 0 })
+        else { return nil }
         return Change(op: .deleteKey, hive: .system, key: startOverride(cs, name))
     }
 }

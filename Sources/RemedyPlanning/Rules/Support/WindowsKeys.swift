@@ -58,7 +58,9 @@ extension RegistryValue {
 enum WindowsKeys {
     static func services(_ cs: String) -> RegistryPath { RegistryPath("\(cs)\\Services") }
     static func service(_ cs: String, _ name: String) -> RegistryPath { RegistryPath("\(cs)\\Services\\\(name)") }
-    static func classKey(_ cs: String, _ guid: String) -> RegistryPath { RegistryPath("\(cs)\\Control\\Class\\\(guid)") }
+    static func classKey(_ cs: String, _ guid: String) -> RegistryPath {
+        RegistryPath("\(cs)\\Control\\Class\\\(guid)")
+    }
 
     /// Every control set's `Services` key, one level deep (each service's values).
     static func servicesRequirements(_ os: OSFacts) -> [RegistryRequirement] {
