@@ -91,7 +91,7 @@ import Testing
               - id: guest-agent
             """)
         #expect(p.rule("virtio-drivers") == nil)
-        let (drivers, tools) = ImageSession.virtioSelection(p)
+        let (drivers, tools) = SessionPayloads.virtioSelection(p)
         #expect(drivers.isEmpty && tools == Self.both)
         var w = try LocalWindows(PhonyWindows(release: .server2016, states: [.noAutoReboot]))
         let (v, fetched) = try FakeTrees.resolveFetching(w.os, drivers: drivers, tools: tools)
@@ -113,8 +113,8 @@ import Testing
                 with: {drivers: [viostor]}
             """)
         #expect(
-            ImageSession.virtioSelection(withDrivers).drivers == ["viostor"]
-                && ImageSession.virtioSelection(withDrivers).tools.isEmpty)
+            SessionPayloads.virtioSelection(withDrivers).drivers == ["viostor"]
+                && SessionPayloads.virtioSelection(withDrivers).tools.isEmpty)
     }
 
     @Test func theToolsAreTakenOnlyAsRegularFilesWithPlainNames() throws {

@@ -226,7 +226,7 @@ public enum Applier {
             guard got == t.sha else {
                 throw RemedyError(
                     .verifyFailed, image: session.imagePath,
-                    "\(ImageSession.windowsPath(t.path)) read back from the disk after a flush is not what was written (SHA-256 \(got), expected \(t.sha))"
+                    "\(GuestPath.windows(t.path)) read back from the disk after a flush is not what was written (SHA-256 \(got), expected \(t.sha))"
                 )
             }
         }
@@ -444,7 +444,7 @@ public enum Applier {
             guard now == c.before else {
                 throw RemedyError(
                     .planMismatch, image: session.imagePath,
-                    "\(ImageSession.windowsPath(c.path)) is \(now.map { "SHA-256 \($0)" } ?? "absent"), "
+                    "\(GuestPath.windows(c.path)) is \(now.map { "SHA-256 \($0)" } ?? "absent"), "
                         + "the plan expected \(c.before.map { "SHA-256 \($0)" } ?? "absent") (the image changed since it was planned); nothing was written"
                 )
             }
@@ -475,7 +475,7 @@ public enum Applier {
             for i in staged where got[String(i)] != changes[i].sha256 {
                 throw RemedyError(
                     .verifyFailed, image: session.imagePath,
-                    "\(ImageSession.windowsPath(targets[i])) read back from the image differs from what was uploaded; no file was replaced"
+                    "\(GuestPath.windows(targets[i])) read back from the image differs from what was uploaded; no file was replaced"
                 )
             }
             // Each new file gets its security descriptor before it is renamed into place (never Everyone: Full Control,

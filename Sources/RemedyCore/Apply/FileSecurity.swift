@@ -248,7 +248,7 @@ public enum FileSecurity {
     private static func run(_ g: Guestfs, _ command: String, about paths: [String], image: String?) throws {
         let marker = "remedy-acl-done"
         let what =
-            paths.prefix(3).map(ImageSession.windowsPath).joined(separator: ", ")
+            paths.prefix(3).map(GuestPath.windows).joined(separator: ", ")
             + (paths.count > 3 ? " and \(paths.count - 3) more" : "")
         do {
             let out = try g.debug("sh", ["\(command) && echo \(marker)"])

@@ -36,7 +36,7 @@ public enum Rollback {
                 guard try g.isFile(backup) else {
                     throw RemedyError(
                         .hiveUnreadable, image: image,
-                        "the backup \(ImageSession.windowsPath(backup)) recorded for the \(hive.rawValue) hive is missing; nothing was changed"
+                        "the backup \(GuestPath.windows(backup)) recorded for the \(hive.rawValue) hive is missing; nothing was changed"
                     )
                 }
                 let local = session.workDirectory + "/rollback-\(hive.rawValue)"
@@ -46,7 +46,7 @@ public enum Rollback {
                 } catch let e as HivexError {
                     throw RemedyError(
                         .hiveUnreadable, image: image,
-                        "the backup \(ImageSession.windowsPath(backup)) is not a valid hive (\(e)); nothing was changed",
+                        "the backup \(GuestPath.windows(backup)) is not a valid hive (\(e)); nothing was changed",
                         cause: e)
                 }
                 report.restored[hive.rawValue] = backup
@@ -65,7 +65,7 @@ public enum Rollback {
                     try? g.rmF(temp)
                     throw RemedyError(
                         .verifyFailed, image: image,
-                        "the copy of \(ImageSession.windowsPath(backup)) differs from the backup; \(hive.rawValue) was not restored"
+                        "the copy of \(GuestPath.windows(backup)) differs from the backup; \(hive.rawValue) was not restored"
                     )
                 }
                 try FileSecurity.set(
@@ -161,7 +161,7 @@ public enum Rollback {
             } catch {
                 throw RemedyError(
                     .imageUnreadable, image: session.imagePath,
-                    "the remedy record \(ImageSession.windowsPath(logDir + "/" + name)) cannot be read (\(error)); nothing was changed",
+                    "the remedy record \(GuestPath.windows(logDir + "/" + name)) cannot be read (\(error)); nothing was changed",
                     cause: error)
             }
         }
