@@ -57,6 +57,10 @@ public enum Rollback {
             guard !dryRun else { return report }
 
             try session.remountWritable()
+            // Each backup copied beside its hive and checked, the hives' own descriptors set in one appliance call,
+            // then the copies renamed into place.
+            var hiveSecurity: [FileSecurity.Assignment] = []
+            var renames: [(temp: String, target: String)] = []
             for (hive, backup) in sources.sorted(by: { $0.key < $1.key }) {
                 let target = session.hivePaths[hive]!
                 let temp = target + ".remedy-restore"
@@ -68,15 +72,14 @@ public enum Rollback {
                         "the copy of \(GuestPath.windows(backup)) differs from the backup; \(hive.rawValue) was not restored"
                     )
                 }
-                try FileSecurity.set(
-                    g,
-                    [
-                        FileSecurity.keeping(
-                            temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
-                            directory: false, os: session.os)
-                    ], image: image)  // the hive's own descriptor
-                try g.rename(temp, target)
+                hiveSecurity.append(
+                    FileSecurity.keeping(
+                        temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
+                        directory: false, os: session.os))
+                renames.append((temp, target))
             }
+            try FileSecurity.set(g, hiveSecurity, image: image)
+            for r in renames { try g.rename(r.temp, r.target) }
             // Transaction logs of recovered hives go back beside their hive (the oldest record has the originals).
             var logsBack: [String: String] = [:]
             for r in records {
