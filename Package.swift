@@ -33,10 +33,7 @@ let package = Package(
         // it cannot import Guestfs or Hivex, and reads no file (the engine loads every input beforehand).
         .target(
             name: "RemedyPlanning",
-            dependencies: [
-                "RegistryFormat", .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            dependencies: ["RegistryFormat", .product(name: "Crypto", package: "swift-crypto")]
         ),
 
         // The engine: images, the appliance, inspection, loading policies and payloads, apply, rollback, batch.
