@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "remedy",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "remedy", targets: ["remedy"]),
         .library(name: "RemedyCore", targets: ["RemedyCore"]),

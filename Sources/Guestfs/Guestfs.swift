@@ -261,6 +261,28 @@ public final class Guestfs {
             Array(UnsafeBufferPointer(start: $0, count: size))
         }
     }
+    /// Writes `bytes` into the file at `offset` (extending it when the offset is past its end), looping over the
+    /// partial writes guestfsd may make. Keep `bytes` under 2 MiB: one message carries it.
+    public func pwrite(_ path: String, _ bytes: [UInt8], offset: Int64) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = try call("pwrite") { h in
+                bytes.withUnsafeBufferPointer { buf in
+                    (buf.baseAddress! + done).withMemoryRebound(to: CChar.self, capacity: buf.count - done) {
+                        guestfs_pwrite(h, path, $0, buf.count - done, offset + Int64(done))
+                    }
+                }
+            }
+            guard n > 0 else {
+                throw GuestfsError(function: "pwrite", message: "\(path): nothing written at \(offset)")
+            }
+            done += Int(n)
+        }
+    }
+    /// Sets the file's size: cut, or extended with zeros.
+    public func truncateSize(_ path: String, _ size: Int64) throws {
+        try call("truncate_size") { guestfs_truncate_size($0, path, size) }
+    }
     public func touch(_ path: String) throws { try call("touch") { guestfs_touch($0, path) } }
     public func rmRf(_ path: String) throws { try call("rm_rf") { guestfs_rm_rf($0, path) } }
     public func ls(_ path: String) throws -> [String] { try stringList("ls") { guestfs_ls($0, path) } }

@@ -206,6 +206,49 @@ public struct PhonyWindows: Sendable, Codable {
         return w
     }
 
+    /// Filler for the SOFTWARE hive, so that it has a real hive's size: about `mib` MiB of keys under
+    /// `SOFTWARE\RemedyBenchmarkFiller\Vendor<n>\Product<n>`, each with the values an installed product has (display
+    /// name, version, publisher, install location, uninstall command with a product code) and 24 component paths with
+    /// their GUIDs, as REG_SZ in UTF-16 like Windows' own: a real SOFTWARE hive is 40-100 MB of such keys and values,
+    /// and this filler compresses about as much as a real hive does (the real SYSTEM hive: 5x with `gzip -1`).
+    public static func softwareFiller(mib: Int) -> [String: [String: RegistryValue]] {
+        guard mib > 0 else { return [:] }
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func guid() -> String {
+            var parts: [UInt64] = []
+            for _ in 0..<2 {
+                seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                parts.append(seed)
+            }
+            let h = String(format: "%016llX%016llX", parts[0], parts[1])
+            let c = Array(h)
+            return
+                "{\(String(c[0..<8]))-\(String(c[8..<12]))-\(String(c[12..<16]))-\(String(c[16..<20]))-\(String(c[20..<32]))}"
+        }
+        var out: [String: [String: RegistryValue]] = [:]
+        // About 10 KiB of value data (UTF-16) a key.
+        for k in 0..<(mib * 1024 / 10) {
+            let vendor = String(format: "Vendor %03d", k / 40), product = String(format: "Product %05d", k)
+            let home = "C:\\Program Files\\\(vendor)\\\(product)"
+            var values: [String: RegistryValue] = [
+                "DisplayName": .string("\(product) by \(vendor)"),
+                "DisplayVersion": .string("\(k % 17).\(k % 5).\(k % 1000).\(k % 7)"),
+                "Publisher": .string("\(vendor) Corporation"),
+                "InstallLocation": .string(home + "\\"),
+                "UninstallString": .string("MsiExec.exe /X\(guid())"),
+                "EstimatedSize": .dword(UInt32(k % 65536)),
+                "NoModify": .dword(1),
+            ]
+            for c in 0..<24 {
+                values[String(format: "Component%02d", c)] = .string(
+                    home + String(format: "\\bin\\module-%02d\\component-%05d.dll;", c, k) + guid()
+                        + ";\(guid());InprocServer32;ThreadingModel=Both")
+            }
+            out["RemedyBenchmarkFiller\\\(vendor)\\\(product)"] = values
+        }
+        return out
+    }
+
     /// Writes the SYSTEM hive file: the real one when there is one, else the generated one.
     public func writeSystemHive(to path: String, mountedDevice: [UInt8]) throws {
         if let realSystem {

@@ -19,6 +19,7 @@ extension WindowsRelease: ExpressibleByArgument {}
 extension Firmware: ExpressibleByArgument {}
 extension Architecture: ExpressibleByArgument {}
 extension PhonyState: ExpressibleByArgument {}
+extension RealSystemHive: ExpressibleByArgument {}
 extension FakeVirtioWin.Layout: ExpressibleByArgument {}
 
 extension RemedyDev {
@@ -69,6 +70,16 @@ extension RemedyDev {
                 valueName: "state"))
         var states: [PhonyState] = []
         @Option(help: "raw, qcow2, vmdk, vhd, vhdx, vdi, qed.") var format: DiskFormat = .qcow2
+        @Option(
+            help: ArgumentHelp(
+                "A real SYSTEM hive from the test fixtures instead of the generated one: \(RealSystemHive.allCases.map(\.rawValue).joined(separator: ", ")) (--os, NICs and control sets then follow that hive).",
+                valueName: "hive"))
+        var realSystem: RealSystemHive?
+        @Option(
+            help: ArgumentHelp(
+                "Add about this many MiB of installed-product keys to the SOFTWARE hive (real SOFTWARE hives are 40-100 MB).",
+                valueName: "MiB"))
+        var softwareMib: Int = 0
         @Option(name: .shortAndLong, help: "Output path.") var output: String
         @OptionGroup var appliance: ApplianceFlags
 
@@ -78,6 +89,7 @@ extension RemedyDev {
                 throw ValidationError("0 to 64 NICs")
             }
             guard sizeMib >= 32 else { throw ValidationError("--size-mib must be at least 32") }
+            guard (0...1024).contains(softwareMib) else { throw ValidationError("--software-mib must be 0 to 1024") }
         }
 
         func run() throws {
@@ -91,9 +103,14 @@ extension RemedyDev {
             for i in 0..<dhcpNics {
                 nics.append(.dhcp(String(format: "{00000000-0000-4000-9000-%012X}", i + 1)))
             }
-            let spec = PhonyWindows(
+            var spec = PhonyWindows(
                 release: release, arch: arch, firmware: firmware, controlSetCount: controlSets, nics: nics,
                 states: Set(states), diskMiB: sizeMib)
+            if let realSystem {
+                spec = .real(realSystem, firmware: firmware, states: Set(states))
+                spec.diskMiB = sizeMib
+            }
+            spec.extraSoftware.merge(PhonyWindows.softwareFiller(mib: softwareMib)) { a, _ in a }
             do {
                 try ImageFactory.build(
                     [ImageRequest(.windows(spec), path: output, format: format)], options: try appliance.options())

@@ -8,13 +8,11 @@ public enum RemedyVersion {
     public static let current = "0.1.0-dev"
 }
 
-/// Executes a plan. Each hive is edited in a local copy, committed
-/// to a new local file, re-opened and verified, then uploaded under a
-/// temporary name beside the original; the original is moved (renamed) to
-/// `C:\Windows\remedy\backup\<run>\` and the new one renamed into its place. All of it goes to the session's
-/// overlay, never to the image: the image changes only when the overlay is
-/// committed after a clean appliance exit (see ``Overlay``), so a failure or a
-/// crash before that leaves the image as it was.
+/// Executes a plan. Each hive is edited in a local copy, committed to a new local file, re-opened and verified; then
+/// the pages in which it differs from the hive in the image are written over that hive in place and read back, and the
+/// original's bytes of those pages are kept in `C:\Windows\remedy\backup\<run>\` (``HivePatch``). All of it goes to
+/// the session's overlay, never to the image: the image changes only when the overlay is committed after a clean
+/// appliance exit (see ``Overlay``), so a failure or a crash before that leaves the image as it was.
 public enum Applier {
     /// Guest directory where remedy keeps backups and records.
     public static func stateDirectory(systemRoot: String) -> String { systemRoot + "/remedy" }
@@ -68,13 +66,17 @@ public enum Applier {
             }
             try g.mkdirP(backupDir)
             // Files first: each checked against the plan, the original kept, the new one uploaded beside and renamed over.
-            let newDirectories = try writeFiles(
+            let (newDirectories, fileSecurity) = try writeFiles(
                 fileChanges, localFiles, session: session, backupDir: backupDir, runID: runID, report: &report)
             try writeESP(espChanges, session: session, backupDir: backupDir, report: &report)
             try Fault.point("after-file-writes", image: image)
-            // Every hive's new content uploaded beside it and read back, before any is replaced.
-            var temps: [(hive: HiveName, temp: String, target: String, backup: String, sha: String, size: Int64)] = []
-            var hiveSecurity: [FileSecurity.Assignment] = []
+            // Each hive is written in place, in the pages that changed only (the cells edited and the bins hivex
+            // appended), and the original's bytes of those pages are its backup (``HivePatch``): I/O in proportion to
+            // the change, not to the hive (moving a 12 MB SYSTEM hive whole cost about 6 s under TCG). The hive keeps
+            // its file, so its security descriptor too. Every write goes to the overlay: the image gets all or none.
+            var written:
+                [(hive: HiveName, target: String, new: String, ranges: [Range<Int>], sha: String, size: Int64)] =
+                    []
             for (hive, newFile) in prepared {
                 let target = session.hivePaths[hive]!
                 let backup = "\(backupDir)/\(hive.rawValue)"
@@ -83,49 +85,42 @@ public enum Applier {
                 if let info = session.integrity[hive], info.dirty {
                     for log in info.logs { report.movedLogs[log] = "\(backupDir)/\(GuestPath.name(log))" }
                 }
-                let temp = target + ".remedy-new"
-                try g.upload(newFile, to: temp)
-                let check = newFile + ".check"
-                try g.download(temp, to: check)
-                if try Fault.point("hive-upload", image: image) {
-                    try Data([0x55]).write(to: URL(fileURLWithPath: check))
+                let patch = try PhaseTimes.measure("hive-diff") {
+                    HivePatch(
+                        original: try Self.readLocal(Self.onDisk(hive, session), image: image),
+                        patched: try Self.readLocal(newFile, image: image))
                 }
-                guard FileManager.default.contentsEqual(atPath: check, andPath: newFile) else {
-                    try? g.rmF(temp)
-                    throw RemedyError(
-                        .verifyFailed, image: image,
-                        "the \(hive.rawValue) hive read back from the image differs from what was uploaded")
+                let local = newFile + ".patch"
+                guard FileManager.default.createFile(atPath: local, contents: Data(try patch.encoded())) else {
+                    throw RemedyError(.hostFailed, image: image, "cannot write \(local)")
                 }
-                // The hive keeps its security descriptor (ntfs-3g would give the new file Everyone: Full Control),
-                // set below for every hive in one appliance call (a `debug sh` costs about a second under TCG).
-                hiveSecurity.append(
-                    FileSecurity.keeping(
-                        temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
-                        directory: false, os: session.os))
-                let size =
-                    ((try? FileManager.default.attributesOfItem(atPath: newFile))?[.size] as? NSNumber)?.int64Value
-                    ?? Int64.max
-                temps.append((hive, temp, target, backup, try Overlay.sha256(newFile, image: image), size))
+                try g.upload(local, to: backup)
+                written.append(
+                    (hive, target, newFile, patch.ranges, patch.header.patchedSHA256, Int64(patch.header.patchedSize)))
             }
-            try FileSecurity.set(g, hiveSecurity, image: image)
-            // The record says what this run did before the first hive is replaced (rollback finds it even if the
+            // The record says what this run did before the first hive is written (rollback finds it even if the
             // final record is never written); the final record replaces it.
             let recordPath = "\(state)/log/\(runID).json"
             report.record = recordPath
             try g.mkdirP("\(state)/log")
             let local = session.workDirectory + "/record.json"
-            if !temps.isEmpty {
+            if !written.isEmpty {
                 try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
                 try g.upload(local, to: recordPath)
             }
-            // The original is kept by moving it into the backup directory (a rename: no copy of a hive that may be
-            // 100 MB), then the new one is renamed into its place. Between the two renames the hive is missing, but
-            // only in the overlay, which reaches the image whole or not at all.
-            for t in temps {
-                try g.rename(t.target, t.backup)
-                try g.rename(t.temp, t.target)
-                replaced.append(t.hive)
-                for log in session.integrity[t.hive]?.dirty == true ? session.integrity[t.hive]!.logs : [] {
+            for w in written {
+                let new = try Self.readLocal(w.new, image: image)
+                try InPlaceWrite.write(g, w.target, new: new, ranges: w.ranges)
+                // The pages written, read back (the whole hive is checked after the caches are dropped, below).
+                var holds = try InPlaceWrite.holds(g, w.target, new, in: w.ranges)
+                if try Fault.point("hive-upload", image: image) { holds = false }
+                guard holds else {
+                    throw RemedyError(
+                        .verifyFailed, image: image,
+                        "the \(w.hive.rawValue) hive read back from the image differs from what was written")
+                }
+                replaced.append(w.hive)
+                for log in session.integrity[w.hive]?.dirty == true ? session.integrity[w.hive]!.logs : [] {
                     try g.rename(log, report.movedLogs[log]!)
                 }
                 try Fault.point("after-hive-write", image: image)
@@ -134,13 +129,14 @@ public enum Applier {
             try Fault.point("record", image: image)
             try RemedyJSON.encoder().encode(report).write(to: URL(fileURLWithPath: local))
             try g.upload(local, to: recordPath)
-            // backups, records, staged payloads: SYSTEM and Administrators only
-            try FileSecurity.securePrivate(g, state, image: image)
+            // The files' security descriptors, and remedy's folder (backups, records, staged payloads) for SYSTEM and
+            // Administrators only: one appliance call (a `debug sh` costs about a second under TCG).
+            try FileSecurity.set(g, fileSecurity, privateDirectory: state, image: image)
             try g.sync()  // the writes flushed to the disk, as before any unmount; then the proof reads them back
             try PhaseTimes.measure("proof-readback") {
                 try proveWritten(
-                    temps.map { ($0.target, $0.sha, $0.size) } + fileTargets(report, fileChanges, session: session),
-                    session: session,
+                    fileTargets(report, fileChanges, session: session),
+                    hives: written.map { ($0.target, $0.new, $0.ranges) }, session: session,
                     newDirectories: newDirectories.filter { !(backupDir + "/").hasPrefix($0 + "/") })
             }
             // finishWrites (below) syncs and unmounts: the proof only read.
@@ -166,6 +162,23 @@ public enum Applier {
         return report
     }
 
+    /// The local copy of the hive as it is on the image's disk: the downloaded file, or, for a hive recovered from its
+    /// logs, the primary as it was before the replay.
+    static func onDisk(_ hive: HiveName, _ session: ImageSession) -> String {
+        let local = session.localHives[hive]!
+        let primary = local + ".orig"
+        return session.integrity[hive]?.dirty == true && FileManager.default.fileExists(atPath: primary)
+            ? primary : local
+    }
+
+    static func readLocal(_ path: String, image: String) throws -> [UInt8] {
+        do {
+            return try HostFile.read(path, followLinks: false, limit: RegistryLimits.maxHiveFile)
+        } catch {
+            throw RemedyError(.hostFailed, image: image, "cannot read \(path): \(error)", cause: error)
+        }
+    }
+
     /// What a failed apply left: every write went to the overlay, which is dropped; the image is as it was.
     static func notWritten(_ replaced: [HiveName], _ report: ApplyReport) -> String {
         let done =
@@ -188,8 +201,8 @@ public enum Applier {
     }
 
     /// Proof that the writes are on the disk, not only in the appliance's page cache: the caller has synced, the
-    /// guest's caches are dropped, and every hive and file written is read again (from qemu, i.e. the overlay
-    /// file) and its SHA-256 compared with what was planned. The commit then proves the image holds the overlay.
+    /// guest's caches are dropped, and every file written is read again (from qemu, i.e. the overlay file) and its
+    /// SHA-256 compared with what was planned; every hive's size and written pages are read again and compared. The commit then proves the image holds the overlay.
     ///
     /// Every read is an appliance call, and calls are what cost under TCG: `checksum` of one file about 0.1 s (it
     /// starts sha256sum in the appliance), `checksums_out` over a folder about 0.5 s whatever it holds (find, xargs
@@ -201,10 +214,24 @@ public enum Applier {
     /// call reads a file this run did not write. A file whose read does not match is checksummed alone again, and
     /// that checksum is the verdict.
     static func proveWritten(
-        _ targets: [(path: String, sha: String, size: Int64)], session: ImageSession, newDirectories: Set<String> = []
+        _ targets: [(path: String, sha: String, size: Int64)],
+        hives: [(path: String, local: String, ranges: [Range<Int>])] = [], session: ImageSession,
+        newDirectories: Set<String> = []
     ) throws {
         let g = session.g  // the caller has synced: drop the caches, then read from the disk
         try PhaseTimes.measure("readback-drop-caches") { try g.dropCaches(3) }
+        // A hive: its size, and the pages written (the others were read from this file in this session and not
+        // written since).
+        for h in hives {
+            let new = try Self.readLocal(h.local, image: session.imagePath)
+            var holds = try PhaseTimes.measure("readback-hive") { try InPlaceWrite.holds(g, h.path, new, in: h.ranges) }
+            if try Fault.point("read-back", image: session.imagePath) { holds = false }
+            guard holds else {
+                throw RemedyError(
+                    .verifyFailed, image: session.imagePath,
+                    "\(GuestPath.windows(h.path)) read back from the disk after a flush is not what was written")
+            }
+        }
         var read: [String: String] = [:]
         for (top, paths) in Self.foldersToRead(targets.map(\.path), newDirectories: newDirectories) {
             let sums = session.workDirectory + "/proof.sha256"
@@ -434,8 +461,8 @@ public enum Applier {
     static func writeFiles(
         _ changes: [FileChange], _ locals: [String], session: ImageSession, backupDir: String, runID: String,
         report: inout ApplyReport
-    ) throws -> Set<String> {
-        guard !changes.isEmpty else { return [] }
+    ) throws -> (created: Set<String>, security: [FileSecurity.Assignment]) {
+        guard !changes.isEmpty else { return ([], []) }
         let g = session.g
         var targets: [String] = []
         for c in changes {
@@ -456,6 +483,7 @@ public enum Applier {
         try FileManager.default.createDirectory(atPath: bundle, withIntermediateDirectories: true)
         var staged: [Int] = []
         var created: [String] = []
+        var security: [FileSecurity.Assignment] = []
         for (i, c) in changes.enumerated() where c.op == .write {
             try FileManager.default.createSymbolicLink(atPath: "\(bundle)/\(i)", withDestinationPath: locals[i])
             staged.append(i)
@@ -478,15 +506,15 @@ public enum Applier {
                     "\(GuestPath.windows(targets[i])) read back from the image differs from what was uploaded; no file was replaced"
                 )
             }
-            // Each new file gets its security descriptor before it is renamed into place (never Everyone: Full Control,
-            // which ntfs-3g gives a new file and does not replace by inheritance): a replaced file keeps the original's,
-            // a new one, and each folder created for one, get remedy's for the place. One appliance call for all.
-            var security: [FileSecurity.Assignment] = []
+            // Each new file gets a security descriptor (never Everyone: Full Control, which ntfs-3g gives a new file and
+            // does not replace by inheritance): a replaced file keeps the original's, a new one, and each folder created
+            // for one, get remedy's for the place. The caller sets them all in one appliance call, once the files are
+            // in place (all of it in the overlay, which reaches the image whole or not at all).
             for i in staged {
                 let original = changes[i].before == nil ? nil : try? g.lgetxattr(targets[i], FileSecurity.attribute)
                 security.append(
                     FileSecurity.keeping(
-                        "\(staging)/\(i)", original: original, as: targets[i], directory: false, os: session.os))
+                        targets[i], original: original, as: targets[i], directory: false, os: session.os))
             }
             for i in staged {
                 let parent = GuestPath.parent(targets[i])
@@ -499,7 +527,6 @@ public enum Applier {
                 try g.mkdirP(parent)
             }
             security += created.map { FileSecurity.assignment($0, directory: true, os: session.os) }
-            try FileSecurity.set(g, security, image: session.imagePath)
         }
         for (i, c) in changes.enumerated() {
             let target = targets[i]
@@ -518,7 +545,7 @@ public enum Applier {
                 if c.before == nil { report.injected.append(target) }
             }
         }
-        return Set(created)
+        return (Set(created), security)
     }
 
     /// Edits local copies of the hives: for each hive the plan touches, a new

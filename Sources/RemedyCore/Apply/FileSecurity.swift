@@ -211,7 +211,9 @@ public enum FileSecurity {
     /// `lsetxattr` cannot carry a descriptor: it passes the value as a C string, cut at its first zero byte, and
     /// ntfs-3g answers EINVAL). `setfattr` in the appliance takes the bytes as hex. The command stops at the first
     /// failure and the error names the files of the batch.
-    static func set(_ g: Guestfs, _ items: [Assignment], image: String? = nil) throws {
+    /// With `privateDirectory`, that folder is also made SYSTEM's and Administrators' only (``privateCommand(_:)``), in
+    /// the same call.
+    static func set(_ g: Guestfs, _ items: [Assignment], privateDirectory: String? = nil, image: String? = nil) throws {
         var batch: [String] = [], size = 0, names: [String] = []
         func flush() throws {
             guard !batch.isEmpty else { return }
@@ -230,19 +232,21 @@ public enum FileSecurity {
             size += command.count + 4
             names.append(item.path)
         }
+        if let privateDirectory {
+            batch.append(privateCommand(privateDirectory))
+            names.append(privateDirectory)
+        }
         try flush()
     }
 
-    /// Every file and folder below (and including) `directory` made SYSTEM's and Administrators' only (the state
-    /// directory after apply wrote its backups and record there), in one appliance call.
-    static func securePrivate(_ g: Guestfs, _ directory: String, image: String? = nil) throws {
+    /// The shell command that makes `directory` and everything below it SYSTEM's and Administrators' only (the
+    /// state directory after apply wrote its backups and record there).
+    static func privateCommand(_ directory: String) -> String {
         let root = shQuoted(applianceRoot + directory)
         let set = "-exec setfattr -h -n \(attribute) -v"
-        try run(
-            g,
-            "if [ -d \(root) ]; then find \(root) -type d \(set) \(hex(privateState(directory: true).bytes)) {} + && "
-                + "find \(root) ! -type d \(set) \(hex(privateState(directory: false).bytes)) {} +; fi",
-            about: [directory], image: image)
+        return
+            "{ if [ -d \(root) ]; then find \(root) -type d \(set) \(hex(privateState(directory: true).bytes)) {} + && "
+            + "find \(root) ! -type d \(set) \(hex(privateState(directory: false).bytes)) {} +; fi; }"
     }
 
     private static func run(_ g: Guestfs, _ command: String, about paths: [String], image: String?) throws {

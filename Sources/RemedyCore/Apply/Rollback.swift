@@ -1,13 +1,12 @@
 import Foundation
 import Guestfs
 import Hivex
+import RegistryFormat
 
-/// Undoes every `remedy apply` recorded in an image: each hive is put back
-/// from the oldest backup remedy kept of it (byte for byte the original),
-/// injected files are removed, and so is `C:\Windows\remedy`. Each hive is
-/// restored by copying the backup beside it and renaming it over, so a
-/// crash leaves either the edited hive or the original; running rollback
-/// again finishes the job.
+/// Undoes every `remedy apply` recorded in an image: each hive is put back byte for byte as it was before the first
+/// run (its runs' patches reverted, newest first; see ``original(of:at:chain:session:)``), replaced files go back,
+/// injected files are removed, and so is `C:\Windows\remedy`. Every write goes to the session's overlay, so a crash
+/// leaves the image as it was; running rollback again does the job.
 public enum Rollback {
     public static func run(in session: ImageSession, dryRun: Bool) throws -> RollbackReport {
         let g = session.g
@@ -19,37 +18,25 @@ public enum Rollback {
             guard try g.isDir(state) else { return report }
             let records = try self.records(session, state: state)
             report.runs = records.map(\.runID)
-            var sources: [HiveName: String] = [:]
+            // Each hive's backups, oldest run first.
+            var chains: [HiveName: [String]] = [:]
             for r in records {
-                for (name, backup) in r.backups {
-                    guard let hive = HiveName(rawValue: name), sources[hive] == nil else { continue }
-                    sources[hive] = backup
+                for (name, backup) in r.backups.sorted(by: { $0.key < $1.key }) {
+                    guard let hive = HiveName(rawValue: name) else { continue }
+                    chains[hive, default: []].append(backup)
                 }
             }
-            // Every backup must exist and be a hive before anything is touched.
-            for (hive, backup) in sources.sorted(by: { $0.key < $1.key }) {
-                guard session.hivePaths[hive] != nil else {
+            // Every hive's original is worked out before anything is touched.
+            var restore: [(hive: HiveName, target: String, current: [UInt8], original: [UInt8])] = []
+            for (hive, chain) in chains.sorted(by: { $0.key < $1.key }) {
+                guard let target = session.hivePaths[hive] else {
                     throw RemedyError(
                         .hiveUnreadable, image: image,
                         "a backup of the \(hive.rawValue) hive exists, but remedy does not read that hive")
                 }
-                guard try g.isFile(backup) else {
-                    throw RemedyError(
-                        .hiveUnreadable, image: image,
-                        "the backup \(GuestPath.windows(backup)) recorded for the \(hive.rawValue) hive is missing; nothing was changed"
-                    )
-                }
-                let local = session.workDirectory + "/rollback-\(hive.rawValue)"
-                try g.download(backup, to: local)
-                do {
-                    try Hive(path: local).close()
-                } catch let e as HivexError {
-                    throw RemedyError(
-                        .hiveUnreadable, image: image,
-                        "the backup \(GuestPath.windows(backup)) is not a valid hive (\(e)); nothing was changed",
-                        cause: e)
-                }
-                report.restored[hive.rawValue] = backup
+                let (current, original) = try Self.original(of: hive, at: target, chain: chain, session: session)
+                restore.append((hive, target, current, original))
+                report.restored[hive.rawValue] = chain[0]
             }
             let (firstBackups, injected) = Self.fileFates(records)
             report.restoredFiles = firstBackups
@@ -57,29 +44,18 @@ public enum Rollback {
             guard !dryRun else { return report }
 
             try session.remountWritable()
-            // Each backup copied beside its hive and checked, the hives' own descriptors set in one appliance call,
-            // then the copies renamed into place.
-            var hiveSecurity: [FileSecurity.Assignment] = []
-            var renames: [(temp: String, target: String)] = []
-            for (hive, backup) in sources.sorted(by: { $0.key < $1.key }) {
-                let target = session.hivePaths[hive]!
-                let temp = target + ".remedy-restore"
-                try g.cp(backup, temp)
-                guard try g.checksum("sha256", temp) == g.checksum("sha256", backup) else {
-                    try? g.rmF(temp)
+            // Each hive written back in place, in the pages that differ from the original only (it keeps its file and
+            // its security descriptor), and read back there; the whole hive is checked after the caches are dropped.
+            for r in restore {
+                let ranges = HivePatch.changedRanges(r.current, r.original)
+                try InPlaceWrite.write(g, r.target, new: r.original, ranges: ranges)
+                guard try InPlaceWrite.holds(g, r.target, r.original, in: ranges) else {
                     throw RemedyError(
                         .verifyFailed, image: image,
-                        "the copy of \(GuestPath.windows(backup)) differs from the backup; \(hive.rawValue) was not restored"
+                        "the \(r.hive.rawValue) hive read back from the image differs from its original; run remedy rollback again"
                     )
                 }
-                hiveSecurity.append(
-                    FileSecurity.keeping(
-                        temp, original: try? g.lgetxattr(target, FileSecurity.attribute), as: target,
-                        directory: false, os: session.os))
-                renames.append((temp, target))
             }
-            try FileSecurity.set(g, hiveSecurity, image: image)
-            for r in renames { try g.rename(r.temp, r.target) }
             // Transaction logs of recovered hives go back beside their hive (the oldest record has the originals).
             var logsBack: [String: String] = [:]
             for r in records {
@@ -114,6 +90,78 @@ public enum Rollback {
                 cause: e)
         }
         return report
+    }
+
+    /// The hive as it is now and as it was before the first run, from its backups (oldest run first): a backup is
+    /// either a ``HivePatch`` (what apply keeps) or a whole copy of the hive (what remedy kept before patches, or a
+    /// run without a record). The original is the oldest whole copy with the patches of the runs before it reverted,
+    /// newest first, or, without a whole copy, the hive as it is now with every run's patch reverted. A patch is
+    /// reverted only on the exact bytes its run left (size and SHA-256): a hive Windows changed since (it was
+    /// booted) is refused, and nothing is changed.
+    static func original(
+        of hive: HiveName, at target: String, chain: [String], session: ImageSession
+    ) throws -> (current: [UInt8], original: [UInt8]) {
+        let g = session.g
+        let image = session.imagePath
+        var kept: [[UInt8]] = []
+        for (n, backup) in chain.enumerated() {
+            guard try g.isFile(backup) else {
+                throw RemedyError(
+                    .hiveUnreadable, image: image,
+                    "the backup \(GuestPath.windows(backup)) recorded for the \(hive.rawValue) hive is missing; nothing was changed"
+                )
+            }
+            try HiveReader.checkSize(g, backup, limit: RegistryLimits.maxHiveFile, what: "the backup")
+            let local = session.workDirectory + "/rollback-\(hive.rawValue)-\(n)"
+            try g.download(backup, to: local)
+            let bytes = try Applier.readLocal(local, image: image)
+            if !HivePatch.isPatch(bytes) {
+                do {
+                    try Hive(path: local).close()
+                } catch let e as HivexError {
+                    throw RemedyError(
+                        .hiveUnreadable, image: image,
+                        "the backup \(GuestPath.windows(backup)) is not a valid hive (\(e)); nothing was changed",
+                        cause: e)
+                }
+            }
+            kept.append(bytes)
+        }
+        let now = session.workDirectory + "/rollback-\(hive.rawValue)-now"
+        try g.download(target, to: now)
+        let current = try Applier.readLocal(now, image: image)
+        let whole = kept.firstIndex { !HivePatch.isPatch($0) }
+        var bytes = whole.map { kept[$0] } ?? current
+        for n in (0..<(whole ?? kept.count)).reversed() {
+            let backup = GuestPath.windows(chain[n])
+            let patch: HivePatch
+            do {
+                patch = try HivePatch(decoding: kept[n])
+            } catch {
+                throw RemedyError(
+                    .hiveUnreadable, image: image,
+                    "the backup \(backup) is not a valid remedy hive patch (\(error)); nothing was changed",
+                    cause: error)
+            }
+            guard let before = patch.revert(bytes) else {
+                throw RemedyError(
+                    .planMismatch, image: image,
+                    "the \(hive.rawValue) hive is not the one remedy's run left (\(backup) undoes that run's changes only on "
+                        + "its exact bytes; was Windows booted since?); nothing was changed")
+            }
+            bytes = before
+        }
+        do {
+            let check = session.workDirectory + "/rollback-\(hive.rawValue)-original"
+            try Data(bytes).write(to: URL(fileURLWithPath: check))
+            try Hive(path: check).close()
+        } catch {
+            throw RemedyError(
+                .hiveUnreadable, image: image,
+                "the \(hive.rawValue) hive its backups give back is not a valid hive (\(error)); nothing was changed",
+                cause: error)
+        }
+        return (current, bytes)
     }
 
     /// What becomes of each file the runs touched, decided by the oldest run that touched it: a file that run
