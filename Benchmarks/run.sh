@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # remedy's benchmark: wall time and peak memory, measured side by side in one run on the same images.
 #
-#   Benchmarks/run.sh [--quick] [--drivers-only] [--accel tcg|kvm|auto] [--out DIR]
+#   Benchmarks/run.sh [--quick] [--drivers-only] [--no-alternatives] [--accel tcg|kvm|auto] [--out DIR]
 #
 # The images carry hives of real size: a real Windows SYSTEM hive (11.8 MB, regipy's, from Tests/Fixtures) and a
 # SOFTWARE hive grown past 60 MB with installed-product keys (remedy-dev make-image --real-system --software-mib).
@@ -10,18 +10,20 @@
 # remedy batch on 10 and 20 images, and virt-v2v-in-place on the same images one by one (Debian's virt-v2v with
 # nbdkit), with ratios.
 # --quick measures virt-v2v-in-place on 3 images and says so (per-image mean, not extrapolated further).
+# --no-alternatives leaves out the batch alternatives (section 3: four batches of 10 images, about 20 minutes).
 # Needs: .ci/setup done; apt-get install virt-v2v nbdkit (the script offers the command if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=0; drivers_only=0; accel=tcg; out=""
+quick=0; drivers_only=0; alternatives=1; accel=tcg; out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --drivers-only) drivers_only=1 ;;
+    --no-alternatives) alternatives=0 ;;
     --accel) accel="$2"; shift ;;
     --out) out="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--drivers-only] [--accel tcg|kvm|auto] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--drivers-only] [--no-alternatives] [--accel tcg|kvm|auto] [--out DIR]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -149,7 +151,7 @@ if [ "$drivers_only" = 1 ]; then
 fi
 
 # 3. Batch alternatives on 10 images (plan): appliances in parallel vs images per appliance.
-for cfg in "1 1" "2 1" "1 10" "2 5"; do
+[ "$alternatives" = 1 ] && for cfg in "1 1" "2 1" "1 10" "2 5"; do
   set -- $cfg
   fresh "$work/alt" 10
   measure "alt-$1-$2" "$remedy" batch "$work/alt" --jobs "$1" --per-appliance "$2"

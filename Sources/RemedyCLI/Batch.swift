@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import RemedyCore
 import Synchronization
 import SystemPackage
@@ -93,7 +94,7 @@ extension Remedy {
                 var options = try appliance.options()
                 let jobs = self.jobs ?? BatchRunner.defaultJobs(applianceMiB: options.memoryMiB ?? 1280)
                 let per = perAppliance ?? min(16, max(1, (todo.count + jobs - 1) / max(jobs, 1)))
-                options.notice = { message in Progress.shared.note(message) }
+                options.logger = .notices { message in Progress.shared.note(message) }
                 var runnerOptions = BatchRunner.Options(
                     mode: apply ? .apply : .plan, jobs: jobs, perAppliance: per, appliance: options,
                     inputs: try payloads.inputs())

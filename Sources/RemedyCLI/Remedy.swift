@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import RemedyCore
 
 /// The entry points of the command line: `remedy` runs it; `remedy-dev demo` runs plan and apply as a user would.
@@ -62,7 +63,9 @@ package struct ApplianceFlags: ParsableArguments {
         if let kvmTimeout { o.kvmTimeout = kvmTimeout }
         if let launchTimeout { o.launchTimeout = launchTimeout }
         if let memsize { o.memoryMiB = memsize }
-        o.notice = { message in FileHandle.standardError.write(Data("remedy: \(TerminalText.escape(message))\n".utf8)) }
+        o.logger = .notices { message in
+            FileHandle.standardError.write(Data("remedy: \(TerminalText.escape(message))\n".utf8))
+        }
         return o
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Guestfs
+import Logging
 import Synchronization
 import SystemPackage
 
@@ -37,8 +38,9 @@ public struct ApplianceOptions: Sendable {
     public var memoryMiB: Int?
     /// Where the KVM probe's answer is remembered.
     public var cacheFile: String
-    /// Receives notices meant for the user (printed on stderr by the CLI).
-    public var notice: @Sendable (String) -> Void
+    /// Where notices meant for the user go, at level `notice` (a swift-log `Logger`: the CLI prints each as one
+    /// `remedy: <message>` line on stderr; by default they are dropped).
+    public var logger: Logger
     /// libguestfs debug output on stderr.
     public var debug: Bool
     /// How long any one appliance call may take (after the launch) before the appliance is stopped and the call
@@ -49,7 +51,7 @@ public struct ApplianceOptions: Sendable {
     public init(
         acceleration: Acceleration = .auto, kvmTimeout: TimeInterval = 30, launchTimeout: TimeInterval = 600,
         memoryMiB: Int? = nil, cacheFile: String = ApplianceOptions.defaultCacheFile,
-        debug: Bool = false, notice: @escaping @Sendable (String) -> Void = { _ in }
+        debug: Bool = false, logger: Logger = Logger(label: "remedy", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.acceleration = acceleration
         self.kvmTimeout = kvmTimeout
@@ -57,7 +59,7 @@ public struct ApplianceOptions: Sendable {
         self.memoryMiB = memoryMiB
         self.cacheFile = cacheFile
         self.debug = debug
-        self.notice = notice
+        self.logger = logger
     }
 
     /// `$REMEDY_ACCEL_CACHE`, else `$XDG_CACHE_HOME/remedy/accel.json`, else `~/.cache/remedy/accel.json`.
@@ -193,7 +195,7 @@ public final class Appliance {
             let cached = AccelerationCache.load(options.cacheFile)
             if let cached, !cached.kvmBoots {
                 if CachedNotice.once() {
-                    options.notice(
+                    options.logger.notice(
                         "using TCG (software emulation): a KVM appliance did not boot on this host when probed on \(Self.day(cached.probedAt)); remembered in \(options.cacheFile) (delete it, or pass --accel kvm, to try KVM again)"
                     )
                 }
@@ -209,7 +211,7 @@ public final class Appliance {
                 }
                 return a
             } catch let e as LaunchTimeout {
-                options.notice(
+                options.logger.notice(
                     "the KVM appliance did not boot within \(e.seconds < 10 ? String(format: "%.1f", e.seconds) : String(Int(e.seconds))) s (/dev/kvm exists but guests hang here); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)"
                 )
                 AccelerationCache(
@@ -219,7 +221,7 @@ public final class Appliance {
                 return try tcg(drives, options)
             } catch let e as RemedyError where e.code == .applianceFailed {
                 // qemu can also abort at once under KVM (seen here: "failed to set MSR"); that is no better than a hang.
-                options.notice(
+                options.logger.notice(
                     "\(e.message); falling back to TCG (software emulation), which is slower; remembered in \(options.cacheFile)"
                 )
                 AccelerationCache(

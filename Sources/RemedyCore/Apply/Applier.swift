@@ -74,9 +74,7 @@ public enum Applier {
             // appended), and the original's bytes of those pages are its backup (``HivePatch``): I/O in proportion to
             // the change, not to the hive (moving a 12 MB SYSTEM hive whole cost about 6 s under TCG). The hive keeps
             // its file, so its security descriptor too. Every write goes to the overlay: the image gets all or none.
-            var written:
-                [(hive: HiveName, target: String, new: String, ranges: [Range<Int>], sha: String, size: Int64)] =
-                    []
+            var written: [(hive: HiveName, target: String, new: String, ranges: [Range<Int>])] = []
             for (hive, newFile) in prepared {
                 let target = session.hivePaths[hive]!
                 let backup = "\(backupDir)/\(hive.rawValue)"
@@ -95,8 +93,7 @@ public enum Applier {
                     throw RemedyError(.hostFailed, image: image, "cannot write \(local)")
                 }
                 try g.upload(local, to: backup)
-                written.append(
-                    (hive, target, newFile, patch.ranges, patch.header.patchedSHA256, Int64(patch.header.patchedSize)))
+                written.append((hive, target, newFile, patch.ranges))
             }
             // The record says what this run did before the first hive is written (rollback finds it even if the
             // final record is never written); the final record replaces it.
@@ -202,7 +199,8 @@ public enum Applier {
 
     /// Proof that the writes are on the disk, not only in the appliance's page cache: the caller has synced, the
     /// guest's caches are dropped, and every file written is read again (from qemu, i.e. the overlay file) and its
-    /// SHA-256 compared with what was planned; every hive's size and written pages are read again and compared. The commit then proves the image holds the overlay.
+    /// SHA-256 compared with what was planned; every hive's size and written pages are read again and compared. The
+    /// commit then proves the image holds the overlay.
     ///
     /// Every read is an appliance call, and calls are what cost under TCG: `checksum` of one file about 0.1 s (it
     /// starts sha256sum in the appliance), `checksums_out` over a folder about 0.5 s whatever it holds (find, xargs

@@ -45,7 +45,7 @@ public enum Rollback {
 
             try session.remountWritable()
             // Each hive written back in place, in the pages that differ from the original only (it keeps its file and
-            // its security descriptor), and read back there; the whole hive is checked after the caches are dropped.
+            // its security descriptor), and those pages read back.
             for r in restore {
                 let ranges = HivePatch.changedRanges(r.current, r.original)
                 try InPlaceWrite.write(g, r.target, new: r.original, ranges: ranges)
@@ -127,9 +127,15 @@ public enum Rollback {
             }
             kept.append(bytes)
         }
-        let now = session.workDirectory + "/rollback-\(hive.rawValue)-now"
-        try g.download(target, to: now)
-        let current = try Applier.readLocal(now, image: image)
+        // The hive as it is now: inspection downloaded it already (SYSTEM, SOFTWARE).
+        let current: [UInt8]
+        if session.localHives[hive] != nil {
+            current = try Applier.readLocal(Applier.onDisk(hive, session), image: image)
+        } else {
+            let now = session.workDirectory + "/rollback-\(hive.rawValue)-now"
+            try g.download(target, to: now)
+            current = try Applier.readLocal(now, image: image)
+        }
         let whole = kept.firstIndex { !HivePatch.isPatch($0) }
         var bytes = whole.map { kept[$0] } ?? current
         for n in (0..<(whole ?? kept.count)).reversed() {

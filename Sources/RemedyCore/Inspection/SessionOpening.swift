@@ -1,5 +1,6 @@
 import Foundation
 import Guestfs
+import Logging
 
 /// Opening sessions: the image checked and locked (``PreparedImage``), an overlay for a writable session, one
 /// appliance for one image or for many (batch), then each session built in it. A failure before a session exists
@@ -12,7 +13,8 @@ extension ImageSession {
         image path: String, writable: Bool, options: ApplianceOptions, inputs: PayloadInputs = PayloadInputs(),
         output: OutputTarget? = nil
     ) throws -> ImageSession {
-        let prepared = try PreparedImage.prepare(path, writable: writable && output == nil, notice: options.notice)
+        let prepared = try PreparedImage.prepare(
+            path, writable: writable && output == nil, notice: { options.logger.notice("\($0)") })
         let appliance: Appliance
         var overlay: Overlay?
         do {
@@ -78,7 +80,8 @@ extension ImageSession {
         for (i, p) in paths.enumerated() {
             let out = writable ? output?(p) : nil
             do {
-                let img = try PreparedImage.prepare(p, writable: writable && out == nil, notice: options.notice)
+                let img = try PreparedImage.prepare(
+                    p, writable: writable && out == nil, notice: { options.logger.notice("\($0)") })
                 do {
                     prepared.append((i, img, writable ? try makeOverlay(img, output: out) : nil))
                 } catch {
