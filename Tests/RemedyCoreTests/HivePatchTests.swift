@@ -85,4 +85,15 @@ import Testing
             }
         }
     }
+
+    /// The appliance calls of an in-place write: the ranges cut at the new size, in pieces of at most 1 MiB.
+    @Test func inPlaceWritesGoInPiecesOfOneMessage() {
+        let mib = InPlaceWrite.piece
+        let ranges = [0..<4096, (2 * mib)..<(4 * mib + 8192), (5 * mib)..<(5 * mib + 4096)]
+        #expect(
+            InPlaceWrite.pieces(ranges, size: 4 * mib + 4096) == [
+                0..<4096, (2 * mib)..<(3 * mib), (3 * mib)..<(4 * mib), (4 * mib)..<(4 * mib + 4096),
+            ])
+        #expect(InPlaceWrite.pieces(ranges, size: 1000) == [0..<1000])
+    }
 }

@@ -138,27 +138,25 @@ enum InPlaceWrite {
     /// Writes `new`'s bytes in `ranges` (``HivePatch/changedRanges(_:_:)`` against what the guest file holds) over
     /// the guest file, and sets its size to `new`'s.
     static func write(_ g: Guestfs, _ path: String, new: [UInt8], ranges: [Range<Int>]) throws {
-        for r in ranges where r.lowerBound < new.count {
-            let end = min(r.upperBound, new.count)
-            for start in stride(from: r.lowerBound, to: end, by: piece) {
-                try g.pwrite(path, Array(new[start..<min(start + piece, end)]), offset: Int64(start))
-            }
-        }
+        for p in pieces(ranges, size: new.count) { try g.pwrite(path, Array(new[p]), offset: Int64(p.lowerBound)) }
         if try g.fileSize(path) != Int64(new.count) { try g.truncateSize(path, Int64(new.count)) }
     }
 
     /// Whether the guest file holds `new`'s bytes in `ranges` (read back piece by piece) and has its size.
     static func holds(_ g: Guestfs, _ path: String, _ new: [UInt8], in ranges: [Range<Int>]) throws -> Bool {
         guard try g.fileSize(path) == Int64(new.count) else { return false }
-        for r in ranges where r.lowerBound < new.count {
-            let end = min(r.upperBound, new.count)
-            for start in stride(from: r.lowerBound, to: end, by: piece) {
-                let n = min(start + piece, end) - start
-                guard try g.pread(path, count: n, offset: Int64(start)) == Array(new[start..<(start + n)]) else {
-                    return false
-                }
-            }
+        for p in pieces(ranges, size: new.count) {
+            guard try g.pread(path, count: p.count, offset: Int64(p.lowerBound)) == Array(new[p]) else { return false }
         }
         return true
+    }
+
+    /// `ranges` cut at `size` and split into pieces of at most ``piece`` bytes: one appliance call each.
+    static func pieces(_ ranges: [Range<Int>], size: Int) -> [Range<Int>] {
+        ranges.filter { $0.lowerBound < size }.flatMap { r in
+            stride(from: r.lowerBound, to: min(r.upperBound, size), by: piece).map {
+                $0..<min($0 + piece, r.upperBound, size)
+            }
+        }
     }
 }
