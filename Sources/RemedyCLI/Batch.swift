@@ -125,9 +125,7 @@ extension Remedy {
             interrupt.forEach { $0.cancel() }
             batchReport = shared.finish()
             Progress.shared.end()
-            if PhaseTimes.requested {
-                FileHandle.standardError.write(Data("remedy: timings: \(PhaseTimes.summary)\n".utf8))
-            }
+            printTimings()
             if let report {
                 do { try Self.write(batchReport, to: report) } catch { throw fail(error, image: nil, format: format) }
             }

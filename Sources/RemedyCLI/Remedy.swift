@@ -152,6 +152,11 @@ package func fail(_ error: Error, image: String?, format: OutputFormat) -> ExitC
     return ExitCode.failure
 }
 
+/// With `REMEDY_TIMINGS=1`, the seconds of each phase and appliance call on stderr (for the benchmark).
+func printTimings() {
+    if PhaseTimes.requested { FileHandle.standardError.write(Data("remedy: timings: \(PhaseTimes.summary)\n".utf8)) }
+}
+
 func printJSON<T: Encodable>(_ value: T) throws {
     print(String(decoding: try RemedyJSON.encoder().encode(value), as: UTF8.self))
 }
@@ -193,6 +198,7 @@ extension Remedy {
             case .text: print(TextRenderer.plan(plan), terminator: "")
             case .json: try printJSON(plan)
             }
+            printTimings()
             if plan.hasChanges { throw ExitCode(2) }
         }
     }
@@ -263,9 +269,7 @@ extension Remedy {
             case .text: print(TextRenderer.report(report), terminator: "")
             case .json: try printJSON(report)
             }
-            if PhaseTimes.requested {
-                FileHandle.standardError.write(Data("remedy: timings: \(PhaseTimes.summary)\n".utf8))
-            }
+            printTimings()
             // Blocking findings remain (e.g. hibernated with nothing else to change): the image is not ready, as in batch.
             if blocked { throw ExitCode(2) }
         }

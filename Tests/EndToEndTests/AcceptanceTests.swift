@@ -94,13 +94,14 @@ import Testing
         defer { session.close() }
         let info = try #require(session.integrity[.system])
         #expect(!info.dirty && info.logs.isEmpty, "\(info)")
-        let hive = try Hive(path: try #require(session.localHives[.system]))
+        let local = try #require(try session.localHives([.system])[.system])
+        let hive = try Hive(path: local)
         defer { hive.close() }
         let crash = try #require(try hive.node(at: "ControlSet001\\Control\\CrashControl"))
         #expect(try hive.value(of: crash, named: "CrashDumpEnabled") == .dword(3), "the logged write was lost")
         #expect(try hive.value(of: crash, named: "AutoReboot") == .dword(0))
         #expect(try hive.node(at: "ControlSet001\\Services\\RemedyLogged") != nil, "the logged key was lost")
-        let base = try BaseBlock([UInt8](fileBytes(try #require(session.localHives[.system]))))
+        let base = try BaseBlock([UInt8](fileBytes(local)))
         #expect(!base.isDirty)
         let g = session.appliance.guestfs
         let backups = try g.ls("/Windows/remedy/backup")

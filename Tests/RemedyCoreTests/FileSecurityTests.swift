@@ -64,4 +64,59 @@ import Testing
             ).dacl
                 .allSatisfy { $0.sid == .system || $0.sid == .administrators })
     }
+
+    /// The grouped commands, run by sh against a stand-in `setfattr` that records what each path got (and refuses the
+    /// value 0x0bad, as ntfs-3g refuses a descriptor): every path ends with the bytes of its last assignment, or its
+    /// fallback where the first bytes were refused; one process per descriptor, not per file.
+    @Test func groupedCommandsGiveEachPathItsLastAssignment() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fs-group-\(getpid())")
+        try? FileManager.default.removeItem(at: dir)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = dir.appendingPathComponent("log").path
+        let fake = """
+            #!/bin/sh
+            [ "$5" = 0x0bad ] && exit 1
+            echo call >> '\(log)'
+            value=$5; shift 5
+            for p in "$@"; do printf '%s\\t%s\\n' "$p" "$value" >> '\(log)'; done
+            """
+        try fake.write(toFile: dir.appendingPathComponent("setfattr").path, atomically: true, encoding: .utf8)
+        chmod(dir.appendingPathComponent("setfattr").path, 0o755)
+
+        let a: [UInt8] = [0x0a], b: [UInt8] = [0x0b], bad: [UInt8] = [0x0b, 0xad]
+        typealias A = FileSecurity.Assignment
+        var items = (1...40).map { A(path: "/d/f\($0) it's.sys", bytes: $0 % 4 == 0 ? b : a) }
+        items.append(A(path: "/d/kept", bytes: bad, fallback: a))
+        items.append(A(path: "/d/kept2", bytes: b, fallback: a))
+        items.append(A(path: "/d/f1 it's.sys", bytes: b))  // assigned again: b wins
+        items.append(A(path: "/d/late", bytes: a))
+        let commands = FileSecurity.commands(items, limit: 400)
+        #expect(commands.flatMap(\.paths).count == items.count)
+        #expect(commands.allSatisfy { $0.text.utf8.count <= 400 || $0.paths.count == 1 })
+        #expect(commands.count < items.count / 3)
+
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", commands.map(\.text).joined(separator: " && ")]
+        p.environment = ["PATH": dir.path + ":/usr/bin:/bin"]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        var got: [String: String] = [:], calls = 0
+        for line in try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n") {
+            if line == "call" {
+                calls += 1
+                continue
+            }
+            let f = line.split(separator: "\t")
+            got[String(f[0])] = String(f[1])
+        }
+        var want: [String: String] = [:]
+        for item in items {
+            want["/sysroot" + item.path] = FileSecurity.hex(item.bytes == bad ? item.fallback! : item.bytes)
+        }
+        #expect(got == want)
+        #expect(calls == commands.count)
+    }
 }

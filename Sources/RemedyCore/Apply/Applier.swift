@@ -42,7 +42,9 @@ public enum Applier {
         }
 
         // 1. Every hive edited and verified locally, every file's content at hand and checked, before anything is written to the image.
-        let prepared = try prepare(changes, localHives: session.localHives, integrity: session.integrity, image: image)
+        let prepared = try prepare(
+            changes, localHives: try session.localHives(Set(changes.map(\.hive)).intersection([.system, .software])),
+            integrity: session.integrity, image: image)
         let localFiles = try stage(fileChanges, session: session)
 
         // 2. Into the image: back up, upload beside, check, rename over.

@@ -203,11 +203,49 @@ public enum FileSecurity {
 
     static func hex(_ b: [UInt8]) -> String { "0x" + b.map { String(format: "%02x", $0) }.joined() }
 
-    static func setCommand(_ path: String, _ bytes: [UInt8]) -> String {
-        "setfattr -h -n \(attribute) -v \(hex(bytes)) \(shQuoted(applianceRoot + path))"
+    static func setCommand(_ path: String, _ bytes: [UInt8]) -> String { setCommand([path], bytes) }
+
+    /// One `setfattr` for all of `paths` (it takes many).
+    static func setCommand(_ paths: [String], _ bytes: [UInt8]) -> String {
+        "setfattr -h -n \(attribute) -v \(hex(bytes)) "
+            + paths.map { shQuoted(applianceRoot + $0) }.joined(separator: " ")
     }
 
-    /// Sets many descriptors in one appliance call per ~64 KiB of shell text (a call costs a round trip; libguestfs's
+    /// A piece of shell text and the guest paths it sets.
+    struct Command: Equatable {
+        var text: String
+        var paths: [String]
+    }
+
+    /// The commands that make `items` true, fewest processes first: a process costs tens of milliseconds in a TCG
+    /// appliance, and the files of a driver package all get the same descriptor. Assignments with the same bytes and
+    /// no fallback share one `setfattr` (up to about `limit` characters); one with a fallback gets its own, since only
+    /// that path may fall back. A path assigned again starts new groups, so the last assignment still wins.
+    static func commands(_ items: [Assignment], limit: Int = 32 * 1024) -> [Command] {
+        var out: [Command] = []
+        var open: [[UInt8]: Int] = [:]
+        var seen: Set<String> = []
+        for item in items {
+            if !seen.insert(item.path).inserted { open.removeAll() }
+            if let f = item.fallback {
+                let text = "{ \(setCommand(item.path, item.bytes)) 2>/dev/null || \(setCommand(item.path, f)); }"
+                out.append(Command(text: text, paths: [item.path]))
+                continue
+            }
+            let quoted = " " + shQuoted(applianceRoot + item.path)
+            if let i = open[item.bytes], out[i].text.utf8.count + quoted.utf8.count <= limit {
+                out[i].text += quoted
+                out[i].paths.append(item.path)
+            } else {
+                open[item.bytes] = out.count
+                out.append(Command(text: setCommand(item.path, item.bytes), paths: [item.path]))
+            }
+        }
+        return out
+    }
+
+    /// Sets many descriptors in one appliance call per ~64 KiB of shell text, one `setfattr` per descriptor where it can
+    /// (``commands(_:limit:)``; a call costs a round trip; libguestfs's
     /// `lsetxattr` cannot carry a descriptor: it passes the value as a C string, cut at its first zero byte, and
     /// ntfs-3g answers EINVAL). `setfattr` in the appliance takes the bytes as hex. The command stops at the first
     /// failure and the error names the files of the batch.
@@ -224,13 +262,11 @@ public enum FileSecurity {
             }
             try run(g, batch.joined(separator: " && "), about: names, image: image)
         }
-        for item in items {
-            var command = setCommand(item.path, item.bytes)
-            if let f = item.fallback { command = "{ \(command) 2>/dev/null || \(setCommand(item.path, f)); }" }
-            if size + command.count > 64 * 1024 { try flush() }
-            batch.append(command)
-            size += command.count + 4
-            names.append(item.path)
+        for command in commands(items) {
+            if size + command.text.utf8.count > 64 * 1024 { try flush() }
+            batch.append(command.text)
+            size += command.text.utf8.count + 4
+            names += command.paths
         }
         if let privateDirectory {
             batch.append(privateCommand(privateDirectory))

@@ -6,20 +6,17 @@ import RegistryFormat
 /// Reads a Windows image's hives: downloads bounded in size, a dirty hive recovered from its transaction logs,
 /// the control sets from `SYSTEM\Select`, and the keys rules ask for copied out as plain values.
 enum HiveReader {
-    /// Downloads the hive's transaction logs and, when the hive is dirty,
-    /// replays them into the local copy (the original is kept beside it as
-    /// `HIVE.orig`). hivex would open a dirty hive silently, with stale data,
-    /// and its commit would mark it clean so Windows ignores the logs.
-    static func recoverIfDirty(
-        _ hive: HiveName, local: String, guestPath: String, g: Guestfs, workDirectory: String
-    ) throws -> HiveIntegrity {
+    /// Downloads the hive's transaction logs (`HIVE.LOG`, `.LOG1`, `.LOG2`, as far as they can be read): their
+    /// sequence numbers matter even for a clean hive (apply seals its writes above them).
+    static func readLogs(
+        _ hive: HiveName, guestPath: String, g: Guestfs, workDirectory: String
+    ) throws -> [(name: String, bytes: [UInt8], guest: String)] {
         let dir = GuestPath.parent(guestPath)
         let file = GuestPath.name(guestPath).lowercased()
         let logNames = ((try? g.ls(dir)) ?? []).filter {
             ["\(file).log", "\(file).log1", "\(file).log2"].contains($0.lowercased())
         }.sorted()
-        var logs: [(name: String, bytes: [UInt8])] = []
-        var logPaths: [String] = []
+        var logs: [(name: String, bytes: [UInt8], guest: String)] = []
         for name in logNames {
             let guest = dir + "/" + name
             guard (try? g.isFile(guest)) == true else { continue }
@@ -33,9 +30,39 @@ enum HiveReader {
                 )
             }
             logs.append(
-                (name, (try? HostFile.read(localLog, followLinks: false, limit: RegistryLimits.maxLogFile)) ?? []))
-            logPaths.append(guest)
+                (
+                    name, (try? HostFile.read(localLog, followLinks: false, limit: RegistryLimits.maxLogFile)) ?? [],
+                    guest
+                ))
         }
+        return logs
+    }
+
+    /// A clean hive's state from its base block (`head`, the first 4 KiB) and its logs.
+    static func integrity(
+        _ hive: HiveName, head: [UInt8], guestPath: String, logs: [(name: String, bytes: [UInt8], guest: String)]
+    ) throws -> HiveIntegrity {
+        let base: BaseBlock
+        do {
+            base = try BaseBlock(head)
+        } catch {
+            throw unreadable(hive, guestPath, error)
+        }
+        var info = HiveIntegrity(
+            hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence,
+            secondarySequence: base.secondarySequence,
+            checksumValid: base.checksumValid, logs: logs.map(\.guest), replayed: [], highestLogSequence: 0)
+        info.highestLogSequence =
+            (try? HiveRecovery.recover(primary: head, logs: logs.map { ($0.name, $0.bytes) }).highestLogSequence) ?? 0
+        return info
+    }
+
+    /// Replays the logs into the local copy when the hive is dirty (the original is kept beside it as `HIVE.orig`).
+    /// hivex would open a dirty hive silently, with stale data, and its commit would mark it clean so Windows ignores
+    /// the logs.
+    static func recoverIfDirty(
+        _ hive: HiveName, local: String, guestPath: String, logs: [(name: String, bytes: [UInt8], guest: String)]
+    ) throws -> HiveIntegrity {
         let bytes = (try? HostFile.read(local, followLinks: false, limit: RegistryLimits.maxHiveFile)) ?? []
         let base: BaseBlock
         do {
@@ -48,7 +75,8 @@ enum HiveReader {
         var info = HiveIntegrity(
             hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence,
             secondarySequence: base.secondarySequence,
-            checksumValid: base.checksumValid, logs: logPaths, replayed: [], highestLogSequence: 0)
+            checksumValid: base.checksumValid, logs: logs.map(\.guest), replayed: [], highestLogSequence: 0)
+        let logs = logs.map { ($0.name, $0.bytes) }
         guard base.isDirty else {
             info.highestLogSequence = (try? HiveRecovery.recover(primary: bytes, logs: logs).highestLogSequence) ?? 0
             return info
@@ -75,13 +103,29 @@ enum HiveReader {
     }
 
     /// Refuses to download a guest file larger than `limit` (its size from the appliance, before any byte is read).
-    static func checkSize(_ g: Guestfs, _ path: String, limit: Int, what: String) throws {
+    @discardableResult
+    static func checkSize(_ g: Guestfs, _ path: String, limit: Int, what: String) throws -> Int64 {
         let size = try g.fileSize(path)
         guard size <= Int64(limit) else {
             throw RemedyError(
                 .hiveUnreadable,
                 "\(what) (\(path)) is \(size) bytes, more than remedy accepts (\(limit) bytes): not a real hive")
         }
+        return size
+    }
+
+    /// A hive that cannot be read, as the error users see.
+    static func unreadable(_ hive: HiveName, _ guestPath: String, _ error: Error, image: String? = nil) -> RemedyError {
+        if let e = error as? RemedyError { return e }
+        let detail: String
+        switch error {
+        case let e as GuestfsError: detail = e.message
+        case let e as RegfError: detail = "not a sound registry hive: \(e.message)"
+        default: detail = "\(error)"
+        }
+        return RemedyError(
+            .hiveUnreadable, image: image, "cannot read the \(hive.rawValue) hive (\(guestPath)): \(detail)",
+            cause: error)
     }
 
     static func openHive(_ hive: HiveName, _ local: String, guest: String) throws -> Hive {
@@ -95,7 +139,7 @@ enum HiveReader {
     }
 
     /// ControlSet00N keys and their roles from `SYSTEM\Select`.
-    static func controlSets(_ system: Hive, guest: String) throws -> ([ControlSet], String) {
+    static func controlSets(_ system: some ReadableHive, guest: String) throws -> ([ControlSet], String) {
         do {
             let root = try system.root()
             guard let select = try system.child(of: root, named: "Select") else {
@@ -106,7 +150,7 @@ enum HiveReader {
             var roleOf: [Int: [ControlSet.Role]] = [:]
             var current = 0
             for role in ControlSet.Role.allCases {
-                if case .dword(let n)? = try system.value(of: select, named: role.rawValue), n > 0 {
+                if case .dword(let n)? = try system.decodedValue(of: select, named: role.rawValue), n > 0 {
                     roleOf[Int(n), default: []].append(role)
                     if role == .current { current = Int(n) }
                 }
@@ -133,12 +177,16 @@ enum HiveReader {
             )
         } catch let e as HivexError {
             throw RemedyError(.hiveUnreadable, "the SYSTEM hive (\(guest)) is damaged: \(e)", cause: e)
+        } catch let e as RegfError {
+            throw RemedyError(.hiveUnreadable, "the SYSTEM hive (\(guest)) is damaged: \(e)", cause: e)
+        } catch let e as GuestfsError {
+            throw RemedyError(.hiveUnreadable, "cannot read the SYSTEM hive (\(guest)): \(e.message)", cause: e)
         }
     }
 
     /// Reads requirements from open hives into a snapshot.
     static func snapshot(
-        _ hives: [HiveName: Hive], _ requirements: [RegistryRequirement], image: String
+        _ hives: [HiveName: any ReadableHive], _ requirements: [RegistryRequirement], image: String
     ) throws -> RegistrySnapshot {
         var snapshot = RegistrySnapshot()
         for r in requirements {
@@ -151,18 +199,27 @@ enum HiveReader {
                     .hiveUnreadable, image: image, "the \(r.hive.rawValue) hive is not read by remedy yet")
             }
             do {
-                let node = try hive.node(at: r.path.description)
-                snapshot.insert(r.hive, r.path, try node.map { try read(hive, $0, depth: r.depth) })
-            } catch let e as HivexError {
+                snapshot.insert(r.hive, r.path, try subtree(hive, r.path.description, depth: r.depth))
+            } catch let e as GuestfsError {
                 throw RemedyError(
-                    .hiveUnreadable, image: image, "reading \(r.hive.rawValue)\\\(r.path): \(e)", cause: e)
+                    .hiveUnreadable, image: image, "reading \(r.hive.rawValue)\\\(r.path): \(e.message)", cause: e)
+            } catch let e as RemedyError {
+                throw e
+            } catch {
+                throw RemedyError(
+                    .hiveUnreadable, image: image, "reading \(r.hive.rawValue)\\\(r.path): \(error)", cause: error)
             }
         }
         return snapshot
     }
 
-    static func read(_ hive: Hive, _ node: HiveNode, depth: Int) throws -> RegistryKey {
-        var key = RegistryKey(name: try hive.name(of: node), values: try hive.values(of: node))
+    /// The key at `path` and `depth` levels below it, or nil when there is none.
+    static func subtree<H: ReadableHive>(_ hive: H, _ path: String, depth: Int) throws -> RegistryKey? {
+        try hive.lookup(path).map { try read(hive, $0, depth: depth) }
+    }
+
+    static func read<H: ReadableHive>(_ hive: H, _ node: H.Node, depth: Int) throws -> RegistryKey {
+        var key = RegistryKey(name: try hive.name(of: node), values: try hive.decodedValues(of: node))
         if depth > 0 {
             key.subkeys = try hive.children(of: node).map { try read(hive, $0, depth: depth - 1) }
         }

@@ -40,9 +40,16 @@ public final class ImageSession {
 
     /// Guest paths of the hive files, e.g. `/Windows/System32/config/SYSTEM`.
     public var hivePaths: [HiveName: String] { hives.guestPaths }
-    /// Local copies of the hives as they are in the image (recovered from
-    /// their transaction logs when Windows left them dirty).
+    /// Local copies of the hives as they are in the image (recovered from their transaction logs when Windows left
+    /// them dirty), made so far: inspection reads a clean hive where it is (see ``SessionHives``).
     public var localHives: [HiveName: String] { hives.localCopies }
+
+    /// Local copies of `wanted`, downloaded now where inspection read them in place. Call before writing anything.
+    public func localHives(_ wanted: Set<HiveName>) throws -> [HiveName: String] {
+        var out: [HiveName: String] = [:]
+        for hive in wanted.sorted() { out[hive] = try hives.local(hive) }
+        return out
+    }
     /// Each hive's state: dirty or not, logs replayed, logs found.
     public var integrity: [HiveName: HiveIntegrity] { hives.integrity }
     /// What the user gave to inject.
@@ -94,7 +101,7 @@ public final class ImageSession {
         appliance.mounted = (device, false)
         mounts = GuestMounts(appliance: appliance, device: device, root: install.root, writable: writable)
         let systemRoot = install.systemRoot
-        hives = try SessionHives(g, systemRoot: systemRoot, workDirectory: work)
+        hives = try SessionHives(g, mounts: mounts, systemRoot: systemRoot, workDirectory: work)
         let (controlSets, current) = try HiveReader.controlSets(hives.system, guest: hives.guestPaths[.system]!)
         let arch: Architecture = {
             guard let cmd = try? g.caseSensitivePath("\(systemRoot)/System32/cmd.exe") else { return .unknown }

@@ -189,19 +189,21 @@ public enum WindowsInspector {
 
     /// OS facts from the hives (and the architecture found from `cmd.exe`).
     static func osFacts(
-        _ install: WindowsInstall, system: Hive, software: Hive, arch: Architecture,
+        _ install: WindowsInstall, system: any ReadableHive, software: any ReadableHive, arch: Architecture,
         controlSets: [ControlSet], current: String
     ) -> OSFacts {
-        func string(_ hive: Hive, _ path: String, _ name: String) -> String? {
-            guard let node = try? hive.node(at: path) else { return nil }
-            switch try? hive.value(of: node, named: name) {
+        func value(_ hive: some ReadableHive, _ path: String, _ name: String) -> RegistryValue? {
+            guard let node = try? hive.lookup(path) else { return nil }
+            return try? hive.decodedValue(of: node, named: name)
+        }
+        func string(_ hive: any ReadableHive, _ path: String, _ name: String) -> String? {
+            switch value(hive, path, name) {
             case .string(let s)?, .expandString(let s)?: return s
             default: return nil
             }
         }
-        func number(_ hive: Hive, _ path: String, _ name: String) -> Int? {
-            guard let node = try? hive.node(at: path), case .dword(let v)? = try? hive.value(of: node, named: name)
-            else { return nil }
+        func number(_ hive: any ReadableHive, _ path: String, _ name: String) -> Int? {
+            guard case .dword(let v)? = value(hive, path, name) else { return nil }
             return Int(v)
         }
         let cv = "Microsoft\\Windows NT\\CurrentVersion"
