@@ -119,6 +119,14 @@ public final class Guestfs {
         try call("set_backend") { guestfs_set_backend($0, backend) }
     }
 
+    /// The qemu binary libguestfs starts (libguestfs `get_hv`).
+    public func hypervisor() throws -> String { try string("get_hv") { guestfs_get_hv($0) } }
+
+    /// Another program to start instead of qemu, called with qemu's arguments (libguestfs `set_hv`).
+    public func setHypervisor(_ path: String) throws {
+        try call("set_hv") { guestfs_set_hv($0, path) }
+    }
+
     /// Appliance memory in MiB.
     public func setMemsize(_ mib: Int) throws {
         try call("set_memsize") { guestfs_set_memsize($0, Int32(mib)) }

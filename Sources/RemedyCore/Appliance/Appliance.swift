@@ -47,6 +47,9 @@ public struct ApplianceOptions: Sendable {
     /// fails with `appliance-timeout` (`REMEDY_CALL_TIMEOUT`): a guest that makes a call hang cannot block a plan
     /// or a batch for ever. Generous: the slowest real call (a large tar under TCG) takes a few minutes.
     public var callTimeout: TimeInterval = 900
+    /// Under TCG, the size in MiB of qemu's buffer of translated code (`REMEDY_TCG_CODE_CACHE`; 0 keeps qemu's
+    /// 1 GiB): most of an appliance's memory after a while otherwise (see ``TCGLauncher``).
+    public var tcgCodeCacheMiB: Int = TCGLauncher.defaultMiB
 
     public init(
         acceleration: Acceleration = .auto, kvmTimeout: TimeInterval = 30, launchTimeout: TimeInterval = 600,
@@ -71,7 +74,7 @@ public struct ApplianceOptions: Sendable {
     }
 
     /// Options from the environment: `REMEDY_ACCEL`, `REMEDY_KVM_TIMEOUT`,
-    /// `REMEDY_LAUNCH_TIMEOUT`, `REMEDY_MEMSIZE`, `REMEDY_DEBUG`. libguestfs's own
+    /// `REMEDY_LAUNCH_TIMEOUT`, `REMEDY_MEMSIZE`, `REMEDY_TCG_CODE_CACHE`, `REMEDY_DEBUG`. libguestfs's own
     /// `LIBGUESTFS_BACKEND_SETTINGS=force_tcg` is honoured as `tcg`.
     public static func fromEnvironment(
         _ env: [String: String] = ProcessInfo.processInfo.environment
@@ -88,6 +91,13 @@ public struct ApplianceOptions: Sendable {
         if let t = env["REMEDY_KVM_TIMEOUT"].flatMap(Double.init) { o.kvmTimeout = t }
         if let t = env["REMEDY_LAUNCH_TIMEOUT"].flatMap(Double.init) { o.launchTimeout = t }
         if let m = env["REMEDY_MEMSIZE"].flatMap(Int.init) { o.memoryMiB = m }
+        if let t = env["REMEDY_TCG_CODE_CACHE"], !t.isEmpty {
+            guard let mib = Int(t), mib >= 0 else {
+                throw RemedyError(
+                    .invalidArgument, "REMEDY_TCG_CODE_CACHE must be a number of MiB (0: qemu's default), not \(t)")
+            }
+            o.tcgCodeCacheMiB = mib
+        }
         if let t = env["REMEDY_CALL_TIMEOUT"], !t.isEmpty {
             guard let seconds = Double(t), seconds > 0 else {
                 throw RemedyError(.invalidArgument, "REMEDY_CALL_TIMEOUT must be a number of seconds, not \(t)")
@@ -268,7 +278,12 @@ public final class Appliance {
         let token = "remedy.launch=" + UUID().uuidString.lowercased()
         do {
             try g.setBackend("direct")
-            if accel == .tcg { try g.setBackendSettings(["force_tcg"]) }
+            if accel == .tcg {
+                try g.setBackendSettings(["force_tcg"])
+                if let launcher = TCGLauncher.path(qemu: try g.hypervisor(), mib: options.tcgCodeCacheMiB) {
+                    try g.setHypervisor(launcher)
+                }
+            }
             if let m = options.memoryMiB { try g.setMemsize(m) }
             if options.debug {
                 try g.setVerbose(true)

@@ -1,5 +1,6 @@
 import Guestfs
 import Hivex
+import RegistryFormat
 
 /// Every failure remedy reports to a user. `code` is stable (scripts may
 /// match on it); `message` is one line that says what went wrong; `image`
@@ -70,6 +71,7 @@ public struct RemedyError: Error, CustomStringConvertible, Sendable {
         case let e as GuestfsError:
             RemedyError(.imageUnreadable, image: image, "inspection failed: \(e.message)", cause: e)
         case let e as HivexError: RemedyError(.hiveUnreadable, image: image, "a hive cannot be read: \(e)", cause: e)
+        case let e as RegfError: RemedyError(.hiveUnreadable, image: image, "a hive cannot be read: \(e)", cause: e)
         default: RemedyError(.internal, image: image, "\(error)", cause: error)
         }
     }

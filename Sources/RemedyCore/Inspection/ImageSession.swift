@@ -89,9 +89,12 @@ public final class ImageSession {
         var built = false
         defer { if !built { try? FileManager.default.removeItem(atPath: work) } }
         let g = appliance.guestfs
+        // The disk's size as qemu-img read it before the launch (the appliance's disk is that disk, or an overlay of
+        // the same size); asked of the appliance only when qemu-img gave none (a call that runs blockdev there).
+        let known = prepared.qemu?.virtualSize ?? 0
         imageInfo = ImageInfo(
             path: prepared.path, format: prepared.format, fileSize: prepared.fileSize,
-            virtualSize: try? g.blockdevSize(device))
+            virtualSize: known > 0 ? known : try? g.blockdevSize(device))
         appliance.mounted = nil  // locate unmounts whatever another session left mounted
         do {
             install = try WindowsInspector.locate(g, device: device)
