@@ -130,7 +130,7 @@ for i in 1 2 3; do
   cp --sparse=always "$work/base.qcow2" "$work/one.qcow2"
   measure apply-virtio "$remedy" apply "$work/one.qcow2" "${inputs[@]}"; t+=("$secs"); m=$peak_mib
 done
-x=$(median3 "${t[@]}"); virtio1=$x; row "remedy apply + virtio-win ISO + Cloudbase-Init, 1 image, median of 3" "$x" "$m" "$(ratio "$x" "$bare")"
+x=$(median3 "${t[@]}"); virtio1=$x; virtio_peak=$m; row "remedy apply + virtio-win ISO + Cloudbase-Init, 1 image, median of 3" "$x" "$m" "$(ratio "$x" "$bare")"
 # The proof that the writes are in the file (read back after drop_caches in the appliance, committed ranges read
 # back from the image file) and the commit itself, from REMEDY_TIMINGS (seconds, last run); last column: share of the run.
 phase_of() { sed -n 's/.*timings: //p' "$work/$1.log" | tr ' ' '\n' | awk -F= -v want="$2" '$1 ~ want { s += $2 } END { printf "%.2f", s }'; }
@@ -166,6 +166,8 @@ for n in 10 20; do
   measure "batch-apply-$n" "$remedy" batch "$work/b$n" --apply
   eval "batch_apply_$n=$secs"
   row "remedy batch --apply, $n images, defaults" "$secs" "$peak_mib" "$(ratio "$secs" "$bare")"
+  jobs=$(sed -n 's/.*: \([0-9][0-9]*\) appliances\{0,1\} at a time.*/\1/p' "$work/batch-apply-$n.log" | head -n 1)
+  per_appliance=$((peak_mib / ${jobs:-1})); per_jobs=${jobs:-1}
 done
 
 # 5. virt-v2v-in-place on the same images, one by one (as a pipeline runs it).
@@ -212,6 +214,7 @@ echo "|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "Targets: plan $(ratio "$plan1" "$bare")x bare (<= 1.15), apply $(ratio "$apply1" "$bare")x bare (<= 1.3), apply with virtio-win and Cloudbase-Init $(ratio "$virtio1" "$bare")x (<= 1.5)."
+echo "Peak memory per appliance (target <= 717 MiB): apply with virtio-win and Cloudbase-Init on one image $virtio_peak MiB (remedy and qemu); batch --apply of 20 images $per_appliance MiB (the whole tree over its $per_jobs appliances)."
 if [ -n "$v2v" ]; then
   echo "apply vs virt-v2v-in-place on one image: $(ratio "$v2v" "$apply1")x faster."
   echo "batch --apply throughput vs virt-v2v-in-place one by one: 10 images $(ratio "$v2v10" "$batch_apply_10")x, 20 images $(ratio "$v2v20" "$batch_apply_20")x (target >= 10)."

@@ -61,8 +61,8 @@ public enum RealSystemHive: String, Sendable, Codable, CaseIterable {
         return path
     }
 
-    /// `xz -dc FILE`.
-    static func xz(_ file: String) throws -> [UInt8] {
+    /// `xz -dc FILE` (also for the other committed real hives, e.g. `SAM.xz`).
+    public static func xz(_ file: String) throws -> [UInt8] {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/xz")
         p.arguments = ["-dc", file]

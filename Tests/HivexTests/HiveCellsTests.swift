@@ -59,7 +59,7 @@ import Testing
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/SAM"
-        let bytes = try xz(RealSystemHive.directory + "/SAM.xz")
+        let bytes = try RealSystemHive.xz(RealSystemHive.directory + "/SAM.xz")
         #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
         let hive = try Hive(path: path)
         defer { hive.close() }
@@ -85,7 +85,7 @@ import Testing
     }
 
     @Test func aDirtyHiveIsRefused() throws {
-        let dirty = try xz(RealSystemHive.directory + "/SYSTEM_B.xz")
+        let dirty = try RealSystemHive.xz(RealSystemHive.directory + "/SYSTEM_B.xz")
         #expect(throws: RegfError.self) {
             _ = try HiveCells(fileSize: dirty.count) { o, c in Array(dirty[o..<min(dirty.count, o + c)]) }
         }
@@ -95,7 +95,7 @@ import Testing
     @Test func mutatedHivesNeverCrashTheReader() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let sam = try xz(RealSystemHive.directory + "/SAM.xz")
+        let sam = try RealSystemHive.xz(RealSystemHive.directory + "/SAM.xz")
         var answered = 0, refused = 0
         let summary = Fuzz.run("hive-cells") { rng in
             var bytes = Fuzz.mutate(sam, limit: 1 << 20, using: &rng)
@@ -124,17 +124,5 @@ import Testing
         for f in summary.failures.prefix(5) { Issue.record("\(f)") }
         #expect(summary.rounds > 0)
         print("hive-cells fuzz: \(summary.rounds) rounds, \(answered) read through, \(refused) refused")
-    }
-
-    func xz(_ file: String) throws -> [UInt8] {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/xz")
-        p.arguments = ["-dc", file]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return [UInt8](data)
     }
 }
