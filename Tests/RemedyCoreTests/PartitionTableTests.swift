@@ -109,4 +109,15 @@ import Testing
         #expect(
             WindowsInspector.peArchitecture(Array("MZ not a PE file".utf8) + [UInt8](repeating: 0, count: 100)) == nil)
     }
+
+    /// With 27 or more disks in one appliance (a batch with a large `--per-appliance`), `/dev/sdb` is a prefix of
+    /// `/dev/sdba`: each image must see only its own partitions.
+    @Test func aDiskSeesOnlyItsOwnPartitions() {
+        let all = [
+            "/dev/sda1", "/dev/sdb1", "/dev/sdb2", "/dev/sdb10", "/dev/sdba1", "/dev/sdbb2", "/dev/sdc1", "/dev/sdb",
+        ]
+        #expect(WindowsInspector.partitions(of: "/dev/sdb", in: all) == ["/dev/sdb1", "/dev/sdb2", "/dev/sdb10"])
+        #expect(WindowsInspector.partitions(of: "/dev/sdba", in: all) == ["/dev/sdba1"])
+        #expect(WindowsInspector.partitions(of: "/dev/sdd", in: all).isEmpty)
+    }
 }

@@ -40,7 +40,7 @@ public enum WindowsInspector {
     public static func locate(_ g: Guestfs, device: String) throws -> WindowsInstall {
         let root = RootMount(g)
         root.unmount()
-        let partitions = try g.listPartitions().filter { $0.hasPrefix(device) && $0 != device }
+        let partitions = partitions(of: device, in: try g.listPartitions())
         let candidates = partitions.isEmpty ? [device] : partitions
         var found: [(fs: String, systemRoot: String)] = []
         var seen: [(fs: String, type: String)] = []
@@ -101,6 +101,15 @@ public enum WindowsInspector {
             hibernated: hibernated(g), encrypted: encrypted,
             filesystems: seen.map { FilesystemFacts(device: $0.fs, type: $0.type, windows: $0.fs == windows.fs) },
             bootManager: boot, esp: esp)
+    }
+
+    /// The partitions of `device` in libguestfs's list of every disk's: `/dev/sdb1`, never `/dev/sdba1` (the 53rd
+    /// disk of an appliance holding many images) or `/dev/sdb` itself.
+    static func partitions(of device: String, in all: [String]) -> [String] {
+        all.filter { p in
+            p.hasPrefix(device) && p.count > device.count
+                && p.dropFirst(device.count).allSatisfy { $0.isASCII && $0.isNumber }
+        }
     }
 
     /// The partition table as parted names it (`gpt`, `msdos`, ...), read from the first two sectors: a GPT header
