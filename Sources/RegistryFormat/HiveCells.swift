@@ -36,14 +36,18 @@ public final class HiveCells {
     private var chunks: [Int: [UInt8]] = [:]
     private let end: Int
 
-    /// `source(offset, count)` returns `count` bytes of the hive file from `offset` (fewer only at its end).
-    public init(fileSize: Int, source: @escaping (_ offset: Int, _ count: Int) throws -> [UInt8]) throws {
+    /// `source(offset, count)` returns `count` bytes of the hive file from `offset` (fewer only at its end); `first`,
+    /// when the caller has it, is the file's first chunk (its first `chunkSize` bytes, or all of a smaller file).
+    public init(
+        fileSize: Int, first: [UInt8]? = nil, source: @escaping (_ offset: Int, _ count: Int) throws -> [UInt8]
+    ) throws {
         guard fileSize >= BaseBlock.firstBin, fileSize <= RegistryLimits.maxHiveFile else {
             throw RegfError("the hive is \(fileSize) bytes: not a registry hive remedy reads")
         }
         self.fileSize = fileSize
         self.source = source
-        let first = try source(0, min(Self.chunkSize, fileSize))
+        let given = first
+        let first = try given ?? source(0, min(Self.chunkSize, fileSize))
         guard first.count == min(Self.chunkSize, fileSize) else { throw RegfError("the hive file is cut short") }
         base = try BaseBlock(Array(first.prefix(BaseBlock.size)))
         guard !base.isDirty else {
@@ -55,8 +59,10 @@ public final class HiveCells {
         }
         end = BaseBlock.firstBin + bins
         chunks[0] = first
-        bytesRead = first.count
-        reads = 1
+        if given == nil {
+            bytesRead = first.count
+            reads = 1
+        }
     }
 
     // MARK: - Bytes

@@ -82,6 +82,14 @@ import Testing
         #expect(try cells.key(at: "ControlSet001\\NoSuchKey") == nil)
         #expect(
             cells.bytesRead <= 16 * HiveCells.chunkSize && cells.bytesRead * 20 < cells.fileSize, "\(cells.bytesRead)")
+        // Given the first chunk (as inspection has it from reading the base block), the reader does not ask for it.
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let given = try HiveCells(fileSize: bytes.count, first: Array(bytes.prefix(HiveCells.chunkSize))) { o, c in
+            Array(bytes[o..<min(bytes.count, o + c)])
+        }
+        let again = try #require(try given.key(at: "ControlSet001\\Control\\ComputerName\\ComputerName"))
+        #expect(try given.values(of: again) == hive.rawValues(of: node))
+        #expect(given.reads == cells.reads - 1 && given.bytesRead == cells.bytesRead - HiveCells.chunkSize)
     }
 
     @Test func aDirtyHiveIsRefused() throws {

@@ -38,22 +38,20 @@ enum HiveReader {
         return logs
     }
 
-    /// A clean hive's state from its base block (`head`, the first 4 KiB) and its logs.
+    /// A hive's state from its base block, with the highest sequence number its logs carry (for a dirty hive, the
+    /// replay sets that).
     static func integrity(
-        _ hive: HiveName, head: [UInt8], guestPath: String, logs: [(name: String, bytes: [UInt8], guest: String)]
-    ) throws -> HiveIntegrity {
-        let base: BaseBlock
-        do {
-            base = try BaseBlock(head)
-        } catch {
-            throw unreadable(hive, guestPath, error)
-        }
+        _ hive: HiveName, base: BaseBlock, primary: [UInt8], logs: [(name: String, bytes: [UInt8], guest: String)]
+    ) -> HiveIntegrity {
         var info = HiveIntegrity(
             hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence,
             secondarySequence: base.secondarySequence,
             checksumValid: base.checksumValid, logs: logs.map(\.guest), replayed: [], highestLogSequence: 0)
-        info.highestLogSequence =
-            (try? HiveRecovery.recover(primary: head, logs: logs.map { ($0.name, $0.bytes) }).highestLogSequence) ?? 0
+        if !base.isDirty {
+            info.highestLogSequence =
+                (try? HiveRecovery.recover(primary: primary, logs: logs.map { ($0.name, $0.bytes) }).highestLogSequence)
+                ?? 0
+        }
         return info
     }
 
@@ -72,15 +70,9 @@ enum HiveReader {
                 .hiveUnreadable, "the \(hive.rawValue) hive (\(guestPath)) is not a valid registry hive: \(e.message)",
                 cause: e)
         }
-        var info = HiveIntegrity(
-            hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence,
-            secondarySequence: base.secondarySequence,
-            checksumValid: base.checksumValid, logs: logs.map(\.guest), replayed: [], highestLogSequence: 0)
+        var info = integrity(hive, base: base, primary: bytes, logs: logs)
+        guard base.isDirty else { return info }
         let logs = logs.map { ($0.name, $0.bytes) }
-        guard base.isDirty else {
-            info.highestLogSequence = (try? HiveRecovery.recover(primary: bytes, logs: logs).highestLogSequence) ?? 0
-            return info
-        }
         do {
             let r = try HiveRecovery.recover(primary: bytes, logs: logs)
             // The replayed hive is checked before it is written: bounded, and sound bins.
@@ -115,7 +107,7 @@ enum HiveReader {
     }
 
     /// A hive that cannot be read, as the error users see.
-    static func unreadable(_ hive: HiveName, _ guestPath: String, _ error: Error, image: String? = nil) -> RemedyError {
+    static func unreadable(_ hive: HiveName, _ guestPath: String, _ error: Error) -> RemedyError {
         if let e = error as? RemedyError { return e }
         let detail: String
         switch error {
@@ -124,8 +116,7 @@ enum HiveReader {
         default: detail = "\(error)"
         }
         return RemedyError(
-            .hiveUnreadable, image: image, "cannot read the \(hive.rawValue) hive (\(guestPath)): \(detail)",
-            cause: error)
+            .hiveUnreadable, "cannot read the \(hive.rawValue) hive (\(guestPath)): \(detail)", cause: error)
     }
 
     static func openHive(_ hive: HiveName, _ local: String, guest: String) throws -> Hive {

@@ -41,15 +41,17 @@ final class SessionHives {
             do {
                 size = try HiveReader.checkSize(
                     g, guestPath, limit: RegistryLimits.maxHiveFile, what: "the \(hive.rawValue) hive")
-                head = try g.pread(guestPath, count: BaseBlock.size, offset: 0)
+                // The base block, and the reader's first chunk when the hive is clean.
+                head = try g.pread(guestPath, count: min(HiveCells.chunkSize, Int(size)), offset: 0)
             } catch let e as GuestfsError {
                 throw RemedyError(
                     .hiveUnreadable, "cannot read the \(hive.rawValue) hive (\(guestPath)): \(e.message)", cause: e)
             }
             let logs = try HiveReader.readLogs(hive, guestPath: guestPath, g: g, workDirectory: workDirectory)
-            if let base = try? BaseBlock(head), !base.isDirty, head.count == BaseBlock.size {
-                integrity[hive] = try HiveReader.integrity(hive, head: head, guestPath: guestPath, logs: logs)
-                open[hive] = try cells(hive, guestPath: guestPath, size: Int(size))
+            if let base = try? BaseBlock(Array(head.prefix(BaseBlock.size))), !base.isDirty {
+                integrity[hive] = HiveReader.integrity(
+                    hive, base: base, primary: Array(head.prefix(BaseBlock.size)), logs: logs)
+                open[hive] = try cells(hive, guestPath: guestPath, size: Int(size), first: head)
             } else {
                 // Dirty (or a base block remedy cannot read): the whole file, recovered from the logs, the way it was.
                 try download(hive)
@@ -70,10 +72,10 @@ final class SessionHives {
 
     /// The hive read where it is: chunks of the file through the appliance, the session's filesystem mounted first
     /// (sessions of a batch take turns in one appliance).
-    private func cells(_ hive: HiveName, guestPath: String, size: Int) throws -> HiveCells {
+    private func cells(_ hive: HiveName, guestPath: String, size: Int, first: [UInt8]) throws -> HiveCells {
         let g = self.g, mounts = self.mounts
         do {
-            return try HiveCells(fileSize: size) { offset, count in
+            return try HiveCells(fileSize: size, first: first) { offset, count in
                 try mounts.mountReadOnly()
                 return try PhaseTimes.measure("hive-cells") {
                     try g.pread(guestPath, count: count, offset: Int64(offset))
