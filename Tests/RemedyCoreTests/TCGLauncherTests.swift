@@ -61,4 +61,41 @@ import Testing
         #expect(TCGLauncher.path(qemu: "/bin/true", mib: 0, directory: dir + "/private") == nil, "0 keeps qemu's own")
         #expect(TCGLauncher.path(qemu: "/bin/true", mib: 64, directory: dir + "/private") != nil)
     }
+
+    /// A filesystem mounted `noexec` could not run the launcher (qemu would not start at all): `allowsExecution` must
+    /// say what the kernel's mount table says, for every mount point (with a noexec tmpfs mounted for the test when
+    /// the test may mount, as root).
+    @Test func noexecIsSeenAsTheMountTableSaysIt() throws {
+        let dir = NSTemporaryDirectory() + "/remedy-tcg-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func run(_ tool: String, _ args: [String]) -> Int32 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: tool)
+            p.arguments = args
+            p.standardError = FileHandle.nullDevice
+            guard (try? p.run()) != nil else { return -1 }
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        let mounted = getuid() == 0 && run("/bin/mount", ["-t", "tmpfs", "-o", "noexec,size=64k", "tmpfs", dir]) == 0
+        defer { if mounted { _ = run("/bin/umount", [dir]) } }
+        var options: [String: [String]] = [:]  // the last mount of a point is the one seen
+        for line in try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8).split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count >= 4, !f[1].contains("\\") else { continue }
+            options[String(f[1])] = f[3].split(separator: ",").map(String.init)
+        }
+        var checked = 0, noexec = 0
+        for (point, opts) in options {
+            var fs = statvfs()
+            guard statvfs(point, &fs) == 0 else { continue }
+            let runs = !opts.contains("noexec")
+            #expect(TCGLauncher.allowsExecution(point) == runs, "\(point): \(opts)")
+            checked += 1
+            if !runs { noexec += 1 }
+        }
+        #expect(checked > 0)
+        if mounted { #expect(noexec > 0 && !TCGLauncher.allowsExecution(dir)) }
+    }
 }

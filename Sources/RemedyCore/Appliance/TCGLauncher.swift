@@ -8,7 +8,7 @@ import SystemPackage
 /// same qemu with `-accel tcg,tb-size=N` in place of `-machine accel=tcg`, every other argument as it came, and
 /// qemu's own process in its place (`exec`: the watchdogs still find it by its kernel command line).
 ///
-/// The script lives in `/var/tmp/remedy-UID` (this user's, mode 0700, checked before use) under a name that is the
+/// The script lives in `/var/tmp/remedy-UID` (this user's, mode 0700, not `noexec`, checked before use) under a name that is the
 /// hash of its text, written once: libguestfs caches what it learnt of qemu by the binary's path and time, so the
 /// same script keeps that cache valid from one run to the next. Where the folder cannot be trusted the launcher is
 /// left out and qemu keeps its default buffer.
@@ -59,12 +59,21 @@ enum TCGLauncher {
         """
     }
 
-    /// This user's folder, not a link, mode 0700 (created so if missing).
+    /// This user's folder, not a link, mode 0700 (created so if missing), on a filesystem that lets programs run
+    /// (a hardened host mounts `/var/tmp` `noexec`: qemu would then not start at all).
     static func trustedDirectory(_ path: String) -> Bool {
         if mkdir(path, 0o700) != 0 && errno != EEXIST { return false }
         var st = stat()
         guard lstat(path, &st) == 0 else { return false }
         return (st.st_mode & S_IFMT) == S_IFDIR && st.st_uid == getuid() && st.st_mode & 0o077 == 0
+            && allowsExecution(path)
+    }
+
+    /// Whether the filesystem holding `path` lets programs run (not mounted `noexec`).
+    static func allowsExecution(_ path: String) -> Bool {
+        var fs = statvfs()
+        let noexec: UInt = 8  // ST_NOEXEC of <sys/statvfs.h>, an enum constant Swift does not import
+        return statvfs(path, &fs) == 0 && fs.f_flag & noexec == 0
     }
 
     private static func owned(_ file: String) -> Bool {
