@@ -6,17 +6,20 @@ import RegistryFormat
 /// Reads a Windows image's hives: downloads bounded in size, a dirty hive recovered from its transaction logs,
 /// the control sets from `SYSTEM\Select`, and the keys rules ask for copied out as plain values.
 enum HiveReader {
+    /// A transaction log as read: its file name, its bytes, its guest path.
+    typealias Log = (name: String, bytes: [UInt8], guest: String)
+
     /// Downloads the hive's transaction logs (`HIVE.LOG`, `.LOG1`, `.LOG2`, as far as they can be read): their
     /// sequence numbers matter even for a clean hive (apply seals its writes above them).
     static func readLogs(
         _ hive: HiveName, guestPath: String, g: Guestfs, workDirectory: String
-    ) throws -> [(name: String, bytes: [UInt8], guest: String)] {
+    ) throws -> [Log] {
         let dir = GuestPath.parent(guestPath)
         let file = GuestPath.name(guestPath).lowercased()
         let logNames = ((try? g.ls(dir)) ?? []).filter {
             ["\(file).log", "\(file).log1", "\(file).log2"].contains($0.lowercased())
         }.sorted()
-        var logs: [(name: String, bytes: [UInt8], guest: String)] = []
+        var logs: [Log] = []
         for name in logNames {
             let guest = dir + "/" + name
             guard (try? g.isFile(guest)) == true else { continue }
@@ -41,7 +44,7 @@ enum HiveReader {
     /// A hive's state from its base block, with the highest sequence number its logs carry (for a dirty hive, the
     /// replay sets that).
     static func integrity(
-        _ hive: HiveName, base: BaseBlock, primary: [UInt8], logs: [(name: String, bytes: [UInt8], guest: String)]
+        _ hive: HiveName, base: BaseBlock, primary: [UInt8], logs: [Log]
     ) -> HiveIntegrity {
         var info = HiveIntegrity(
             hive: hive, dirty: base.isDirty, primarySequence: base.primarySequence,
@@ -59,7 +62,7 @@ enum HiveReader {
     /// hivex would open a dirty hive silently, with stale data, and its commit would mark it clean so Windows ignores
     /// the logs.
     static func recoverIfDirty(
-        _ hive: HiveName, local: String, guestPath: String, logs: [(name: String, bytes: [UInt8], guest: String)]
+        _ hive: HiveName, local: String, guestPath: String, logs: [Log]
     ) throws -> HiveIntegrity {
         let bytes = (try? HostFile.read(local, followLinks: false, limit: RegistryLimits.maxHiveFile)) ?? []
         let base: BaseBlock
